@@ -1,0 +1,197 @@
+//! The typed `config.toml`. One struct per table, unknown keys rejected, the
+//! defaults in one place ([`Default`] impls below), and every error located as
+//! `FILE:LINE:COL: what is wrong; what to do`.
+
+mod duration;
+mod error;
+
+pub use duration::Dur;
+pub use error::ConfigError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::probe::SourceKind;
+use crate::targets::Target;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The prober's own node; else `NODE_NAME`, else the host name.
+    pub node: Option<String>,
+    /// `host` or `pod`: the network the prober runs in; else
+    /// `TAILPROBE_SOURCE_KIND`, else `host`.
+    pub source_kind: Option<SourceKind>,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub matrix: MatrixConfig,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[probe]`: defaults for every target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    pub interval: Dur,
+    pub jitter: Dur,
+    pub timeout: Dur,
+    pub connect_timeout: Option<Dur>,
+    pub syn_poll: Dur,
+    pub max_in_flight: usize,
+    pub max_body_bytes: u64,
+    pub syn_retries: Option<u8>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        Self {
+            interval: Dur::secs(10),
+            jitter: Dur::secs(1),
+            // Past the last SYN rung of both schedules: 127 s classic, 131 s linear.
+            timeout: Dur::secs(135),
+            connect_timeout: None,
+            syn_poll: Dur::millis(200),
+            max_in_flight: 4096,
+            max_body_bytes: 1 << 20,
+            syn_retries: None,
+        }
+    }
+}
+
+/// `[server]`: the daemon's HTTP endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9797)),
+        }
+    }
+}
+
+/// `[matrix]`: the one-shot run.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MatrixConfig {
+    pub samples: u32,
+    pub concurrency: usize,
+    pub spacing: Dur,
+}
+
+impl Default for MatrixConfig {
+    fn default() -> Self {
+        Self {
+            samples: 20,
+            concurrency: 256,
+            spacing: Dur::millis(5),
+        }
+    }
+}
+
+/// One `[[target]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub name: Spanned<String>,
+    pub url: Spanned<String>,
+    pub node: Option<String>,
+    pub interval: Option<Dur>,
+    pub jitter: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// A parsed, validated configuration and the targets it names.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub targets: Vec<Arc<Target>>,
+}
+
+impl Loaded {
+    /// The prober's node: `node` key, else `NODE_NAME`, else the host name.
+    pub fn node(&self) -> String {
+        self.config
+            .node
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(host_name)
+    }
+
+    /// The network the prober runs in.
+    pub fn source_kind(&self) -> SourceKind {
+        self.config
+            .source_kind
+            .or_else(|| {
+                std::env::var("TAILPROBE_SOURCE_KIND")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(SourceKind::Host)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &str) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Validates configuration text; `path` only labels errors.
+pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
+    let config: Config =
+        toml::from_str(text).map_err(|e| ConfigError::from_toml(path, text, &e))?;
+    let at = |span: std::ops::Range<usize>, message: String| {
+        ConfigError::at(path, text, span.start, message)
+    };
+    if config.probe.max_in_flight == 0 {
+        return Err(ConfigError::at(
+            path,
+            text,
+            text.find("max_in_flight").unwrap_or(0),
+            "max_in_flight must be at least 1; raise it (the default is 4096)".into(),
+        ));
+    }
+    let mut targets: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());
+    for tc in &config.targets {
+        if targets.iter().any(|t| t.name == *tc.name.get_ref()) {
+            return Err(at(
+                tc.name.span(),
+                format!(
+                    "target name \"{}\" is used twice; give every [[target]] a unique name",
+                    tc.name.get_ref()
+                ),
+            ));
+        }
+        let target = Target::from_config(tc, &config.probe).map_err(|(span, msg)| at(span, msg))?;
+        targets.push(Arc::new(target));
+    }
+    Ok(Loaded { config, targets })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,80 @@
+use super::*;
+
+fn err(text: &str) -> (usize, usize, String) {
+    let e = parse("c.toml", text).unwrap_err();
+    let (l, c) = e.location().expect("a located error");
+    (l, c, e.to_string())
+}
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = include_str!("../../config.toml");
+    let loaded = parse("config.toml", text).unwrap();
+    assert!(!loaded.targets.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_located_and_suggested() {
+    let (l, c, m) = err("[probe]\ninterval = \"5s\"\ntimout = \"3s\"\n");
+    assert_eq!((l, c), (3, 1));
+    assert_eq!(
+        m,
+        "c.toml:3:1: unknown key \"timout\" in [probe]; did you mean \"timeout\"?"
+    );
+    let (l, _, m) = err(
+        "node = \"a\"\n\n[[target]]\nname = \"x\"\nurl = \"http://127.0.0.1/\"\nnode_name = \"n\"\n",
+    );
+    assert_eq!(l, 6);
+    assert!(m.contains("in [target]; did you mean \"node\"?"), "{m}");
+}
+
+#[test]
+fn bad_values_are_located() {
+    let (l, c, m) = err("[probe]\ntimeout = \"75x\"\n");
+    assert_eq!((l, c), (2, 11));
+    assert!(
+        m.contains("invalid duration \"75x\"") && m.contains("such as \"75s\""),
+        "{m}"
+    );
+    let (l, _, m) = err("[probe]\ntimeout = 75\n");
+    assert_eq!(l, 2);
+    assert!(m.contains("\"75s\""), "{m}");
+    let (l, c, m) = err("[[target]]\nname = \"a\"\nurl = \"https://x/\"\n");
+    assert_eq!((l, c), (3, 7));
+    assert!(m.contains("plain HTTP"), "{m}");
+}
+
+#[test]
+fn duplicate_target_names_point_at_the_second() {
+    let text = "[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n";
+    let (l, c, m) = err(text);
+    assert_eq!((l, c), (5, 8));
+    assert!(m.contains("used twice"), "{m}");
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let (l, _, m) = err("[probe\n");
+    assert_eq!(l, 1);
+    assert!(m.starts_with("c.toml:1:"), "{m}");
+}
+
+#[test]
+fn defaults_fill_targets() {
+    let loaded = parse(
+        "c.toml",
+        "[probe]\ntimeout = \"20s\"\nconnect_timeout = \"5s\"\n[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1:81/\"\ninterval = \"250ms\"\n",
+    )
+    .unwrap();
+    let t = &loaded.targets[0];
+    assert_eq!(t.timeout, std::time::Duration::from_secs(20));
+    assert_eq!(t.connect_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(t.interval, std::time::Duration::from_millis(250));
+    assert_eq!(t.node, crate::targets::TargetNode::Unknown);
+}
+
+#[test]
+fn node_comes_from_the_key_first() {
+    let loaded = parse("c.toml", "node = \"node2\"\n").unwrap();
+    assert_eq!(loaded.node(), "node2");
+}

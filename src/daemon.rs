@@ -1,0 +1,98 @@
+//! `tailprobe run`: probe continuously, serve the endpoints, stop cleanly.
+//! On cancellation, in-flight probes end as `cancelled` and are counted before
+//! the server stops.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Loaded;
+use crate::export::Recorder;
+use crate::export::prometheus::Metrics;
+use crate::probe::Prober;
+use crate::probe::scheduler::Scheduler;
+use crate::server::api::{self, ApiState};
+use crate::stats::{Retention, Stats};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(
+        "cannot listen on {addr} ({source}); pick a free port with [server] listen or --listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server on {addr} failed ({source})")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs until `cancel` fires. `ready` (if given) receives the bound address.
+pub async fn run(
+    loaded: Loaded,
+    listen: Option<SocketAddr>,
+    cancel: CancellationToken,
+    bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+) -> Result<(), DaemonError> {
+    let prober = Arc::new(Prober::from_loaded(&loaded));
+    let stats = Arc::new(Stats::new(Retention::DAEMON));
+    let metrics = Arc::new(Metrics::new(Arc::clone(&prober.in_flight)));
+    let recorder = Arc::new(Recorder::new(Arc::clone(&stats), Arc::clone(&metrics)));
+    let addr = listen.unwrap_or(loaded.config.server.listen);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { addr, source })?;
+    let addr = listener.local_addr().unwrap_or(addr);
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = ApiState {
+        source_node: Arc::clone(&prober.source_node),
+        metrics,
+        stats,
+        ready: Arc::clone(&ready),
+    };
+    // The server outlives probing by a moment, so the cancelled probes are
+    // visible to a final scrape; it stops on its own token.
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(
+        axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(server_stop.clone().cancelled_owned())
+            .into_future(),
+    );
+    let mut scheduler = Scheduler::new(
+        Arc::clone(&prober),
+        recorder,
+        loaded.config.probe.max_in_flight,
+        cancel.clone(),
+    );
+    scheduler.sync(&loaded.targets);
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        %addr,
+        node = %prober.source_node,
+        source_kind = prober.source_kind.as_str(),
+        targets = scheduler.len(),
+        "Probing."
+    );
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+    cancel.cancelled().await;
+    ready.store(false, Ordering::Relaxed);
+    scheduler.wait().await;
+    server_stop.cancel();
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => return Err(DaemonError::Serve { addr, source }),
+        Err(e) => tracing::warn!(error = %e, "The HTTP server task ended abnormally."),
+    }
+    tracing::info!("Stopped.");
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! `/metrics` in the Prometheus text format. Latency buckets have fine edges
+//! below one second and edges just below and above every SYN-retransmit rung
+//! (classic 1, 3, 7, 15, 31, 63 s; linear 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s;
+//! Windows 3, 9 s), so each rung lands in a bucket of its own.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::probe::scheduler::SkipReason;
+use crate::probe::{InFlight, ProbeResult};
+use crate::stats::Phase;
+use crate::targets::Target;
+
+/// Bucket upper bounds in seconds. A rung at T arrives in [T, 1.13 T + 0.1 s]
+/// (timers fire late, never early), so each rung's bucket opens just below T.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, //
+    0.95, 1.25, // 1 s
+    1.95, 2.35, // 2 s (linear)
+    2.95, 3.5, // 3 s (classic total, linear, Windows)
+    3.95, 4.6, // 4 s (linear)
+    4.95, 5.75, // 5 s (linear, DNS timeout)
+    6.95, 8.0, // 7 s
+    8.95, 10.25, // 9 s (Windows), 10 s (DNS)
+    10.95, 12.5, // 11 s (linear)
+    14.95, 17.0, // 15 s
+    18.95, 21.6, // 19 s (linear)
+    30.95, 34.9, // 31 s
+    39.7, // 35 s (linear)
+    62.95, 66.9, // 63 s
+    75.8, // 67 s (linear)
+    127.0, 131.0, 135.0, 300.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    source_node: String,
+    source_kind: String,
+    destination_node: String,
+    target: String,
+    path: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    source_node: String,
+    source_kind: String,
+    destination_node: String,
+    target: String,
+    path: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    source_node: String,
+    source_kind: String,
+    destination_node: String,
+    target: String,
+    path: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    target: String,
+    reason: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+/// The registry and handles to every metric.
+pub struct Metrics {
+    registry: Registry,
+    probes: Family<ProbeLabels, Counter>,
+    duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    syn_retransmits: Family<PathLabels, Counter>,
+    skipped: Family<SkipLabels, Counter>,
+    in_flight: Gauge,
+    syn_stalled: Gauge,
+    start_lag: Histogram,
+    in_flight_source: Arc<InFlight>,
+}
+
+impl Metrics {
+    pub fn new(in_flight: Arc<InFlight>) -> Self {
+        let mut registry = Registry::with_prefix("tailprobe");
+        let probes = Family::<ProbeLabels, Counter>::default();
+        registry.register("probes", "Probes finished, by outcome", probes.clone());
+        let duration = Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "probe_duration_seconds",
+            "Time from probe start to the end of each phase (dns, connect, first_byte, total)",
+            duration.clone(),
+        );
+        let syn_retransmits = Family::<PathLabels, Counter>::default();
+        registry.register(
+            "syn_retransmits",
+            "SYN retransmissions seen by the kernel (TCP_INFO) on probe connections",
+            syn_retransmits.clone(),
+        );
+        let skipped = Family::<SkipLabels, Counter>::default();
+        registry.register(
+            "probes_skipped",
+            "Probes not started, by reason",
+            skipped.clone(),
+        );
+        let in_flight_g = Gauge::default();
+        registry.register(
+            "probes_in_flight",
+            "Probes running now",
+            in_flight_g.clone(),
+        );
+        let syn_stalled = Gauge::default();
+        registry.register(
+            "probes_syn_stalled",
+            "Probes now waiting on SYN retransmission",
+            syn_stalled.clone(),
+        );
+        let start_lag = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
+        registry.register(
+            "probe_start_lag_seconds",
+            "How late probes started against their fixed-rate schedule",
+            start_lag.clone(),
+        );
+        let build = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register("build_info", "tailprobe version", build.clone());
+        build
+            .get_or_create(&vec![("version".into(), crate::VERSION.into())])
+            .set(1);
+        Self {
+            registry,
+            probes,
+            duration,
+            syn_retransmits,
+            skipped,
+            in_flight: in_flight_g,
+            syn_stalled,
+            start_lag,
+            in_flight_source: in_flight,
+        }
+    }
+
+    pub fn observe(&self, r: &ProbeResult) {
+        let path = PathLabels {
+            source_node: r.source_node.to_string(),
+            source_kind: r.source_kind.as_str().into(),
+            destination_node: r.destination_node.as_deref().unwrap_or("").into(),
+            target: r.target.name.clone(),
+            path: r.path.as_str().into(),
+        };
+        let phase_labels = |phase: Phase| PhaseLabels {
+            source_node: path.source_node.clone(),
+            source_kind: path.source_kind.clone(),
+            destination_node: path.destination_node.clone(),
+            target: path.target.clone(),
+            path: path.path.clone(),
+            phase: phase.as_str().into(),
+        };
+        let p = &r.phases;
+        let completed = r.outcome.completed();
+        for (phase, value) in [
+            (Phase::Dns, p.dns),
+            (Phase::Connect, p.connect),
+            (Phase::FirstByte, p.first_byte),
+            (Phase::Total, completed.then_some(p.total)),
+        ] {
+            if let Some(v) = value {
+                self.duration
+                    .get_or_create(&phase_labels(phase))
+                    .observe(v.as_secs_f64());
+            }
+        }
+        if r.syn_retransmits > 0 {
+            self.syn_retransmits
+                .get_or_create(&path)
+                .inc_by(u64::from(r.syn_retransmits));
+        }
+        self.start_lag.observe(r.start_lag.as_secs_f64());
+        self.probes
+            .get_or_create(&ProbeLabels {
+                source_node: path.source_node,
+                source_kind: path.source_kind,
+                destination_node: path.destination_node,
+                target: path.target,
+                path: path.path,
+                outcome: r.outcome.as_str().into(),
+            })
+            .inc();
+    }
+
+    pub fn skipped(&self, target: &Target, reason: SkipReason) {
+        self.skipped
+            .get_or_create(&SkipLabels {
+                target: target.name.clone(),
+                reason: reason.as_str().into(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        self.in_flight.set(self.in_flight_source.probes() as i64);
+        self.syn_stalled
+            .set(self.in_flight_source.syn_stalled() as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rung_has_its_own_bucket() {
+        assert!(
+            LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]),
+            "bounds ascend"
+        );
+        let bucket = |v: f64| LATENCY_BUCKETS.iter().position(|b| v <= *b).unwrap();
+        let rungs = [
+            1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 15.0, 19.0, 31.0, 35.0, 63.0, 67.0,
+        ];
+        for (i, t) in rungs.iter().enumerate() {
+            // Seen on real kernels: a rung is late by up to about 4 %.
+            let (early, late) = (bucket(*t), bucket(t * 1.04));
+            assert_eq!(early, late, "rung {t}s spans buckets");
+            assert_ne!(
+                bucket(t * 0.9),
+                early,
+                "rung {t}s shares a bucket with faster probes"
+            );
+            if let Some(next) = rungs.get(i + 1) {
+                assert_ne!(
+                    bucket(*next),
+                    early,
+                    "rungs {t}s and {next}s share a bucket"
+                );
+            }
+        }
+    }
+}

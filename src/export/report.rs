@@ -1,0 +1,219 @@
+//! The one-shot matrix report: a table for people, JSON for CI. The JSON field
+//! names are a contract: extend, never rename.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::probe::{PathKind, SourceKind};
+use crate::stats::Series;
+
+/// One row: a (target, destination node, path) seen from one source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub target: String,
+    pub url: String,
+    pub source_node: String,
+    pub source_kind: SourceKind,
+    pub destination_node: Option<String>,
+    pub path: PathKind,
+    pub samples: u64,
+    pub failures: u64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub p50_ms: Option<f64>,
+    pub p90_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub connect_p50_ms: Option<f64>,
+    pub connect_max_ms: Option<f64>,
+    /// Sum of SYN retransmissions over the cell's probes (`TCP_INFO`).
+    pub syn_retransmits: u64,
+    /// Total latency, HdrHistogram V2 deflate, base64.
+    pub histogram: String,
+    /// Connect mark, same encoding.
+    pub connect_histogram: String,
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
+}
+
+impl Cell {
+    pub fn from_series(s: &Series) -> Self {
+        let total = &s.histograms.total;
+        let connect = &s.histograms.connect;
+        Self {
+            target: s.key.target.to_string(),
+            url: s.url.clone(),
+            source_node: s.key.source_node.to_string(),
+            source_kind: s.key.source_kind,
+            destination_node: s.key.destination_node.as_deref().map(str::to_string),
+            path: s.key.path,
+            samples: s.samples(),
+            failures: s.failures(),
+            outcomes: s
+                .outcomes
+                .iter()
+                .map(|(o, n)| (o.as_str().to_string(), *n))
+                .collect(),
+            p50_ms: ms(total.quantile(0.5)),
+            p90_ms: ms(total.quantile(0.9)),
+            p99_ms: ms(total.quantile(0.99)),
+            max_ms: ms(total.max()),
+            connect_p50_ms: ms(connect.quantile(0.5)),
+            connect_max_ms: ms(connect.max()),
+            syn_retransmits: s.syn_retransmits,
+            histogram: total.to_base64(),
+            connect_histogram: connect.to_base64(),
+        }
+    }
+}
+
+/// A whole one-shot run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixReport {
+    pub source_node: String,
+    pub source_kind: SourceKind,
+    pub started_at: String,
+    pub finished_at: String,
+    pub samples_per_target: u32,
+    pub cells: Vec<Cell>,
+    pub findings: Vec<serde_json::Value>,
+}
+
+impl MatrixReport {
+    pub fn new(
+        source_node: &str,
+        source_kind: SourceKind,
+        started: SystemTime,
+        finished: SystemTime,
+        samples_per_target: u32,
+        series: &[Series],
+    ) -> Self {
+        Self {
+            source_node: source_node.to_string(),
+            source_kind,
+            started_at: humantime::format_rfc3339_millis(started).to_string(),
+            finished_at: humantime::format_rfc3339_millis(finished).to_string(),
+            samples_per_target,
+            cells: series.iter().map(Cell::from_series).collect(),
+            findings: Vec::new(),
+        }
+    }
+
+    /// No failed probe and no finding.
+    pub fn healthy(&self) -> bool {
+        self.findings.is_empty() && self.cells.iter().all(|c| c.failures == 0)
+    }
+
+    /// The process exit code for this report: 0 healthy, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if self.healthy() { 0 } else { 1 }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serializes")
+    }
+
+    /// The table for people.
+    pub fn to_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "tailprobe matrix from {} ({} network), {} probes per target, {} .. {}",
+            self.source_node,
+            self.source_kind.as_str(),
+            self.samples_per_target,
+            self.started_at,
+            self.finished_at
+        );
+        let header = [
+            "TARGET",
+            "DESTINATION",
+            "PATH",
+            "SAMPLES",
+            "P50",
+            "P90",
+            "P99",
+            "MAX",
+            "FAILURES",
+            "SYN-RTX",
+        ];
+        let rows: Vec<[String; 10]> = self
+            .cells
+            .iter()
+            .map(|c| {
+                [
+                    c.target.clone(),
+                    c.destination_node.clone().unwrap_or_else(|| "?".into()),
+                    c.path.as_str().into(),
+                    c.samples.to_string(),
+                    human_ms(c.p50_ms),
+                    human_ms(c.p90_ms),
+                    human_ms(c.p99_ms),
+                    human_ms(c.max_ms),
+                    c.failures.to_string(),
+                    c.syn_retransmits.to_string(),
+                ]
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|i| {
+                rows.iter()
+                    .map(|r| r[i].len())
+                    .chain([header[i].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[&str]| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                // Names left-aligned, numbers right-aligned.
+                if i < 3 {
+                    let _ = write!(l, "{c:<w$}  ", w = widths[i]);
+                } else {
+                    let _ = write!(l, "{c:>w$}  ", w = widths[i]);
+                }
+            }
+            l.trim_end().to_string()
+        };
+        let _ = writeln!(out, "{}", line(&header));
+        for r in &rows {
+            let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+            let _ = writeln!(out, "{}", line(&cells));
+        }
+        if self.cells.is_empty() {
+            let _ = writeln!(
+                out,
+                "(no targets: add [[target]] tables to the configuration)"
+            );
+        }
+        out
+    }
+}
+
+/// `0.68ms`, `63.42s`, `-` for nothing.
+pub fn human_ms(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(ms) if ms >= 1000.0 => format!("{:.2}s", ms / 1000.0),
+        Some(ms) if ms >= 10.0 => format!("{ms:.1}ms"),
+        Some(ms) => format!("{ms:.2}ms"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_ms(Some(0.684)), "0.68ms");
+        assert_eq!(human_ms(Some(12.34)), "12.3ms");
+        assert_eq!(human_ms(Some(63_420.0)), "63.42s");
+        assert_eq!(human_ms(None), "-");
+    }
+}

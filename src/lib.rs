@@ -1,0 +1,28 @@
+//! tailprobe: a synthetic latency prober that opens a fresh TCP connection per
+//! probe, times every phase, reads the kernel's own evidence (`TCP_INFO`) and
+//! knows which node answered.
+//!
+//! Code map (ARCHITECTURE.md states the invariants):
+//! - [`config`]: the typed `config.toml`, with file:line:column errors.
+//! - [`targets`]: what to probe and which node serves it.
+//! - [`probe`]: one fresh connection and its evidence; the fixed-rate scheduler.
+//! - [`stats`]: HdrHistograms per series, rolling sample windows, exact merge.
+//! - [`export`]: Prometheus metrics and the matrix report (table, JSON).
+//! - [`server`]: the daemon's HTTP endpoints and the `echo` target server.
+//! - [`matrix`]: the one-shot run; [`daemon`]: the continuous one.
+//! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod export;
+pub mod matrix;
+pub mod probe;
+pub mod server;
+pub mod shutdown;
+pub mod stats;
+pub mod targets;
+
+/// The version reported in metrics, the `User-Agent` and traces.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

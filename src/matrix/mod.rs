@@ -1,0 +1,136 @@
+//! The one-shot run: probe every target N times from this host, wait for
+//! every probe (up to its timeout, past the last SYN rung), report. It shares
+//! the probe, stats and report code with the daemon; only the driver differs.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Loaded;
+use crate::export::report::MatrixReport;
+use crate::probe::{InFlight, Prober};
+use crate::stats::{Retention, Stats};
+
+#[derive(Debug, Clone)]
+pub struct MatrixOptions {
+    pub samples: u32,
+    pub concurrency: usize,
+    /// Pause between probe starts, so a run is not one burst of SYNs.
+    pub spacing: Duration,
+    /// Show a live line on stderr (in-flight and SYN-stalled probes).
+    pub progress: bool,
+}
+
+impl MatrixOptions {
+    pub fn from_loaded(loaded: &Loaded) -> Self {
+        let m = &loaded.config.matrix;
+        Self {
+            samples: m.samples,
+            concurrency: m.concurrency,
+            spacing: m.spacing.get(),
+            progress: false,
+        }
+    }
+}
+
+/// Runs the matrix; cancelled probes are counted as such in the report.
+pub async fn run(
+    loaded: &Loaded,
+    opts: &MatrixOptions,
+    cancel: &CancellationToken,
+) -> MatrixReport {
+    let prober = Arc::new(Prober::from_loaded(loaded));
+    let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
+    let started = SystemTime::now();
+    let total = loaded.targets.len() as u64 * u64::from(opts.samples);
+    let progress = opts
+        .progress
+        .then(|| Progress::start(total, Arc::clone(&prober.in_flight)));
+    let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    let tasks = TaskTracker::new();
+    // Round-robin over targets, so every target has probes in flight early.
+    'launch: for _ in 0..opts.samples {
+        for target in &loaded.targets {
+            let permit = tokio::select! {
+                _ = cancel.cancelled() => break 'launch,
+                p = Arc::clone(&limit).acquire_owned() => p.expect("the semaphore is never closed"),
+            };
+            let (prober, stats, target, cancel) = (
+                Arc::clone(&prober),
+                Arc::clone(&stats),
+                Arc::clone(target),
+                cancel.clone(),
+            );
+            let bar = progress.as_ref().map(|p| p.bar.clone());
+            tasks.spawn(async move {
+                let r = prober.probe(&target, &cancel).await;
+                stats.record(&r);
+                if let Some(bar) = bar {
+                    bar.inc(1);
+                }
+                drop(permit);
+            });
+            if !opts.spacing.is_zero() {
+                tokio::time::sleep(opts.spacing).await;
+            }
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    let node = prober.source_node.to_string();
+    MatrixReport::new(
+        &node,
+        prober.source_kind,
+        started,
+        SystemTime::now(),
+        opts.samples,
+        &stats.snapshot(),
+    )
+}
+
+/// A progress bar that says how many probes wait on SYN retransmission, so a
+/// person watching a 63 s rung knows why nothing moves.
+struct Progress {
+    bar: indicatif::ProgressBar,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl Progress {
+    fn start(total: u64, in_flight: Arc<InFlight>) -> Self {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {pos}/{len} probes done {msg}",
+            )
+            .expect("the template is valid"),
+        );
+        let b = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                let stalled = in_flight.syn_stalled();
+                b.set_message(if stalled > 0 {
+                    format!(
+                        "({} in flight, {stalled} waiting on SYN retransmission)",
+                        in_flight.probes()
+                    )
+                } else {
+                    format!("({} in flight)", in_flight.probes())
+                });
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        Self { bar, ticker }
+    }
+
+    fn finish(self) {
+        self.ticker.abort();
+        self.bar.finish_and_clear();
+    }
+}

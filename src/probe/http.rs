@@ -1,0 +1,377 @@
+//! The HTTP probe: resolve, connect our own socket (so `TCP_INFO` can be read
+//! while the SYN is pending and right after it completes), one HTTP/1.1 GET with
+//! `Connection: close` over hyper, read the body to the end (bounded), close.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::socket::{self, TcpInfo};
+use super::{CountGuard, Outcome, PathKind, Phases, ProbeResult, Prober, SynEvent};
+use crate::targets::{Target, TargetNode};
+use std::sync::Arc;
+
+/// The header our echo target sets, naming the node that answered.
+pub const NODE_HEADER: &str = "x-tailprobe-node";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Dns,
+    Connect,
+    Exchange,
+}
+
+/// What a probe has learned so far; kept outside the probe future so that a
+/// timeout or cancellation still reports the phases that completed.
+struct Progress {
+    phase: Phase,
+    phases: Phases,
+    tcp_info: Option<TcpInfo>,
+    syn_retransmits: u32,
+    syn_events: Vec<SynEvent>,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    status: Option<u16>,
+    node_header: Option<String>,
+    body_bytes: u64,
+}
+
+struct Failure {
+    outcome: Outcome,
+    message: String,
+}
+
+impl Failure {
+    fn new(outcome: Outcome, message: impl Into<String>) -> Self {
+        Self {
+            outcome,
+            message: message.into(),
+        }
+    }
+}
+
+impl Prober {
+    /// Runs one probe: a fresh connection, never reused. Returns when the
+    /// exchange ends, the target's timeout passes or `cancel` fires.
+    pub async fn probe(&self, target: &Arc<Target>, cancel: &CancellationToken) -> ProbeResult {
+        let _in_flight = CountGuard::new(&self.in_flight.probes);
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let mut st = Progress {
+            phase: Phase::Dns,
+            phases: Phases::default(),
+            tcp_info: None,
+            syn_retransmits: 0,
+            syn_events: Vec::new(),
+            local: None,
+            peer: None,
+            status: None,
+            node_header: None,
+            body_bytes: 0,
+        };
+        let ended = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            r = tokio::time::timeout(target.timeout, self.run(target, t0, &mut st)) => Some(r),
+        };
+        let failure = match ended {
+            None => Some(Failure::new(
+                Outcome::Cancelled,
+                "shut down while in flight",
+            )),
+            Some(Ok(Ok(()))) => None,
+            Some(Ok(Err(f))) => Some(f),
+            Some(Err(_elapsed)) => Some(match st.phase {
+                Phase::Dns | Phase::Connect => Failure::new(
+                    Outcome::ConnectTimeout,
+                    format!(
+                        "not connected after {}",
+                        humantime::format_duration(target.timeout)
+                    ),
+                ),
+                Phase::Exchange => Failure::new(
+                    Outcome::TotalTimeout,
+                    format!(
+                        "no complete response after {}",
+                        humantime::format_duration(target.timeout)
+                    ),
+                ),
+            }),
+        };
+        st.phases.total = t0.elapsed();
+        let (outcome, error) = match failure {
+            Some(f) => (f.outcome, Some(f.message)),
+            None => match st.status {
+                Some(s) if (200..300).contains(&s) => (Outcome::Ok, None),
+                Some(s) => (Outcome::HttpStatus, Some(format!("HTTP status {s}"))),
+                None => (Outcome::ProtocolError, Some("no status".into())),
+            },
+        };
+        let destination: Option<Arc<str>> = match (&target.node, st.node_header) {
+            (TargetNode::Known(n), _) => Some(n.as_str().into()),
+            (_, Some(h)) => Some(h.into()),
+            _ => None,
+        };
+        ProbeResult {
+            path: PathKind::classify(&self.source_node, destination.as_deref()),
+            target: Arc::clone(target),
+            source_node: Arc::clone(&self.source_node),
+            source_kind: self.source_kind,
+            destination_node: destination,
+            started_at,
+            start_lag: Duration::ZERO,
+            phases: st.phases,
+            outcome,
+            status: st.status,
+            error,
+            tcp_info: st.tcp_info,
+            syn_retransmits: st.syn_retransmits,
+            syn_events: st.syn_events,
+            local_addr: st.local,
+            peer_addr: st.peer,
+            body_bytes: st.body_bytes,
+        }
+    }
+
+    async fn run(&self, t: &Target, t0: Instant, st: &mut Progress) -> Result<(), Failure> {
+        let addr = match t.ip {
+            Some(ip) => SocketAddr::new(ip, t.port),
+            None => {
+                let found = tokio::net::lookup_host((t.host.as_str(), t.port))
+                    .await
+                    .map_err(|e| {
+                        Failure::new(Outcome::DnsError, format!("cannot resolve {}: {e}", t.host))
+                    })?
+                    .next();
+                st.phases.dns = Some(t0.elapsed());
+                found.ok_or_else(|| {
+                    Failure::new(Outcome::DnsError, format!("{} has no address", t.host))
+                })?
+            }
+        };
+        st.peer = Some(addr);
+        st.phase = Phase::Connect;
+        let stream = match tokio::time::timeout(t.connect_timeout, self.connect(addr, st)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Failure::new(
+                    Outcome::ConnectTimeout,
+                    format!(
+                        "not connected after {}",
+                        humantime::format_duration(t.connect_timeout)
+                    ),
+                ));
+            }
+        };
+        st.phases.connect = Some(t0.elapsed());
+        if let Ok(info) = socket::tcp_info(stream.as_fd()) {
+            st.syn_retransmits = st.syn_retransmits.max(info.total_retrans);
+            st.tcp_info = Some(info);
+        }
+        st.local = stream.local_addr().ok();
+        st.phase = Phase::Exchange;
+        self.exchange(t, t0, stream, st).await
+    }
+
+    /// A non-blocking connect whose `TCP_INFO` is polled while it is pending,
+    /// so a SYN retransmission is known about a second after it happens rather
+    /// than when the connect finally completes.
+    async fn connect(&self, addr: SocketAddr, st: &mut Progress) -> Result<TcpStream, Failure> {
+        let local =
+            |e: io::Error| Failure::new(Outcome::Error, format!("cannot open a socket: {e}"));
+        let sock = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking(),
+            Some(Protocol::TCP),
+        )
+        .map_err(local)?;
+        sock.set_tcp_nodelay(true).map_err(local)?;
+        if let Some(n) = self.syn_retries {
+            socket::set_syn_count(sock.as_fd(), n).map_err(local)?;
+        }
+        match sock.connect(&addr.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(connect_failure(e)),
+        }
+        let stream = TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(local)?;
+        let c0 = Instant::now();
+        let mut poll = tokio::time::interval_at(c0 + self.syn_poll, self.syn_poll);
+        let mut stalled: Option<CountGuard<'_>> = None;
+        loop {
+            tokio::select! {
+                biased;
+                ready = stream.writable() => {
+                    ready.map_err(connect_failure)?;
+                    match stream.try_io(Interest::WRITABLE, || connected(&stream)) {
+                        Ok(()) => return Ok(stream),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(connect_failure(e)),
+                    }
+                }
+                _ = poll.tick() => {
+                    if let Ok(info) = socket::tcp_info(stream.as_fd())
+                        && info.total_retrans > st.syn_retransmits
+                    {
+                        st.syn_retransmits = info.total_retrans;
+                        st.syn_events.push(SynEvent {
+                            at: c0.elapsed(),
+                            retransmits: info.total_retrans.min(255) as u8,
+                        });
+                        stalled.get_or_insert_with(|| CountGuard::new(&self.in_flight.syn_stalled));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        t: &Target,
+        t0: Instant,
+        stream: TcpStream,
+        st: &mut Progress,
+    ) -> Result<(), Failure> {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| http_failure(&e, None))?;
+        let request = http::Request::get(t.path.as_str())
+            .header(http::header::HOST, t.authority.as_str())
+            .header(http::header::CONNECTION, "close")
+            .header(
+                http::header::USER_AGENT,
+                concat!("tailprobe/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Empty::new())
+            .map_err(|e| Failure::new(Outcome::Error, format!("cannot build the request: {e}")))?;
+        let max_body = t.max_body_bytes;
+        let exchange = async {
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| http_failure(&e, None))?;
+            st.phases.first_byte = Some(t0.elapsed());
+            st.status = Some(response.status().as_u16());
+            st.node_header = response
+                .headers()
+                .get(NODE_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_string);
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| http_failure(&e, None))?;
+                if let Some(data) = frame.data_ref() {
+                    st.body_bytes += data.len() as u64;
+                    if st.body_bytes > max_body {
+                        return Err(Failure::new(
+                            Outcome::BodyTooLarge,
+                            format!(
+                                "body exceeds {max_body} bytes; raise max_body_bytes if that is expected"
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        };
+        tokio::pin!(exchange);
+        tokio::pin!(conn);
+        let mut conn_error: Option<hyper::Error> = None;
+        let mut conn_done = false;
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut exchange => {
+                    // The connection's own error says more than the request's.
+                    return r.map_err(|f| match &conn_error {
+                        Some(e) if f.outcome != Outcome::BodyTooLarge => http_failure(e, Some(f)),
+                        _ => f,
+                    });
+                }
+                c = &mut conn, if !conn_done => {
+                    conn_done = true;
+                    conn_error = c.err();
+                }
+            }
+        }
+    }
+}
+
+/// Whether a non-blocking connect has finished: `SO_ERROR` first, then
+/// `getpeername`, as mio does.
+fn connected(s: &TcpStream) -> io::Result<()> {
+    if let Some(e) = s.take_error()? {
+        return Err(e);
+    }
+    match s.peer_addr() {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(io::ErrorKind::WouldBlock.into()),
+        Err(e) => Err(e),
+    }
+}
+
+fn connect_failure(e: io::Error) -> Failure {
+    let outcome = match e.raw_os_error() {
+        Some(libc::ECONNREFUSED) => Outcome::Refused,
+        Some(libc::ECONNRESET) => Outcome::Reset,
+        Some(libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN | libc::ENETDOWN) => {
+            Outcome::Unreachable
+        }
+        Some(libc::ETIMEDOUT) => Outcome::ConnectTimeout,
+        _ => Outcome::Error,
+    };
+    Failure::new(outcome, format!("connect: {e}"))
+}
+
+fn http_failure(e: &hyper::Error, fallback: Option<Failure>) -> Failure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            let outcome = match io.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe => Outcome::Reset,
+                _ => Outcome::Error,
+            };
+            return Failure::new(outcome, format!("{e}: {io}"));
+        }
+        source = s.source();
+    }
+    if let Some(f) = fallback {
+        return f;
+    }
+    let outcome = if e.is_incomplete_message() || e.is_canceled() {
+        Outcome::Closed
+    } else if e.is_parse() {
+        Outcome::ProtocolError
+    } else {
+        Outcome::Error
+    };
+    Failure::new(outcome, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_map_to_distinct_outcomes() {
+        let o = |n| connect_failure(io::Error::from_raw_os_error(n)).outcome;
+        assert_eq!(o(libc::ECONNREFUSED), Outcome::Refused);
+        assert_eq!(o(libc::EHOSTUNREACH), Outcome::Unreachable);
+        assert_eq!(o(libc::ETIMEDOUT), Outcome::ConnectTimeout);
+        assert_eq!(o(libc::EMFILE), Outcome::Error);
+    }
+}

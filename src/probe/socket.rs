@@ -1,0 +1,145 @@
+//! The crate's only `unsafe`: two socket options that neither socket2 nor nix
+//! wraps. `TCP_INFO` is read into a byte buffer and parsed by offset in safe
+//! code, so a kernel that returns a shorter or longer struct is handled by
+//! trusting the length it reports.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The fields of `struct tcp_info` that probes use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TcpInfo {
+    /// `TCP_ESTABLISHED` = 1, `TCP_SYN_SENT` = 2, ...
+    pub state: u8,
+    /// Retransmissions of the current segment (the SYN while connecting).
+    pub retransmits: u8,
+    pub backoff: u8,
+    pub rto_us: u32,
+    pub rtt_us: u32,
+    pub rttvar_us: u32,
+    /// Every retransmission on this socket so far.
+    pub total_retrans: u32,
+    /// Retransmission timeouts so far (kernel 6.7 and later).
+    pub total_rto: Option<u16>,
+}
+
+impl TcpInfo {
+    pub const SYN_SENT: u8 = 2;
+
+    pub fn rtt(&self) -> Duration {
+        Duration::from_micros(u64::from(self.rtt_us))
+    }
+
+    /// Parses the bytes the kernel returned (x86-64 and aarch64 layouts agree
+    /// on these offsets).
+    pub fn parse(b: &[u8]) -> Self {
+        let u8_at = |o: usize| b.get(o).copied().unwrap_or(0);
+        let u32_at = |o: usize| {
+            b.get(o..o + 4)
+                .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+                .unwrap_or(0)
+        };
+        Self {
+            state: u8_at(0),
+            retransmits: u8_at(2),
+            backoff: u8_at(4),
+            rto_us: u32_at(8),
+            rtt_us: u32_at(68),
+            rttvar_us: u32_at(72),
+            total_retrans: u32_at(100),
+            total_rto: b.get(240..242).map(|s| u16::from_ne_bytes([s[0], s[1]])),
+        }
+    }
+}
+
+/// Reads `TCP_INFO`; works in every state but `LISTEN`, including `SYN_SENT`.
+pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
+    let mut buf = [0u8; 256];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `fd` is borrowed, so the descriptor stays open for this call;
+    // `buf` is valid for writes of `len` bytes and `len` is a valid, initialised
+    // socklen_t that the kernel updates to the number of bytes it wrote.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(TcpInfo::parse(&buf[..(len as usize).min(buf.len())]))
+}
+
+/// Sets `TCP_SYNCNT`: how many SYN retransmissions before the kernel gives up.
+pub fn set_syn_count(fd: BorrowedFd<'_>, count: u8) -> io::Result<()> {
+    let value: libc::c_int = count.into();
+    // SAFETY: `fd` is borrowed and open; `value` lives across the call and the
+    // length passed is exactly its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn parses_fields_at_their_offsets() {
+        let mut b = [0u8; 104];
+        b[0] = 2;
+        b[2] = 3;
+        b[8..12].copy_from_slice(&8_000_000u32.to_ne_bytes());
+        b[100..104].copy_from_slice(&3u32.to_ne_bytes());
+        let i = TcpInfo::parse(&b);
+        assert_eq!(
+            (i.state, i.retransmits, i.rto_us, i.total_retrans),
+            (2, 3, 8_000_000, 3)
+        );
+        assert_eq!(i.total_rto, None, "a 104-byte struct has no total_rto");
+    }
+
+    #[test]
+    fn reads_an_established_loopback_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let info = tcp_info(c.as_fd()).unwrap();
+        assert_eq!(info.state, 1, "ESTABLISHED");
+        assert_eq!(info.total_retrans, 0);
+        assert!(
+            info.rto_us >= 200_000,
+            "Linux's minimum RTO is 200 ms, got {}",
+            info.rto_us
+        );
+        set_syn_count(c.as_fd(), 3).unwrap();
+    }
+
+    #[test]
+    fn rejects_a_syn_count_out_of_range() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        assert!(
+            set_syn_count(c.as_fd(), 0).is_err(),
+            "the kernel accepts 1..=127 only"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The daemon's endpoints: `/metrics`, `/healthz`, `/readyz` and
+//! `/api/v1/histograms` (serialized histograms, for cluster-wide merging).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::export::prometheus::Metrics;
+use crate::probe::{PathKind, SourceKind};
+use crate::stats::{PhaseHistograms, Retention, Stats};
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct ApiState {
+    pub source_node: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<Stats>,
+    /// Set once probing has started.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/histograms", get(histograms))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<ApiState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(s): State<ApiState>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HistogramQuery {
+    window: Option<String>,
+}
+
+/// One series' histograms on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesHistograms {
+    pub target: String,
+    pub url: String,
+    pub source_node: String,
+    pub source_kind: SourceKind,
+    pub destination_node: Option<String>,
+    pub path: PathKind,
+    pub samples: u64,
+    pub failures: u64,
+    pub syn_retransmits: u64,
+    /// Phase name to V2 deflate base64.
+    pub histograms: std::collections::BTreeMap<String, String>,
+}
+
+/// The `/api/v1/histograms` document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistogramsDoc {
+    pub source_node: String,
+    pub generated_at: String,
+    /// `cumulative`, or the window's length such as `1m`.
+    pub window: String,
+    pub series: Vec<SeriesHistograms>,
+}
+
+async fn histograms(State(s): State<ApiState>, Query(q): Query<HistogramQuery>) -> Response {
+    let window = match q.window.as_deref() {
+        None | Some("cumulative") => None,
+        Some(w) => match humantime::parse_duration(w) {
+            Ok(d) if Retention::DAEMON.max_age.is_some_and(|max| d <= max) => Some(d),
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    format!("window \"{w}\" is not \"cumulative\" or a duration up to 10m, such as \"1m\"\n"),
+                )
+                    .into_response();
+            }
+        },
+    };
+    axum::Json(histograms_doc(&s.source_node, &s.stats, window)).into_response()
+}
+
+/// Builds the document: cumulative, or over the last `window`.
+pub fn histograms_doc(source_node: &str, stats: &Stats, window: Option<Duration>) -> HistogramsDoc {
+    let now = SystemTime::now();
+    let series = stats
+        .snapshot()
+        .iter()
+        .map(|s| {
+            let h: PhaseHistograms = match window {
+                None => s.histograms.clone(),
+                Some(w) => s.window(now - w),
+            };
+            SeriesHistograms {
+                target: s.key.target.to_string(),
+                url: s.url.clone(),
+                source_node: s.key.source_node.to_string(),
+                source_kind: s.key.source_kind,
+                destination_node: s.key.destination_node.as_deref().map(str::to_string),
+                path: s.key.path,
+                samples: s.samples(),
+                failures: s.failures(),
+                syn_retransmits: s.syn_retransmits,
+                histograms: crate::stats::Phase::ALL
+                    .iter()
+                    .map(|p| (p.as_str().to_string(), h.get(*p).to_base64()))
+                    .collect(),
+            }
+        })
+        .collect();
+    HistogramsDoc {
+        source_node: source_node.to_string(),
+        generated_at: humantime::format_rfc3339_millis(now).to_string(),
+        window: window
+            .map(|w| humantime::format_duration(w).to_string())
+            .unwrap_or_else(|| "cumulative".into()),
+        series,
+    }
+}

@@ -1,0 +1,230 @@
+//! Numbers per series: a series is one (source node, source kind, destination
+//! node, target, path kind). Each holds cumulative phase histograms, outcome
+//! counts and a bounded window of recent samples; windows of any length up to
+//! the retention are built from those samples on demand.
+
+pub mod histogram;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+pub use histogram::{HistogramError, Latency, Phase, PhaseHistograms};
+
+use crate::probe::{Outcome, PathKind, Phases, ProbeResult, SourceKind};
+
+/// The dimensions of a series.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct SeriesKey {
+    pub source_node: Arc<str>,
+    pub source_kind: SourceKind,
+    pub destination_node: Option<Arc<str>>,
+    pub target: Arc<str>,
+    pub path: PathKind,
+}
+
+impl SeriesKey {
+    pub fn of(r: &ProbeResult) -> Self {
+        Self {
+            source_node: Arc::clone(&r.source_node),
+            source_kind: r.source_kind,
+            destination_node: r.destination_node.clone(),
+            target: r.target.name.as_str().into(),
+            path: r.path,
+        }
+    }
+}
+
+/// One probe, as the detector and the windows need it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Sample {
+    pub at: SystemTime,
+    pub phases: Phases,
+    pub outcome: Outcome,
+    pub syn_retransmits: u32,
+}
+
+/// Everything kept for one series.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub key: SeriesKey,
+    pub url: String,
+    pub histograms: PhaseHistograms,
+    pub outcomes: BTreeMap<Outcome, u64>,
+    pub syn_retransmits: u64,
+    pub recent: VecDeque<Sample>,
+}
+
+impl Series {
+    fn new(key: SeriesKey, url: String) -> Self {
+        Self {
+            key,
+            url,
+            histograms: PhaseHistograms::default(),
+            outcomes: BTreeMap::new(),
+            syn_retransmits: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    pub fn samples(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+
+    /// Probes that did not end `ok` (cancelled ones excluded: shutting down is
+    /// not a failure of the path).
+    pub fn failures(&self) -> u64 {
+        self.outcomes
+            .iter()
+            .filter(|(o, _)| !o.is_ok() && **o != Outcome::Cancelled)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Histograms of the samples newer than `since`.
+    pub fn window(&self, since: SystemTime) -> PhaseHistograms {
+        let mut h = PhaseHistograms::default();
+        for s in self.recent.iter().filter(|s| s.at >= since) {
+            h.record(&s.phases, s.outcome.completed());
+        }
+        h
+    }
+}
+
+/// How many recent samples a series keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_samples: usize,
+}
+
+impl Retention {
+    /// The daemon: ten minutes, and never more than 20,000 per series.
+    pub const DAEMON: Retention = Retention {
+        max_age: Some(Duration::from_secs(600)),
+        max_samples: 20_000,
+    };
+    /// A one-shot run keeps every sample.
+    pub const ONE_SHOT: Retention = Retention {
+        max_age: None,
+        max_samples: usize::MAX,
+    };
+}
+
+/// All series of one prober.
+#[derive(Debug)]
+pub struct Stats {
+    series: Mutex<BTreeMap<SeriesKey, Series>>,
+    retention: Retention,
+}
+
+impl Stats {
+    pub fn new(retention: Retention) -> Self {
+        Self {
+            series: Mutex::default(),
+            retention,
+        }
+    }
+
+    /// Adds one probe's numbers (cancelled probes are counted, not timed).
+    pub fn record(&self, r: &ProbeResult) {
+        let key = SeriesKey::of(r);
+        let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let s = all
+            .entry(key)
+            .or_insert_with_key(|k| Series::new(k.clone(), r.target.url.clone()));
+        *s.outcomes.entry(r.outcome).or_default() += 1;
+        if r.outcome == Outcome::Cancelled {
+            return;
+        }
+        s.histograms.record(&r.phases, r.outcome.completed());
+        s.syn_retransmits += u64::from(r.syn_retransmits);
+        s.recent.push_back(Sample {
+            at: r.started_at,
+            phases: r.phases,
+            outcome: r.outcome,
+            syn_retransmits: r.syn_retransmits,
+        });
+        while s.recent.len() > self.retention.max_samples {
+            s.recent.pop_front();
+        }
+        if let Some(age) = self.retention.max_age {
+            let oldest = r
+                .started_at
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            while s.recent.front().is_some_and(|x| x.at < oldest) {
+                s.recent.pop_front();
+            }
+        }
+    }
+
+    /// A copy of every series, in key order.
+    pub fn snapshot(&self) -> Vec<Series> {
+        let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        all.values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::Target;
+
+    fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
+        ProbeResult {
+            target: Arc::new(Target::http("t", "http://127.0.0.1:1/").unwrap()),
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: Some("n2".into()),
+            path: PathKind::CrossNode,
+            started_at: at,
+            start_lag: Duration::ZERO,
+            phases: Phases {
+                dns: None,
+                connect: Some(Duration::from_millis(total_ms / 2)),
+                first_byte: None,
+                total: Duration::from_millis(total_ms),
+            },
+            outcome,
+            status: Some(200),
+            error: None,
+            tcp_info: None,
+            syn_retransmits: 1,
+            syn_events: vec![],
+            local_addr: None,
+            peer_addr: None,
+            body_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn counts_outcomes_and_keeps_a_bounded_window() {
+        let stats = Stats::new(Retention {
+            max_age: Some(Duration::from_secs(60)),
+            max_samples: 3,
+        });
+        let t = SystemTime::now();
+        for i in 0..5 {
+            stats.record(&result(10 + i, Outcome::Ok, t));
+        }
+        stats.record(&result(
+            3000,
+            Outcome::ConnectTimeout,
+            t + Duration::from_secs(120),
+        ));
+        stats.record(&result(1, Outcome::Cancelled, t));
+        let s = &stats.snapshot()[0];
+        assert_eq!((s.samples(), s.failures()), (7, 1));
+        assert_eq!(s.histograms.total.len(), 5, "a timeout is not a latency");
+        assert_eq!(s.syn_retransmits, 6);
+        assert_eq!(
+            s.recent.len(),
+            1,
+            "older than 60 s before the newest sample"
+        );
+        assert_eq!(s.window(t).connect.len(), 1);
+    }
+}
