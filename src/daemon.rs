@@ -55,7 +55,7 @@ pub async fn run(
     let state = ApiState {
         source_node: Arc::clone(&prober.source_node),
         metrics,
-        stats,
+        stats: Arc::clone(&stats),
         ready: Arc::clone(&ready),
     };
     // The server outlives probing by a moment, so the cancelled probes are
@@ -87,12 +87,17 @@ pub async fn run(
     cancel.cancelled().await;
     ready.store(false, Ordering::Relaxed);
     scheduler.wait().await;
+    let cancelled: u64 = stats
+        .snapshot()
+        .iter()
+        .filter_map(|s| s.outcomes.get(&crate::probe::Outcome::Cancelled))
+        .sum();
     server_stop.cancel();
     match server.await {
         Ok(Ok(())) => {}
         Ok(Err(source)) => return Err(DaemonError::Serve { addr, source }),
         Err(e) => tracing::warn!(error = %e, "The HTTP server task ended abnormally."),
     }
-    tracing::info!("Stopped.");
+    tracing::info!(cancelled_probes = cancelled, "Stopped.");
     Ok(())
 }

@@ -22,7 +22,7 @@ fn unknown_keys_are_located_and_suggested() {
         "c.toml:3:1: unknown key \"timout\" in [probe]; did you mean \"timeout\"?"
     );
     let (l, _, m) = err(
-        "node = \"a\"\n\n[[target]]\nname = \"x\"\nurl = \"http://127.0.0.1/\"\nnode_name = \"n\"\n",
+        "node = \"a\"\n\n[[target]]\nname = \"x\"\nurl = \"http://127.0.0.1/\"\nnoed = \"n\"\n",
     );
     assert_eq!(l, 6);
     assert!(m.contains("in [target]; did you mean \"node\"?"), "{m}");

@@ -1,0 +1,182 @@
+//! Helpers shared by the integration tests: loopback servers that misbehave
+//! on purpose. Every socket here is on 127.0.0.1.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What a [`Server`] does with each connection.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Answer with this status and a body of this many bytes, after a delay.
+    Respond {
+        status: u16,
+        body: usize,
+        delay: Duration,
+    },
+    /// Read the request, then reset the connection (SO_LINGER 0).
+    Reset,
+    /// Read the request, then close without answering.
+    Close,
+    /// Accept and never answer.
+    Hang,
+}
+
+impl Behaviour {
+    pub fn ok() -> Self {
+        Behaviour::Respond {
+            status: 200,
+            body: 2,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// A loopback HTTP server that counts the connections it accepts.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub accepts: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepts);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(stream, behaviour.clone()));
+            }
+        });
+        Self {
+            addr,
+            accepts,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn read_request(stream: &mut TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
+    match behaviour {
+        Behaviour::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Behaviour::Close => {
+            read_request(&mut stream).await;
+        }
+        Behaviour::Reset => {
+            read_request(&mut stream).await;
+            // Linger 0 turns close into a RST; with zero it never blocks.
+            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+        }
+        Behaviour::Respond {
+            status,
+            body,
+            delay,
+        } => {
+            read_request(&mut stream).await;
+            tokio::time::sleep(delay).await;
+            let head = format!(
+                "HTTP/1.1 {status} X\r\ncontent-length: {body}\r\nconnection: close\r\n\r\n"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&vec![b'x'; body]).await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
+/// A listener whose accept queue is full, so the kernel drops every new SYN:
+/// a connect to it stays in SYN_SENT and retransmits on the real schedule.
+pub struct SynBlackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+}
+
+impl SynBlackhole {
+    pub fn new() -> Self {
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        // Backlog 0 queues one connection; the filler takes that place.
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let filler = std::net::TcpStream::connect(addr).unwrap();
+        Self {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tailprobe")
+}
+
+/// A unique temporary directory, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tailprobe-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn file(&self, name: &str, text: &str) -> std::path::PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

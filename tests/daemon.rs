@@ -1,0 +1,145 @@
+//! `tailprobe run`: endpoints, histograms that merge, clean stop on SIGTERM.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Behaviour, Server, TempDir, bin};
+use tailprobe::stats::Latency;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let stuck = Server::start(Behaviour::Hang).await;
+    let dir = TempDir::new("daemon");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node2\"\n[probe]\ninterval = \"50ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n\
+             [[target]]\nname = \"far\"\nurl = \"{}\"\nnode = \"node1\"\n\
+             [[target]]\nname = \"stuck\"\nurl = \"{}\"\nnode = \"node1\"\ninterval = \"300ms\"\n",
+            ok.url("/"),
+            stuck.url("/")
+        ),
+    );
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = stderr
+            .next_line()
+            .await
+            .unwrap()
+            .expect("the daemon logs before probing");
+        if line.contains("Probing.") {
+            break;
+        }
+    }
+    assert_eq!(get(&listen, "/healthz").await.0, 200);
+    assert_eq!(get(&listen, "/readyz").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let (status, metrics) = get(&listen, "/metrics").await;
+    assert_eq!(status, 200);
+    let ok_line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tailprobe_probes_total{")
+                && l.contains("target=\"far\"")
+                && l.contains("outcome=\"ok\"")
+        })
+        .expect(&metrics);
+    assert!(ok_line.contains("path=\"cross-node\"") && ok_line.contains("source_node=\"node2\""));
+    let n: f64 = ok_line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 10.0, "{ok_line}");
+    assert!(
+        metrics.contains("le=\"62.95\"") && metrics.contains("le=\"66.9\""),
+        "the 63 s rung has its bucket"
+    );
+    let gauge = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).expect(name);
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let stuck_in_flight = gauge("tailprobe_probes_in_flight ");
+    assert!(
+        stuck_in_flight >= 2,
+        "stuck probes overlap: {stuck_in_flight}"
+    );
+
+    // Two reads of the histograms merge into exactly their summed counts.
+    let (_, a) = get(&listen, "/api/v1/histograms").await;
+    let (_, b) = get(&listen, "/api/v1/histograms?window=1m").await;
+    let count = |doc: &str| -> (u64, Latency) {
+        let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+        let far = v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["target"] == "far")
+            .unwrap()
+            .clone();
+        let h = Latency::from_base64(far["histograms"]["total"].as_str().unwrap()).unwrap();
+        (far["samples"].as_u64().unwrap(), h)
+    };
+    let ((na, mut ha), (_, hb)) = (count(&a), count(&b));
+    assert_eq!(ha.len(), na);
+    let (la, lb) = (ha.len(), hb.len());
+    ha.merge(&hb).unwrap();
+    assert_eq!(ha.len(), la + lb);
+    assert_eq!(get(&listen, "/api/v1/histograms?window=2h").await.0, 400);
+
+    let pid = child.id().unwrap() as i32;
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    while let Ok(Some(line)) = stderr.next_line().await {
+        rest += &line;
+        rest += "\n";
+    }
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    let cancelled: u64 = rest
+        .split("cancelled_probes=")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect(&rest);
+    assert!(
+        cancelled >= stuck_in_flight,
+        "in-flight probes were cancelled and counted: {rest}"
+    );
+}

@@ -1,0 +1,162 @@
+//! Every outcome class, produced for real on loopback.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Behaviour, Server, SynBlackhole};
+use tailprobe::probe::{Outcome, ProbeResult, Prober, SourceKind};
+use tailprobe::targets::Target;
+use tokio_util::sync::CancellationToken;
+
+async fn probe(url: &str, timeout: Duration, max_body: u64) -> ProbeResult {
+    let prober = Prober::new("n1", SourceKind::Host);
+    let mut t = Target::http("t", url).unwrap().with_timeout(timeout);
+    t.max_body_bytes = max_body;
+    prober.probe(&Arc::new(t), &CancellationToken::new()).await
+}
+
+#[tokio::test]
+async fn ok_and_http_status() {
+    let s = Server::start(Behaviour::ok()).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!((r.outcome, r.status), (Outcome::Ok, Some(200)));
+    let s = Server::start(Behaviour::Respond {
+        status: 503,
+        body: 3,
+        delay: Duration::ZERO,
+    })
+    .await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!((r.outcome, r.status), (Outcome::HttpStatus, Some(503)));
+    assert!(r.outcome.completed(), "a 503 is still a complete exchange");
+}
+
+#[tokio::test]
+async fn refused_when_nothing_listens() {
+    // Bind, learn the port, close: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = probe(
+        &format!("http://127.0.0.1:{port}/"),
+        Duration::from_secs(5),
+        1024,
+    )
+    .await;
+    assert_eq!(r.outcome, Outcome::Refused, "{:?}", r.error);
+    assert!(r.phases.connect.is_none());
+}
+
+#[tokio::test]
+async fn reset_after_the_request() {
+    let s = Server::start(Behaviour::Reset).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!(r.outcome, Outcome::Reset, "{:?}", r.error);
+    assert!(r.phases.connect.is_some());
+}
+
+#[tokio::test]
+async fn closed_without_a_response() {
+    let s = Server::start(Behaviour::Close).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!(r.outcome, Outcome::Closed, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn total_timeout_when_the_server_is_slower() {
+    let s = Server::start(Behaviour::Hang).await;
+    let r = probe(&s.url("/"), Duration::from_millis(300), 1024).await;
+    assert_eq!(r.outcome, Outcome::TotalTimeout, "{:?}", r.error);
+    assert!(r.phases.connect.is_some() && r.phases.first_byte.is_none());
+    assert!(r.phases.total >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn body_too_large() {
+    let s = Server::start(Behaviour::Respond {
+        status: 200,
+        body: 10_000,
+        delay: Duration::ZERO,
+    })
+    .await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
+    assert_eq!(r.outcome, Outcome::BodyTooLarge, "{:?}", r.error);
+    assert!(r.body_bytes > 4096);
+}
+
+#[tokio::test]
+async fn dns_error_for_a_name_that_cannot_resolve() {
+    // A label over 63 bytes cannot be encoded as a DNS query, so the resolver
+    // fails before anything leaves the machine.
+    let url = format!("http://{}.invalid/", "a".repeat(70));
+    let r = probe(&url, Duration::from_secs(10), 1024).await;
+    assert_eq!(r.outcome, Outcome::DnsError, "{:?}", r.error);
+}
+
+/// The kernel drops our SYNs (full accept queue): the probe must learn of the
+/// retransmission from TCP_INFO while still connecting, then time out as a
+/// connect timeout.
+#[tokio::test]
+async fn syn_stalled_connect_is_seen_while_pending_then_times_out() {
+    let hole = SynBlackhole::new();
+    let prober = Prober::new("n1", SourceKind::Host);
+    let target = Arc::new(
+        Target::http("t", &format!("http://{}/", hole.addr))
+            .unwrap()
+            .with_timeout(Duration::from_millis(2500)),
+    );
+    let in_flight = Arc::clone(&prober.in_flight);
+    let watcher = tokio::spawn(async move {
+        let mut most = 0;
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            most = most.max(in_flight.syn_stalled());
+        }
+        most
+    });
+    let r = prober.probe(&target, &CancellationToken::new()).await;
+    assert_eq!(r.outcome, Outcome::ConnectTimeout, "{:?}", r.error);
+    // Initial RTO 1 s: the first retransmission at about 1 s whatever the
+    // schedule; the next at 2 s (linear timeouts) or 3 s (classic).
+    assert!(r.syn_retransmits >= 1, "{:?}", r.syn_events);
+    assert_eq!(
+        r.syn_events.len() as u32,
+        r.syn_retransmits,
+        "one event per retransmission"
+    );
+    let first = r.syn_events[0];
+    assert!(
+        first.at >= Duration::from_secs(1) && first.at < Duration::from_millis(1600),
+        "seen within a poll interval of the 1 s retransmission: {first:?}"
+    );
+    assert_eq!(
+        watcher.await.unwrap(),
+        1,
+        "one probe counted as SYN-stalled while pending"
+    );
+    assert_eq!(
+        prober.in_flight.syn_stalled(),
+        0,
+        "and no longer once it ended"
+    );
+}
+
+#[tokio::test]
+async fn cancellation_ends_a_probe_as_cancelled() {
+    let s = Server::start(Behaviour::Hang).await;
+    let prober = Prober::new("n1", SourceKind::Host);
+    let target = Arc::new(Target::http("t", &s.url("/")).unwrap());
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.cancel();
+    });
+    let r = prober.probe(&target, &cancel).await;
+    assert_eq!(r.outcome, Outcome::Cancelled);
+    assert!(r.phases.connect.is_some(), "phases that completed are kept");
+}
