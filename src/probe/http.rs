@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,18 +160,9 @@ impl Prober {
         };
         st.peer = Some(addr);
         st.phase = Phase::Connect;
-        let stream = match tokio::time::timeout(t.connect_timeout, self.connect(addr, st)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Failure::new(
-                    Outcome::ConnectTimeout,
-                    format!(
-                        "not connected after {}",
-                        humantime::format_duration(t.connect_timeout)
-                    ),
-                ));
-            }
-        };
+        let stream = self
+            .connect(addr, Instant::now() + t.connect_timeout, st)
+            .await?;
         st.phases.connect = Some(t0.elapsed());
         if let Ok(info) = socket::tcp_info(stream.as_fd()) {
             st.syn_retransmits = st.syn_retransmits.max(info.total_retrans);
@@ -180,13 +170,21 @@ impl Prober {
         }
         st.local = stream.local_addr().ok();
         st.phase = Phase::Exchange;
-        self.exchange(t, t0, stream, st).await
+        // Boxed: the exchange's state is only allocated once connected, which
+        // keeps a probe waiting on SYN retransmission small.
+        Box::pin(self.exchange(t, t0, stream, st)).await
     }
 
     /// A non-blocking connect whose `TCP_INFO` is polled while it is pending,
     /// so a SYN retransmission is known about a second after it happens rather
-    /// than when the connect finally completes.
-    async fn connect(&self, addr: SocketAddr, st: &mut Progress) -> Result<TcpStream, Failure> {
+    /// than when the connect finally completes. One timer serves both the
+    /// polling and the connect deadline.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+        st: &mut Progress,
+    ) -> Result<TcpStream, Failure> {
         let local =
             |e: io::Error| Failure::new(Outcome::Error, format!("cannot open a socket: {e}"));
         let sock = Socket::new(
@@ -199,27 +197,35 @@ impl Prober {
         if let Some(n) = self.syn_retries {
             socket::set_syn_count(sock.as_fd(), n).map_err(local)?;
         }
+        let c0 = Instant::now();
         match sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(connect_failure(e)),
         }
         let stream = TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(local)?;
-        let c0 = Instant::now();
-        let mut poll = tokio::time::interval_at(c0 + self.syn_poll, self.syn_poll);
+        let timer = tokio::time::sleep_until((c0 + self.syn_poll).min(deadline));
+        tokio::pin!(timer);
         let mut stalled: Option<CountGuard<'_>> = None;
         loop {
             tokio::select! {
                 biased;
                 ready = stream.writable() => {
                     ready.map_err(connect_failure)?;
-                    match stream.try_io(Interest::WRITABLE, || connected(&stream)) {
-                        Ok(()) => return Ok(stream),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => return Err(connect_failure(e)),
-                    }
+                    // Writable means the handshake ended; SO_ERROR says how.
+                    return match stream.take_error() {
+                        Ok(None) => Ok(stream),
+                        Ok(Some(e)) | Err(e) => Err(connect_failure(e)),
+                    };
                 }
-                _ = poll.tick() => {
+                _ = &mut timer => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Failure::new(
+                            Outcome::ConnectTimeout,
+                            format!("not connected after {}", humantime::format_duration(deadline - c0)),
+                        ));
+                    }
                     if let Ok(info) = socket::tcp_info(stream.as_fd())
                         && info.total_retrans > st.syn_retransmits
                     {
@@ -230,6 +236,7 @@ impl Prober {
                         });
                         stalled.get_or_insert_with(|| CountGuard::new(&self.in_flight.syn_stalled));
                     }
+                    timer.as_mut().reset((now + self.syn_poll).min(deadline));
                 }
             }
         }
@@ -306,19 +313,6 @@ impl Prober {
                 }
             }
         }
-    }
-}
-
-/// Whether a non-blocking connect has finished: `SO_ERROR` first, then
-/// `getpeername`, as mio does.
-fn connected(s: &TcpStream) -> io::Result<()> {
-    if let Some(e) = s.take_error()? {
-        return Err(e);
-    }
-    match s.peer_addr() {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(io::ErrorKind::WouldBlock.into()),
-        Err(e) => Err(e),
     }
 }
 

@@ -103,7 +103,9 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
         Behaviour::Reset => {
             read_request(&mut stream).await;
             // Linger 0 turns close into a RST; with zero it never blocks.
-            socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+            socket2::SockRef::from(&stream)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
         }
         Behaviour::Respond {
             status,
