@@ -40,6 +40,154 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the target that names its node and pod in response headers.
     Echo(EchoArgs),
+    /// The built-in lab: an emulated multi-node cluster on this kernel (root).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Build a lab: node and pod namespaces, a VXLAN overlay, Services as nftables DNAT.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[command(flatten)]
+        name: LabName,
+        #[command(flatten)]
+        knobs: KnobArgs,
+    },
+    /// Remove a lab and everything it created, even after a crash.
+    Down {
+        #[command(flatten)]
+        name: LabName,
+    },
+    /// Show the topology, knobs, faults with their counters, checksum errors.
+    Status {
+        #[command(flatten)]
+        name: LabName,
+    },
+    /// Set kernel knobs on one node (its namespace and its pod's).
+    Knobs {
+        #[arg(long)]
+        node: String,
+        #[command(flatten)]
+        name: LabName,
+        #[command(flatten)]
+        knobs: KnobArgs,
+    },
+    /// Inject or clear a fault.
+    Fault {
+        #[command(subcommand)]
+        fault: FaultCommand,
+        #[command(flatten)]
+        name: LabName,
+    },
+    /// Run the matrix from every node's host network and pod network.
+    Matrix(LabMatrixArgs),
+    /// Start a prober daemon in every node, then run the matrix.
+    Run(LabMatrixArgs),
+    /// Up, inject a fault, matrix from every node, verdict, down.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// vxlan-csum-bug, drop-syn, loss, mtu-blackhole or none.
+        #[arg(long, default_value = "vxlan-csum-bug")]
+        fault: String,
+        #[arg(long, default_value_t = 20)]
+        samples: u32,
+        /// Leave the lab up afterwards.
+        #[arg(long)]
+        keep: bool,
+        #[arg(long, default_value = "tpdemo")]
+        name: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LabName {
+    /// The lab's name: a prefix on every namespace and table it creates.
+    #[arg(long = "name", default_value = "tp", global = true)]
+    pub prefix: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KnobArgs {
+    /// net.ipv4.tcp_syn_linear_timeouts (0 = the classic doubling ladder).
+    #[arg(long)]
+    pub syn_linear_timeouts: Option<u32>,
+    /// net.ipv4.tcp_syn_retries.
+    #[arg(long)]
+    pub syn_retries: Option<u32>,
+    /// net.core.txrehash (0 keeps a flow's VXLAN source port across SYN timeouts).
+    #[arg(long)]
+    pub txrehash: Option<u32>,
+    /// net.netfilter.nf_conntrack_udp_timeout in seconds.
+    #[arg(long)]
+    pub udp_timeout: Option<u32>,
+}
+
+impl From<&KnobArgs> for crate::lab::Knobs {
+    fn from(k: &KnobArgs) -> Self {
+        Self {
+            syn_linear_timeouts: k.syn_linear_timeouts,
+            syn_retries: k.syn_retries,
+            txrehash: k.txrehash,
+            udp_timeout: k.udp_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Drop the first K SYNs of every flow from one node to another (on the overlay).
+    DropSyn {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        count: u32,
+    },
+    /// The VXLAN double-NAT checksum bug on a node's outgoing overlay traffic.
+    VxlanCsumBug {
+        #[arg(long)]
+        on: String,
+    },
+    /// Random loss on a node's underlay.
+    Loss {
+        #[arg(long)]
+        on: String,
+        #[arg(long)]
+        percent: u32,
+    },
+    /// Drop overlay packets above a size arriving at a node, with no ICMP.
+    MtuBlackhole {
+        #[arg(long)]
+        on: String,
+        #[arg(long, default_value_t = 1200)]
+        size: u32,
+    },
+    /// Remove every fault.
+    Clear,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LabMatrixArgs {
+    #[command(flatten)]
+    pub name: LabName,
+    #[arg(long, default_value_t = 20)]
+    pub samples: u32,
+    /// host, pod or both.
+    #[arg(long, default_value = "both")]
+    pub vantage: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -168,6 +316,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             })?;
             Ok(0)
         }
+        Command::Lab { command } => lab(command),
         Command::Echo(args) => {
             runtime()?.block_on(async {
                 let listener = tokio::net::TcpListener::bind(args.listen)
@@ -187,6 +336,140 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn lab(command: LabCommand) -> anyhow::Result<u8> {
+    use crate::lab::{self, Plan, run};
+    let node = |plan: &Plan, name: &str| {
+        plan.node_index(name).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no node \"{name}\" in lab {}; nodes are node1..node{}",
+                plan.prefix,
+                plan.nodes
+            )
+        })
+    };
+    let progress = std::io::stderr().is_terminal();
+    match command {
+        LabCommand::Up { nodes, name, knobs } => {
+            let plan = Plan::new(&name.prefix, nodes).map_err(anyhow::Error::msg)?;
+            let took = lab::up(&plan, &(&knobs).into())?;
+            println!(
+                "lab {} up: {} nodes in {:.1}s",
+                plan.prefix,
+                plan.nodes,
+                took.as_secs_f64()
+            );
+            print!("{}", lab::status(&plan)?);
+            Ok(0)
+        }
+        LabCommand::Down { name } => {
+            let removed = lab::down(&name.prefix)?;
+            println!("lab {}: removed {} namespaces", name.prefix, removed.len());
+            Ok(0)
+        }
+        LabCommand::Status { name } => {
+            print!("{}", lab::status(&lab::find(&name.prefix)?)?);
+            Ok(0)
+        }
+        LabCommand::Knobs {
+            node: n,
+            name,
+            knobs,
+        } => {
+            let plan = lab::find(&name.prefix)?;
+            crate::lab::Knobs::from(&knobs).apply(&plan, node(&plan, &n)?)?;
+            Ok(0)
+        }
+        LabCommand::Fault { fault, name } => {
+            let plan = lab::find(&name.prefix)?;
+            let f = match fault {
+                FaultCommand::DropSyn { from, to, count } => lab::Fault::DropSyn {
+                    from: node(&plan, &from)?,
+                    to: node(&plan, &to)?,
+                    count,
+                },
+                FaultCommand::VxlanCsumBug { on } => lab::Fault::VxlanCsumBug {
+                    on: node(&plan, &on)?,
+                },
+                FaultCommand::Loss { on, percent } => lab::Fault::Loss {
+                    on: node(&plan, &on)?,
+                    percent,
+                },
+                FaultCommand::MtuBlackhole { on, size } => lab::Fault::MtuBlackhole {
+                    on: node(&plan, &on)?,
+                    size,
+                },
+                FaultCommand::Clear => {
+                    let n = lab::clear(&plan)?;
+                    println!("lab {}: {n} fault table(s) removed", plan.prefix);
+                    return Ok(0);
+                }
+            };
+            lab::inject(&plan, &f)?;
+            Ok(0)
+        }
+        LabCommand::Matrix(args) | LabCommand::Run(args) if args.samples == 0 => {
+            anyhow::bail!("--samples must be at least 1")
+        }
+        LabCommand::Matrix(args) => lab_matrix(args, false, progress),
+        LabCommand::Run(args) => lab_matrix(args, true, progress),
+        LabCommand::Demo {
+            nodes,
+            fault,
+            samples,
+            keep,
+            name,
+            format,
+        } => {
+            let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
+            let scenario = run::Scenario::parse(&fault)?;
+            let (text, report) = runtime()?.block_on(async {
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                run::demo(&plan, scenario, samples, keep, progress, &cancel).await
+            })?;
+            match format {
+                Format::Table => print!("{text}"),
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Result<u8> {
+    use crate::lab::{self, run};
+    let plan = lab::find(&args.name.prefix)?;
+    let vantage = match args.vantage.as_str() {
+        "host" => run::Vantage::Host,
+        "pod" => run::Vantage::Pod,
+        "both" => run::Vantage::Both,
+        other => anyhow::bail!("--vantage \"{other}\" is not host, pod or both"),
+    };
+    if daemons {
+        for line in run::start_daemons(&plan)? {
+            eprintln!("prober {line}");
+        }
+    }
+    let report = runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        crate::shutdown::cancel_on_signals(cancel.clone());
+        run::matrix_all(&plan, vantage, args.samples, progress, &cancel).await
+    })?;
+    let text = match args.format {
+        Format::Table => {
+            let mut t = run::render_grid(&report);
+            for r in &report.reports {
+                t += "\n";
+                t += &r.to_table();
+            }
+            t
+        }
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    write_output(args.output.as_deref(), &text)?;
+    Ok(if report.healthy() { 0 } else { 1 })
 }
 
 fn write_output(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {

@@ -10,6 +10,8 @@
 //! - [`export`]: Prometheus metrics and the matrix report (table, JSON).
 //! - [`server`]: the daemon's HTTP endpoints and the `echo` target server.
 //! - [`matrix`]: the one-shot run; [`daemon`]: the continuous one.
+//! - [`lab`]: an emulated cluster in network namespaces, with faults.
+//! - [`node`]: read-only facts about the host.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 #![deny(unsafe_code)]
 
@@ -17,7 +19,9 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod export;
+pub mod lab;
 pub mod matrix;
+pub mod node;
 pub mod probe;
 pub mod server;
 pub mod shutdown;

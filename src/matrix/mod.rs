@@ -3,6 +3,7 @@
 //! the probe, stats and report code with the daemon; only the driver differs.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::Semaphore;
@@ -43,12 +44,29 @@ pub async fn run(
     cancel: &CancellationToken,
 ) -> MatrixReport {
     let prober = Arc::new(Prober::from_loaded(loaded));
-    let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
-    let started = SystemTime::now();
+    let done = Arc::new(AtomicU64::new(0));
     let total = loaded.targets.len() as u64 * u64::from(opts.samples);
     let progress = opts
         .progress
-        .then(|| Progress::start(total, Arc::clone(&prober.in_flight)));
+        .then(|| Progress::start(total, Arc::clone(&done), Arc::clone(&prober.in_flight)));
+    let report = run_with(prober, loaded, opts, cancel, &done).await;
+    if let Some(p) = progress {
+        p.finish();
+    }
+    report
+}
+
+/// Runs the matrix with a given prober (its node, kind and in-flight
+/// counters), counting finished probes in `done`.
+pub async fn run_with(
+    prober: Arc<Prober>,
+    loaded: &Loaded,
+    opts: &MatrixOptions,
+    cancel: &CancellationToken,
+    done: &Arc<AtomicU64>,
+) -> MatrixReport {
+    let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
+    let started = SystemTime::now();
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let tasks = TaskTracker::new();
     // Round-robin over targets, so every target has probes in flight early.
@@ -58,19 +76,17 @@ pub async fn run(
                 _ = cancel.cancelled() => break 'launch,
                 p = Arc::clone(&limit).acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            let (prober, stats, target, cancel) = (
+            let (prober, stats, target, cancel, done) = (
                 Arc::clone(&prober),
                 Arc::clone(&stats),
                 Arc::clone(target),
                 cancel.clone(),
+                Arc::clone(done),
             );
-            let bar = progress.as_ref().map(|p| p.bar.clone());
             tasks.spawn(async move {
                 let r = prober.probe(&target, &cancel).await;
                 stats.record(&r);
-                if let Some(bar) = bar {
-                    bar.inc(1);
-                }
+                done.fetch_add(1, Ordering::Relaxed);
                 drop(permit);
             });
             if !opts.spacing.is_zero() {
@@ -80,12 +96,8 @@ pub async fn run(
     }
     tasks.close();
     tasks.wait().await;
-    if let Some(p) = progress {
-        p.finish();
-    }
-    let node = prober.source_node.to_string();
     MatrixReport::new(
-        &node,
+        &prober.source_node,
         prober.source_kind,
         started,
         SystemTime::now(),
@@ -96,13 +108,13 @@ pub async fn run(
 
 /// A progress bar that says how many probes wait on SYN retransmission, so a
 /// person watching a 63 s rung knows why nothing moves.
-struct Progress {
+pub struct Progress {
     bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
 }
 
 impl Progress {
-    fn start(total: u64, in_flight: Arc<InFlight>) -> Self {
+    pub fn start(total: u64, done: Arc<AtomicU64>, in_flight: Arc<InFlight>) -> Self {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -113,6 +125,7 @@ impl Progress {
         let b = bar.clone();
         let ticker = tokio::spawn(async move {
             loop {
+                b.set_position(done.load(Ordering::Relaxed));
                 let stalled = in_flight.syn_stalled();
                 b.set_message(if stalled > 0 {
                     format!(
@@ -129,7 +142,7 @@ impl Progress {
         Self { bar, ticker }
     }
 
-    fn finish(self) {
+    pub fn finish(self) {
         self.ticker.abort();
         self.bar.finish_and_clear();
     }
