@@ -1,0 +1,282 @@
+//! The lab on the real kernel: these tests need root (they create network
+//! namespaces) and fail with a clear message without it. Each builds its own
+//! lab under a unique name and removes it, even when an assertion fails.
+//! The slow checksum-bug case (about 65 s) runs in parallel with the rest.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::bin;
+use tailprobe::export::report::Cell;
+use tailprobe::lab::run::LabReport;
+use tailprobe::probe::{PathKind, SourceKind};
+
+fn require_root() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().nth(2),
+        Some("0"),
+        "the lab tests need root: they create network namespaces; run ./scripts/test as root"
+    );
+}
+
+fn tailprobe(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A lab that is removed when dropped.
+struct Lab {
+    name: String,
+}
+
+impl Lab {
+    fn up(extra: &[&str]) -> Self {
+        require_root();
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "tt{}x{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut args = vec!["lab", "up", "--name", &name, "--nodes", "3"];
+        args.extend_from_slice(extra);
+        let (code, out, err) = tailprobe(&args);
+        assert_eq!(code, 0, "lab up: {out}{err}");
+        Lab { name }
+    }
+
+    fn run(&self, args: &[&str]) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--name", &self.name]);
+        let (code, out, err) = tailprobe(&all);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+
+    fn matrix(&self, samples: u32) -> LabReport {
+        let s = samples.to_string();
+        let (code, out, err) = tailprobe(&[
+            "lab",
+            "matrix",
+            "--name",
+            &self.name,
+            "--samples",
+            &s,
+            "--format",
+            "json",
+        ]);
+        assert!(code == 0 || code == 1, "lab matrix: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = tailprobe(&["lab", "down", "--name", &self.name]);
+    }
+}
+
+/// Every cell with its source node and kind.
+fn cells(r: &LabReport) -> Vec<(&str, SourceKind, &Cell)> {
+    r.reports
+        .iter()
+        .flat_map(|rep| {
+            rep.cells
+                .iter()
+                .map(move |c| (rep.source_node.as_str(), rep.source_kind, c))
+        })
+        .collect()
+}
+
+fn fast(c: &Cell) -> bool {
+    c.failures == 0 && c.syn_retransmits == 0 && c.max_ms.is_some_and(|m| m < 500.0)
+}
+
+#[test]
+fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
+    let links_before = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    let lab = Lab::up(&[]);
+    let r = lab.matrix(5);
+    assert_eq!(r.reports.len(), 6, "3 nodes x host and pod");
+    let all = cells(&r);
+    assert!(
+        all.len() >= 6 * 4,
+        "every node's Service and the all-nodes one, from every source"
+    );
+    for (src, kind, c) in &all {
+        assert!(fast(c), "{src} {kind:?} {c:?}");
+        if c.target != "svc-all" {
+            assert_eq!(c.samples, 5);
+        }
+    }
+    // The all-nodes Service splits its probes over destination cells.
+    for rep in &r.reports {
+        let n: u64 = rep
+            .cells
+            .iter()
+            .filter(|c| c.target == "svc-all")
+            .map(|c| c.samples)
+            .sum();
+        assert_eq!(n, 5, "{} {:?}", rep.source_node, rep.source_kind);
+    }
+    // Same-node and cross-node cells both exist, and the all-nodes Service
+    // is attributed per probe through the echo's header.
+    assert!(all.iter().any(|(_, _, c)| c.path == PathKind::SameNode));
+    assert!(
+        all.iter()
+            .any(|(_, _, c)| c.target == "svc-all" && c.destination_node.is_some())
+    );
+
+    let name = lab.name.clone();
+    drop(lab);
+    let netns = String::from_utf8(
+        Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        !netns.contains(&format!("{name}-")),
+        "namespaces left behind: {netns}"
+    );
+    let links_after = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .unwrap()
+        .stdout;
+    assert_eq!(
+        links_before, links_after,
+        "the caller's namespace gained or lost links"
+    );
+    assert!(!std::path::Path::new(&format!("/run/tailprobe-lab/{name}")).exists());
+}
+
+fn drop_syn_case(linear: &str, rung_s: f64) {
+    let lab = Lab::up(&["--syn-linear-timeouts", linear]);
+    lab.run(&[
+        "lab", "fault", "drop-syn", "--from", "node2", "--to", "node1", "--count", "2",
+    ]);
+    let r = lab.matrix(5);
+    for (src, kind, c) in cells(&r) {
+        if src == "node2" && c.destination_node.as_deref() == Some("node1") {
+            assert_eq!(c.failures, 0, "{kind:?} {c:?}");
+            assert_eq!(
+                c.syn_retransmits,
+                2 * c.samples,
+                "two SYNs lost per probe: {kind:?} {c:?}"
+            );
+            let (lo, hi) = (rung_s * 1000.0, (1.13 * rung_s + 0.1) * 1000.0 + 50.0);
+            let (min, max) = (c.connect_p50_ms.unwrap(), c.connect_max_ms.unwrap());
+            assert!(
+                min >= lo && max <= hi,
+                "{kind:?} rung {rung_s}s: p50 {min} max {max}"
+            );
+        } else {
+            assert!(fast(c), "{src} {kind:?} {c:?}");
+        }
+    }
+}
+
+#[test]
+fn drop_syn_two_from_node2_to_node1_lands_on_the_3s_rung_classic_as_root() {
+    drop_syn_case("0", 3.0);
+}
+
+#[test]
+fn drop_syn_two_lands_on_the_2s_rung_with_linear_timeouts_as_root() {
+    assert!(
+        std::path::Path::new("/proc/sys/net/ipv4/tcp_syn_linear_timeouts").exists(),
+        "this kernel has no tcp_syn_linear_timeouts (added in 6.5)"
+    );
+    drop_syn_case("4", 2.0);
+}
+
+fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String) {
+    let lab = Lab::up(&["--syn-linear-timeouts", "0", "--txrehash", txrehash]);
+    for on in ["node1", "node2", "node3"] {
+        lab.run(&["lab", "fault", "vxlan-csum-bug", "--on", on]);
+    }
+    let r = lab.matrix(3);
+    let (code, status, _) = tailprobe(&["lab", "status", "--name", &lab.name]);
+    assert_eq!(code, 0);
+    let (mut hit, mut clean) = (vec![], vec![]);
+    for (_, kind, c) in cells(&r) {
+        if kind == SourceKind::Host && c.path == PathKind::CrossNode {
+            hit.push(c.clone());
+        } else {
+            clean.push(c.clone());
+        }
+    }
+    (hit, clean, status)
+}
+
+#[test]
+fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
+    let (hit, clean, status) = csum_bug_cells("0");
+    assert!(!hit.is_empty());
+    for c in &hit {
+        // Six SYNs die on the NATed outer conntrack entry; it expires 30 s
+        // after the fifth retransmission, and the seventh SYN gets through.
+        assert_eq!(c.failures, 0, "{c:?}");
+        let p50 = c.connect_p50_ms.unwrap();
+        assert!((63_000.0..=71_300.0).contains(&p50), "63 s rung: {c:?}");
+        assert!(c.syn_retransmits >= 6 * c.samples, "{c:?}");
+    }
+    for c in &clean {
+        assert!(fast(c), "same-node and pod-network paths stay clean: {c:?}");
+    }
+    let errors: Vec<u64> = status
+        .lines()
+        .filter_map(|l| l.split("UdpInCsumErrors=").nth(1))
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert!(
+        errors.iter().all(|n| *n > 0),
+        "every receiver counted bad checksums: {status}"
+    );
+}
+
+#[test]
+fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
+    let (hit, clean, _) = csum_bug_cells("1");
+    for c in &hit {
+        let p50 = c.connect_p50_ms.unwrap();
+        assert!(
+            (1000.0..=1300.0).contains(&p50),
+            "the rehashed retransmission escapes: {c:?}"
+        );
+        assert_eq!(
+            c.syn_retransmits, c.samples,
+            "one SYN lost per probe: {c:?}"
+        );
+    }
+    for c in &clean {
+        assert!(fast(c), "{c:?}");
+    }
+}
+
+#[test]
+fn lab_commands_fail_clearly() {
+    let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no lab named \"nosuchlab9\" is up") || err.contains("needs root"),
+        "{err}"
+    );
+    let (code, _, err) = tailprobe(&["lab", "up", "--name", "Bad-Name"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("lowercase letters and digits"), "{err}");
+}
