@@ -460,10 +460,7 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
     let text = match args.format {
         Format::Table => {
             let mut t = run::render_grid(&report);
-            for r in &report.reports {
-                t += "\n";
-                t += &r.to_table();
-            }
+            t += &crate::export::report::render_findings(&report.findings);
             t
         }
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",

@@ -7,6 +7,7 @@
 //! - [`targets`]: what to probe and which node serves it.
 //! - [`probe`]: one fresh connection and its evidence; the fixed-rate scheduler.
 //! - [`stats`]: HdrHistograms per series, rolling sample windows, exact merge.
+//! - [`detect`]: the pure detector: SYN ladders, scope, named causes.
 //! - [`export`]: Prometheus metrics and the matrix report (table, JSON).
 //! - [`server`]: the daemon's HTTP endpoints and the `echo` target server.
 //! - [`matrix`]: the one-shot run; [`daemon`]: the continuous one.
@@ -18,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod export;
 pub mod lab;
 pub mod matrix;

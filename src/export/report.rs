@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::detect::Finding;
+use crate::node::NodeFacts;
 use crate::probe::{PathKind, SourceKind};
 use crate::stats::Series;
 
@@ -80,7 +82,9 @@ pub struct MatrixReport {
     pub finished_at: String,
     pub samples_per_target: u32,
     pub cells: Vec<Cell>,
-    pub findings: Vec<serde_json::Value>,
+    pub findings: Vec<Finding>,
+    /// The prober's node, as it saw itself.
+    pub facts: Option<NodeFacts>,
 }
 
 impl MatrixReport {
@@ -100,6 +104,7 @@ impl MatrixReport {
             samples_per_target,
             cells: series.iter().map(Cell::from_series).collect(),
             findings: Vec::new(),
+            facts: None,
         }
     }
 
@@ -191,8 +196,58 @@ impl MatrixReport {
                 "(no targets: add [[target]] tables to the configuration)"
             );
         }
+        out += &render_findings(&self.findings);
         out
     }
+}
+
+/// The detector's verdict for people: each finding with its evidence, the
+/// likeliest cause with its remediation, and the other candidates.
+pub fn render_findings(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    if findings.is_empty() {
+        let _ = writeln!(out, "\nfindings: none");
+        return out;
+    }
+    let _ = writeln!(out, "\nfindings:");
+    for (i, f) in findings.iter().enumerate() {
+        let _ = writeln!(out, "{}. {}", i + 1, f.headline());
+        let _ = writeln!(out, "   confidence {:.2}", f.confidence);
+        for e in &f.evidence {
+            let _ = writeln!(out, "   - {e}");
+        }
+        if let Some(c) = f.likely_causes.first() {
+            let _ = writeln!(
+                out,
+                "   likely cause: {} (evidence score {:.2})",
+                c.title, c.score
+            );
+            let _ = writeln!(out, "     why: {}", c.why);
+            if !c.present.is_empty() {
+                let _ = writeln!(out, "     present: {}", c.present.join("; "));
+            }
+            if !c.missing.is_empty() {
+                let _ = writeln!(out, "     missing: {}", c.missing.join("; "));
+            }
+            if !c.unknown.is_empty() {
+                let _ = writeln!(out, "     unknown: {}", c.unknown.join("; "));
+            }
+            let _ = writeln!(out, "     remediation:");
+            for r in &c.remediation {
+                let _ = writeln!(out, "       - {r}");
+            }
+        }
+        let others: Vec<String> = f
+            .likely_causes
+            .iter()
+            .skip(1)
+            .map(|c| format!("{} ({:.2})", c.id, c.score))
+            .collect();
+        if !others.is_empty() {
+            let _ = writeln!(out, "   other candidates: {}", others.join(", "));
+        }
+    }
+    out
 }
 
 /// `0.68ms`, `63.42s`, `-` for nothing.

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Fault, Knobs, LabError, Plan, netns, plan, state_dir};
 use crate::config::{self, Loaded};
+use crate::detect::{DetectorConfig, Finding};
 use crate::export::report::{MatrixReport, human_ms};
 use crate::matrix::{self, MatrixOptions};
+use crate::node::NodeFacts;
 use crate::probe::{InFlight, PathKind, Prober, SourceKind};
 
 /// Where probes start from.
@@ -33,17 +35,20 @@ impl Vantage {
     }
 }
 
-/// The lab's matrix: one report per (node, source kind).
+/// The lab's matrix: one report per (node, source kind), every node's facts,
+/// and the detector's findings over all of them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabReport {
     pub lab: String,
     pub nodes: Vec<String>,
     pub reports: Vec<MatrixReport>,
+    pub facts: Vec<NodeFacts>,
+    pub findings: Vec<Finding>,
 }
 
 impl LabReport {
     pub fn healthy(&self) -> bool {
-        self.reports.iter().all(MatrixReport::healthy)
+        self.findings.is_empty() && self.reports.iter().all(MatrixReport::healthy)
     }
 }
 
@@ -111,7 +116,17 @@ pub async fn matrix_all(
                     .enable_all()
                     .build()
                     .expect("a current-thread runtime builds");
-                rt.block_on(matrix::run_with(prober, &loaded, &opts, &cancel, &done))
+                rt.block_on(async {
+                    // The node's facts come from its own namespace; a pod
+                    // shares its node's facts.
+                    let facts = match kind {
+                        SourceKind::Host => Some(crate::node::gather(&prober.source_node).await),
+                        SourceKind::Pod => None,
+                    };
+                    let (report, series) =
+                        matrix::run_with(prober, &loaded, &opts, &cancel, &done).await;
+                    (report, series, facts)
+                })
             })?);
         }
     }
@@ -126,16 +141,37 @@ pub async fn matrix_all(
     if let Some(b) = bar {
         b.finish();
     }
-    let mut out = Vec::new();
+    let (mut out, mut all_series, mut facts) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {
-        out.push(r.map_err(|_| LabError::Kernel {
+        let (mut report, series, f) = r.map_err(|_| LabError::Kernel {
             what: "a matrix thread panicked".into(),
-        })??);
+        })??;
+        report.facts = f.clone();
+        out.push(report);
+        all_series.extend(series);
+        facts.extend(f);
     }
+    // Receivers' checksum counters moved while the probes ran: read them again.
+    for f in &mut facts {
+        if let Some(i) = plan.node_index(&f.node) {
+            let node = f.node.clone();
+            let fresh = netns::run_in(&plan.node_ns(i), move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds")
+                    .block_on(crate::node::gather(&node))
+            })?;
+            *f = fresh;
+        }
+    }
+    let findings = crate::detect::detect(&all_series, &facts, &DetectorConfig::default());
     Ok(LabReport {
         lab: plan.prefix.clone(),
         nodes: plan.node_ids().map(|i| plan.node_name(i)).collect(),
         reports: out,
+        facts,
+        findings,
     })
 }
 
@@ -304,6 +340,7 @@ pub async fn demo(
         );
         let report = matrix_all(plan, Vantage::Both, samples, progress, cancel).await?;
         text += &render_grid(&report);
+        text += &crate::export::report::render_findings(&report.findings);
         Ok::<_, LabError>((text, report))
     }
     .await;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Loaded;
+use crate::detect::DetectorConfig;
 use crate::export::report::MatrixReport;
 use crate::probe::{InFlight, Prober};
 use crate::stats::{Retention, Stats};
@@ -49,22 +50,30 @@ pub async fn run(
     let progress = opts
         .progress
         .then(|| Progress::start(total, Arc::clone(&done), Arc::clone(&prober.in_flight)));
-    let report = run_with(prober, loaded, opts, cancel, &done).await;
+    let facts = crate::node::gather(&prober.source_node).await;
+    let (mut report, series) = run_with(prober, loaded, opts, cancel, &done).await;
     if let Some(p) = progress {
         p.finish();
     }
+    report.findings = crate::detect::detect(
+        &series,
+        std::slice::from_ref(&facts),
+        &DetectorConfig::default(),
+    );
+    report.facts = Some(facts);
     report
 }
 
 /// Runs the matrix with a given prober (its node, kind and in-flight
-/// counters), counting finished probes in `done`.
+/// counters), counting finished probes in `done`. Returns the report
+/// (without findings) and the series, samples included, for the detector.
 pub async fn run_with(
     prober: Arc<Prober>,
     loaded: &Loaded,
     opts: &MatrixOptions,
     cancel: &CancellationToken,
     done: &Arc<AtomicU64>,
-) -> MatrixReport {
+) -> (MatrixReport, Vec<crate::stats::Series>) {
     let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
     let started = SystemTime::now();
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
@@ -96,14 +105,16 @@ pub async fn run_with(
     }
     tasks.close();
     tasks.wait().await;
-    MatrixReport::new(
+    let series = stats.snapshot();
+    let report = MatrixReport::new(
         &prober.source_node,
         prober.source_kind,
         started,
         SystemTime::now(),
         opts.samples,
-        &stats.snapshot(),
-    )
+        &series,
+    );
+    (report, series)
 }
 
 /// A progress bar that says how many probes wait on SYN retransmission, so a

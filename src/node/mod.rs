@@ -1,5 +1,69 @@
 //! Facts about the host a prober runs on, read-only: what the detector needs
-//! to name a cause (kernel, SYN schedule, overlay devices, checksum errors).
+//! to name a cause. Everything is read through `/proc/thread-self` and
+//! netlink, so a thread that entered another network namespace (as the lab's
+//! do) reads that namespace's facts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::detect::ladder::SynSchedule;
+
+/// An overlay device and the offload features that matter for the VXLAN
+/// checksum bug.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayDevice {
+    pub name: String,
+    /// Any `tx-checksum-*` feature active (what `ethtool -k` calls tx-checksumming).
+    pub tx_checksumming: Option<bool>,
+    pub tx_checksum_ip_generic: Option<bool>,
+}
+
+/// One node's facts, as its prober saw them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeFacts {
+    pub node: String,
+    pub kernel: Option<String>,
+    pub syn_retries: Option<u32>,
+    /// Absent before Linux 6.5: the classic ladder.
+    pub syn_linear_timeouts: Option<u32>,
+    pub txrehash: Option<u32>,
+    pub udp_in_csum_errors: Option<u64>,
+    pub conntrack_insert_failed: Option<u64>,
+    pub overlays: Vec<OverlayDevice>,
+}
+
+impl NodeFacts {
+    /// The SYN schedule this node's kernel follows.
+    pub fn syn_schedule(&self) -> SynSchedule {
+        SynSchedule::linux(
+            self.syn_retries.unwrap_or(6),
+            self.syn_linear_timeouts.unwrap_or(0),
+        )
+    }
+
+    /// (major, minor, patch) of the kernel release.
+    pub fn kernel_version(&self) -> Option<(u32, u32, u32)> {
+        parse_kernel(self.kernel.as_deref()?)
+    }
+}
+
+/// Overlay devices worth reporting, by the names CNIs give them.
+pub fn is_overlay(name: &str) -> bool {
+    name == "vxlan.calico"
+        || name == "flannel.1"
+        || name == "cilium_vxlan"
+        || name == "tunl0"
+        || name.starts_with("vxlan")
+        || name.starts_with("genev")
+}
+
+/// `5.4.0-107-generic` -> (5, 4, 0).
+pub fn parse_kernel(release: &str) -> Option<(u32, u32, u32)> {
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
 
 /// `UdpInCsumErrors` from the text of `/proc/net/snmp`: the receiver-side
 /// count of UDP datagrams dropped for a bad checksum.
@@ -11,6 +75,92 @@ pub fn udp_in_csum_errors(snmp: &str) -> Option<u64> {
     values.split_whitespace().nth(i)?.parse().ok()
 }
 
+/// The sum over CPUs of `insert_failed` in `/proc/net/stat/nf_conntrack`
+/// (hexadecimal columns, one line per CPU).
+pub fn conntrack_insert_failed(stat: &str) -> Option<u64> {
+    let mut lines = stat.lines();
+    let i = lines
+        .next()?
+        .split_whitespace()
+        .position(|n| n == "insert_failed")?;
+    Some(
+        lines
+            .filter_map(|l| l.split_whitespace().nth(i))
+            .filter_map(|v| u64::from_str_radix(v, 16).ok())
+            .sum(),
+    )
+}
+
+/// Interface names from the text of `/proc/net/dev`.
+pub fn interfaces(dev: &str) -> Vec<String> {
+    dev.lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+fn read_u32(path: &str) -> Option<u32> {
+    read(path)?.trim().parse().ok()
+}
+
+/// Reads this node's facts (in the calling thread's network namespace).
+pub async fn gather(node: &str) -> NodeFacts {
+    let mut overlays = Vec::new();
+    for name in interfaces(&read("/proc/thread-self/net/dev").unwrap_or_default())
+        .into_iter()
+        .filter(|n| is_overlay(n))
+    {
+        let (tx, generic) = offloads(&name).await.unwrap_or((None, None));
+        overlays.push(OverlayDevice {
+            name,
+            tx_checksumming: tx,
+            tx_checksum_ip_generic: generic,
+        });
+    }
+    NodeFacts {
+        node: node.to_string(),
+        kernel: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()),
+        syn_retries: read_u32("/proc/sys/net/ipv4/tcp_syn_retries"),
+        syn_linear_timeouts: read_u32("/proc/sys/net/ipv4/tcp_syn_linear_timeouts"),
+        txrehash: read_u32("/proc/sys/net/core/txrehash"),
+        udp_in_csum_errors: read("/proc/thread-self/net/snmp").and_then(|s| udp_in_csum_errors(&s)),
+        conntrack_insert_failed: read("/proc/thread-self/net/stat/nf_conntrack")
+            .and_then(|s| conntrack_insert_failed(&s)),
+        overlays,
+    }
+}
+
+/// Active TX checksum features over ethtool netlink, as `ethtool -k` reads them.
+async fn offloads(dev: &str) -> Option<(Option<bool>, Option<bool>)> {
+    use futures::StreamExt;
+    let (connection, mut handle, _) = ethtool::new_connection().ok()?;
+    let conn = tokio::spawn(connection);
+    let mut stream = handle.feature().get(Some(dev)).execute().await.ok()?;
+    let (mut any_tx, mut generic) = (None, None);
+    while let Some(Ok(msg)) = stream.next().await {
+        for nla in msg.payload.nlas {
+            if let ethtool::EthtoolAttr::Feature(ethtool::EthtoolFeatureAttr::Active(bits)) = nla {
+                for b in bits {
+                    if b.name.starts_with("tx-checksum") {
+                        any_tx = Some(any_tx.unwrap_or(false) || b.value);
+                    }
+                    if b.name == "tx-checksum-ip-generic" {
+                        generic = Some(b.value);
+                    }
+                }
+            }
+        }
+    }
+    conn.abort();
+    Some((any_tx.or(Some(false)), generic))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -20,5 +170,28 @@ mod tests {
         let snmp = "Ip: Forwarding\nIp: 1\nUdp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors\nUdp: 24 0 3 0 0 0 7 0 0\nUdpLite: InDatagrams\nUdpLite: 0\n";
         assert_eq!(udp_in_csum_errors(snmp), Some(7));
         assert_eq!(udp_in_csum_errors("Ip: x\n"), None);
+    }
+
+    #[test]
+    fn sums_conntrack_insert_failed_over_cpus() {
+        let stat = "entries clashres found new invalid ignore delete chainlength insert insert_failed drop\n\
+                    0000000a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000000\n\
+                    0000000a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000\n";
+        assert_eq!(conntrack_insert_failed(stat), Some(17));
+    }
+
+    #[test]
+    fn parses_kernel_releases_and_overlay_names() {
+        assert_eq!(parse_kernel("3.10.0-1160.el7.x86_64"), Some((3, 10, 0)));
+        assert_eq!(parse_kernel("6.18.44-fc-v657"), Some((6, 18, 44)));
+        assert!(is_overlay("vxlan.calico") && is_overlay("flannel.1") && !is_overlay("eth0"));
+        let dev = "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 1 2\nvxlan.calico: 3 4\n";
+        assert_eq!(interfaces(dev), ["lo", "eth0", "vxlan.calico"]);
+    }
+
+    #[tokio::test]
+    async fn gathers_this_hosts_facts() {
+        let f = gather("here").await;
+        assert!(f.kernel.is_some() && f.syn_retries.is_some(), "{f:?}");
     }
 }

@@ -1,0 +1,275 @@
+//! The knowledge base of causes: data, not code. Each cause lists the
+//! evidence that points to it; a finding's likely causes are ranked by how
+//! much of that evidence is present, and each says what was present and
+//! what was missing.
+
+use serde::{Deserialize, Serialize};
+
+use super::Evidence;
+
+/// A piece of evidence a cause expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Only cross-node paths are hit; same-node paths from the same sources are clean.
+    CrossNodeOnly,
+    /// Host-network sources are hit while pod-network sources are clean.
+    HostNetworkOnly,
+    /// Same-node and cross-node paths alike.
+    EveryPathKind,
+    /// Every hit path leads to one destination node.
+    OneDestination,
+    /// kube-proxy runs in IPVS mode (a prober cannot tell).
+    IpvsMode,
+    /// The dominant rung is one or two lost SYNs.
+    EarlyRung,
+    /// The dominant rung is the sixth (63 s classic, 67 s linear): the
+    /// NATed conntrack entry expired after 30 s.
+    SixthRung,
+    /// Most probes of the hit paths are on a rung.
+    MostProbes,
+    /// A minority of probes is on a rung.
+    FewProbes,
+    /// An overlay device on a hit source has TX checksum offload on.
+    OverlayTxChecksumOn,
+    /// A hit source runs a kernel without the NAT checksum fix.
+    KernelWithoutChecksumFix,
+    /// A receiving node counted UDP checksum errors.
+    ReceiverUdpChecksumErrors,
+    /// Lookups sit on the resolver's 5 s / 10 s rungs.
+    DnsRung,
+    /// conntrack's insert_failed counter is non-zero on a hit source.
+    ConntrackInsertFailed,
+    /// Large responses fail or stall where small ones to the same node pass.
+    LargeBodiesOnly,
+}
+
+impl Check {
+    /// What the check looks for, said as evidence.
+    fn describe(self) -> &'static str {
+        match self {
+            Check::CrossNodeOnly => "only cross-node paths are hit, same-node paths are clean",
+            Check::HostNetworkOnly => "host-network probes are hit, pod-network probes are clean",
+            Check::EveryPathKind => "same-node and cross-node paths are hit alike",
+            Check::OneDestination => "every hit path leads to one destination node",
+            Check::IpvsMode => "kube-proxy runs in IPVS mode",
+            Check::EarlyRung => "probes sit on the first rungs (one or two lost SYNs)",
+            Check::SixthRung => {
+                "probes sit on the sixth rung (63 s classic): a NATed conntrack entry that expires after 30 s"
+            }
+            Check::MostProbes => "most probes on the hit paths are on a rung",
+            Check::FewProbes => "a minority of probes is on a rung",
+            Check::OverlayTxChecksumOn => {
+                "an overlay device on the source has TX checksum offload on"
+            }
+            Check::KernelWithoutChecksumFix => {
+                "the source kernel predates the fix \"netfilter: nat: never update the UDP checksum when it's 0\""
+            }
+            Check::ReceiverUdpChecksumErrors => {
+                "receiving nodes count UDP checksum errors (UdpInCsumErrors)"
+            }
+            Check::DnsRung => "lookups sit on the resolver's 5 s / 10 s timeouts",
+            Check::ConntrackInsertFailed => "conntrack insert_failed is non-zero",
+            Check::LargeBodiesOnly => "large responses fail while small ones to the same node pass",
+        }
+    }
+
+    /// `Some(true)` present, `Some(false)` missing, `None` unknown.
+    fn holds(self, e: &Evidence) -> Option<bool> {
+        match self {
+            Check::CrossNodeOnly => (e.same_node_probed || e.same_node_hit)
+                .then_some(e.cross_node_hit && !e.same_node_hit),
+            Check::HostNetworkOnly => e.pod_probed.then_some(e.host_hit && !e.pod_hit),
+            Check::EveryPathKind => Some(e.cross_node_hit && e.same_node_hit),
+            Check::OneDestination => Some(e.one_destination),
+            Check::IpvsMode => None,
+            Check::EarlyRung => e.dominant_rung.map(|k| k <= 2),
+            Check::SixthRung => e.dominant_rung.map(|k| k == 6),
+            Check::MostProbes => Some(e.share >= 0.5),
+            Check::FewProbes => Some(e.share < 0.5),
+            Check::OverlayTxChecksumOn => e.overlay_tx_checksum_on.as_ref().map(|v| !v.is_empty()),
+            Check::KernelWithoutChecksumFix => e.kernel_without_fix,
+            Check::ReceiverUdpChecksumErrors => e.receiver_udp_checksum_errors.map(|n| n > 0),
+            Check::DnsRung => Some(e.dns_rung),
+            Check::ConntrackInsertFailed => e.conntrack_insert_failed.map(|n| n > 0),
+            Check::LargeBodiesOnly => Some(e.large_bodies_only),
+        }
+    }
+}
+
+/// A cause in the knowledge base.
+pub struct CauseSpec {
+    pub id: &'static str,
+    pub title: &'static str,
+    pub why: &'static str,
+    /// The finding kinds it can explain.
+    pub kinds: &'static [&'static str],
+    /// Evidence it expects, with weights; the first is required.
+    pub checks: &'static [(Check, f64)],
+    pub remediation: &'static [&'static str],
+}
+
+/// `{overlay}` in a remediation is replaced by the overlay device found on
+/// the hit sources (`vxlan.calico` when none was found).
+pub const CAUSES: &[CauseSpec] = &[
+    CauseSpec {
+        id: "vxlan-checksum-offload",
+        title: "VXLAN double-NAT checksum bug (TX checksum offload on a NATed VXLAN packet)",
+        why: "kube-proxy's masquerade mark survives VXLAN encapsulation, so the outer UDP header is NATed too; \
+              with UDP checksums off on the VXLAN device and TX checksum offload on, the kernel's NAT writes an \
+              invalid checksum and the receiver drops the packet. Retransmitted SYNs reuse the NATed UDP conntrack \
+              entry until it expires 30 s after the last one (63 s), or escape at once when the kernel rehashes \
+              the flow (1 s).",
+        kinds: &["syn-retransmit-ladder"],
+        checks: &[
+            (Check::CrossNodeOnly, 3.0),
+            (Check::HostNetworkOnly, 2.0),
+            (Check::SixthRung, 2.0),
+            (Check::OverlayTxChecksumOn, 2.0),
+            (Check::ReceiverUdpChecksumErrors, 2.0),
+            (Check::KernelWithoutChecksumFix, 1.0),
+            (Check::MostProbes, 1.0),
+        ],
+        remediation: &[
+            "ethtool --offload {overlay} rx off tx off   (on every node; immediate, not persistent)",
+            "Calico >= v3.20.0 (or v3.19.2), or FelixConfiguration featureDetectOverride: \"ChecksumOffloadBroken=true\" (env FELIX_FEATUREDETECTOVERRIDE)",
+            "a kernel with the fix: 5.6.13, 5.4.41, 4.19.123, 4.14.181 or later (Ubuntu 4.15.0-107, 5.4.0-32)",
+            "kube-proxy that clears the mark before masquerading (Kubernetes 1.16.13, 1.17.9, 1.18.6 or later)",
+            "Flannel: the same bug on flannel.1; upgrade Flannel (fixed by flannel-io/flannel#1681)",
+        ],
+    },
+    CauseSpec {
+        id: "syn-dropped-on-path",
+        title: "SYNs dropped on the way in: a filtering rule, a full queue or a full conntrack table",
+        why: "most probes lose the same first SYNs, deterministically, on the way to one node: a firewall or \
+              NetworkPolicy rule, a full accept queue, or a full conntrack table drops them.",
+        kinds: &["syn-retransmit-ladder"],
+        checks: &[
+            (Check::MostProbes, 2.0),
+            (Check::OneDestination, 2.0),
+            (Check::EarlyRung, 1.0),
+        ],
+        remediation: &[
+            "on the destination node: nft list ruleset / iptables-save for DROP rules on the overlay or pod interfaces",
+            "nstat -az TcpExtListenOverflows TcpExtListenDrops on the backend (accept queue)",
+            "conntrack -S (drop, early_drop, insert_failed) and net.netfilter.nf_conntrack_max",
+        ],
+    },
+    CauseSpec {
+        id: "path-packet-loss",
+        title: "Packet loss on the path",
+        why: "random loss costs one SYN now and then, so a few probes sit on the first rung on every kind of path.",
+        kinds: &["syn-retransmit-ladder"],
+        checks: &[
+            (Check::FewProbes, 2.0),
+            (Check::EarlyRung, 2.0),
+            (Check::EveryPathKind, 1.0),
+        ],
+        remediation: &[
+            "ip -s link and ethtool -S on the nodes' NICs for drops and errors",
+            "the underlay between the nodes (switch ports, MTU, bonding)",
+        ],
+    },
+    CauseSpec {
+        id: "ipvs-conn-reuse",
+        title: "IPVS connection reuse (conn_reuse_mode=1)",
+        why: "with kube-proxy in IPVS mode, a new connection whose source port matches an old IPVS connection \
+              has its SYN dropped: one lost SYN, the 1 s rung, on some new connections.",
+        kinds: &["syn-retransmit-ladder"],
+        checks: &[
+            (Check::FewProbes, 2.0),
+            (Check::EarlyRung, 2.0),
+            (Check::IpvsMode, 2.0),
+        ],
+        remediation: &[
+            "only on IPVS clusters: sysctl net.ipv4.vs.conn_reuse_mode=0 on the nodes, or a kernel >= 5.9 with kube-proxy >= 1.22",
+        ],
+    },
+    CauseSpec {
+        id: "conntrack-dns-race",
+        title: "conntrack insert race on parallel DNS queries",
+        why: "glibc sends the A and AAAA queries from one socket at once; conntrack drops one of them on an \
+              insert race and the resolver waits its 5 s timeout.",
+        kinds: &["dns-timeout-ladder"],
+        checks: &[(Check::DnsRung, 3.0), (Check::ConntrackInsertFailed, 2.0)],
+        remediation: &[
+            "dnsConfig options single-request-reopen (glibc) in the pods",
+            "NodeLocal DNSCache, so queries leave the node over TCP or not at all",
+        ],
+    },
+    CauseSpec {
+        id: "overlay-pmtu-blackhole",
+        title: "Overlay path-MTU black hole",
+        why: "the overlay adds 50 bytes (VXLAN) or 20 (IPIP); packets above the path MTU vanish when ICMP \
+              fragmentation-needed is dropped, so handshakes and small responses pass and large bodies stall.",
+        kinds: &["pmtu-blackhole"],
+        checks: &[(Check::LargeBodiesOnly, 3.0), (Check::CrossNodeOnly, 1.0)],
+        remediation: &[
+            "set the overlay MTU to the underlay MTU minus the encapsulation (1450 for VXLAN on 1500, 1480 for IPIP)",
+            "let ICMP type 3 code 4 (fragmentation needed) through every firewall on the path",
+        ],
+    },
+];
+
+/// A ranked cause of a finding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LikelyCause {
+    pub id: String,
+    pub title: String,
+    pub why: String,
+    /// 0..=1: the weighted share of the cause's evidence that is present.
+    pub score: f64,
+    pub present: Vec<String>,
+    pub missing: Vec<String>,
+    pub unknown: Vec<String>,
+    pub remediation: Vec<String>,
+}
+
+/// The causes that fit a finding of `kind`, best first. A cause whose first
+/// (required) check is missing is left out.
+pub fn rank(kind: &str, e: &Evidence) -> Vec<LikelyCause> {
+    let mut out: Vec<LikelyCause> = CAUSES
+        .iter()
+        .filter(|c| c.kinds.contains(&kind))
+        .filter(|c| {
+            c.checks
+                .first()
+                .is_some_and(|(check, _)| check.holds(e) != Some(false))
+        })
+        .map(|c| {
+            let (mut present, mut missing, mut unknown) = (vec![], vec![], vec![]);
+            let (mut got, mut total) = (0.0, 0.0);
+            for (check, weight) in c.checks {
+                total += weight;
+                match check.holds(e) {
+                    Some(true) => {
+                        got += weight;
+                        present.push(check.describe().to_string());
+                    }
+                    Some(false) => missing.push(check.describe().to_string()),
+                    None => unknown.push(check.describe().to_string()),
+                }
+            }
+            let overlay = e
+                .overlay_tx_checksum_on
+                .as_ref()
+                .and_then(|v| v.first().cloned())
+                .unwrap_or_else(|| "vxlan.calico".into());
+            LikelyCause {
+                id: c.id.into(),
+                title: c.title.into(),
+                why: c.why.split_whitespace().collect::<Vec<_>>().join(" "),
+                score: (got / total * 100.0).round() / 100.0,
+                present,
+                missing,
+                unknown,
+                remediation: c
+                    .remediation
+                    .iter()
+                    .map(|r| r.replace("{overlay}", &overlay))
+                    .collect(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score));
+    out
+}

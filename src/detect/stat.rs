@@ -1,0 +1,91 @@
+//! The two tests the detector needs, in log space so they hold for
+//! thousands of probes and tiny probabilities.
+
+fn ln_gamma(x: f64) -> f64 {
+    // Lanczos approximation (g = 7, n = 9), accurate to about 1e-15.
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + 7.5;
+    let a = C[1..]
+        .iter()
+        .enumerate()
+        .fold(C[0], |a, (i, c)| a + c / (x + i as f64 + 1.0));
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+fn ln_choose(n: u64, k: u64) -> f64 {
+    ln_gamma(n as f64 + 1.0) - ln_gamma(k as f64 + 1.0) - ln_gamma((n - k) as f64 + 1.0)
+}
+
+/// P(X >= k) for X ~ Binomial(n, p).
+pub fn binomial_tail(n: u64, k: u64, p: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    if k > n || p <= 0.0 {
+        return 0.0;
+    }
+    let (lp, lq) = (p.ln(), (1.0 - p).ln());
+    let mut total = 0.0;
+    for i in k..=n {
+        let term = (ln_choose(n, i) + i as f64 * lp + (n - i) as f64 * lq).exp();
+        total += term;
+        if term < total * 1e-16 {
+            break;
+        }
+    }
+    total.min(1.0)
+}
+
+/// One-sided Fisher exact test: the probability of `a` or more hits in the
+/// first group of `n1` when `a + b` hits fall among `n1 + n2` trials at
+/// random. Small means the first group has more hits than chance allows.
+pub fn fisher_greater(a: u64, n1: u64, b: u64, n2: u64) -> f64 {
+    let (hits, n) = (a + b, n1 + n2);
+    let lo = a;
+    let hi = hits.min(n1);
+    let denom = ln_choose(n, hits);
+    (lo..=hi)
+        .filter(|x| hits - x <= n2)
+        .map(|x| (ln_choose(n1, x) + ln_choose(n2, hits - x) - denom).exp())
+        .sum::<f64>()
+        .min(1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9_f64.max(b.abs() * 1e-6)
+    }
+
+    #[test]
+    fn binomial_tail_matches_direct_sums() {
+        assert!(close(binomial_tail(3, 1, 0.5), 0.875));
+        assert!(close(binomial_tail(20, 2, 1e-4), 1.897_721_452_88e-6));
+        assert_eq!(binomial_tail(10, 0, 0.3), 1.0);
+        assert_eq!(binomial_tail(10, 11, 0.3), 0.0);
+    }
+
+    #[test]
+    fn fisher_matches_a_known_table() {
+        // The tea-tasting table: 3 of 4 versus 1 of 4, one-sided p = 17/70.
+        assert!(close(fisher_greater(3, 4, 1, 4), 17.0 / 70.0));
+        assert!(fisher_greater(20, 20, 0, 40) < 1e-15);
+        assert!(close(fisher_greater(0, 20, 0, 40), 1.0));
+    }
+}

@@ -1,0 +1,467 @@
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::node::OverlayDevice;
+use crate::probe::Phases;
+use crate::stats::{PhaseHistograms, Sample, SeriesKey};
+
+/// One probe: connect time in ms, SYN retransmits, outcome.
+type P = (f64, u32, Outcome);
+
+fn ok(ms: f64) -> P {
+    (ms, 0, Outcome::Ok)
+}
+
+pub(crate) fn series(
+    src: &str,
+    kind: SourceKind,
+    dst: &str,
+    target: &str,
+    url: &str,
+    probes: &[P],
+) -> Series {
+    series_dns(src, kind, dst, target, url, probes, None)
+}
+
+fn series_dns(
+    src: &str,
+    kind: SourceKind,
+    dst: &str,
+    target: &str,
+    url: &str,
+    probes: &[P],
+    dns_ms: Option<f64>,
+) -> Series {
+    let mut h = PhaseHistograms::default();
+    let mut outcomes = BTreeMap::new();
+    let mut recent = VecDeque::new();
+    let mut rtx = 0;
+    for (ms, r, o) in probes {
+        let dns = dns_ms.map(|d| Duration::from_secs_f64(d / 1e3));
+        let connected = *o != Outcome::ConnectTimeout && *o != Outcome::Refused;
+        let connect =
+            connected.then(|| dns.unwrap_or_default() + Duration::from_secs_f64(ms / 1e3));
+        let phases = Phases {
+            dns,
+            connect,
+            first_byte: connect,
+            total: connect.unwrap_or(Duration::from_secs(135)) + Duration::from_micros(300),
+        };
+        h.record(&phases, o.completed());
+        *outcomes.entry(*o).or_insert(0) += 1;
+        rtx += u64::from(*r);
+        recent.push_back(Sample {
+            at: SystemTime::UNIX_EPOCH,
+            phases,
+            outcome: *o,
+            syn_retransmits: *r,
+        });
+    }
+    let path = if src == dst {
+        PathKind::SameNode
+    } else {
+        PathKind::CrossNode
+    };
+    Series {
+        key: SeriesKey {
+            source_node: src.into(),
+            source_kind: kind,
+            destination_node: Some(dst.into()),
+            target: target.into(),
+            path,
+        },
+        url: url.into(),
+        histograms: h,
+        outcomes,
+        syn_retransmits: rtx,
+        recent,
+    }
+}
+
+fn repeat(p: P, n: usize) -> Vec<P> {
+    vec![p; n]
+}
+
+fn facts(node: &str, kernel: &str, linear: Option<u32>, csum_errors: u64) -> NodeFacts {
+    NodeFacts {
+        node: node.into(),
+        kernel: Some(kernel.into()),
+        syn_retries: Some(6),
+        syn_linear_timeouts: linear,
+        txrehash: Some(0),
+        udp_in_csum_errors: Some(csum_errors),
+        conntrack_insert_failed: Some(0),
+        overlays: vec![OverlayDevice {
+            name: "vxlan.calico".into(),
+            tx_checksumming: Some(true),
+            tx_checksum_ip_generic: Some(true),
+        }],
+    }
+}
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// The seed incident: host-network cross-node probes on the 63 s rung.
+fn incident() -> (Vec<Series>, Vec<NodeFacts>) {
+    let mut s = Vec::new();
+    for src in NODES {
+        for dst in NODES {
+            let t = format!("svc-{dst}");
+            let host = if src == dst {
+                repeat(ok(0.7), 20)
+            } else {
+                repeat((64_400.0, 6, Outcome::Ok), 20)
+            };
+            s.push(series(
+                src,
+                SourceKind::Host,
+                dst,
+                &t,
+                "http://10.96.0.11/",
+                &host,
+            ));
+            s.push(series(
+                src,
+                SourceKind::Pod,
+                dst,
+                &t,
+                "http://10.96.0.11/",
+                &repeat(ok(0.6), 20),
+            ));
+        }
+    }
+    let f = NODES
+        .iter()
+        .map(|n| facts(n, "3.10.0-1160.el7.x86_64", None, 40))
+        .collect();
+    (s, f)
+}
+
+#[test]
+fn the_incident_is_one_cluster_wide_finding_naming_the_checksum_bug() {
+    let (s, f) = incident();
+    let found = detect(&s, &f, &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let x = &found[0];
+    assert_eq!(x.kind, "syn-retransmit-ladder");
+    assert_eq!(
+        x.scope,
+        "every cross-node path from the host network of 3 nodes"
+    );
+    assert_eq!(
+        (x.path, x.source_kind, x.source_node.as_deref()),
+        (Some(PathKind::CrossNode), Some(SourceKind::Host), None)
+    );
+    assert_eq!(
+        x.rungs,
+        [RungCount {
+            retransmits: 6,
+            seconds: 63.0,
+            count: 120
+        }]
+    );
+    assert_eq!((x.samples, x.share), (120, 1.0));
+    assert_eq!(x.pairs.len(), 6);
+    assert!(x.confidence > 0.9, "{}", x.confidence);
+    assert!(
+        x.evidence.iter().any(|e| e.starts_with("TCP_INFO agrees")),
+        "{:?}",
+        x.evidence
+    );
+    let cause = &x.likely_causes[0];
+    assert_eq!(cause.id, "vxlan-checksum-offload");
+    assert!(cause.missing.is_empty(), "{cause:#?}");
+    assert_eq!(
+        cause.remediation[0],
+        "ethtool --offload vxlan.calico rx off tx off   (on every node; immediate, not persistent)"
+    );
+    assert!(
+        x.headline().contains("63 s (6 SYNs lost) x120"),
+        "{}",
+        x.headline()
+    );
+}
+
+#[test]
+fn a_fixed_kernel_and_no_checksum_errors_are_said_to_be_missing() {
+    let (s, _) = incident();
+    let f: Vec<NodeFacts> = NODES
+        .iter()
+        .map(|n| facts(n, "6.1.0-18-amd64", Some(0), 0))
+        .collect();
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let cause = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == "vxlan-checksum-offload")
+        .unwrap();
+    assert!(
+        cause.missing.iter().any(|m| m.contains("UdpInCsumErrors")),
+        "{cause:#?}"
+    );
+    assert!(
+        cause.missing.iter().any(|m| m.contains("predates the fix")),
+        "{cause:#?}"
+    );
+    assert!(cause.score < 0.9);
+}
+
+#[test]
+fn the_linear_ladder_is_read_from_the_client_kernel() {
+    // Two SYNs lost: 2 s with linear timeouts, 3 s classic.
+    let mut s = vec![series(
+        "node2",
+        SourceKind::Host,
+        "node1",
+        "svc-node1",
+        "u",
+        &repeat((2_004.0, 2, Outcome::Ok), 10),
+    )];
+    s.push(series(
+        "node2",
+        SourceKind::Host,
+        "node2",
+        "svc-node2",
+        "u",
+        &repeat(ok(0.5), 10),
+    ));
+    let linear = [facts("node2", "6.18.0", Some(4), 0)];
+    let found = detect(&s, &linear, &DetectorConfig::default());
+    assert_eq!(
+        found[0].rungs,
+        [RungCount {
+            retransmits: 2,
+            seconds: 2.0,
+            count: 10
+        }]
+    );
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("TCP_INFO agrees"))
+    );
+    // The same probes judged against the classic ladder: timing and kernel disagree.
+    let classic = [facts("node2", "6.18.0", Some(0), 0)];
+    let found = detect(&s, &classic, &DetectorConfig::default());
+    assert_eq!(found[0].rungs[0].seconds, 3.0, "the kernel's count wins");
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("agree on 0 of 10")),
+        "{:?}",
+        found[0].evidence
+    );
+}
+
+#[test]
+fn healthy_cases_raise_nothing() {
+    let cfg = DetectorConfig::default();
+    // Millisecond bimodality: a Service with backends on two nodes.
+    let mut mixed: Vec<P> = repeat(ok(0.4), 50);
+    mixed.extend(repeat(ok(3.5), 50));
+    // One unlucky probe on a healthy network.
+    let mut unlucky = repeat(ok(0.6), 199);
+    unlucky.push((1_003.0, 1, Outcome::Ok));
+    // Jitter up to 200 ms.
+    let jitter: Vec<P> = (0..200).map(|i| ok(0.5 + f64::from(i % 200))).collect();
+    let s = vec![
+        series("node1", SourceKind::Host, "node2", "svc-all", "u", &mixed),
+        series(
+            "node1",
+            SourceKind::Host,
+            "node2",
+            "svc-node2",
+            "u",
+            &unlucky,
+        ),
+        series(
+            "node1",
+            SourceKind::Host,
+            "node3",
+            "svc-node3",
+            "u",
+            &jitter,
+        ),
+    ];
+    let found = detect(&s, &[], &cfg);
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+#[test]
+fn one_probe_in_fifty_on_a_rung_is_found_within_200_probes() {
+    let mut probes = repeat(ok(0.6), 196);
+    probes.extend(repeat((1_002.0, 1, Outcome::Ok), 4));
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "svc-node2",
+        "u",
+        &probes,
+    )];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        found[0].rungs,
+        [RungCount {
+            retransmits: 1,
+            seconds: 1.0,
+            count: 4
+        }]
+    );
+    let ids: Vec<&str> = found[0]
+        .likely_causes
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(ids[0], "path-packet-loss", "{ids:?}");
+    assert!(
+        ids.contains(&"ipvs-conn-reuse") && !ids.contains(&"syn-dropped-on-path"),
+        "{ids:?}"
+    );
+    // Without node facts or same-node paths the checksum bug stays a
+    // possibility, ranked below the causes the evidence fits.
+    assert_ne!(ids[0], "vxlan-checksum-offload", "{ids:?}");
+    let bug = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == "vxlan-checksum-offload")
+        .unwrap();
+    assert!(
+        bug.unknown
+            .iter()
+            .any(|u| u.contains("TX checksum offload")),
+        "{bug:#?}"
+    );
+}
+
+#[test]
+fn timing_without_kernel_retransmits_is_a_delay_not_a_loss() {
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "u",
+        &repeat(ok(1_050.0), 10),
+    )];
+    assert!(detect(&s, &[], &DetectorConfig::default()).is_empty());
+}
+
+#[test]
+fn one_destination_from_every_source() {
+    let mut s = Vec::new();
+    for src in NODES {
+        for dst in NODES {
+            let p = if dst == "node1" {
+                repeat((3_010.0, 2, Outcome::Ok), 10)
+            } else {
+                repeat(ok(0.5), 10)
+            };
+            s.push(series(
+                src,
+                SourceKind::Host,
+                dst,
+                &format!("svc-{dst}"),
+                "u",
+                &p,
+            ));
+        }
+    }
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].scope, "every path to node1");
+    assert_eq!(found[0].destination_node.as_deref(), Some("node1"));
+    assert_eq!(found[0].likely_causes[0].id, "syn-dropped-on-path");
+}
+
+#[test]
+fn connect_timeouts_after_lost_syns_are_ladder_give_ups() {
+    let mut p = repeat((0.0, 6, Outcome::ConnectTimeout), 3);
+    p.extend(repeat(ok(0.5), 7));
+    let s = vec![series("node1", SourceKind::Host, "node2", "t", "u", &p)];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "no separate failure finding: {found:#?}");
+    assert!(
+        found[0].evidence[0].contains("3 gave up after every SYN was lost"),
+        "{:?}",
+        found[0].evidence
+    );
+}
+
+#[test]
+fn dns_timeouts_name_the_conntrack_race() {
+    let s = vec![series_dns(
+        "node1",
+        SourceKind::Pod,
+        "node2",
+        "t",
+        "u",
+        &repeat(ok(0.5), 5),
+        Some(5_003.0),
+    )];
+    let mut f = facts("node1", "5.4.0", None, 0);
+    f.conntrack_insert_failed = Some(12);
+    let found = detect(&s, &[f], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, "dns-timeout-ladder");
+    let c = &found[0].likely_causes[0];
+    assert_eq!(c.id, "conntrack-dns-race");
+    assert!(c.missing.is_empty() && c.remediation[0].contains("single-request-reopen"));
+}
+
+#[test]
+fn large_bodies_failing_alone_are_a_pmtu_black_hole() {
+    let s = vec![
+        series(
+            "node1",
+            SourceKind::Host,
+            "node2",
+            "svc-node2",
+            "http://10.96.0.12/",
+            &repeat(ok(0.5), 5),
+        ),
+        series(
+            "node1",
+            SourceKind::Host,
+            "node2",
+            "svc-node2-64k",
+            "http://10.96.0.12/bytes/65536",
+            &repeat((0.5, 0, Outcome::TotalTimeout), 5),
+        ),
+    ];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(
+        found.len(),
+        1,
+        "the failures are explained by the PMTU finding: {found:#?}"
+    );
+    assert_eq!(found[0].kind, "pmtu-blackhole");
+    assert_eq!(found[0].likely_causes[0].id, "overlay-pmtu-blackhole");
+}
+
+#[test]
+fn other_failures_are_reported_with_what_they_mean() {
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "u",
+        &repeat((0.0, 0, Outcome::Refused), 3),
+    )];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found[0].kind, "probe-failures");
+    assert!(found[0].evidence.iter().any(|e| e.starts_with("refused: ")));
+}
+
+#[test]
+fn kernels_with_the_checksum_fix() {
+    assert!(!has_checksum_fix((3, 10, 0)));
+    assert!(!has_checksum_fix((5, 4, 40)) && has_checksum_fix((5, 4, 41)));
+    assert!(has_checksum_fix((5, 7, 0)) && has_checksum_fix((6, 1, 0)));
+    assert!(!has_checksum_fix((4, 19, 122)) && has_checksum_fix((4, 19, 123)));
+}
