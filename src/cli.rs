@@ -57,6 +57,9 @@ pub enum LabCommand {
         name: LabName,
         #[command(flatten)]
         knobs: KnobArgs,
+        /// Service-time jitter in every pod's echo target, as for `echo --delay`.
+        #[arg(long, default_value = "0s")]
+        echo_delay: crate::server::echo::Delay,
     },
     /// Remove a lab and everything it created, even after a crash.
     Down {
@@ -232,6 +235,9 @@ pub struct EchoArgs {
     /// The pod to name (default: POD_NAME).
     #[arg(long, env = "POD_NAME", default_value = "unknown")]
     pub pod: String,
+    /// Service time before each response: `5ms`, `uniform:1ms..20ms` or `exp:5ms`.
+    #[arg(long, default_value = "0s")]
+    pub delay: crate::server::echo::Delay,
 }
 
 /// Parses the process arguments and runs; the exit code follows the
@@ -329,7 +335,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     node: args.node,
                     pod: args.pod,
                 };
-                crate::server::echo::serve(listener, id, cancel)
+                crate::server::echo::serve(listener, id, args.delay, cancel)
                     .await
                     .context("the echo server failed")
             })?;
@@ -351,9 +357,14 @@ fn lab(command: LabCommand) -> anyhow::Result<u8> {
     };
     let progress = std::io::stderr().is_terminal();
     match command {
-        LabCommand::Up { nodes, name, knobs } => {
+        LabCommand::Up {
+            nodes,
+            name,
+            knobs,
+            echo_delay,
+        } => {
             let plan = Plan::new(&name.prefix, nodes).map_err(anyhow::Error::msg)?;
-            let took = lab::up(&plan, &(&knobs).into())?;
+            let took = lab::up(&plan, &(&knobs).into(), &echo_delay_arg(&echo_delay))?;
             println!(
                 "lab {} up: {} nodes in {:.1}s",
                 plan.prefix,
@@ -435,6 +446,18 @@ fn lab(command: LabCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
+    }
+}
+
+/// The `--delay` argument that reproduces a parsed delay.
+fn echo_delay_arg(d: &crate::server::echo::Delay) -> String {
+    use crate::server::echo::Delay;
+    let f = |d: &std::time::Duration| format!("{}us", d.as_micros());
+    match d {
+        Delay::None => "0s".into(),
+        Delay::Fixed(x) => f(x),
+        Delay::Uniform(a, b) => format!("uniform:{}..{}", f(a), f(b)),
+        Delay::Exponential(m) => format!("exp:{}", f(m)),
     }
 }
 

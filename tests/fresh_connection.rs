@@ -66,7 +66,7 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
         node: "node7".into(),
         pod: "echo-abc".into(),
     };
-    tokio::spawn(echo::serve(listener, id, cancel.clone()));
+    tokio::spawn(echo::serve(listener, id, echo::Delay::None, cancel.clone()));
 
     let resp = reqwest_free_get(addr, "/").await;
     assert!(resp.contains("x-tailprobe-node: node7"), "{resp}");

@@ -95,8 +95,9 @@ fn cells(r: &LabReport) -> Vec<(&str, SourceKind, &Cell)> {
         .collect()
 }
 
+/// No lost SYN, no failure, a fast connect (responses may carry service time).
 fn fast(c: &Cell) -> bool {
-    c.failures == 0 && c.syn_retransmits == 0 && c.max_ms.is_some_and(|m| m < 500.0)
+    c.failures == 0 && c.syn_retransmits == 0 && c.connect_max_ms.is_some_and(|m| m < 500.0)
 }
 
 #[test]
@@ -106,9 +107,16 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
         .output()
         .unwrap()
         .stdout;
-    let lab = Lab::up(&[]);
+    // Service-time jitter in every echo: slow responses, but no lost SYNs.
+    let lab = Lab::up(&["--echo-delay", "uniform:0ms..300ms"]);
     let r = lab.matrix(5);
     assert_eq!(r.reports.len(), 6, "3 nodes x host and pod");
+    assert!(
+        r.findings.is_empty(),
+        "a healthy lab with jitter raises nothing: {:#?}",
+        r.findings
+    );
+    assert_eq!(r.facts.len(), 3, "every node reported its facts");
     let all = cells(&r);
     assert!(
         all.len() >= 6 * 4,
@@ -204,7 +212,7 @@ fn drop_syn_two_lands_on_the_2s_rung_with_linear_timeouts_as_root() {
     drop_syn_case("4", 2.0);
 }
 
-fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String) {
+fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String, LabReport) {
     let lab = Lab::up(&["--syn-linear-timeouts", "0", "--txrehash", txrehash]);
     for on in ["node1", "node2", "node3"] {
         lab.run(&["lab", "fault", "vxlan-csum-bug", "--on", on]);
@@ -220,12 +228,12 @@ fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String) {
             clean.push(c.clone());
         }
     }
-    (hit, clean, status)
+    (hit, clean, status, r)
 }
 
 #[test]
 fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
-    let (hit, clean, status) = csum_bug_cells("0");
+    let (hit, clean, status, report) = csum_bug_cells("0");
     assert!(!hit.is_empty());
     for c in &hit {
         // Six SYNs die on the NATed outer conntrack entry; it expires 30 s
@@ -251,7 +259,17 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
 
 #[test]
 fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
-    let (hit, clean, _) = csum_bug_cells("1");
+    let (hit, clean, _, report) = csum_bug_cells("1");
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    assert!(
+        report.findings[0].rungs.iter().all(|r| r.seconds == 1.0),
+        "{:#?}",
+        report.findings
+    );
+    assert_eq!(
+        report.findings[0].likely_causes[0].id,
+        "vxlan-checksum-offload"
+    );
     for c in &hit {
         let p50 = c.connect_p50_ms.unwrap();
         assert!(

@@ -140,7 +140,7 @@ pub fn find(prefix: &str) -> Result<Plan, LabError> {
 
 /// Builds the lab and starts an echo target in every pod. On failure it
 /// removes what it made.
-pub fn up(plan: &Plan, knobs: &Knobs) -> Result<Duration, LabError> {
+pub fn up(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<Duration, LabError> {
     check_root()?;
     check_tools()?;
     let t0 = Instant::now();
@@ -153,13 +153,13 @@ pub fn up(plan: &Plan, knobs: &Knobs) -> Result<Duration, LabError> {
             prefix: plan.prefix.clone(),
         });
     }
-    build(plan, knobs).inspect_err(|_| {
+    build(plan, knobs, echo_delay).inspect_err(|_| {
         let _ = down(&plan.prefix);
     })?;
     Ok(t0.elapsed())
 }
 
-fn build(plan: &Plan, knobs: &Knobs) -> Result<(), LabError> {
+fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
     let mut root: Vec<String> = plan
         .namespaces()
         .iter()
@@ -226,6 +226,8 @@ fn build(plan: &Plan, knobs: &Knobs) -> Result<(), LabError> {
                 &plan.node_name(i),
                 "--pod",
                 &format!("echo-{}", plan.node_name(i)),
+                "--delay",
+                echo_delay,
             ],
             &log,
         )?;

@@ -326,7 +326,7 @@ pub async fn demo(
     progress: bool,
     cancel: &CancellationToken,
 ) -> Result<(String, LabReport), LabError> {
-    let took = super::up(plan, &scenario.knobs())?;
+    let took = super::up(plan, &scenario.knobs(), "0s")?;
     let result = async {
         let (faults, said) = scenario.faults(plan);
         for f in &faults {

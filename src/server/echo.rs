@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,17 +22,77 @@ pub struct EchoIdentity {
     pub pod: String,
 }
 
+/// Service time added before every response: a fixed delay, or jitter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Delay {
+    None,
+    Fixed(Duration),
+    /// Uniform between the two bounds.
+    Uniform(Duration, Duration),
+    /// Exponential with this mean: a long tail of slow responses.
+    Exponential(Duration),
+}
+
+impl std::str::FromStr for Delay {
+    type Err = String;
+    /// `5ms`, `uniform:1ms..20ms`, `exp:5ms`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let d = |v: &str| {
+            humantime::parse_duration(v.trim()).map_err(|e| {
+                format!("invalid duration \"{v}\" in --delay ({e}); write it like \"5ms\"")
+            })
+        };
+        if let Some(range) = s.strip_prefix("uniform:") {
+            let (lo, hi) = range
+                .split_once("..")
+                .ok_or_else(|| format!("--delay \"{s}\": write a range as uniform:1ms..20ms"))?;
+            let (lo, hi) = (d(lo)?, d(hi)?);
+            if lo > hi {
+                return Err(format!(
+                    "--delay \"{s}\": the lower bound is above the upper one"
+                ));
+            }
+            Ok(Delay::Uniform(lo, hi))
+        } else if let Some(mean) = s.strip_prefix("exp:") {
+            Ok(Delay::Exponential(d(mean)?))
+        } else {
+            Ok(match d(s)? {
+                z if z.is_zero() => Delay::None,
+                fixed => Delay::Fixed(fixed),
+            })
+        }
+    }
+}
+
+impl Delay {
+    /// One draw of the service time.
+    pub fn sample(&self) -> Duration {
+        use rand::Rng;
+        match *self {
+            Delay::None => Duration::ZERO,
+            Delay::Fixed(d) => d,
+            Delay::Uniform(lo, hi) => lo + (hi - lo).mul_f64(rand::rng().random::<f64>()),
+            Delay::Exponential(mean) => {
+                let u: f64 = rand::rng().random_range(f64::EPSILON..1.0);
+                mean.mul_f64(-u.ln()).min(Duration::from_secs(3600))
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct EchoState {
+    delay: Delay,
     id: Arc<EchoIdentity>,
     node: HeaderValue,
     pod: HeaderValue,
 }
 
-pub fn router(id: EchoIdentity) -> Router {
+pub fn router(id: EchoIdentity, delay: Delay) -> Router {
     let header =
         |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let state = EchoState {
+        delay,
         node: header(&id.node),
         pod: header(&id.pod),
         id: Arc::new(id),
@@ -46,11 +107,19 @@ pub fn router(id: EchoIdentity) -> Router {
 pub async fn serve(
     listener: TcpListener,
     id: EchoIdentity,
+    delay: Delay,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(id))
+    axum::serve(listener, router(id, delay))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
+}
+
+async fn wait(s: &EchoState) {
+    let d = s.delay.sample();
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
 }
 
 fn tagged(s: &EchoState, mut r: Response) -> Response {
@@ -61,11 +130,13 @@ fn tagged(s: &EchoState, mut r: Response) -> Response {
 }
 
 async fn hello(State(s): State<EchoState>) -> Response {
+    wait(&s).await;
     let body = format!("tailprobe echo node={} pod={}\n", s.id.node, s.id.pod);
     tagged(&s, body.into_response())
 }
 
 async fn bytes(State(s): State<EchoState>, Path(n): Path<String>) -> Response {
+    wait(&s).await;
     match n.parse::<usize>() {
         Ok(n) if n <= MAX_BYTES => tagged(&s, vec![b'x'; n].into_response()),
         _ => tagged(
@@ -76,5 +147,38 @@ async fn bytes(State(s): State<EchoState>, Path(n): Path<String>) -> Response {
             )
                 .into_response(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_specs_parse_and_sample_in_range() {
+        assert_eq!("0s".parse::<Delay>(), Ok(Delay::None));
+        assert_eq!(
+            "5ms".parse::<Delay>(),
+            Ok(Delay::Fixed(Duration::from_millis(5)))
+        );
+        let u: Delay = "uniform:1ms..20ms".parse().unwrap();
+        for _ in 0..1000 {
+            let d = u.sample();
+            assert!(
+                d >= Duration::from_millis(1) && d <= Duration::from_millis(20),
+                "{d:?}"
+            );
+        }
+        let e: Delay = "exp:5ms".parse().unwrap();
+        let mean = (0..20_000).map(|_| e.sample().as_secs_f64()).sum::<f64>() / 20_000.0;
+        assert!((mean - 0.005).abs() < 0.0005, "{mean}");
+        assert!("uniform:5ms..1ms".parse::<Delay>().is_err());
+        assert!(
+            "uniform:5ms"
+                .parse::<Delay>()
+                .unwrap_err()
+                .contains("uniform:1ms..20ms")
+        );
+        assert!("5x".parse::<Delay>().is_err());
     }
 }
