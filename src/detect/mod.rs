@@ -233,9 +233,11 @@ pub fn detect(series: &[Series], facts: &[NodeFacts], cfg: &DetectorConfig) -> V
 }
 
 type Key = (String, Option<SourceKind>, Option<String>, Option<PathKind>);
+/// A named way of grouping cells: the label and the key of a cell.
+type Grouping = (&'static str, fn(&Cell) -> Key);
 
 /// Groupings from broad to narrow: (label, key of a cell).
-fn groupings() -> Vec<(&'static str, fn(&Cell) -> Key)> {
+fn groupings() -> Vec<Grouping> {
     vec![
         ("kind-path", |c| {
             (
