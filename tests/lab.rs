@@ -255,6 +255,23 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
         errors.iter().all(|n| *n > 0),
         "every receiver counted bad checksums: {status}"
     );
+
+    // The detector's verdict: one finding on every cross-node host path,
+    // on the 63 s rung, naming the checksum bug and the device to fix.
+    assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
+    let f = &report.findings[0];
+    assert_eq!(f.kind, "syn-retransmit-ladder");
+    assert_eq!(
+        (f.path, f.source_kind),
+        (Some(PathKind::CrossNode), Some(SourceKind::Host))
+    );
+    assert!(
+        f.rungs.iter().any(|r| r.seconds == 63.0 && r.retransmits == 6),
+        "{f:#?}"
+    );
+    let cause = &f.likely_causes[0];
+    assert_eq!(cause.id, "vxlan-checksum-offload", "{f:#?}");
+    assert!(cause.remediation[0].starts_with("ethtool --offload vxlan.calico rx off tx off"));
 }
 
 #[test]
