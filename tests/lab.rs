@@ -266,7 +266,9 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
         (Some(PathKind::CrossNode), Some(SourceKind::Host))
     );
     assert!(
-        f.rungs.iter().any(|r| r.seconds == 63.0 && r.retransmits == 6),
+        f.rungs
+            .iter()
+            .any(|r| r.seconds == 63.0 && r.retransmits == 6),
         "{f:#?}"
     );
     let cause = &f.likely_causes[0];

@@ -1,0 +1,64 @@
+//! Precision and recall of the detector on the labelled evaluation set.
+//! Run with `cargo bench --bench eval`.
+
+#[path = "eval_set.rs"]
+mod eval_set;
+
+fn main() {
+    let cases = eval_set::cases();
+    let t = std::time::Instant::now();
+    let scores = eval_set::score(&cases);
+    let took = t.elapsed();
+    println!(
+        "detector evaluation: {} labelled cases, detected in {:.1} ms",
+        cases.len(),
+        took.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<24} {:>4} {:>4} {:>4} {:>10} {:>8}",
+        "finding kind", "tp", "fp", "fn", "precision", "recall"
+    );
+    for (kind, (tp, fp, fneg)) in scores {
+        let p = if tp + fp == 0 {
+            1.0
+        } else {
+            f64::from(tp) / f64::from(tp + fp)
+        };
+        let r = if tp + fneg == 0 {
+            1.0
+        } else {
+            f64::from(tp) / f64::from(tp + fneg)
+        };
+        println!("{kind:<24} {tp:>4} {fp:>4} {fneg:>4} {p:>10.3} {r:>8.3}");
+    }
+    let healthy = cases.iter().filter(|c| c.expected.is_empty()).count();
+    let quiet = cases
+        .iter()
+        .filter(|c| c.expected.is_empty())
+        .filter(|c| tailprobe::detect::detect(&c.series, &c.facts, &Default::default()).is_empty())
+        .count();
+    println!("healthy cases with no finding: {quiet} of {healthy}");
+    let wrong: Vec<&str> = cases
+        .iter()
+        .filter(|c| {
+            let found: std::collections::BTreeSet<String> =
+                tailprobe::detect::detect(&c.series, &c.facts, &Default::default())
+                    .into_iter()
+                    .map(|f| f.kind)
+                    .collect();
+            found
+                .iter()
+                .map(String::as_str)
+                .ne(c.expected.iter().copied())
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    println!(
+        "cases with a wrong verdict: {}",
+        if wrong.is_empty() {
+            "none".into()
+        } else {
+            wrong.join(", ")
+        }
+    );
+}
