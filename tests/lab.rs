@@ -306,6 +306,39 @@ fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
 }
 
 #[test]
+fn an_mtu_black_hole_stalls_large_bodies_only_as_root() {
+    let lab = Lab::up(&[]);
+    lab.run(&[
+        "lab",
+        "fault",
+        "mtu-blackhole",
+        "--on",
+        "node1",
+        "--size",
+        "1200",
+    ]);
+    let r = lab.matrix(3);
+    // Large responses from node2's and node3's pods to node1 vanish at node1.
+    let pmtu: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == "pmtu-blackhole")
+        .collect();
+    assert!(!pmtu.is_empty(), "{:#?}", r.findings);
+    for f in &pmtu {
+        assert_eq!(f.source_node.as_deref(), Some("node1"), "{f:#?}");
+        assert_ne!(f.destination_node.as_deref(), Some("node1"));
+        assert!(f.targets[0].ends_with("-64k"));
+        assert_eq!(f.likely_causes[0].id, "overlay-pmtu-blackhole");
+    }
+    assert!(
+        r.findings.iter().all(|f| f.kind == "pmtu-blackhole"),
+        "the failures are explained, no ladder: {:#?}",
+        r.findings
+    );
+}
+
+#[test]
 fn lab_commands_fail_clearly() {
     let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
     assert_ne!(code, 0);
