@@ -231,7 +231,7 @@ fn measure_in_process(concurrency: usize, targets: &[SocketAddr], client: Client
                 .iter()
                 .map(|a| {
                     Arc::new(
-                        Target::http("t", &format!("http://{a}/"))
+                        Target::parse("t", &format!("http://{a}/"))
                             .unwrap()
                             .with_timeout(Duration::from_secs(10)),
                     )
@@ -285,7 +285,7 @@ fn probe_loop(client: Client, addr: SocketAddr, n: u64, concurrency: u64) {
         .unwrap();
     rt.block_on(async {
         let prober = Arc::new(Prober::new("bench", SourceKind::Host));
-        let target = Arc::new(Target::http("t", &format!("http://{addr}/")).unwrap());
+        let target = Arc::new(Target::parse("t", &format!("http://{addr}/")).unwrap());
         let cancel = CancellationToken::new();
         let workers: Vec<_> = (0..concurrency)
             .map(|_| {
@@ -606,7 +606,7 @@ fn rss_child(kind: &str, n: usize) {
         .unwrap();
     let (idle, busy) = rt.block_on(async {
         let prober = Arc::new(Prober::new("bench", SourceKind::Host));
-        let target = Arc::new(Target::http("t", &format!("http://{}/", hole.addr)).unwrap());
+        let target = Arc::new(Target::parse("t", &format!("http://{}/", hole.addr)).unwrap());
         let cancel = CancellationToken::new();
         tokio::time::sleep(Duration::from_millis(100)).await;
         let idle = rss_kib("self");

@@ -91,6 +91,15 @@ pub enum LabCommand {
     Matrix(LabMatrixArgs),
     /// Start a prober daemon in every node, then run the matrix.
     Run(LabMatrixArgs),
+    /// The userspace delayer behind `fault delay` (runs inside a node's namespace).
+    Delayer {
+        #[arg(long)]
+        queue: u16,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: std::time::Duration,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        jitter: std::time::Duration,
+    },
     /// Up, inject a fault, matrix from every node, verdict, down.
     Demo {
         #[arg(long, default_value_t = 3)]
@@ -173,6 +182,22 @@ pub enum FaultCommand {
         on: String,
         #[arg(long, default_value_t = 1200)]
         size: u32,
+    },
+    /// Hold packets arriving on a node's underlay for a delay plus jitter.
+    Delay {
+        #[arg(long)]
+        on: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        delay: std::time::Duration,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        jitter: std::time::Duration,
+    },
+    /// Jitter alone: hold packets for a random time up to --jitter.
+    Jitter {
+        #[arg(long)]
+        on: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        jitter: std::time::Duration,
     },
     /// Remove every fault.
     Clear,
@@ -411,6 +436,16 @@ fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     on: node(&plan, &on)?,
                     size,
                 },
+                FaultCommand::Delay { on, delay, jitter } => lab::Fault::Delay {
+                    on: node(&plan, &on)?,
+                    delay,
+                    jitter,
+                },
+                FaultCommand::Jitter { on, jitter } => lab::Fault::Delay {
+                    on: node(&plan, &on)?,
+                    delay: std::time::Duration::ZERO,
+                    jitter,
+                },
                 FaultCommand::Clear => {
                     let n = lab::clear(&plan)?;
                     println!("lab {}: {n} fault table(s) removed", plan.prefix);
@@ -418,6 +453,14 @@ fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 }
             };
             lab::inject(&plan, &f)?;
+            Ok(0)
+        }
+        LabCommand::Delayer {
+            queue,
+            delay,
+            jitter,
+        } => {
+            lab::delayer::run(queue, delay, jitter)?;
             Ok(0)
         }
         LabCommand::Matrix(args) | LabCommand::Run(args) if args.samples == 0 => {

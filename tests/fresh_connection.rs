@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 async fn every_probe_opens_a_new_connection() {
     let server = Server::start(Behaviour::ok()).await;
     let prober = Prober::new("n1", SourceKind::Host);
-    let target = Arc::new(Target::http("t", &server.url("/")).unwrap());
+    let target = Arc::new(Target::parse("t", &server.url("/")).unwrap());
     let cancel = CancellationToken::new();
     let mut ports = std::collections::HashSet::new();
     for _ in 0..10 {
@@ -41,7 +41,7 @@ async fn phases_complete_in_order() {
     let prober = Prober::new("n1", SourceKind::Host);
     // A host name, so the DNS phase is timed too.
     let url = format!("http://localhost:{}/", server.addr.port());
-    let target = Arc::new(Target::http("t", &url).unwrap());
+    let target = Arc::new(Target::parse("t", &url).unwrap());
     let r = prober.probe(&target, &CancellationToken::new()).await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
     let p = r.phases;
@@ -74,7 +74,7 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
     assert!(resp.contains("node=node7 pod=echo-abc"), "{resp}");
 
     let prober = Prober::new("node7", SourceKind::Pod);
-    let unknown = Arc::new(Target::http("t", &format!("http://{addr}/")).unwrap());
+    let unknown = Arc::new(Target::parse("t", &format!("http://{addr}/")).unwrap());
     let r = prober.probe(&unknown, &cancel).await;
     assert_eq!(
         (r.destination_node.as_deref(), r.path),
@@ -85,7 +85,7 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
     assert_eq!(r.path, PathKind::CrossNode);
     // A known destination wins over the header.
     let known = Arc::new(
-        Target::http("k", &format!("http://{addr}/"))
+        Target::parse("k", &format!("http://{addr}/"))
             .unwrap()
             .with_node(TargetNode::Known("node1".into())),
     );
@@ -95,7 +95,7 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
         (Some("node1"), PathKind::SameNode)
     );
 
-    let big = Arc::new(Target::http("b", &format!("http://{addr}/bytes/65536")).unwrap());
+    let big = Arc::new(Target::parse("b", &format!("http://{addr}/bytes/65536")).unwrap());
     let r = prober.probe(&big, &cancel).await;
     assert_eq!((r.outcome, r.body_bytes), (Outcome::Ok, 65536));
     cancel.cancel();

@@ -339,6 +339,44 @@ fn an_mtu_black_hole_stalls_large_bodies_only_as_root() {
 }
 
 #[test]
+fn underlay_delay_and_jitter_slow_one_node_and_raise_nothing_as_root() {
+    let lab = Lab::up(&[]);
+    lab.run(&[
+        "lab", "fault", "delay", "--on", "node1", "--delay", "200ms", "--jitter", "100ms",
+    ]);
+    let r = lab.matrix(5);
+    assert!(
+        r.findings.is_empty(),
+        "a delay is not a loss: {:#?}",
+        r.findings
+    );
+    for (src, kind, c) in cells(&r) {
+        assert_eq!(
+            (c.failures, c.syn_retransmits),
+            (0, 0),
+            "{src} {kind:?} {c:?}"
+        );
+        let through_node1 = src == "node1" || c.destination_node.as_deref() == Some("node1");
+        let crosses = c.path == PathKind::CrossNode;
+        let connect = c.connect_p50_ms.unwrap();
+        if through_node1 && crosses {
+            // The SYN or the SYN-ACK arrives at node1's underlay: held 200-300 ms.
+            assert!((200.0..=400.0).contains(&connect), "{src} {kind:?} {c:?}");
+        } else {
+            assert!(connect < 50.0, "{src} {kind:?} {c:?}");
+        }
+    }
+    lab.run(&["lab", "fault", "clear"]);
+    let (_, status, _) = tailprobe(&["lab", "status", "--name", &lab.name]);
+    assert!(!status.contains("delayer running"), "{status}");
+    let r = lab.matrix(3);
+    assert!(
+        cells(&r).iter().all(|(_, _, c)| fast(c)),
+        "clear removes the delay"
+    );
+}
+
+#[test]
 fn lab_commands_fail_clearly() {
     let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
     assert_ne!(code, 0);

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 async fn probe(url: &str, timeout: Duration, max_body: u64) -> ProbeResult {
     let prober = Prober::new("n1", SourceKind::Host);
-    let mut t = Target::http("t", url).unwrap().with_timeout(timeout);
+    let mut t = Target::parse("t", url).unwrap().with_timeout(timeout);
     t.max_body_bytes = max_body;
     prober.probe(&Arc::new(t), &CancellationToken::new()).await
 }
@@ -105,7 +105,7 @@ async fn syn_stalled_connect_is_seen_while_pending_then_times_out() {
     let hole = SynBlackhole::new();
     let prober = Prober::new("n1", SourceKind::Host);
     let target = Arc::new(
-        Target::http("t", &format!("http://{}/", hole.addr))
+        Target::parse("t", &format!("http://{}/", hole.addr))
             .unwrap()
             .with_timeout(Duration::from_millis(2500)),
     );
@@ -149,7 +149,7 @@ async fn syn_stalled_connect_is_seen_while_pending_then_times_out() {
 async fn cancellation_ends_a_probe_as_cancelled() {
     let s = Server::start(Behaviour::Hang).await;
     let prober = Prober::new("n1", SourceKind::Host);
-    let target = Arc::new(Target::http("t", &s.url("/")).unwrap());
+    let target = Arc::new(Target::parse("t", &s.url("/")).unwrap());
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {

@@ -30,7 +30,7 @@ impl Sink for Collect {
 }
 
 fn target(name: &str, url: &str, interval: Duration) -> Arc<Target> {
-    let mut t = Target::http(name, url)
+    let mut t = Target::parse(name, url)
         .unwrap()
         .with_timeout(Duration::from_secs(30));
     t.interval = interval;

@@ -41,7 +41,7 @@ fn bad_values_are_located() {
     assert!(m.contains("\"75s\""), "{m}");
     let (l, c, m) = err("[[target]]\nname = \"a\"\nurl = \"https://x/\"\n");
     assert_eq!((l, c), (3, 7));
-    assert!(m.contains("plain HTTP"), "{m}");
+    assert!(m.contains("plain-HTTP"), "{m}");
 }
 
 #[test]

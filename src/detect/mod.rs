@@ -15,6 +15,7 @@ pub mod ladder;
 mod stat;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -226,7 +227,7 @@ pub fn detect(series: &[Series], facts: &[NodeFacts], cfg: &DetectorConfig) -> V
         .collect();
     let mut findings = ladder_findings(&cells, facts, cfg);
     findings.extend(dns_findings(&cells, facts, cfg));
-    let pmtu = pmtu_findings(&cells);
+    let pmtu = pmtu_findings(&cells, cfg);
     findings.extend(failure_findings(&cells, &pmtu));
     findings.extend(pmtu);
     findings
@@ -640,20 +641,27 @@ fn body_size(url: &str) -> Option<u64> {
         .ok()
 }
 
-fn pmtu_findings(cells: &[Cell]) -> Vec<Finding> {
-    let stalls = |c: &Cell| {
-        c.failures.contains_key(&Outcome::TotalTimeout)
-            || c.s
-                .histograms
-                .total
-                .quantile(0.5)
-                .is_some_and(|d| d.as_secs_f64() >= 1.0)
+fn pmtu_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
+    // A stall after the connect: a connected probe that timed out, or a body
+    // that took over a second after its first byte. Connect rungs do not count.
+    let stalled = |c: &Cell| {
+        c.s.recent
+            .iter()
+            .filter(
+                |p| match (p.outcome, p.phases.connect, p.phases.first_byte) {
+                    (Outcome::TotalTimeout, Some(_), _) => true,
+                    (o, _, Some(fb)) if o.completed() => {
+                        p.phases.total.saturating_sub(fb) >= Duration::from_secs(1)
+                    }
+                    _ => false,
+                },
+            )
+            .count() as u64
     };
     let mut out = Vec::new();
-    for big in cells
-        .iter()
-        .filter(|c| body_size(&c.s.url).is_some_and(|n| n > 1400) && stalls(c))
-    {
+    for big in cells.iter().filter(|c| {
+        body_size(&c.s.url).is_some_and(|n| n > 1400) && stalled(c) >= cfg.min_rung_probes
+    }) {
         let same_pair = |c: &&Cell| {
             c.s.key.source_node == big.s.key.source_node
                 && c.s.key.source_kind == big.s.key.source_kind
@@ -663,7 +671,7 @@ fn pmtu_findings(cells: &[Cell]) -> Vec<Finding> {
             .iter()
             .filter(same_pair)
             .filter(|c| body_size(&c.s.url).is_none_or(|n| n <= 1400))
-            .any(|c| c.n > 0 && c.failures.is_empty() && !c.ladder);
+            .any(|c| c.n >= cfg.min_rung_probes && c.failures.is_empty() && !c.ladder);
         if !small_fine {
             continue;
         }
@@ -674,7 +682,7 @@ fn pmtu_findings(cells: &[Cell]) -> Vec<Finding> {
             same_node_probed: true,
             ..Evidence::default()
         };
-        let failed: u64 = big.failures.values().sum();
+        let failed = stalled(big);
         out.push(Finding {
             kind: "pmtu-blackhole".into(),
             scope: format!(

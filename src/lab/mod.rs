@@ -3,6 +3,7 @@
 //! Everything it creates carries its prefix; nothing is added to the caller's
 //! own namespace; `down` finds leftovers by prefix, even after a crash.
 
+pub mod delayer;
 pub mod netns;
 pub mod plan;
 pub mod run;
@@ -322,6 +323,13 @@ pub enum Fault {
     Loss { on: usize, percent: u32 },
     /// Drop overlay packets above `size` bytes arriving at node `on`.
     MtuBlackhole { on: usize, size: u32 },
+    /// Hold packets arriving on node `on`'s underlay for `delay` plus up to
+    /// `jitter`, through the NFQUEUE delayer (these kernels have no netem).
+    Delay {
+        on: usize,
+        delay: Duration,
+        jitter: Duration,
+    },
 }
 
 pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
@@ -369,7 +377,73 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
         Fault::MtuBlackhole { on, size } => {
             sh::nft(&plan.node_ns(on), &plan.mtu_blackhole_nft(size))
         }
+        Fault::Delay { on, delay, jitter } => {
+            if delay.is_zero() && jitter.is_zero() {
+                return Err(LabError::Usage(
+                    "give a --delay or a --jitter above zero".into(),
+                ));
+            }
+            let ns = plan.node_ns(on);
+            if delayer_pids(&ns).next().is_some() {
+                return Err(LabError::Usage(format!(
+                    "{} already has a delay; run `tailprobe lab fault clear` first",
+                    plan.node_name(on)
+                )));
+            }
+            let us = |d: Duration| format!("{}us", d.as_micros());
+            let log = state_dir(&plan.prefix).join(format!("delayer-{}.log", plan.node_name(on)));
+            spawn_in(
+                &ns,
+                &[
+                    "lab",
+                    "delayer",
+                    "--queue",
+                    &delayer::QUEUE.to_string(),
+                    "--delay",
+                    &us(delay),
+                    "--jitter",
+                    &us(jitter),
+                ],
+                &log,
+            )?;
+            // The delayer binds its queue before packets are sent to it;
+            // --queue-bypass lets them through if it is not there.
+            std::thread::sleep(Duration::from_millis(200));
+            sh::in_ns(
+                &ns,
+                "iptables",
+                &[
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-i",
+                    plan::UNDERLAY_DEV,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    &delayer::QUEUE.to_string(),
+                    "--queue-bypass",
+                ],
+            )
+            .map(drop)
+        }
     }
+}
+
+/// The delayer processes running in a namespace.
+fn delayer_pids(ns: &str) -> impl Iterator<Item = String> {
+    sh::run("ip", &["netns", "pids", ns], None)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == b"delayer"))
+                .unwrap_or(false)
+        })
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// Removes every fault: fault tables go, Service rules and offloads return
@@ -389,6 +463,23 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
             "ethtool",
             &["-K", plan::UNDERLAY_DEV, "tx", "on", "rx", "on"],
         )?;
+        let pids: Vec<String> = delayer_pids(&ns).collect();
+        if !pids.is_empty() {
+            sh::in_ns(&ns, "iptables", &["-t", "mangle", "-F", "PREROUTING"])?;
+            for pid in &pids {
+                let _ = sh::run("kill", &["-TERM", pid], None);
+            }
+            for _ in 0..20 {
+                if delayer_pids(&ns).next().is_none() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for pid in delayer_pids(&ns) {
+                let _ = sh::run("kill", &["-KILL", &pid], None);
+            }
+            removed += 1;
+        }
     }
     Ok(removed)
 }
@@ -465,6 +556,13 @@ pub fn status(plan: &Plan) -> Result<String, LabError> {
             let listing = sh::in_ns(&ns, "nft", &["list", "table", "ip", &table])?;
             for rule in listing.lines().filter(|l| l.contains("counter packets")) {
                 let _ = writeln!(out, "  fault {table}: {}", rule.trim());
+            }
+        }
+        if delayer_pids(&ns).next().is_some() {
+            let rules = sh::in_ns(&ns, "iptables", &["-t", "mangle", "-S", "PREROUTING"])
+                .unwrap_or_default();
+            for rule in rules.lines().filter(|l| l.contains("NFQUEUE")) {
+                let _ = writeln!(out, "  fault delay: {rule} (userspace delayer running)");
             }
         }
     }

@@ -74,12 +74,13 @@ pub fn node_config(plan: &Plan, i: usize, kind: SourceKind, samples: u32) -> Str
             port = plan::POD_PORT
         );
     }
-    // 64 KiB bodies fill full-size segments, which an MTU black hole eats;
-    // a stalled body is known after 10 s, no need to wait for 135.
+    // 64 KiB bodies fill full-size segments, which an MTU black hole eats.
+    // 75 s: past the 63 s and 67 s rungs, so a stalled body is known without
+    // waiting 135 s while a connect on the last rung still completes.
     for j in plan.node_ids() {
         let _ = write!(
             c,
-            "\n[[target]]\nname = \"svc-{node}-64k\"\nurl = \"http://{vip}:{port}/bytes/65536\"\nnode = \"{node}\"\ntimeout = \"10s\"\n",
+            "\n[[target]]\nname = \"svc-{node}-64k\"\nurl = \"http://{vip}:{port}/bytes/65536\"\nnode = \"{node}\"\ntimeout = \"75s\"\n",
             node = plan.node_name(j),
             vip = plan.node_vip(j),
             port = plan::POD_PORT

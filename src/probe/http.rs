@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::socket::{self, TcpInfo};
 use super::{CountGuard, Outcome, PathKind, Phases, ProbeResult, Prober, SynEvent};
-use crate::targets::{Target, TargetNode};
+use crate::targets::{ProbeKind, Target, TargetNode};
 use std::sync::Arc;
 
 /// The header our echo target sets, naming the node that answered.
@@ -110,10 +110,13 @@ impl Prober {
         st.phases.total = t0.elapsed();
         let (outcome, error) = match failure {
             Some(f) => (f.outcome, Some(f.message)),
-            None => match st.status {
-                Some(s) if (200..300).contains(&s) => (Outcome::Ok, None),
-                Some(s) => (Outcome::HttpStatus, Some(format!("HTTP status {s}"))),
-                None => (Outcome::ProtocolError, Some("no status".into())),
+            None => match (&target.kind, st.status) {
+                (ProbeKind::Tcp | ProbeKind::Dns(_), _) => (Outcome::Ok, None),
+                (ProbeKind::Http, Some(s)) if (200..300).contains(&s) => (Outcome::Ok, None),
+                (ProbeKind::Http, Some(s)) => {
+                    (Outcome::HttpStatus, Some(format!("HTTP status {s}")))
+                }
+                (ProbeKind::Http, None) => (Outcome::ProtocolError, Some("no status".into())),
             },
         };
         let destination: Option<Arc<str>> = match (&target.node, st.node_header) {
@@ -159,6 +162,10 @@ impl Prober {
             }
         };
         st.peer = Some(addr);
+        if let ProbeKind::Dns(q) = &t.kind {
+            st.phase = Phase::Exchange;
+            return query(addr, q, t0, st).await;
+        }
         st.phase = Phase::Connect;
         let stream = self
             .connect(addr, Instant::now() + t.connect_timeout, st)
@@ -169,6 +176,9 @@ impl Prober {
             st.tcp_info = Some(info);
         }
         st.local = stream.local_addr().ok();
+        if t.kind == ProbeKind::Tcp {
+            return Ok(());
+        }
         st.phase = Phase::Exchange;
         // Boxed: the exchange's state is only allocated once connected, which
         // keeps a probe waiting on SYN retransmission small.
@@ -313,6 +323,40 @@ impl Prober {
                 }
             }
         }
+    }
+}
+
+/// A DNS probe: the query's time is the `dns` phase.
+async fn query(
+    server: SocketAddr,
+    q: &super::dns::DnsQuery,
+    t0: Instant,
+    st: &mut Progress,
+) -> Result<(), Failure> {
+    use super::dns::{DnsAnswer, rcode_name, resolve};
+    let answer = resolve(server, q)
+        .await
+        .map_err(|e| Failure::new(Outcome::Error, format!("cannot query {server}: {e}")))?;
+    match answer {
+        DnsAnswer::Answered { rcode: 0, .. } => {
+            st.phases.dns = Some(t0.elapsed());
+            Ok(())
+        }
+        DnsAnswer::Answered { rcode, .. } => {
+            st.phases.dns = Some(t0.elapsed());
+            Err(Failure::new(
+                Outcome::DnsError,
+                format!("{server} answered {} for {}", rcode_name(rcode), q.name),
+            ))
+        }
+        DnsAnswer::Silent => Err(Failure::new(
+            Outcome::TotalTimeout,
+            format!(
+                "no answer from {server} after {} attempts of {}",
+                q.attempts,
+                humantime::format_duration(q.attempt_timeout)
+            ),
+        )),
     }
 }
 

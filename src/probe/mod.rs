@@ -2,6 +2,7 @@
 //! evidence attached. [`Prober::probe`] never reuses a connection;
 //! [`scheduler`] runs probes on fixed-rate schedules.
 
+pub mod dns;
 mod http;
 pub use http::NODE_HEADER;
 pub mod scheduler;

@@ -175,7 +175,7 @@ mod tests {
 
     fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
         ProbeResult {
-            target: Arc::new(Target::http("t", "http://127.0.0.1:1/").unwrap()),
+            target: Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap()),
             source_node: "n1".into(),
             source_kind: SourceKind::Host,
             destination_node: Some("n2".into()),

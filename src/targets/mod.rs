@@ -6,6 +6,18 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::config::{ProbeConfig, TargetConfig};
+use crate::probe::dns::DnsQuery;
+
+/// What a probe of the target does, chosen by the URL's scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `http://`: connect, GET with `Connection: close`, read the body.
+    Http,
+    /// `tcp://host:port`: connect only.
+    Tcp,
+    /// `dns://server[:port]/name[?timeout=5s&attempts=2]`: an A query over UDP.
+    Dns(DnsQuery),
+}
 
 /// Which node serves a target, as far as anyone knows before probing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +44,7 @@ pub struct Target {
     /// Path and query sent in the request line.
     pub path: String,
     pub node: TargetNode,
+    pub kind: ProbeKind,
     pub interval: Duration,
     pub jitter: Duration,
     pub timeout: Duration,
@@ -64,7 +77,7 @@ impl Target {
                 format!("target \"{name}\" has a zero interval; set interval to at least \"1ms\""),
             ));
         }
-        let mut t = Self::http(name, tc.url.get_ref()).map_err(|m| (tc.url.span(), m))?;
+        let mut t = Self::parse(name, tc.url.get_ref()).map_err(|m| (tc.url.span(), m))?;
         t.node = match &tc.node {
             Some(n) if !n.is_empty() => TargetNode::Known(n.clone()),
             _ => TargetNode::Unknown,
@@ -77,24 +90,15 @@ impl Target {
         Ok(t)
     }
 
-    /// A target for `url` with the default probe settings.
-    pub fn http(name: &str, url: &str) -> Result<Self, String> {
+    /// A target for `url` with the default probe settings; the scheme
+    /// (`http`, `tcp`, `dns`) picks the probe kind.
+    pub fn parse(name: &str, url: &str) -> Result<Self, String> {
         let uri: http::Uri = url.parse().map_err(|e| {
             format!("invalid URL \"{url}\" ({e}); write it as \"http://HOST:PORT/PATH\"")
         })?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => {
-                return Err(format!(
-                    "URL scheme \"{other}\" is not supported; probes speak plain HTTP, so use an http:// URL"
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "URL \"{url}\" has no scheme; write it as \"http://{url}\""
-                ));
-            }
-        }
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| format!("URL \"{url}\" has no scheme; write it as \"http://{url}\""))?;
         let host = uri
             .host()
             .ok_or_else(|| {
@@ -103,23 +107,50 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(80);
+        let ip = host.parse().ok();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        let (kind, port) = match scheme {
+            "http" => (ProbeKind::Http, uri.port_u16().unwrap_or(80)),
+            "tcp" => (
+                ProbeKind::Tcp,
+                uri.port_u16().ok_or_else(|| {
+                    format!("URL \"{url}\" needs a port: write it as \"tcp://HOST:PORT\"")
+                })?,
+            ),
+            "dns" => {
+                if ip.is_none() {
+                    return Err(format!(
+                        "the DNS server in \"{url}\" must be an IP address, such as \"dns://10.96.0.10/kubernetes.default.svc.cluster.local\""
+                    ));
+                }
+                (
+                    ProbeKind::Dns(dns_query(url, &uri)?),
+                    uri.port_u16().unwrap_or(53),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "URL scheme \"{other}\" is not supported; use http:// (a plain-HTTP exchange), tcp:// (connect only) or dns:// (a UDP query)"
+                ));
+            }
+        };
         let defaults = ProbeConfig::default();
         Ok(Self {
             name: name.to_string(),
             url: url.to_string(),
-            ip: host.parse().ok(),
+            ip,
             authority: uri
                 .authority()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|| host.clone()),
             host,
             port,
-            path: uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "/".into()),
+            path,
             node: TargetNode::Unknown,
+            kind,
             interval: defaults.interval.get(),
             jitter: defaults.jitter.get(),
             timeout: defaults.timeout.get(),
@@ -142,34 +173,119 @@ impl Target {
     }
 }
 
+/// The query a `dns://` URL asks: the name is the path; `timeout` and
+/// `attempts` default to glibc's 5 s and 2.
+fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
+    let name = uri.path().trim_matches('/').to_string();
+    if name.is_empty() {
+        return Err(format!(
+            "URL \"{url}\" names no query; write it as \"dns://10.96.0.10/kubernetes.default.svc.cluster.local\""
+        ));
+    }
+    let mut q = DnsQuery {
+        name,
+        attempt_timeout: Duration::from_secs(5),
+        attempts: 2,
+    };
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("timeout", v)) => {
+                q.attempt_timeout = humantime::parse_duration(v)
+                    .map_err(|e| format!("timeout=\"{v}\" in \"{url}\" is not a duration ({e}); write it like timeout=5s"))?;
+            }
+            Some(("attempts", v)) => {
+                q.attempts = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("attempts=\"{v}\" in \"{url}\" must be a whole number of at least 1")
+                })?;
+            }
+            _ => {
+                return Err(format!(
+                    "\"{pair}\" in \"{url}\" is not timeout=DURATION or attempts=N"
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
+    fn the_scheme_picks_the_probe_kind() {
+        assert_eq!(
+            Target::parse("a", "http://10.0.0.1/").unwrap().kind,
+            ProbeKind::Http
+        );
+        let t = Target::parse("a", "tcp://10.0.0.1:443").unwrap();
+        assert_eq!((t.kind, t.port), (ProbeKind::Tcp, 443));
+        assert!(
+            Target::parse("a", "tcp://10.0.0.1")
+                .unwrap_err()
+                .contains("needs a port")
+        );
+        let t = Target::parse(
+            "a",
+            "dns://10.96.0.10/kubernetes.default.svc.cluster.local?timeout=250ms",
+        )
+        .unwrap();
+        assert_eq!(t.port, 53);
+        assert_eq!(
+            t.kind,
+            ProbeKind::Dns(DnsQuery {
+                name: "kubernetes.default.svc.cluster.local".into(),
+                attempt_timeout: Duration::from_millis(250),
+                attempts: 2,
+            })
+        );
+        assert!(
+            Target::parse("a", "dns://kube-dns/x")
+                .unwrap_err()
+                .contains("must be an IP")
+        );
+        assert!(
+            Target::parse("a", "dns://10.96.0.10/")
+                .unwrap_err()
+                .contains("names no query")
+        );
+        assert!(Target::parse("a", "dns://10.96.0.10/x?attempts=0").is_err());
+        assert!(
+            Target::parse("a", "ftp://x/")
+                .unwrap_err()
+                .contains("tcp://")
+        );
+    }
+
+    #[test]
     fn parses_ip_and_host_urls() {
-        let t = Target::http("a", "http://10.96.0.11:8080/x?y=1").unwrap();
+        let t = Target::parse("a", "http://10.96.0.11:8080/x?y=1").unwrap();
         assert_eq!(t.ip, Some("10.96.0.11".parse().unwrap()));
         assert_eq!(
             (t.port, t.path.as_str(), t.authority.as_str()),
             (8080, "/x?y=1", "10.96.0.11:8080")
         );
-        let t = Target::http("b", "http://svc.ns.svc.cluster.local/").unwrap();
+        let t = Target::parse("b", "http://svc.ns.svc.cluster.local/").unwrap();
         assert_eq!(
             (t.ip, t.port, t.host.as_str()),
             (None, 80, "svc.ns.svc.cluster.local")
         );
-        let t = Target::http("c", "http://[::1]:81/").unwrap();
+        let t = Target::parse("c", "http://[::1]:81/").unwrap();
         assert_eq!(t.ip, Some("::1".parse().unwrap()));
     }
 
     #[test]
     fn rejects_https_and_schemeless_urls() {
         assert!(
-            Target::http("a", "https://x/")
+            Target::parse("a", "https://x/")
                 .unwrap_err()
-                .contains("plain HTTP")
+                .contains("plain-HTTP")
         );
-        assert!(Target::http("a", "x:80").is_err());
+        assert!(Target::parse("a", "x:80").is_err());
     }
 }

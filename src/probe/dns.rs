@@ -1,0 +1,131 @@
+//! The DNS probe: one A query over UDP, timed on its own, retried the way
+//! glibc's resolver does (5 s per attempt, 2 attempts by default), so a lost
+//! query lands on the 5 s rung that pods see.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+/// What to ask and how patiently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsQuery {
+    pub name: String,
+    pub attempt_timeout: Duration,
+    pub attempts: u32,
+}
+
+/// How a query ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DnsAnswer {
+    /// RCODE and the number of answer records.
+    Answered { rcode: u8, answers: u16 },
+    /// No answer to any attempt.
+    Silent,
+}
+
+/// Encodes a recursive A query for `name` with this ID.
+pub fn encode_query(id: u16, name: &str) -> Result<Vec<u8>, String> {
+    let mut q = Vec::with_capacity(18 + name.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.trim_end_matches('.').split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!(
+                "DNS name \"{name}\" has an empty label or one over 63 bytes; write it like \"kubernetes.default.svc.cluster.local\""
+            ));
+        }
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.push(0);
+    q.extend_from_slice(&[0, 1, 0, 1]);
+    Ok(q)
+}
+
+/// Reads the header of a response to query `id`: `None` if it is not one.
+pub fn decode_answer(id: u16, msg: &[u8]) -> Option<DnsAnswer> {
+    if msg.len() < 12 || u16::from_be_bytes([msg[0], msg[1]]) != id || msg[2] & 0x80 == 0 {
+        return None;
+    }
+    Some(DnsAnswer::Answered {
+        rcode: msg[3] & 0x0f,
+        answers: u16::from_be_bytes([msg[6], msg[7]]),
+    })
+}
+
+/// Sends the query to `server`, resending after each attempt timeout.
+pub async fn resolve(server: SocketAddr, q: &DnsQuery) -> std::io::Result<DnsAnswer> {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    }
+    .parse()
+    .expect("a valid address");
+    let sock = UdpSocket::bind(bind).await?;
+    sock.connect(server).await?;
+    let id: u16 = rand::random();
+    let query = encode_query(id, &q.name)
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    let mut buf = [0u8; 1500];
+    for _ in 0..q.attempts.max(1) {
+        sock.send(&query).await?;
+        let deadline = tokio::time::Instant::now() + q.attempt_timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(n)) => {
+                    if let Some(a) = decode_answer(id, &buf[..n]) {
+                        return Ok(a);
+                    }
+                }
+            }
+        }
+    }
+    Ok(DnsAnswer::Silent)
+}
+
+/// The RCODE's name, for error messages.
+pub fn rcode_name(rcode: u8) -> &'static str {
+    match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => "an unknown RCODE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_a_query_and_reads_an_answer() {
+        let q = encode_query(0xabcd, "a.bc").unwrap();
+        assert_eq!(
+            q,
+            [
+                0xab, 0xcd, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 2, b'b', b'c', 0, 0, 1, 0, 1
+            ]
+        );
+        let mut r = q.clone();
+        r[2] |= 0x80;
+        r[3] = 0x83;
+        r[7] = 2;
+        assert_eq!(
+            decode_answer(0xabcd, &r),
+            Some(DnsAnswer::Answered {
+                rcode: 3,
+                answers: 2
+            })
+        );
+        assert_eq!(decode_answer(0xabce, &r), None, "another query's answer");
+        assert_eq!(decode_answer(0xabcd, &q), None, "a query is not an answer");
+        assert!(encode_query(1, "a..b").is_err());
+    }
+}
