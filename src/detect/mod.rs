@@ -146,6 +146,9 @@ struct Cell<'a> {
     dns_hits: u64,
     failures: BTreeMap<Outcome, u64>,
     ladder: bool,
+    /// Slow connects only on the first contact: every slow probe started in
+    /// the first seconds, and the probes after them were fast.
+    first_contact: bool,
     p_value: f64,
 }
 
@@ -178,6 +181,7 @@ fn analyse<'a>(s: &'a Series, schedule: SynSchedule, cfg: &DetectorConfig) -> Ce
         dns_hits: 0,
         failures: BTreeMap::new(),
         ladder: false,
+        first_contact: false,
         p_value: 1.0,
     };
     for p in &probes {
@@ -208,8 +212,42 @@ fn analyse<'a>(s: &'a Series, schedule: SynSchedule, cfg: &DetectorConfig) -> Ce
     }
     let hits = c.hits();
     c.p_value = stat::binomial_tail(c.n, hits, cfg.background_syn_loss);
-    c.ladder = hits >= cfg.min_rung_probes && c.p_value < cfg.alpha;
+    let significant = hits >= cfg.min_rung_probes && c.p_value < cfg.alpha;
+    c.first_contact = first_contact_only(&probes, base);
+    c.ladder = significant && !c.first_contact;
     c
+}
+
+/// How long the neighbour layer may hold the first packets to a new peer:
+/// three solicitations one second apart, plus slack.
+const FIRST_CONTACT_MAX_S: f64 = 3.3;
+
+/// A connect of 1 to 3.3 s above the path's base: a SYN rung, or a
+/// neighbour (ARP) resolution that took its 1 s retries.
+fn slow_connect(p: &crate::stats::Sample, base: f64) -> bool {
+    p.phases
+        .connect_only()
+        .is_some_and(|d| (1.0 + base..=FIRST_CONTACT_MAX_S + base).contains(&d.as_secs_f64()))
+}
+
+/// Whether every slow connect of a cell came in its first seconds and the
+/// probes started after them were all fast: a first-contact delay (ARP), not
+/// a path that keeps losing SYNs.
+fn first_contact_only(probes: &[&crate::stats::Sample], base: f64) -> bool {
+    let Some(first) = probes.iter().map(|p| p.at).min() else {
+        return false;
+    };
+    let window_end = first + Duration::from_secs_f64(FIRST_CONTACT_MAX_S + 0.2);
+    let (early, late): (Vec<&&crate::stats::Sample>, Vec<_>) =
+        probes.iter().partition(|p| p.at <= window_end);
+    early.iter().any(|p| slow_connect(p, base))
+        && !late.is_empty()
+        && late.iter().all(|p| {
+            p.outcome.is_ok()
+                && p.phases
+                    .connect_only()
+                    .is_some_and(|d| d.as_secs_f64() < 1.0 + base)
+        })
 }
 
 /// Runs the detector over `series` (from one prober or many) with the facts
@@ -226,6 +264,7 @@ pub fn detect(series: &[Series], facts: &[NodeFacts], cfg: &DetectorConfig) -> V
         })
         .collect();
     let mut findings = ladder_findings(&cells, facts, cfg);
+    findings.extend(first_contact_findings(&cells, cfg));
     findings.extend(dns_findings(&cells, facts, cfg));
     let pmtu = pmtu_findings(&cells, cfg);
     findings.extend(failure_findings(&cells, &pmtu));
@@ -558,6 +597,61 @@ fn ladder_finding(
         evidence,
         likely_causes: causes::rank("syn-retransmit-ladder", &e),
     }
+}
+
+/// Slow first connections to new peers, on at least `min_rung_probes`
+/// paths: one finding, since one such path is indistinguishable from luck.
+fn first_contact_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
+    let hit: Vec<&Cell> = cells.iter().filter(|c| c.first_contact).collect();
+    if (hit.len() as u64) < cfg.min_rung_probes {
+        return vec![];
+    }
+    let n: u64 = hit.iter().map(|c| c.n).sum();
+    let slow: u64 = hit.iter().map(|c| c.hits().max(1)).sum();
+    let pairs: BTreeSet<(String, String)> = hit
+        .iter()
+        .map(|c| {
+            (
+                c.s.key.source_node.to_string(),
+                c.s.key
+                    .destination_node
+                    .as_deref()
+                    .unwrap_or("?")
+                    .to_string(),
+            )
+        })
+        .collect();
+    vec![Finding {
+        kind: "first-contact-delay".into(),
+        scope: format!("the first connections on {} paths", hit.len()),
+        source_node: None,
+        source_kind: None,
+        destination_node: None,
+        path: None,
+        targets: hit.iter().map(|c| c.s.key.target.to_string()).collect::<BTreeSet<_>>().into_iter().collect(),
+        pairs: pairs.into_iter().collect(),
+        rungs: vec![],
+        share: (slow as f64 / n.max(1) as f64 * 1000.0).round() / 1000.0,
+        samples: n,
+        confidence: 0.6,
+        evidence: vec![format!(
+            "on {} paths only the first probes connected in 1 to {FIRST_CONTACT_MAX_S} s; every later probe was fast",
+            hit.len()
+        )],
+        likely_causes: vec![LikelyCause {
+            id: "neighbour-resolution".into(),
+            title: "Neighbour (ARP) resolution on first contact".into(),
+            why: "the first packets to a new peer wait while ARP resolves; lost solicitations are retried 1 s apart, 3 times, so only the first flow to a peer is slow".into(),
+            score: 1.0,
+            present: vec!["slow connects only on the first contact with each path".into()],
+            missing: vec![],
+            unknown: vec![],
+            remediation: vec![
+                "ip -s neigh on the source: FAILED or INCOMPLETE entries, and net.ipv4.neigh.default.gc_thresh1..3 on large clusters".into(),
+                "the underlay for dropped ARP (broadcast limits, port security)".into(),
+            ],
+        }],
+    }]
 }
 
 /// Whether a kernel has "netfilter: nat: never update the UDP checksum when

@@ -465,3 +465,87 @@ fn kernels_with_the_checksum_fix() {
     assert!(has_checksum_fix((5, 7, 0)) && has_checksum_fix((6, 1, 0)));
     assert!(!has_checksum_fix((4, 19, 122)) && has_checksum_fix((4, 19, 123)));
 }
+
+fn at(s: &mut Series, secs: &[u64]) {
+    for (p, t) in s.recent.iter_mut().zip(secs) {
+        p.at = SystemTime::UNIX_EPOCH + Duration::from_secs(*t);
+    }
+}
+
+#[test]
+fn slow_first_contacts_are_not_a_ladder() {
+    // Two new peers: the first probes of each waited 1 s, the next ten were fast.
+    let mut probes = vec![(1_004.0, 1, Outcome::Ok), (1_010.0, 1, Outcome::Ok)];
+    probes.extend(repeat(ok(0.5), 10));
+    let times: Vec<u64> = vec![0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+    let mut a = series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "svc-node2",
+        "u",
+        &probes,
+    );
+    let mut b = series(
+        "node1",
+        SourceKind::Host,
+        "node3",
+        "svc-node3",
+        "u",
+        &probes,
+    );
+    at(&mut a, &times);
+    at(&mut b, &times);
+    let found = detect(&[a.clone(), b], &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, "first-contact-delay");
+    assert_eq!(found[0].likely_causes[0].id, "neighbour-resolution");
+    // One path alone could be luck: nothing.
+    assert!(detect(&[a], &[], &DetectorConfig::default()).is_empty());
+}
+
+#[test]
+fn a_ladder_that_keeps_going_is_not_a_first_contact() {
+    let probes: Vec<P> = (0..12)
+        .map(|i| {
+            if i % 3 == 0 {
+                (1_004.0, 1, Outcome::Ok)
+            } else {
+                ok(0.5)
+            }
+        })
+        .collect();
+    let mut s = series("node1", SourceKind::Host, "node2", "t", "u", &probes);
+    at(&mut s, &(0..12).map(|i| i * 10).collect::<Vec<_>>());
+    let found = detect(&[s], &[], &DetectorConfig::default());
+    assert_eq!(found[0].kind, "syn-retransmit-ladder");
+}
+
+#[test]
+fn windows_nodes_follow_the_windows_ladder() {
+    let s = vec![series(
+        "win1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "u",
+        &repeat((9_100.0, 2, Outcome::Ok), 5),
+    )];
+    let mut f = facts("win1", "Windows 10.0.20348", None, 0);
+    f.overlays.clear();
+    let found = detect(&s, &[f], &DetectorConfig::default());
+    assert_eq!(
+        found[0].rungs,
+        [RungCount {
+            retransmits: 2,
+            seconds: 9.0,
+            count: 5
+        }]
+    );
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("TCP_INFO agrees"))
+    );
+}

@@ -32,8 +32,16 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
-    /// The SYN schedule this node's kernel follows.
+    /// The SYN schedule this node's kernel follows: Windows nodes (their
+    /// `kernel` reads "Windows ...") wait 3 s, then 6 s.
     pub fn syn_schedule(&self) -> SynSchedule {
+        if self
+            .kernel
+            .as_deref()
+            .is_some_and(|k| k.starts_with("Windows"))
+        {
+            return SynSchedule::windows();
+        }
         SynSchedule::linux(
             self.syn_retries.unwrap_or(6),
             self.syn_linear_timeouts.unwrap_or(0),
