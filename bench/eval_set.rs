@@ -276,6 +276,34 @@ pub fn cases() -> Vec<Case> {
         });
     }
     {
+        // The first probes to two new peers waited on ARP; later ones were fast.
+        let mut r = rng();
+        let mut series = Vec::new();
+        for dst in ["node2", "node3"] {
+            let mut modes = vec![Mode::Rung { k: 1 }];
+            modes.extend(vec![base; 30]);
+            let mut s = build(
+                "node1",
+                dst,
+                "t",
+                "http://x/",
+                &modes,
+                SynSchedule::classic(),
+                &mut r,
+            );
+            for (i, p) in s.recent.iter_mut().enumerate() {
+                p.at = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * i as u64);
+            }
+            series.push(s);
+        }
+        out.push(Case {
+            name: "first-contact-arp".into(),
+            series,
+            facts: vec![],
+            expected: ["first-contact-delay"].into(),
+        });
+    }
+    {
         let mut r = rng();
         let modes = mix(20, 5, Mode::Fail(Outcome::Refused), base, &mut r);
         out.push(Case {
@@ -303,6 +331,7 @@ pub fn score(cases: &[Case]) -> BTreeMap<&'static str, (u32, u32, u32)> {
         "dns-timeout-ladder",
         "pmtu-blackhole",
         "probe-failures",
+        "first-contact-delay",
     ];
     let mut s: BTreeMap<&'static str, (u32, u32, u32)> =
         kinds.iter().map(|k| (*k, (0, 0, 0))).collect();
