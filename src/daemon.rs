@@ -52,11 +52,16 @@ pub async fn run(
         .map_err(|source| DaemonError::Bind { addr, source })?;
     let addr = listener.local_addr().unwrap_or(addr);
     let ready = Arc::new(AtomicBool::new(false));
+    let verdict = Arc::new(std::sync::RwLock::new(crate::server::api::FindingsDoc {
+        source_node: prober.source_node.to_string(),
+        ..Default::default()
+    }));
     let state = ApiState {
         source_node: Arc::clone(&prober.source_node),
-        metrics,
+        metrics: Arc::clone(&metrics),
         stats: Arc::clone(&stats),
         ready: Arc::clone(&ready),
+        verdict: Arc::clone(&verdict),
     };
     // The server outlives probing by a moment, so the cancelled probes are
     // visible to a final scrape; it stops on its own token.
@@ -73,6 +78,13 @@ pub async fn run(
         cancel.clone(),
     );
     scheduler.sync(&loaded.targets);
+    let judge = tokio::spawn(judge(
+        Arc::clone(&stats),
+        metrics,
+        verdict,
+        loaded.config.detect.clone(),
+        cancel.clone(),
+    ));
     ready.store(true, Ordering::Relaxed);
     tracing::info!(
         %addr,
@@ -87,6 +99,7 @@ pub async fn run(
     cancel.cancelled().await;
     ready.store(false, Ordering::Relaxed);
     scheduler.wait().await;
+    let _ = judge.await;
     let cancelled: u64 = stats
         .snapshot()
         .iter()
@@ -100,4 +113,51 @@ pub async fn run(
     }
     tracing::info!(cancelled_probes = cancelled, "Stopped.");
     Ok(())
+}
+
+/// Runs the detector over the window every `[detect] interval`, off the
+/// probing path, and publishes the verdict; logs only what changed.
+async fn judge(
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    verdict: Arc<std::sync::RwLock<crate::server::api::FindingsDoc>>,
+    cfg: crate::config::DetectConfig,
+    cancel: CancellationToken,
+) {
+    let period = cfg
+        .interval
+        .get()
+        .max(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let detector = cfg.detector();
+    let mut raised: std::collections::BTreeSet<String> = Default::default();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let node = verdict
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .source_node
+            .clone();
+        let facts = crate::node::gather(&node).await;
+        let findings =
+            crate::detect::detect(&stats.snapshot(), std::slice::from_ref(&facts), &detector);
+        let now: std::collections::BTreeSet<String> =
+            findings.iter().map(|f| f.headline()).collect();
+        for f in now.difference(&raised) {
+            tracing::warn!(finding = %f, "Finding raised.");
+        }
+        for f in raised.difference(&now) {
+            tracing::info!(finding = %f, "Finding cleared.");
+        }
+        raised = now;
+        metrics.set_findings(&findings);
+        let mut v = verdict.write().unwrap_or_else(|e| e.into_inner());
+        v.generated_at =
+            Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
+        v.facts = Some(facts);
+        v.findings = findings;
+    }
 }

@@ -145,3 +145,76 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
         "in-flight probes were cancelled and counted: {rest}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_judges_its_window_and_serves_findings() {
+    // The kernel drops every SYN to this listener: each probe retransmits
+    // once at 1 s and gives up at 1.5 s.
+    let hole = common::SynBlackhole::new();
+    let dir = TempDir::new("daemon-findings");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node2\"\n[probe]\ninterval = \"200ms\"\njitter = \"0s\"\ntimeout = \"1500ms\"\n\
+             [server]\nlisten = \"{listen}\"\n[detect]\ninterval = \"1s\"\n\
+             [[target]]\nname = \"lossy\"\nurl = \"http://{}/\"\nnode = \"node1\"\n",
+            hole.addr
+        ),
+    );
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let raised = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = stderr
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the daemon keeps logging");
+            if line.contains("Finding raised.") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("a finding within 20 s");
+    assert!(raised.contains("syn-retransmit-ladder"), "{raised}");
+
+    let (status, body) = get(&listen, "/api/v1/findings").await;
+    assert_eq!(status, 200);
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["source_node"], "node2");
+    assert!(doc["facts"]["kernel"].is_string(), "{doc}");
+    let f = &doc["findings"][0];
+    assert_eq!(f["kind"], "syn-retransmit-ladder", "{doc}");
+    assert!(
+        f["evidence"][0]
+            .as_str()
+            .unwrap()
+            .contains("gave up after every SYN was lost"),
+        "{f}"
+    );
+    let (_, metrics) = get(&listen, "/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tailprobe_findings{kind=\"syn-retransmit-ladder\"")
+                && l.ends_with(" 1")
+        ),
+        "{metrics}"
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

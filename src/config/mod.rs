@@ -32,6 +32,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub matrix: MatrixConfig,
+    #[serde(default)]
+    pub detect: DetectConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
 }
@@ -96,6 +98,37 @@ impl Default for MatrixConfig {
             samples: 20,
             concurrency: 256,
             spacing: Dur::millis(5),
+        }
+    }
+}
+
+/// `[detect]`: how the detector judges.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// The daemon re-evaluates its window this often.
+    pub interval: Dur,
+    pub background_syn_loss: f64,
+    pub min_rung_probes: u64,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        let d = crate::detect::DetectorConfig::default();
+        Self {
+            interval: Dur::secs(30),
+            background_syn_loss: d.background_syn_loss,
+            min_rung_probes: d.min_rung_probes,
+        }
+    }
+}
+
+impl DetectConfig {
+    pub fn detector(&self) -> crate::detect::DetectorConfig {
+        crate::detect::DetectorConfig {
+            background_syn_loss: self.background_syn_loss,
+            min_rung_probes: self.min_rung_probes,
+            ..crate::detect::DetectorConfig::default()
         }
     }
 }
@@ -174,6 +207,15 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
             text,
             text.find("max_in_flight").unwrap_or(0),
             "max_in_flight must be at least 1; raise it (the default is 4096)".into(),
+        ));
+    }
+    let d = &config.detect;
+    if !(d.background_syn_loss > 0.0 && d.background_syn_loss < 1.0) || d.min_rung_probes == 0 {
+        return Err(ConfigError::at(
+            path,
+            text,
+            text.find("[detect]").unwrap_or(0),
+            "[detect] needs 0 < background_syn_loss < 1 and min_rung_probes >= 1; the defaults are 0.0001 and 2".into(),
         ));
     }
     let mut targets: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());

@@ -68,6 +68,13 @@ struct PathLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    kind: String,
+    scope: String,
+    cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SkipLabels {
     target: String,
     reason: String,
@@ -84,6 +91,7 @@ pub struct Metrics {
     duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     syn_retransmits: Family<PathLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
+    findings: Family<FindingLabels, Gauge>,
     in_flight: Gauge,
     syn_stalled: Gauge,
     start_lag: Histogram,
@@ -115,6 +123,12 @@ impl Metrics {
             "Probes not started, by reason",
             skipped.clone(),
         );
+        let findings = Family::<FindingLabels, Gauge>::default();
+        registry.register(
+            "findings",
+            "The detector's current findings (1 while raised), by kind, scope and likeliest cause",
+            findings.clone(),
+        );
         let in_flight_g = Gauge::default();
         registry.register(
             "probes_in_flight",
@@ -144,6 +158,7 @@ impl Metrics {
             duration,
             syn_retransmits,
             skipped,
+            findings,
             in_flight: in_flight_g,
             syn_stalled,
             start_lag,
@@ -206,6 +221,24 @@ impl Metrics {
                 reason: reason.as_str().into(),
             })
             .inc();
+    }
+
+    /// Replaces the findings gauge with the detector's latest verdict.
+    pub fn set_findings(&self, findings: &[crate::detect::Finding]) {
+        self.findings.clear();
+        for f in findings {
+            self.findings
+                .get_or_create(&FindingLabels {
+                    kind: f.kind.clone(),
+                    scope: f.scope.clone(),
+                    cause: f
+                        .likely_causes
+                        .first()
+                        .map(|c| c.id.clone())
+                        .unwrap_or_default(),
+                })
+                .set(1);
+        }
     }
 
     /// The text exposition format.

@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Loaded;
-use crate::detect::DetectorConfig;
 use crate::export::report::MatrixReport;
 use crate::probe::{InFlight, Prober};
 use crate::stats::{Retention, Stats};
@@ -58,7 +57,7 @@ pub async fn run(
     report.findings = crate::detect::detect(
         &series,
         std::slice::from_ref(&facts),
-        &DetectorConfig::default(),
+        &loaded.config.detect.detector(),
     );
     report.facts = Some(facts);
     report

@@ -24,6 +24,19 @@ pub struct ApiState {
     pub stats: Arc<Stats>,
     /// Set once probing has started.
     pub ready: Arc<AtomicBool>,
+    /// The detector's latest verdict.
+    pub verdict: Arc<std::sync::RwLock<FindingsDoc>>,
+}
+
+/// The `/api/v1/findings` document: the detector's latest verdict over the
+/// daemon's window, with the facts it was judged on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FindingsDoc {
+    pub source_node: String,
+    /// When the verdict was reached; absent before the first evaluation.
+    pub generated_at: Option<String>,
+    pub facts: Option<crate::node::NodeFacts>,
+    pub findings: Vec<crate::detect::Finding>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -32,6 +45,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/api/v1/histograms", get(histograms))
+        .route("/api/v1/findings", get(findings))
         .with_state(state)
 }
 
@@ -44,6 +58,11 @@ async fn metrics(State(s): State<ApiState>) -> Response {
         s.metrics.encode(),
     )
         .into_response()
+}
+
+async fn findings(State(s): State<ApiState>) -> Response {
+    let doc = s.verdict.read().unwrap_or_else(|e| e.into_inner()).clone();
+    axum::Json(doc).into_response()
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {
