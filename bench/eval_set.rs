@@ -120,7 +120,14 @@ fn mix(n: usize, hits: usize, hit: Mode, base: Mode, rng: &mut StdRng) -> Vec<Mo
     v
 }
 
+/// Every case: generated, then recorded.
 pub fn cases() -> Vec<Case> {
+    let mut all = generated();
+    all.extend(recorded());
+    all
+}
+
+fn generated() -> Vec<Case> {
     let mut out = Vec::new();
     let base = Mode::Base {
         base_ms: 0.5,
@@ -324,15 +331,53 @@ pub fn cases() -> Vec<Case> {
     out
 }
 
+/// Every finding kind the detector raises.
+pub const KINDS: [&str; 5] = [
+    "syn-retransmit-ladder",
+    "dns-timeout-ladder",
+    "pmtu-blackhole",
+    "probe-failures",
+    "first-contact-delay",
+];
+
+/// Lab runs recorded with `tailprobe lab matrix --record`, each labelled
+/// with the findings a person confirmed it should raise.
+pub fn recorded() -> Vec<Case> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/recorded");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("bench/recorded holds the recorded lab runs")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let rec: tailprobe::stats::Recording =
+                serde_json::from_slice(&std::fs::read(p).unwrap())
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            Case {
+                name: format!("recorded:{}", p.file_stem().unwrap().to_string_lossy()),
+                series: rec.to_series(),
+                facts: rec.facts.clone(),
+                expected: rec
+                    .expected
+                    .iter()
+                    .map(|k| {
+                        *KINDS
+                            .iter()
+                            .find(|known| **known == k.as_str())
+                            .unwrap_or_else(|| panic!("{}: unknown finding kind {k}", p.display()))
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
 /// Per finding kind: (true positives, false positives, false negatives).
 pub fn score(cases: &[Case]) -> BTreeMap<&'static str, (u32, u32, u32)> {
-    let kinds = [
-        "syn-retransmit-ladder",
-        "dns-timeout-ladder",
-        "pmtu-blackhole",
-        "probe-failures",
-        "first-contact-delay",
-    ];
+    let kinds = KINDS;
     let mut s: BTreeMap<&'static str, (u32, u32, u32)> =
         kinds.iter().map(|k| (*k, (0, 0, 0))).collect();
     for c in cases {

@@ -216,6 +216,9 @@ pub struct LabMatrixArgs {
     pub format: Format,
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// Also write every sample and the nodes' facts here (JSON), to judge again later.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -518,11 +521,15 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
             eprintln!("prober {line}");
         }
     }
-    let report = runtime()?.block_on(async {
+    let (report, recording) = runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         crate::shutdown::cancel_on_signals(cancel.clone());
         run::matrix_all(&plan, vantage, args.samples, progress, &cancel).await
     })?;
+    if let Some(path) = &args.record {
+        std::fs::write(path, serde_json::to_string(&recording)? + "\n")
+            .with_context(|| format!("cannot write the recording to {}", path.display()))?;
+    }
     let text = match args.format {
         Format::Table => {
             let mut t = run::render_grid(&report);

@@ -9,6 +9,14 @@ mod eval_set;
 fn every_labelled_case_gets_exactly_its_findings() {
     let cases = eval_set::cases();
     assert!(cases.len() > 40);
+    assert!(
+        cases
+            .iter()
+            .filter(|c| c.name.starts_with("recorded:"))
+            .count()
+            >= 4,
+        "the recorded lab runs are part of the set"
+    );
     for c in &cases {
         let found: std::collections::BTreeSet<String> =
             tailprobe::detect::detect(&c.series, &c.facts, &Default::default())

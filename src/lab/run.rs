@@ -105,7 +105,7 @@ pub async fn matrix_all(
     samples: u32,
     progress: bool,
     cancel: &CancellationToken,
-) -> Result<LabReport, LabError> {
+) -> Result<(LabReport, crate::stats::Recording), LabError> {
     let in_flight = Arc::new(InFlight::default());
     let done = Arc::new(AtomicU64::new(0));
     let mut jobs = Vec::new();
@@ -178,13 +178,15 @@ pub async fn matrix_all(
         }
     }
     let findings = crate::detect::detect(&all_series, &facts, &DetectorConfig::default());
-    Ok(LabReport {
+    let recording = crate::stats::Recording::new(&all_series, facts.clone());
+    let report = LabReport {
         lab: plan.prefix.clone(),
         nodes: plan.node_ids().map(|i| plan.node_name(i)).collect(),
         reports: out,
         facts,
         findings,
-    })
+    };
+    Ok((report, recording))
 }
 
 /// Starts a prober daemon in every node's namespace (host network).
@@ -350,7 +352,7 @@ pub async fn demo(
             plan.nodes,
             took.as_secs_f64()
         );
-        let report = matrix_all(plan, Vantage::Both, samples, progress, cancel).await?;
+        let (report, _) = matrix_all(plan, Vantage::Both, samples, progress, cancel).await?;
         text += &render_grid(&report);
         text += &crate::export::report::render_findings(&report.findings);
         Ok::<_, LabError>((text, report))

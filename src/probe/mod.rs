@@ -157,7 +157,7 @@ impl Outcome {
 /// Phase marks, each measured from the probe's start on the monotonic clock
 /// (curl's convention: `connect` includes `dns`, `first_byte` includes both).
 /// A phase that never completed is `None`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phases {
     pub dns: Option<Duration>,
     pub connect: Option<Duration>,

@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use histogram::{HistogramError, Latency, Phase, PhaseHistograms};
 
 use crate::probe::{Outcome, PathKind, Phases, ProbeResult, SourceKind};
 
 /// The dimensions of a series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SeriesKey {
     pub source_node: Arc<str>,
     pub source_kind: SourceKind,
@@ -38,7 +38,7 @@ impl SeriesKey {
 }
 
 /// One probe, as the detector and the windows need it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub at: SystemTime,
     pub phases: Phases,
@@ -90,6 +90,58 @@ impl Series {
             h.record(&s.phases, s.outcome.completed());
         }
         h
+    }
+}
+
+/// Every sample of a run and the facts of its nodes: what the detector saw,
+/// kept so it can be judged again (the evaluation set replays lab runs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recording {
+    /// Finding kinds a person confirmed this run should raise.
+    #[serde(default)]
+    pub expected: Vec<String>,
+    pub facts: Vec<crate::node::NodeFacts>,
+    pub series: Vec<RecordedSeries>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedSeries {
+    pub key: SeriesKey,
+    pub url: String,
+    pub samples: Vec<Sample>,
+}
+
+impl Recording {
+    pub fn new(series: &[Series], facts: Vec<crate::node::NodeFacts>) -> Self {
+        Self {
+            expected: Vec::new(),
+            facts,
+            series: series
+                .iter()
+                .map(|s| RecordedSeries {
+                    key: s.key.clone(),
+                    url: s.url.clone(),
+                    samples: s.recent.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The series again, their histograms and counts rebuilt from the samples.
+    pub fn to_series(&self) -> Vec<Series> {
+        self.series
+            .iter()
+            .map(|r| {
+                let mut s = Series::new(r.key.clone(), r.url.clone());
+                for p in &r.samples {
+                    *s.outcomes.entry(p.outcome).or_default() += 1;
+                    s.histograms.record(&p.phases, p.outcome.completed());
+                    s.syn_retransmits += u64::from(p.syn_retransmits);
+                    s.recent.push_back(p.clone());
+                }
+                s
+            })
+            .collect()
     }
 }
 
