@@ -377,6 +377,44 @@ fn underlay_delay_and_jitter_slow_one_node_and_raise_nothing_as_root() {
 }
 
 #[test]
+fn lab_run_starts_a_prober_daemon_in_every_node_as_root() {
+    let lab = Lab::up(&[]);
+    let (code, out, err) = tailprobe(&["lab", "up", "--name", &lab.name]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("exists already"), "{err}");
+    lab.run(&["lab", "run", "--samples", "2", "--vantage", "host"]);
+    for i in 1..=3 {
+        let ns = format!("{}-n{i}", lab.name);
+        // The daemon probes on its own schedule; its endpoints answer inside
+        // the node's namespace.
+        let mut metrics = String::new();
+        for _ in 0..50 {
+            let out = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-s",
+                    "http://127.0.0.1:9797/metrics",
+                ])
+                .output()
+                .unwrap();
+            metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+            if metrics.contains("tailprobe_probes_total{") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert!(
+            metrics.contains(&format!("source_node=\"node{i}\""))
+                && metrics.contains("outcome=\"ok\""),
+            "node{i}: {metrics}"
+        );
+    }
+}
+
+#[test]
 fn lab_commands_fail_clearly() {
     let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
     assert_ne!(code, 0);
