@@ -106,6 +106,32 @@ fn facts(node: &str, linear: Option<u32>) -> NodeFacts {
     }
 }
 
+/// A case of one series from node1 to node2.
+fn one(
+    name: impl Into<String>,
+    target: &str,
+    modes: &[Mode],
+    schedule: SynSchedule,
+    facts: Vec<NodeFacts>,
+    expected: BTreeSet<&'static str>,
+    r: &mut StdRng,
+) -> Case {
+    Case {
+        name: name.into(),
+        series: vec![build(
+            "node1",
+            "node2",
+            target,
+            "http://x/",
+            modes,
+            schedule,
+            r,
+        )],
+        facts,
+        expected,
+    }
+}
+
 /// `n` probes, `hits` of them on rung `k` spread at random, the rest healthy.
 fn mix(n: usize, hits: usize, hit: Mode, base: Mode, rng: &mut StdRng) -> Vec<Mode> {
     let mut v = vec![base; n];
@@ -153,20 +179,15 @@ fn generated() -> Vec<Case> {
         ("healthy-fast", vec![base; 200]),
     ] {
         let mut r = rng();
-        out.push(Case {
-            name: name.into(),
-            series: vec![build(
-                "node1",
-                "node2",
-                "t",
-                "http://x/",
-                &modes,
-                SynSchedule::classic(),
-                &mut r,
-            )],
-            facts: vec![],
-            expected: BTreeSet::new(),
-        });
+        out.push(one(
+            name,
+            "t",
+            &modes,
+            SynSchedule::classic(),
+            vec![],
+            BTreeSet::new(),
+            &mut r,
+        ));
     }
     {
         let mut r = rng();
@@ -178,38 +199,28 @@ fn generated() -> Vec<Case> {
             };
             100
         ]);
-        out.push(Case {
-            name: "healthy-mixed-node-service".into(),
-            series: vec![build(
-                "node1",
-                "node2",
-                "svc-all",
-                "http://x/",
-                &modes,
-                SynSchedule::classic(),
-                &mut r,
-            )],
-            facts: vec![],
-            expected: BTreeSet::new(),
-        });
+        out.push(one(
+            "healthy-mixed-node-service",
+            "svc-all",
+            &modes,
+            SynSchedule::classic(),
+            vec![],
+            BTreeSet::new(),
+            &mut r,
+        ));
     }
     for n in [50, 200, 1000] {
         let mut r = rng();
         let modes = mix(n, 1, Mode::Rung { k: 1 }, base, &mut r);
-        out.push(Case {
-            name: format!("healthy-one-unlucky-probe-in-{n}"),
-            series: vec![build(
-                "node1",
-                "node2",
-                "t",
-                "http://x/",
-                &modes,
-                SynSchedule::classic(),
-                &mut r,
-            )],
-            facts: vec![],
-            expected: BTreeSet::new(),
-        });
+        out.push(one(
+            format!("healthy-one-unlucky-probe-in-{n}"),
+            "t",
+            &modes,
+            SynSchedule::classic(),
+            vec![],
+            BTreeSet::new(),
+            &mut r,
+        ));
     }
     // Ladders: every rung of both schedules, at shares from 1 in 50 up.
     for (schedule, linear, label) in [
@@ -220,40 +231,30 @@ fn generated() -> Vec<Case> {
             for (n, hits) in [(200, 4), (50, 5), (20, 20)] {
                 let mut r = rng();
                 let modes = mix(n, hits, Mode::Rung { k }, base, &mut r);
-                out.push(Case {
-                    name: format!("ladder-{label}-rung{k}-{hits}of{n}"),
-                    series: vec![build(
-                        "node1",
-                        "node2",
-                        "t",
-                        "http://x/",
-                        &modes,
-                        schedule,
-                        &mut r,
-                    )],
-                    facts: vec![facts("node1", linear)],
-                    expected: ["syn-retransmit-ladder"].into(),
-                });
+                out.push(one(
+                    format!("ladder-{label}-rung{k}-{hits}of{n}"),
+                    "t",
+                    &modes,
+                    schedule,
+                    vec![facts("node1", linear)],
+                    ["syn-retransmit-ladder"].into(),
+                    &mut r,
+                ));
             }
         }
     }
     for hits in [2, 10] {
         let mut r = rng();
         let modes = mix(100, hits, Mode::Dns, base, &mut r);
-        out.push(Case {
-            name: format!("dns-5s-{hits}of100"),
-            series: vec![build(
-                "node1",
-                "node2",
-                "t",
-                "http://x/",
-                &modes,
-                SynSchedule::classic(),
-                &mut r,
-            )],
-            facts: vec![],
-            expected: ["dns-timeout-ladder"].into(),
-        });
+        out.push(one(
+            format!("dns-5s-{hits}of100"),
+            "t",
+            &modes,
+            SynSchedule::classic(),
+            vec![],
+            ["dns-timeout-ladder"].into(),
+            &mut r,
+        ));
     }
     {
         let mut r = rng();
@@ -313,20 +314,15 @@ fn generated() -> Vec<Case> {
     {
         let mut r = rng();
         let modes = mix(20, 5, Mode::Fail(Outcome::Refused), base, &mut r);
-        out.push(Case {
-            name: "refused".into(),
-            series: vec![build(
-                "node1",
-                "node2",
-                "t",
-                "http://x/",
-                &modes,
-                SynSchedule::classic(),
-                &mut r,
-            )],
-            facts: vec![],
-            expected: ["probe-failures"].into(),
-        });
+        out.push(one(
+            "refused",
+            "t",
+            &modes,
+            SynSchedule::classic(),
+            vec![],
+            ["probe-failures"].into(),
+            &mut r,
+        ));
     }
     out
 }

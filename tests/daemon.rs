@@ -4,23 +4,22 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Behaviour, Server, TempDir, bin};
+use common::{Behaviour, Server, TempDir, bin, get};
 use tailprobe::stats::Latency;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 
-async fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes())
-        .await
+type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// `tailprobe run` with this configuration, its log lines readable.
+fn daemon(cfg: &std::path::Path) -> (tokio::process::Child, Lines) {
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
         .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, stderr)
 }
 
 fn free_port() -> u16 {
@@ -47,13 +46,7 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
             stuck.url("/")
         ),
     );
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut stderr) = daemon(&cfg);
     loop {
         let line = stderr
             .next_line()
@@ -68,7 +61,7 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
     assert_eq!(get(&listen, "/readyz").await.0, 200);
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
-    let (status, metrics) = get(&listen, "/metrics").await;
+    let (status, _, metrics) = get(&listen, "/metrics").await;
     assert_eq!(status, 200);
     let ok_line = metrics
         .lines()
@@ -96,8 +89,8 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
     );
 
     // Two reads of the histograms merge into exactly their summed counts.
-    let (_, a) = get(&listen, "/api/v1/histograms").await;
-    let (_, b) = get(&listen, "/api/v1/histograms?window=1m").await;
+    let (_, _, a) = get(&listen, "/api/v1/histograms").await;
+    let (_, _, b) = get(&listen, "/api/v1/histograms?window=1m").await;
     let count = |doc: &str| -> (u64, Latency) {
         let v: serde_json::Value = serde_json::from_str(doc).unwrap();
         let far = v["series"]
@@ -162,13 +155,7 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
             hole.addr
         ),
     );
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut stderr) = daemon(&cfg);
     let raised = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let line = stderr
@@ -185,7 +172,7 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
     .expect("a finding within 20 s");
     assert!(raised.contains("syn-retransmit-ladder"), "{raised}");
 
-    let (status, body) = get(&listen, "/api/v1/findings").await;
+    let (status, _, body) = get(&listen, "/api/v1/findings").await;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["source_node"], "node2");
@@ -199,7 +186,7 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
             .contains("gave up after every SYN was lost"),
         "{f}"
     );
-    let (_, metrics) = get(&listen, "/metrics").await;
+    let (_, _, metrics) = get(&listen, "/metrics").await;
     assert!(
         metrics.lines().any(
             |l| l.starts_with("tailprobe_findings{kind=\"syn-retransmit-ladder\"")

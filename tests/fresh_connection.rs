@@ -68,7 +68,9 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
     };
     tokio::spawn(echo::serve(listener, id, echo::Delay::None, cancel.clone()));
 
-    let resp = reqwest_free_get(addr, "/").await;
+    let (status, head, body) = common::get(&addr.to_string(), "/").await;
+    assert_eq!(status, 200);
+    let resp = format!("{head}\n{body}").to_lowercase();
     assert!(resp.contains("x-tailprobe-node: node7"), "{resp}");
     assert!(resp.contains("x-tailprobe-pod: echo-abc"), "{resp}");
     assert!(resp.contains("node=node7 pod=echo-abc"), "{resp}");
@@ -99,16 +101,4 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
     let r = prober.probe(&big, &cancel).await;
     assert_eq!((r.outcome, r.body_bytes), (Outcome::Ok, 65536));
     cancel.cancel();
-}
-
-/// A raw HTTP/1.0 GET, to see the echo's headers as a client would.
-async fn reqwest_free_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out.to_lowercase()
 }

@@ -156,6 +156,25 @@ impl Cell<'_> {
     fn hits(&self) -> u64 {
         self.rungs.values().map(|(n, _)| n).sum::<u64>() + self.give_ups
     }
+
+    /// (source node, destination node), `?` for an unknown destination.
+    fn pair(&self) -> (String, String) {
+        let k = &self.s.key;
+        (
+            k.source_node.to_string(),
+            k.destination_node.as_deref().unwrap_or("?").to_string(),
+        )
+    }
+}
+
+/// `x / n`, 0 when `n` is 0.
+fn ratio(x: u64, n: u64) -> f64 {
+    x as f64 / n.max(1) as f64
+}
+
+/// Three decimals, for shares people read.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 fn analyse<'a>(s: &'a Series, schedule: SynSchedule, cfg: &DetectorConfig) -> Cell<'a> {
@@ -445,7 +464,7 @@ fn ladder_finding(
     let p_binom = m.iter().map(|c| c.p_value).fold(1.0, f64::min);
     let mut evidence = vec![format!(
         "{hits} of {n} probes ({:.0}%) lost SYNs: {}",
-        hits as f64 / n.max(1) as f64 * 100.0,
+        ratio(hits, n) * 100.0,
         rungs
             .iter()
             .map(|(k, r)| format!("{} on the {} s rung ({k} lost)", r.0, r.2))
@@ -510,7 +529,7 @@ fn ladder_finding(
         pod_probed: cells.iter().any(|c| c.s.key.source_kind == SourceKind::Pod),
         one_destination: dests.len() == 1,
         dominant_rung: dominant,
-        share: hits as f64 / n.max(1) as f64,
+        share: ratio(hits, n),
         overlay_tx_checksum_on: (!source_facts.is_empty()).then(|| {
             source_facts
                 .iter()
@@ -558,19 +577,7 @@ fn ladder_finding(
         + 0.3 * agreement
         + 0.2 * f64::from(u8::from(specific));
     let targets: BTreeSet<String> = m.iter().map(|c| c.s.key.target.to_string()).collect();
-    let pairs: BTreeSet<(String, String)> = m
-        .iter()
-        .map(|c| {
-            (
-                c.s.key.source_node.to_string(),
-                c.s.key
-                    .destination_node
-                    .as_deref()
-                    .unwrap_or("?")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let pairs: BTreeSet<(String, String)> = m.iter().map(|c| c.pair()).collect();
     Finding {
         kind: "syn-retransmit-ladder".into(),
         scope,
@@ -591,7 +598,7 @@ fn ladder_finding(
                 count: r.0,
             })
             .collect(),
-        share: (e.share * 1000.0).round() / 1000.0,
+        share: round3(e.share),
         samples: n,
         confidence: (confidence * 100.0).round() / 100.0,
         evidence,
@@ -608,19 +615,7 @@ fn first_contact_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> 
     }
     let n: u64 = hit.iter().map(|c| c.n).sum();
     let slow: u64 = hit.iter().map(|c| c.hits().max(1)).sum();
-    let pairs: BTreeSet<(String, String)> = hit
-        .iter()
-        .map(|c| {
-            (
-                c.s.key.source_node.to_string(),
-                c.s.key
-                    .destination_node
-                    .as_deref()
-                    .unwrap_or("?")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let pairs: BTreeSet<(String, String)> = hit.iter().map(|c| c.pair()).collect();
     vec![Finding {
         kind: "first-contact-delay".into(),
         scope: format!("the first connections on {} paths", hit.len()),
@@ -631,7 +626,7 @@ fn first_contact_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> 
         targets: hit.iter().map(|c| c.s.key.target.to_string()).collect::<BTreeSet<_>>().into_iter().collect(),
         pairs: pairs.into_iter().collect(),
         rungs: vec![],
-        share: (slow as f64 / n.max(1) as f64 * 1000.0).round() / 1000.0,
+        share: round3(ratio(slow, n)),
         samples: n,
         confidence: 0.6,
         evidence: vec![format!(
@@ -691,7 +686,7 @@ fn dns_findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
             let e = Evidence {
                 dns_rung: true,
                 conntrack_insert_failed: insert_failed,
-                share: hits as f64 / n.max(1) as f64,
+                share: ratio(hits, n),
                 ..Evidence::default()
             };
             let mut evidence = vec![format!(
@@ -715,7 +710,7 @@ fn dns_findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
                     .collect(),
                 pairs: vec![],
                 rungs: vec![],
-                share: (e.share * 1000.0).round() / 1000.0,
+                share: round3(e.share),
                 samples: n,
                 confidence: 0.8,
                 evidence,
@@ -790,9 +785,9 @@ fn pmtu_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
             destination_node: k.destination_node.as_deref().map(str::to_string),
             path: Some(k.path),
             targets: vec![k.target.to_string()],
-            pairs: vec![(k.source_node.to_string(), k.destination_node.as_deref().unwrap_or("?").to_string())],
+            pairs: vec![big.pair()],
             rungs: vec![],
-            share: (failed as f64 / big.n.max(1) as f64 * 1000.0).round() / 1000.0,
+            share: round3(ratio(failed, big.n)),
             samples: big.n,
             confidence: 0.7,
             evidence: vec![format!(
@@ -844,7 +839,7 @@ fn failure_findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
                 targets: vec![k.target.to_string()],
                 pairs: vec![],
                 rungs: vec![],
-                share: (failed as f64 / c.n.max(1) as f64 * 1000.0).round() / 1000.0,
+                share: round3(ratio(failed, c.n)),
                 samples: c.n,
                 confidence: 1.0,
                 evidence: vec![format!(
