@@ -6,7 +6,6 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -28,12 +27,6 @@ pub struct TcpInfo {
 }
 
 impl TcpInfo {
-    pub const SYN_SENT: u8 = 2;
-
-    pub fn rtt(&self) -> Duration {
-        Duration::from_micros(u64::from(self.rtt_us))
-    }
-
     /// Parses the bytes the kernel returned (x86-64 and aarch64 layouts agree
     /// on these offsets).
     pub fn parse(b: &[u8]) -> Self {

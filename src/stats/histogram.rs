@@ -107,11 +107,6 @@ impl Latency {
         h.auto(true);
         Ok(Self(h))
     }
-
-    /// The raw histogram, for callers that iterate its buckets.
-    pub fn inner(&self) -> &Histogram<u64> {
-        &self.0
-    }
 }
 
 /// One histogram per phase.
