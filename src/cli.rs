@@ -40,6 +40,11 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the target that names its node and pod in response headers.
     Echo(EchoArgs),
+    /// Print the configuration's SLO alerts as a PrometheusRule (YAML).
+    Rules {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// The built-in lab: an emulated multi-node cluster on this kernel (root).
     Lab {
         #[command(subcommand)]
@@ -351,6 +356,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Lab { command } => lab(command),
+        Command::Rules { config } => {
+            let loaded = load(&config)?;
+            print!(
+                "{}",
+                crate::slo::rules::prometheus_rule(&loaded.config.slos)
+            );
+            Ok(0)
+        }
         Command::Echo(args) => {
             runtime()?.block_on(async {
                 let listener = tokio::net::TcpListener::bind(args.listen)

@@ -45,7 +45,12 @@ pub async fn run(
     let prober = Arc::new(Prober::from_loaded(&loaded));
     let stats = Arc::new(Stats::new(Retention::DAEMON));
     let metrics = Arc::new(Metrics::new(Arc::clone(&prober.in_flight)));
-    let recorder = Arc::new(Recorder::new(Arc::clone(&stats), Arc::clone(&metrics)));
+    let recorder = Arc::new(Recorder::new(
+        Arc::clone(&stats),
+        Arc::clone(&metrics),
+        crate::slo::Tracker::new(&loaded.config.slos),
+    ));
+    let (slos, epoch) = (Arc::clone(&recorder.slos), recorder.epoch);
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let listener = TcpListener::bind(addr)
         .await
@@ -82,6 +87,7 @@ pub async fn run(
         Arc::clone(&stats),
         metrics,
         verdict,
+        (slos, epoch),
         loaded.config.detect.clone(),
         cancel.clone(),
     ));
@@ -121,9 +127,14 @@ async fn judge(
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     verdict: Arc<std::sync::RwLock<crate::server::api::FindingsDoc>>,
+    (slos, epoch): (
+        Arc<std::sync::Mutex<crate::slo::Tracker>>,
+        std::time::Instant,
+    ),
     cfg: crate::config::DetectConfig,
     cancel: CancellationToken,
 ) {
+    let mut firing: std::collections::BTreeSet<(String, String)> = Default::default();
     let period = cfg
         .interval
         .get()
@@ -154,6 +165,19 @@ async fn judge(
         }
         raised = now;
         metrics.set_findings(&findings);
+        let states = slos
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .evaluate(epoch.elapsed().as_secs());
+        for (s, a) in &states {
+            let key = (s.slo.clone(), s.severity.clone());
+            if s.firing && firing.insert(key.clone()) {
+                tracing::warn!(alert = %s.describe(a), "SLO alert firing.");
+            } else if !s.firing && firing.remove(&key) {
+                tracing::info!(alert = %s.describe(a), "SLO alert resolved.");
+            }
+        }
+        metrics.set_slo(&states);
         let mut v = verdict.write().unwrap_or_else(|e| e.into_inner());
         v.generated_at =
             Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());

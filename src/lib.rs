@@ -12,6 +12,7 @@
 //! - [`server`]: the daemon's HTTP endpoints and the `echo` target server.
 //! - [`matrix`]: the one-shot run; [`daemon`]: the continuous one.
 //! - [`lab`]: an emulated cluster in network namespaces, with faults.
+//! - [`slo`]: objectives over probes, multi-window burn-rate alerts, rules.
 //! - [`node`]: read-only facts about the host.
 //! - [`cli`]: the command line; `main.rs` only calls [`cli::main`].
 #![deny(unsafe_code)]
@@ -27,6 +28,7 @@ pub mod node;
 pub mod probe;
 pub mod server;
 pub mod shutdown;
+pub mod slo;
 pub mod stats;
 pub mod targets;
 

@@ -36,6 +36,8 @@ pub struct Config {
     pub detect: DetectConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    #[serde(default, rename = "slo")]
+    pub slos: Vec<crate::slo::SloConfig>,
 }
 
 /// `[probe]`: defaults for every target.
@@ -217,6 +219,15 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
             text.find("[detect]").unwrap_or(0),
             "[detect] needs 0 < background_syn_loss < 1 and min_rung_probes >= 1; the defaults are 0.0001 and 2".into(),
         ));
+    }
+    for slo in &config.slos {
+        if let Some(problem) = slo.problem() {
+            let offset = text
+                .find(&format!("\"{}\"", slo.name))
+                .or_else(|| text.find("[[slo]]"))
+                .unwrap_or(0);
+            return Err(ConfigError::at(path, text, offset, problem));
+        }
     }
     let mut targets: Vec<Arc<Target>> = Vec::with_capacity(config.targets.len());
     for tc in &config.targets {

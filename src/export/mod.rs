@@ -14,18 +14,27 @@ use crate::probe::scheduler::{Sink, SkipReason};
 use crate::stats::Stats;
 use crate::targets::Target;
 
-/// Feeds every finished probe to the stats and the metrics.
+/// Feeds every finished probe to the stats, the metrics and the SLOs.
 pub struct Recorder {
     pub stats: Arc<Stats>,
     pub metrics: Arc<prometheus::Metrics>,
+    pub slos: Arc<std::sync::Mutex<crate::slo::Tracker>>,
+    /// SLO time is seconds since this instant.
+    pub epoch: std::time::Instant,
     skip_log: RateLimit,
 }
 
 impl Recorder {
-    pub fn new(stats: Arc<Stats>, metrics: Arc<prometheus::Metrics>) -> Self {
+    pub fn new(
+        stats: Arc<Stats>,
+        metrics: Arc<prometheus::Metrics>,
+        slos: crate::slo::Tracker,
+    ) -> Self {
         Self {
             stats,
             metrics,
+            slos: Arc::new(std::sync::Mutex::new(slos)),
+            epoch: std::time::Instant::now(),
             skip_log: RateLimit::new(10),
         }
     }
@@ -35,6 +44,13 @@ impl Sink for Recorder {
     fn record(&self, r: &ProbeResult) {
         self.stats.record(r);
         self.metrics.observe(r);
+        let mut slos = self.slos.lock().unwrap_or_else(|e| e.into_inner());
+        if !slos.is_empty() {
+            for (slo, good) in slos.record(self.epoch.elapsed().as_secs(), r) {
+                self.metrics.slo_probe(slo, good);
+            }
+        }
+        drop(slos);
         tracing::debug!(
             target_name = %r.target.name,
             outcome = r.outcome.as_str(),
