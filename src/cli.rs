@@ -338,7 +338,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 matrix::run(&loaded, &opts, &cancel).await
-            });
+            })?;
             let text = match args.format {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",

@@ -27,6 +27,8 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Otlp(#[from] crate::export::otlp::OtlpError),
     #[error("the HTTP server on {addr} failed ({source})")]
     Serve {
         addr: SocketAddr,
@@ -45,11 +47,20 @@ pub async fn run(
     let prober = Arc::new(Prober::from_loaded(&loaded));
     let stats = Arc::new(Stats::new(Retention::DAEMON));
     let metrics = Arc::new(Metrics::new(Arc::clone(&prober.in_flight)));
-    let recorder = Arc::new(Recorder::new(
+    let facts = crate::node::gather(&prober.source_node).await;
+    let otlp = crate::export::otlp::Otlp::start(
+        loaded.config.otlp.as_ref(),
+        &prober.source_node,
+        facts.syn_schedule(),
+    )?
+    .map(Arc::new);
+    let mut recorder = Recorder::new(
         Arc::clone(&stats),
         Arc::clone(&metrics),
         crate::slo::Tracker::new(&loaded.config.slos),
-    ));
+    );
+    recorder.otlp = otlp.clone();
+    let recorder = Arc::new(recorder);
     let (slos, epoch) = (Arc::clone(&recorder.slos), recorder.epoch);
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let listener = TcpListener::bind(addr)
@@ -116,6 +127,9 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(source)) => return Err(DaemonError::Serve { addr, source }),
         Err(e) => tracing::warn!(error = %e, "The HTTP server task ended abnormally."),
+    }
+    if let Some(o) = otlp {
+        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
     }
     tracing::info!(cancelled_probes = cancelled, "Stopped.");
     Ok(())

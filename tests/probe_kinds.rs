@@ -124,7 +124,9 @@ async fn a_lost_dns_query_is_a_dns_timeout_finding() {
     let loaded = tailprobe::config::parse("c.toml", &text).unwrap();
     let mut opts = tailprobe::matrix::MatrixOptions::from_loaded(&loaded);
     opts.samples = 3;
-    let report = tailprobe::matrix::run(&loaded, &opts, &CancellationToken::new()).await;
+    let report = tailprobe::matrix::run(&loaded, &opts, &CancellationToken::new())
+        .await
+        .unwrap();
     let f = report
         .findings
         .iter()

@@ -34,6 +34,8 @@ pub struct Config {
     pub matrix: MatrixConfig,
     #[serde(default)]
     pub detect: DetectConfig,
+    /// OTLP export; the standard `OTEL_*` variables alone also enable it.
+    pub otlp: Option<crate::export::otlp::OtlpConfig>,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]

@@ -2,6 +2,7 @@
 //! Exporting never blocks probing: everything here is fed by [`Recorder`],
 //! which only touches in-memory state.
 
+pub mod otlp;
 pub mod prometheus;
 pub mod report;
 
@@ -21,6 +22,7 @@ pub struct Recorder {
     pub slos: Arc<std::sync::Mutex<crate::slo::Tracker>>,
     /// SLO time is seconds since this instant.
     pub epoch: std::time::Instant,
+    pub otlp: Option<Arc<otlp::Otlp>>,
     skip_log: RateLimit,
 }
 
@@ -35,6 +37,7 @@ impl Recorder {
             metrics,
             slos: Arc::new(std::sync::Mutex::new(slos)),
             epoch: std::time::Instant::now(),
+            otlp: None,
             skip_log: RateLimit::new(10),
         }
     }
@@ -44,6 +47,9 @@ impl Sink for Recorder {
     fn record(&self, r: &ProbeResult) {
         self.stats.record(r);
         self.metrics.observe(r);
+        if let Some(o) = &self.otlp {
+            o.record(r);
+        }
         let mut slos = self.slos.lock().unwrap_or_else(|e| e.into_inner());
         if !slos.is_empty() {
             for (slo, good) in slos.record(self.epoch.elapsed().as_secs(), r) {

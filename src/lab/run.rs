@@ -109,6 +109,14 @@ pub async fn matrix_all(
     let in_flight = Arc::new(InFlight::default());
     let done = Arc::new(AtomicU64::new(0));
     let mut jobs = Vec::new();
+    // One OTLP pipeline for the whole lab; every span names its own node.
+    let otlp = crate::export::otlp::Otlp::start(
+        None,
+        &plan.prefix,
+        crate::detect::ladder::SynSchedule::classic(),
+    )
+    .map_err(|e| LabError::Usage(e.to_string()))?
+    .map(Arc::new);
     let mut total = 0;
     for i in plan.node_ids() {
         for &kind in vantage.kinds() {
@@ -123,6 +131,7 @@ pub async fn matrix_all(
             let (prober, done, cancel) = (Arc::new(prober), Arc::clone(&done), cancel.clone());
             let mut opts = MatrixOptions::from_loaded(&loaded);
             opts.samples = samples;
+            opts.otlp = otlp.clone();
             jobs.push(netns::spawn_in(&ns, move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -152,6 +161,9 @@ pub async fn matrix_all(
             })?;
     if let Some(b) = bar {
         b.finish();
+    }
+    if let Some(o) = otlp {
+        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
     }
     let (mut out, mut all_series, mut facts) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Loaded;
+use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::report::MatrixReport;
 use crate::probe::{InFlight, Prober};
 use crate::stats::{Retention, Stats};
@@ -23,6 +24,8 @@ pub struct MatrixOptions {
     pub spacing: Duration,
     /// Show a live line on stderr (in-flight and SYN-stalled probes).
     pub progress: bool,
+    /// Where probe traces and metrics go, when OTLP is configured.
+    pub otlp: Option<Arc<Otlp>>,
 }
 
 impl MatrixOptions {
@@ -33,16 +36,18 @@ impl MatrixOptions {
             concurrency: m.concurrency,
             spacing: m.spacing.get(),
             progress: false,
+            otlp: None,
         }
     }
 }
 
 /// Runs the matrix; cancelled probes are counted as such in the report.
+/// Exports over OTLP when configured, and flushes before returning.
 pub async fn run(
     loaded: &Loaded,
     opts: &MatrixOptions,
     cancel: &CancellationToken,
-) -> MatrixReport {
+) -> Result<MatrixReport, OtlpError> {
     let prober = Arc::new(Prober::from_loaded(loaded));
     let done = Arc::new(AtomicU64::new(0));
     let total = loaded.targets.len() as u64 * u64::from(opts.samples);
@@ -50,7 +55,20 @@ pub async fn run(
         .progress
         .then(|| Progress::start(total, Arc::clone(&done), Arc::clone(&prober.in_flight)));
     let facts = crate::node::gather(&prober.source_node).await;
-    let (mut report, series) = run_with(prober, loaded, opts, cancel, &done).await;
+    let mut opts = opts.clone();
+    if opts.otlp.is_none() {
+        opts.otlp = Otlp::start(
+            loaded.config.otlp.as_ref(),
+            &prober.source_node,
+            facts.syn_schedule(),
+        )?
+        .map(Arc::new);
+    }
+    let otlp = opts.otlp.clone();
+    let (mut report, series) = run_with(prober, loaded, &opts, cancel, &done).await;
+    if let Some(o) = otlp {
+        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
+    }
     if let Some(p) = progress {
         p.finish();
     }
@@ -60,7 +78,7 @@ pub async fn run(
         &loaded.config.detect.detector(),
     );
     report.facts = Some(facts);
-    report
+    Ok(report)
 }
 
 /// Runs the matrix with a given prober (its node, kind and in-flight
@@ -84,16 +102,20 @@ pub async fn run_with(
                 _ = cancel.cancelled() => break 'launch,
                 p = Arc::clone(&limit).acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            let (prober, stats, target, cancel, done) = (
+            let (prober, stats, target, cancel, done, otlp) = (
                 Arc::clone(&prober),
                 Arc::clone(&stats),
                 Arc::clone(target),
                 cancel.clone(),
                 Arc::clone(done),
+                opts.otlp.clone(),
             );
             tasks.spawn(async move {
                 let r = prober.probe(&target, &cancel).await;
                 stats.record(&r);
+                if let Some(o) = otlp {
+                    o.record(&r);
+                }
                 done.fetch_add(1, Ordering::Relaxed);
                 drop(permit);
             });

@@ -1,0 +1,380 @@
+//! OTLP: one trace per probe and probe metrics, to any OpenTelemetry
+//! collector (Jaeger reads the traces). Configured the OpenTelemetry way:
+//! `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` (grpc or
+//! http/protobuf), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES` and the per-signal variants work with no
+//! config entry; `[otlp]` can set the endpoint and protocol too.
+//!
+//! Spans are built after a probe ends, with its real timestamps, so sampling
+//! is decided on the outcome: every failed, slow or SYN-retransmitting probe
+//! is kept, healthy ones at `healthy_sample_ratio`. The SDK's batch processor
+//! holds at most `max_queue` spans and drops past that: exporting never
+//! blocks probing.
+
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use serde::Deserialize;
+
+use crate::config::Dur;
+use crate::detect::ladder::SynSchedule;
+use crate::probe::{Outcome, ProbeResult};
+use crate::targets::ProbeKind;
+
+/// `[otlp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// Base URL of the collector; else `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `grpc` or `http/protobuf`; else `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub protocol: Option<String>,
+    pub healthy_sample_ratio: f64,
+    /// A probe at least this slow is always kept.
+    pub slow: Dur,
+    pub max_queue: usize,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: None,
+            healthy_sample_ratio: 0.01,
+            slow: Dur::secs(1),
+            max_queue: 4096,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OtlpError {
+    #[error(
+        "OTLP protocol \"{0}\" is neither grpc nor http/protobuf; set OTEL_EXPORTER_OTLP_PROTOCOL or [otlp] protocol to one of them"
+    )]
+    Protocol(String),
+    #[error(
+        "cannot build the OTLP {signal} exporter ({message}); check OTEL_EXPORTER_OTLP_ENDPOINT or [otlp] endpoint"
+    )]
+    Build {
+        signal: &'static str,
+        message: String,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Grpc,
+    Http,
+}
+
+fn wire(cfg: &OtlpConfig, signal_var: &str) -> Result<Wire, OtlpError> {
+    let p = cfg
+        .protocol
+        .clone()
+        .or_else(|| env(signal_var))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".into());
+    match p.as_str() {
+        "grpc" => Ok(Wire::Grpc),
+        "http/protobuf" => Ok(Wire::Http),
+        other => Err(OtlpError::Protocol(other.into())),
+    }
+}
+
+/// The OTLP pipeline of one prober.
+pub struct Otlp {
+    traces: SdkTracerProvider,
+    tracer: opentelemetry_sdk::trace::Tracer,
+    meters: SdkMeterProvider,
+    duration: Histogram<f64>,
+    probes: Counter<u64>,
+    retransmits: Counter<u64>,
+    cfg: OtlpConfig,
+    schedule: SynSchedule,
+}
+
+impl std::fmt::Debug for Otlp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Otlp")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Otlp {
+    /// Whether OTLP is configured at all: an `[otlp]` table, or an endpoint
+    /// in the standard variables.
+    pub fn configured(cfg: Option<&OtlpConfig>) -> bool {
+        cfg.is_some()
+            || [
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+            ]
+            .iter()
+            .any(|v| env(v).is_some())
+    }
+
+    /// Builds the pipeline; call it inside the tokio runtime (the gRPC
+    /// exporter needs one). `None` when OTLP is not configured.
+    pub fn start(
+        cfg: Option<&crate::export::otlp::OtlpConfig>,
+        node: &str,
+        schedule: SynSchedule,
+    ) -> Result<Option<Self>, OtlpError> {
+        if !Self::configured(cfg) {
+            return Ok(None);
+        }
+        let cfg = cfg.cloned().unwrap_or_default();
+        let mut attrs = vec![
+            KeyValue::new("service.version", crate::VERSION),
+            KeyValue::new("k8s.node.name", node.to_string()),
+        ];
+        if let Some(pod) = env("POD_NAME") {
+            attrs.push(KeyValue::new("k8s.pod.name", pod));
+        }
+        if env("OTEL_SERVICE_NAME").is_none() {
+            attrs.push(KeyValue::new("service.name", "tailprobe"));
+        }
+        let resource = Resource::builder().with_attributes(attrs).build();
+        let url = |path: &str| {
+            cfg.endpoint
+                .as_ref()
+                .map(|e| format!("{}{path}", e.trim_end_matches('/')))
+        };
+        let build = |signal: &'static str| {
+            move |e: opentelemetry_otlp::ExporterBuildError| OtlpError::Build {
+                signal,
+                message: e.to_string(),
+            }
+        };
+
+        let spans = match wire(&cfg, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")? {
+            Wire::Grpc => {
+                let mut b = SpanExporter::builder().with_tonic();
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                b.build()
+            }
+            Wire::Http => {
+                let mut b = SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary);
+                if let Some(e) = url("/v1/traces") {
+                    b = b.with_endpoint(e);
+                }
+                b.build()
+            }
+        }
+        .map_err(build("trace"))?;
+        let processor = BatchSpanProcessor::builder(spans)
+            .with_batch_config(
+                BatchConfigBuilder::default()
+                    .with_max_queue_size(cfg.max_queue.max(1))
+                    .with_scheduled_delay(Duration::from_secs(1))
+                    .build(),
+            )
+            .build();
+        let traces = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_resource(resource.clone())
+            .build();
+
+        let metrics = match wire(&cfg, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")? {
+            Wire::Grpc => {
+                let mut b = MetricExporter::builder().with_tonic();
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                b.build()
+            }
+            Wire::Http => {
+                let mut b = MetricExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary);
+                if let Some(e) = url("/v1/metrics") {
+                    b = b.with_endpoint(e);
+                }
+                b.build()
+            }
+        }
+        .map_err(build("metric"))?;
+        let meters = SdkMeterProvider::builder()
+            .with_periodic_exporter(metrics)
+            .with_resource(resource)
+            .with_view(|i: &Instrument| {
+                (i.name() == "tailprobe.probe.duration")
+                    .then(|| {
+                        Stream::builder()
+                            .with_aggregation(Aggregation::Base2ExponentialHistogram {
+                                max_size: 160,
+                                max_scale: 20,
+                                record_min_max: true,
+                            })
+                            .build()
+                            .ok()
+                    })
+                    .flatten()
+            })
+            .build();
+        let meter = meters.meter("tailprobe");
+        Ok(Some(Self {
+            tracer: traces.tracer("tailprobe"),
+            traces,
+            duration: meter
+                .f64_histogram("tailprobe.probe.duration")
+                .with_unit("s")
+                .with_description("Time from probe start to its end")
+                .build(),
+            probes: meter
+                .u64_counter("tailprobe.probes")
+                .with_description("Probes finished, by outcome")
+                .build(),
+            retransmits: meter
+                .u64_counter("tailprobe.syn_retransmits")
+                .with_description("SYN retransmissions seen by the kernel (TCP_INFO)")
+                .build(),
+            meters,
+            cfg,
+            schedule,
+        }))
+    }
+
+    /// Whether a probe's trace is kept.
+    pub fn keep(&self, r: &ProbeResult) -> bool {
+        !r.outcome.is_ok()
+            || r.syn_retransmits > 0
+            || r.phases.total >= self.cfg.slow.get()
+            || rand::random::<f64>() < self.cfg.healthy_sample_ratio
+    }
+
+    /// Records a finished probe: metrics always, a trace when kept.
+    pub fn record(&self, r: &ProbeResult) {
+        if r.outcome == Outcome::Cancelled {
+            return;
+        }
+        let dims = [
+            KeyValue::new("k8s.node.name", r.source_node.to_string()),
+            KeyValue::new("tailprobe.source.kind", r.source_kind.as_str()),
+            KeyValue::new(
+                "tailprobe.destination.node",
+                r.destination_node.as_deref().unwrap_or("").to_string(),
+            ),
+            KeyValue::new("tailprobe.target", r.target.name.clone()),
+            KeyValue::new("tailprobe.path", r.path.as_str()),
+        ];
+        let mut with_outcome = dims.to_vec();
+        with_outcome.push(KeyValue::new("tailprobe.outcome", r.outcome.as_str()));
+        self.probes.add(1, &with_outcome);
+        if r.outcome.completed() {
+            self.duration.record(r.phases.total.as_secs_f64(), &dims);
+        }
+        if r.syn_retransmits > 0 {
+            self.retransmits.add(u64::from(r.syn_retransmits), &dims);
+        }
+        if self.keep(r) {
+            self.trace(r, dims.to_vec());
+        }
+    }
+
+    fn trace(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) {
+        let t = &r.target;
+        attrs.extend([
+            KeyValue::new("server.address", t.host.clone()),
+            KeyValue::new("server.port", i64::from(t.port)),
+            KeyValue::new("url.full", t.url.clone()),
+            KeyValue::new("tailprobe.outcome", r.outcome.as_str()),
+            KeyValue::new("tailprobe.syn_retransmits", i64::from(r.syn_retransmits)),
+        ]);
+        if t.kind == ProbeKind::Http {
+            attrs.push(KeyValue::new("http.request.method", "GET"));
+        }
+        if let Some(s) = r.status {
+            attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+        }
+        if let Some(p) = r.peer_addr {
+            attrs.push(KeyValue::new("network.peer.address", p.ip().to_string()));
+        }
+        if let Some(l) = r.local_addr {
+            attrs.push(KeyValue::new("network.local.port", i64::from(l.port())));
+        }
+        if !r.outcome.is_ok() {
+            attrs.push(KeyValue::new("error.type", r.outcome.as_str()));
+        }
+        if let Some(rung) = self.schedule.rung_seconds(r.syn_retransmits) {
+            attrs.push(KeyValue::new("tailprobe.rung_seconds", rung));
+        }
+        let start = r.started_at;
+        let root = self
+            .tracer
+            .span_builder(format!("probe {}", t.name))
+            .with_kind(SpanKind::Client)
+            .with_start_time(start)
+            .with_attributes(attrs)
+            .start(&self.tracer);
+        let cx = Context::current_with_span(root);
+        let child = |name: &'static str, from: Duration, to: Duration| {
+            let mut s = self
+                .tracer
+                .span_builder(name)
+                .with_kind(SpanKind::Internal)
+                .with_start_time(start + from)
+                .start_with_context(&self.tracer, &cx);
+            s.end_with_timestamp(start + to);
+        };
+        let p = &r.phases;
+        let connect_from = p.dns.unwrap_or_default();
+        if let Some(d) = p.dns {
+            child("dns", Duration::ZERO, d);
+        }
+        if let Some(c) = p.connect {
+            child("connect", connect_from, c);
+            if let Some(fb) = p.first_byte {
+                child("first byte", c, fb);
+            }
+        } else if t.kind != ProbeKind::Http || r.syn_retransmits > 0 {
+            child("connect", connect_from, p.total);
+        }
+        let span = cx.span();
+        for e in &r.syn_events {
+            span.add_event_with_timestamp(
+                "SYN retransmitted",
+                start + connect_from + e.at,
+                vec![KeyValue::new(
+                    "tailprobe.syn_retransmits",
+                    i64::from(e.retransmits),
+                )],
+            );
+        }
+        if !r.outcome.is_ok() {
+            span.set_status(Status::error(
+                r.error.clone().unwrap_or_else(|| r.outcome.as_str().into()),
+            ));
+        }
+        span.end_with_timestamp(start + p.total);
+    }
+
+    /// Sends what is queued and stops; one-shot modes call it before exiting.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.traces.shutdown() {
+            tracing::warn!(error = %e, "OTLP traces did not flush.");
+        }
+        if let Err(e) = self.meters.shutdown() {
+            tracing::warn!(error = %e, "OTLP metrics did not flush.");
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! OTLP against a real receiver process (oteltest's gRPC and HTTP sinks,
+//! started from tests/otlp_receiver.py): spans with their attributes and
+//! parent/child structure, events for SYN retransmissions, metrics with an
+//! exponential histogram, over HTTP configured only through OTEL_* variables
+//! and over gRPC configured through [otlp].
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Behaviour, Server, SynBlackhole, TempDir, bin};
+use serde_json::Value;
+
+struct Receiver {
+    child: Child,
+    grpc: u16,
+    http: u16,
+    file: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let dir = TempDir::new("otlp");
+        let file = dir.0.join("received.jsonl");
+        let (grpc, http) = (free_port(), free_port());
+        let mut child = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/otlp_receiver.py"
+            ))
+            .args([grpc.to_string(), http.to_string()])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs the OTLP receiver (scripts/deps installs oteltest)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the receiver did not start; is oteltest installed (pip install oteltest)?"
+        );
+        Self {
+            child,
+            grpc,
+            http,
+            file,
+            _dir: dir,
+        }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// (resource attributes, span) for every span of a signal and protocol.
+    fn spans(&self, protocol: &str) -> Vec<(Value, Value)> {
+        let mut out = Vec::new();
+        for r in self
+            .received()
+            .iter()
+            .filter(|r| r["signal"] == "traces" && r["protocol"] == protocol)
+        {
+            for rs in r["body"]["resourceSpans"].as_array().unwrap() {
+                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                    for s in ss["spans"].as_array().into_iter().flatten() {
+                        out.push((rs["resource"]["attributes"].clone(), s.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn metric_names(&self, protocol: &str) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for r in self
+            .received()
+            .iter()
+            .filter(|r| r["signal"] == "metrics" && r["protocol"] == protocol)
+        {
+            for rm in r["body"]["resourceMetrics"].as_array().unwrap() {
+                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
+                    for m in sm["metrics"].as_array().into_iter().flatten() {
+                        out.push((m["name"].as_str().unwrap().to_string(), m.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of attribute `key` in an OTLP JSON attribute list, as a string.
+fn attr(attrs: &Value, key: &str) -> Option<String> {
+    attrs.as_array()?.iter().find(|a| a["key"] == key).map(|a| {
+        let v = &a["value"];
+        v["stringValue"]
+            .as_str()
+            .map(str::to_string)
+            .or_else(|| v["intValue"].as_str().map(str::to_string))
+            .or_else(|| v["doubleValue"].as_f64().map(|d| d.to_string()))
+            .unwrap_or_else(|| v.to_string())
+    })
+}
+
+fn matrix(cfg: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args([
+        "matrix",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--samples",
+        "2",
+    ]);
+    for k in [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_SERVICE_NAME",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn wait_until(mut ready: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ready() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn http_export_configured_only_by_otel_variables() {
+    let rx = Receiver::start();
+    let hole = SynBlackhole::new();
+    let closed = free_port();
+    let dir = TempDir::new("otlp-http");
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node2\"\n[matrix]\nspacing = \"0s\"\n\
+             [[target]]\nname = \"refused\"\nurl = \"http://127.0.0.1:{closed}/\"\nnode = \"node1\"\n\
+             [[target]]\nname = \"stalled\"\nurl = \"http://{}/\"\nnode = \"node1\"\ntimeout = \"1500ms\"\n",
+            hole.addr
+        ),
+    );
+    let out = matrix(
+        &cfg,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{}", rx.http),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_SERVICE_NAME", "tp-otel-test".into()),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test".into(),
+            ),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(|| rx.spans("http").len() >= 6);
+    let spans = rx.spans("http");
+    let roots: Vec<&(Value, Value)> = spans
+        .iter()
+        .filter(|(_, s)| s["name"].as_str().unwrap().starts_with("probe "))
+        .collect();
+    assert_eq!(roots.len(), 4, "failed probes are always kept: {spans:#?}");
+    for (res, s) in &roots {
+        assert_eq!(attr(res, "service.name").as_deref(), Some("tp-otel-test"));
+        assert_eq!(attr(res, "deployment.environment").as_deref(), Some("test"));
+        let a = &s["attributes"];
+        assert_eq!(attr(a, "tailprobe.path").as_deref(), Some("cross-node"));
+        assert_eq!(attr(a, "k8s.node.name").as_deref(), Some("node2"));
+        assert_eq!(
+            attr(a, "tailprobe.destination.node").as_deref(),
+            Some("node1")
+        );
+        assert_eq!(attr(a, "tailprobe.source.kind").as_deref(), Some("host"));
+        assert_eq!(attr(a, "http.request.method").as_deref(), Some("GET"));
+        assert_eq!(s["status"]["code"], "STATUS_CODE_ERROR");
+        assert_eq!(s["kind"], "SPAN_KIND_CLIENT");
+    }
+    let refused = roots
+        .iter()
+        .find(|(_, s)| s["name"] == "probe refused")
+        .unwrap();
+    assert_eq!(
+        attr(&refused.1["attributes"], "error.type").as_deref(),
+        Some("refused")
+    );
+    assert_eq!(
+        attr(&refused.1["attributes"], "server.port"),
+        Some(closed.to_string())
+    );
+    // The stalled probe: a SYN retransmission seen while connecting, as an
+    // event, and a connect child span under it.
+    let stalled = &roots
+        .iter()
+        .find(|(_, s)| s["name"] == "probe stalled")
+        .unwrap()
+        .1;
+    let a = &stalled["attributes"];
+    assert_eq!(
+        attr(a, "tailprobe.outcome").as_deref(),
+        Some("connect-timeout")
+    );
+    assert_eq!(attr(a, "tailprobe.syn_retransmits").as_deref(), Some("1"));
+    assert_eq!(attr(a, "tailprobe.rung_seconds").as_deref(), Some("1"));
+    assert_eq!(
+        stalled["events"][0]["name"], "SYN retransmitted",
+        "{stalled:#}"
+    );
+    let connect = spans
+        .iter()
+        .find(|(_, s)| s["name"] == "connect" && s["parentSpanId"] == stalled["spanId"])
+        .expect("a connect span under the probe span");
+    assert_eq!(connect.1["traceId"], stalled["traceId"]);
+    wait_until(|| !rx.metric_names("http").is_empty());
+    let names: Vec<String> = rx
+        .metric_names("http")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(names.contains(&"tailprobe.probes".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"tailprobe.syn_retransmits".to_string()),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn grpc_export_configured_in_the_file_keeps_healthy_probes_at_its_ratio() {
+    let rx = Receiver::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ok = rt.block_on(Server::start(Behaviour::ok()));
+    let dir = TempDir::new("otlp-grpc");
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node1\"\n[matrix]\nspacing = \"0s\"\n\
+             [otlp]\nendpoint = \"http://127.0.0.1:{}\"\nprotocol = \"grpc\"\nhealthy_sample_ratio = 1.0\n\
+             [[target]]\nname = \"fine\"\nurl = \"{}\"\nnode = \"node1\"\n",
+            rx.grpc,
+            ok.url("/")
+        ),
+    );
+    let out = matrix(&cfg, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(|| rx.spans("grpc").len() >= 6);
+    let spans = rx.spans("grpc");
+    let roots: Vec<&Value> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s["name"] == "probe fine")
+        .collect();
+    assert_eq!(roots.len(), 2, "{spans:#?}");
+    for root in roots {
+        let a = &root["attributes"];
+        assert_eq!(attr(a, "http.response.status_code").as_deref(), Some("200"));
+        assert_eq!(attr(a, "tailprobe.path").as_deref(), Some("same-node"));
+        let children: Vec<&str> = spans
+            .iter()
+            .filter(|(_, s)| s["parentSpanId"] == root["spanId"])
+            .map(|(_, s)| s["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(children, ["connect", "first byte"], "{spans:#?}");
+    }
+    wait_until(|| {
+        rx.metric_names("grpc")
+            .iter()
+            .any(|(n, _)| n == "tailprobe.probe.duration")
+    });
+    let (_, duration) = rx
+        .metric_names("grpc")
+        .into_iter()
+        .find(|(n, _)| n == "tailprobe.probe.duration")
+        .expect("the duration histogram");
+    let points = &duration["exponentialHistogram"]["dataPoints"];
+    assert_eq!(points[0]["count"], "2", "{duration:#}");
+}
