@@ -52,6 +52,7 @@ pub async fn run(
         loaded.config.otlp.as_ref(),
         &prober.source_node,
         facts.syn_schedule(),
+        metrics.otlp.clone(),
     )?
     .map(Arc::new);
     let mut recorder = Recorder::new(

@@ -31,9 +31,12 @@ fn free_port() -> u16 {
 
 impl Receiver {
     fn start() -> Self {
+        Self::start_on(free_port(), free_port())
+    }
+
+    fn start_on(grpc: u16, http: u16) -> Self {
         let dir = TempDir::new("otlp");
         let file = dir.0.join("received.jsonl");
-        let (grpc, http) = (free_port(), free_port());
         let mut child = Command::new("python3")
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
@@ -318,4 +321,91 @@ fn grpc_export_configured_in_the_file_keeps_healthy_probes_at_its_ratio() {
         .expect("the duration histogram");
     let points = &duration["exponentialHistogram"]["dataPoints"];
     assert_eq!(points[0]["count"], "2", "{duration:#}");
+}
+
+/// One metric's value from the Prometheus text, summed over its series.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
+    use tokio::io::AsyncBufReadExt;
+    let ok = Server::start(Behaviour::ok()).await;
+    let collector = free_port();
+    let dir = TempDir::new("otlp-down");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node1\"\n[probe]\ninterval = \"50ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n\
+             [otlp]\nendpoint = \"http://127.0.0.1:{collector}\"\nprotocol = \"http/protobuf\"\nhealthy_sample_ratio = 1.0\nmax_queue = 256\n\
+             [[target]]\nname = \"fine\"\nurl = \"{}\"\nnode = \"node1\"\n",
+            ok.url("/")
+        ),
+    );
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let warned = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the daemon keeps logging");
+            if line.contains("OTLP export failed; spans dropped.") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("a failed export is logged");
+    assert!(warned.contains("spans="), "{warned}");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, _, text) = common::get(&listen, "/metrics").await;
+    assert!(
+        metric(&text, "tailprobe_otlp_spans_failed_total") > 0.0,
+        "{text}"
+    );
+    // Probing kept its schedule: every probe started within 50 ms of its slot.
+    let started = metric(&text, "tailprobe_probe_start_lag_seconds_count");
+    let on_time = text
+        .lines()
+        .find(|l| l.starts_with("tailprobe_probe_start_lag_seconds_bucket{le=\"0.05\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap();
+    assert!(
+        started >= 40.0 && on_time == started,
+        "{on_time} of {started} on time"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id().unwrap())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "memory stays bounded: {rss_kib} KiB");
+
+    // The collector comes back: export resumes.
+    let rx = Receiver::start_on(free_port(), collector);
+    wait_until(|| !rx.spans("http").is_empty());
+    assert!(
+        !rx.spans("http").is_empty(),
+        "spans arrive once the collector is back"
+    );
+    let (_, _, text) = common::get(&listen, "/metrics").await;
+    assert!(
+        metric(&text, "tailprobe_otlp_spans_exported_total") > 0.0,
+        "{text}"
+    );
 }

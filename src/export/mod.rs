@@ -80,6 +80,7 @@ impl Sink for Recorder {
 }
 
 /// Lets one log line through per period and counts the ones held back.
+#[derive(Debug)]
 pub struct RateLimit {
     period_secs: u64,
     last: AtomicU64,

@@ -94,6 +94,59 @@ fn wire(cfg: &OtlpConfig, signal_var: &str) -> Result<Wire, OtlpError> {
     }
 }
 
+/// Spans exported and spans lost to failed exports (collector down or slow),
+/// shared with the Prometheus registry.
+#[derive(Debug, Clone, Default)]
+pub struct ExportCounters {
+    pub exported: prometheus_client::metrics::counter::Counter,
+    pub failed: prometheus_client::metrics::counter::Counter,
+}
+
+/// Counts what the OTLP exporter sent and what it lost, and says so in the
+/// log at most once per period.
+#[derive(Debug)]
+struct Counting<E> {
+    inner: E,
+    counters: ExportCounters,
+    log: super::RateLimit,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counting<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len() as u64;
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => {
+                self.counters.exported.inc_by(n);
+            }
+            Err(e) => {
+                self.counters.failed.inc_by(n);
+                if let Some(suppressed) = self.log.allow() {
+                    tracing::warn!(error = %e, spans = n, suppressed, "OTLP export failed; spans dropped.");
+                }
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
 /// The OTLP pipeline of one prober.
 pub struct Otlp {
     traces: SdkTracerProvider,
@@ -134,6 +187,7 @@ impl Otlp {
         cfg: Option<&crate::export::otlp::OtlpConfig>,
         node: &str,
         schedule: SynSchedule,
+        counters: ExportCounters,
     ) -> Result<Option<Self>, OtlpError> {
         if !Self::configured(cfg) {
             return Ok(None);
@@ -181,6 +235,11 @@ impl Otlp {
             }
         }
         .map_err(build("trace"))?;
+        let spans = Counting {
+            inner: spans,
+            counters,
+            log: super::RateLimit::new(10),
+        };
         let processor = BatchSpanProcessor::builder(spans)
             .with_batch_config(
                 BatchConfigBuilder::default()

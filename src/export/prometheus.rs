@@ -112,6 +112,8 @@ pub struct Metrics {
     syn_stalled: Gauge,
     start_lag: Histogram,
     in_flight_source: Arc<InFlight>,
+    /// What the OTLP span exporter sent and lost.
+    pub otlp: crate::export::otlp::ExportCounters,
 }
 
 impl Metrics {
@@ -187,6 +189,17 @@ impl Metrics {
             "How late probes started against their fixed-rate schedule",
             start_lag.clone(),
         );
+        let otlp = crate::export::otlp::ExportCounters::default();
+        registry.register(
+            "otlp_spans_exported",
+            "Probe spans the OTLP exporter delivered",
+            otlp.exported.clone(),
+        );
+        registry.register(
+            "otlp_spans_failed",
+            "Probe spans lost because an OTLP export failed (collector down or slow)",
+            otlp.failed.clone(),
+        );
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "tailprobe version", build.clone());
         build
@@ -207,6 +220,7 @@ impl Metrics {
             syn_stalled,
             start_lag,
             in_flight_source: in_flight,
+            otlp,
         }
     }
 

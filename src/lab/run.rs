@@ -114,6 +114,7 @@ pub async fn matrix_all(
         None,
         &plan.prefix,
         crate::detect::ladder::SynSchedule::classic(),
+        Default::default(),
     )
     .map_err(|e| LabError::Usage(e.to_string()))?
     .map(Arc::new);

@@ -61,6 +61,7 @@ pub async fn run(
             loaded.config.otlp.as_ref(),
             &prober.source_node,
             facts.syn_schedule(),
+            Default::default(),
         )?
         .map(Arc::new);
     }
