@@ -74,6 +74,7 @@ fn build(
             phases,
             outcome,
             syn_retransmits: r,
+            trace: None,
         });
     }
     Series {

@@ -45,7 +45,10 @@ pub async fn run(
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
     let prober = Arc::new(Prober::from_loaded(&loaded));
-    let stats = Arc::new(Stats::new(Retention::DAEMON));
+    let stats = Arc::new(Stats::new(Retention {
+        max_age: Some(loaded.config.detect.window.get()),
+        ..Retention::DAEMON
+    }));
     let metrics = Arc::new(Metrics::new(Arc::clone(&prober.in_flight)));
     let facts = crate::node::gather(&prober.source_node).await;
     let otlp = crate::export::otlp::Otlp::start(
@@ -100,6 +103,7 @@ pub async fn run(
         metrics,
         verdict,
         (slos, epoch),
+        otlp.clone(),
         loaded.config.detect.clone(),
         cancel.clone(),
     ));
@@ -137,7 +141,9 @@ pub async fn run(
 }
 
 /// Runs the detector over the window every `[detect] interval`, off the
-/// probing path, and publishes the verdict; logs only what changed.
+/// probing path, publishes the verdict, and turns findings and firing SLO
+/// alerts into alerts: raised once, re-sent while active, resolved once; in
+/// the log, and over OTLP as log records when configured.
 async fn judge(
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
@@ -146,17 +152,22 @@ async fn judge(
         Arc<std::sync::Mutex<crate::slo::Tracker>>,
         std::time::Instant,
     ),
+    otlp: Option<Arc<crate::export::otlp::Otlp>>,
     cfg: crate::config::DetectConfig,
     cancel: CancellationToken,
 ) {
-    let mut firing: std::collections::BTreeSet<(String, String)> = Default::default();
+    use crate::export::alerts::{self, Alerter, Phase};
     let period = cfg
         .interval
         .get()
         .max(std::time::Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let detector = cfg.detector();
-    let mut raised: std::collections::BTreeSet<String> = Default::default();
+    let resend = otlp
+        .as_ref()
+        .map(|o| o.alert_resend())
+        .unwrap_or(std::time::Duration::from_secs(600));
+    let mut alerter = Alerter::new(resend);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -168,31 +179,51 @@ async fn judge(
             .source_node
             .clone();
         let facts = crate::node::gather(&node).await;
-        let findings =
-            crate::detect::detect(&stats.snapshot(), std::slice::from_ref(&facts), &detector);
-        let now: std::collections::BTreeSet<String> =
-            findings.iter().map(|f| f.headline()).collect();
-        for f in now.difference(&raised) {
-            tracing::warn!(finding = %f, "Finding raised.");
+        let since = std::time::SystemTime::now() - cfg.window.get();
+        let mut series = stats.snapshot();
+        for s in &mut series {
+            s.recent.retain(|p| p.at >= since);
         }
-        for f in raised.difference(&now) {
-            tracing::info!(finding = %f, "Finding cleared.");
-        }
-        raised = now;
+        let findings = crate::detect::detect(&series, std::slice::from_ref(&facts), &detector);
         metrics.set_findings(&findings);
         let states = slos
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .evaluate(epoch.elapsed().as_secs());
-        for (s, a) in &states {
-            let key = (s.slo.clone(), s.severity.clone());
-            if s.firing && firing.insert(key.clone()) {
-                tracing::warn!(alert = %s.describe(a), "SLO alert firing.");
-            } else if !s.firing && firing.remove(&key) {
-                tracing::info!(alert = %s.describe(a), "SLO alert resolved.");
+        metrics.set_slo(&states);
+        let conditions = findings
+            .iter()
+            .map(alerts::finding)
+            .chain(
+                states
+                    .iter()
+                    .filter(|(s, _)| s.firing)
+                    .map(|(s, a)| alerts::slo(s, a)),
+            )
+            .collect();
+        for a in alerter.update(std::time::Instant::now(), conditions) {
+            let slo = a.condition.key.starts_with("slo|");
+            match (a.phase, slo) {
+                (Phase::Raised, false) => {
+                    tracing::warn!(finding = %a.condition.summary, "Finding raised.")
+                }
+                (Phase::Resolved, false) => {
+                    tracing::info!(finding = %a.condition.summary, "Finding cleared.")
+                }
+                (Phase::Raised, true) => {
+                    tracing::warn!(alert = %a.condition.summary, "SLO alert firing.")
+                }
+                (Phase::Resolved, true) => {
+                    tracing::info!(alert = %a.condition.summary, "SLO alert resolved.")
+                }
+                (Phase::Active, _) => {
+                    tracing::info!(alert = %a.condition.summary, "Alert still active.")
+                }
+            }
+            if let Some(o) = &otlp {
+                o.send(&a);
             }
         }
-        metrics.set_slo(&states);
         let mut v = verdict.write().unwrap_or_else(|e| e.into_inner());
         v.generated_at =
             Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());

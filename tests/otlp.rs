@@ -409,3 +409,113 @@ async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
         "{text}"
     );
 }
+
+/// Every log record received: (attributes, record).
+fn log_records(rx: &Receiver) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in rx.received().iter().filter(|r| r["signal"] == "logs") {
+        for rl in r["body"]["resourceLogs"].as_array().unwrap() {
+            for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
+                out.extend(sl["logRecords"].as_array().into_iter().flatten().cloned());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn findings_are_raised_and_resolved_as_log_records_linked_to_traces() {
+    let rx = Receiver::start();
+    let hole = SynBlackhole::new();
+    let dir = TempDir::new("otlp-alerts");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node1\"\n[probe]\ninterval = \"100ms\"\njitter = \"0s\"\ntimeout = \"1500ms\"\n\
+             [server]\nlisten = \"{listen}\"\n[detect]\ninterval = \"500ms\"\nwindow = \"3s\"\n\
+             [otlp]\nendpoint = \"http://127.0.0.1:{}\"\nhealthy_sample_ratio = 0.0\nalert_resend = \"1h\"\n\
+             [[target]]\nname = \"lossy\"\nurl = \"tcp://{}\"\nnode = \"node2\"\n",
+            rx.http, hole.addr
+        ),
+    );
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let phase = |r: &Value| attr(&r["attributes"], "tailprobe.alert.phase");
+    wait_until(|| {
+        log_records(&rx)
+            .iter()
+            .any(|r| phase(r).as_deref() == Some("raised"))
+    });
+    let records = log_records(&rx);
+    let raised = records
+        .iter()
+        .find(|r| phase(r).as_deref() == Some("raised"))
+        .expect("an alert record");
+    let a = &raised["attributes"];
+    assert_eq!(
+        attr(a, "tailprobe.finding.kind").as_deref(),
+        Some("syn-retransmit-ladder"),
+        "{raised:#}"
+    );
+    assert!(
+        attr(a, "tailprobe.finding.scope")
+            .unwrap()
+            .contains("from node1"),
+        "{raised:#}"
+    );
+    assert!(attr(a, "tailprobe.remediation").is_some());
+    assert!(matches!(
+        raised["severityText"].as_str(),
+        Some("ERROR" | "WARN")
+    ));
+    assert!(
+        raised["body"]["stringValue"]
+            .as_str()
+            .unwrap()
+            .starts_with("Raised: syn-retransmit-ladder")
+    );
+    // The record points at an example probe's trace, which was exported too.
+    let trace = raised["traceId"]
+        .as_str()
+        .expect("the record carries an example trace");
+    let examples = attr(a, "tailprobe.example_trace_ids").unwrap();
+    assert!(!examples.is_empty());
+    wait_until(|| rx.spans("http").iter().any(|(_, s)| s["traceId"] == trace));
+    assert!(
+        rx.spans("http").iter().any(|(_, s)| s["traceId"] == trace),
+        "the example trace arrived"
+    );
+
+    // Repaired: once the bad probes leave the 3 s window, the alert resolves.
+    hole.repair();
+    wait_until(|| {
+        log_records(&rx)
+            .iter()
+            .any(|r| phase(r).as_deref() == Some("resolved"))
+    });
+    let records = log_records(&rx);
+    let resolved = records
+        .iter()
+        .find(|r| phase(r).as_deref() == Some("resolved"))
+        .expect("a resolve record");
+    assert_eq!(resolved["severityText"], "INFO");
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| phase(r).as_deref() == Some("raised"))
+            .count(),
+        1,
+        "raised once"
+    );
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let _ = child.wait().await;
+}

@@ -112,6 +112,8 @@ impl Default for MatrixConfig {
 pub struct DetectConfig {
     /// The daemon re-evaluates its window this often.
     pub interval: Dur,
+    /// The daemon judges the probes of this last stretch of time.
+    pub window: Dur,
     pub background_syn_loss: f64,
     pub min_rung_probes: u64,
 }
@@ -121,6 +123,7 @@ impl Default for DetectConfig {
         let d = crate::detect::DetectorConfig::default();
         Self {
             interval: Dur::secs(30),
+            window: Dur::secs(600),
             background_syn_loss: d.background_syn_loss,
             min_rung_probes: d.min_rung_probes,
         }

@@ -78,6 +78,9 @@ pub struct Finding {
     pub confidence: f64,
     pub evidence: Vec<String>,
     pub likely_causes: Vec<LikelyCause>,
+    /// Exported traces of probes that show the problem (up to three).
+    #[serde(default)]
+    pub examples: Vec<crate::stats::TraceRef>,
 }
 
 impl Finding {
@@ -603,7 +606,22 @@ fn ladder_finding(
         confidence: (confidence * 100.0).round() / 100.0,
         evidence,
         likely_causes: causes::rank("syn-retransmit-ladder", &e),
+        examples: examples(&m, |p| p.syn_retransmits > 0),
     }
+}
+
+/// Up to three exported traces of probes in `cells` that `show` the problem.
+fn examples(
+    cells: &[&Cell],
+    show: impl Fn(&crate::stats::Sample) -> bool,
+) -> Vec<crate::stats::TraceRef> {
+    cells
+        .iter()
+        .flat_map(|c| c.s.recent.iter())
+        .filter(|p| show(p))
+        .filter_map(|p| p.trace.clone())
+        .take(3)
+        .collect()
 }
 
 /// Slow first connections to new peers, on at least `min_rung_probes`
@@ -646,6 +664,7 @@ fn first_contact_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> 
                 "the underlay for dropped ARP (broadcast limits, port security)".into(),
             ],
         }],
+        examples: examples(&hit, |p| p.syn_retransmits > 0),
     }]
 }
 
@@ -715,6 +734,11 @@ fn dns_findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
                 confidence: 0.8,
                 evidence,
                 likely_causes: causes::rank("dns-timeout-ladder", &e),
+                examples: examples(&m, |p| {
+                    p.phases
+                        .dns
+                        .is_some_and(|d| match_dns_rung(d.as_secs_f64()).is_some())
+                }),
             }
         })
         .collect()
@@ -797,6 +821,7 @@ fn pmtu_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
                 body_size(&big.s.url).unwrap_or(0)
             )],
             likely_causes: causes::rank("pmtu-blackhole", &e),
+            examples: examples(&[big], |p| !p.outcome.is_ok()),
         });
     }
     out
@@ -856,6 +881,7 @@ fn failure_findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
                 )
                 .collect(),
                 likely_causes: vec![],
+                examples: examples(&[c], |p| !p.outcome.is_ok()),
             }
         })
         .collect()

@@ -56,6 +56,10 @@ fn series_dns(
             phases,
             outcome: *o,
             syn_retransmits: *r,
+            trace: (*r > 0).then(|| crate::stats::TraceRef {
+                trace_id: format!("{:032x}", recent.len() + 1),
+                span_id: format!("{:016x}", recent.len() + 1),
+            }),
         });
     }
     let path = if src == dst {
@@ -181,6 +185,7 @@ fn the_incident_is_one_cluster_wide_finding_naming_the_checksum_bug() {
         "{}",
         x.headline()
     );
+    assert_eq!(x.examples.len(), 3, "example traces of rung probes");
 }
 
 #[test]

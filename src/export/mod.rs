@@ -2,6 +2,7 @@
 //! Exporting never blocks probing: everything here is fed by [`Recorder`],
 //! which only touches in-memory state.
 
+pub mod alerts;
 pub mod otlp;
 pub mod prometheus;
 pub mod report;
@@ -45,11 +46,9 @@ impl Recorder {
 
 impl Sink for Recorder {
     fn record(&self, r: &ProbeResult) {
-        self.stats.record(r);
+        let trace = self.otlp.as_ref().and_then(|o| o.record(r));
+        self.stats.record_traced(r, trace);
         self.metrics.observe(r);
-        if let Some(o) = &self.otlp {
-            o.record(r);
-        }
         let mut slos = self.slos.lock().unwrap_or_else(|e| e.into_inner());
         if !slos.is_empty() {
             for (slo, good) in slos.record(self.epoch.elapsed().as_secs(), r) {

@@ -41,6 +41,8 @@ pub struct OtlpConfig {
     /// A probe at least this slow is always kept.
     pub slow: Dur,
     pub max_queue: usize,
+    /// An active alert is sent again this often.
+    pub alert_resend: Dur,
 }
 
 impl Default for OtlpConfig {
@@ -51,6 +53,7 @@ impl Default for OtlpConfig {
             healthy_sample_ratio: 0.01,
             slow: Dur::secs(1),
             max_queue: 4096,
+            alert_resend: Dur::secs(600),
         }
     }
 }
@@ -149,6 +152,8 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
 /// The OTLP pipeline of one prober.
 pub struct Otlp {
+    logs: opentelemetry_sdk::logs::SdkLoggerProvider,
+    logger: opentelemetry_sdk::logs::SdkLogger,
     traces: SdkTracerProvider,
     tracer: opentelemetry_sdk::trace::Tracer,
     meters: SdkMeterProvider,
@@ -272,6 +277,29 @@ impl Otlp {
             }
         }
         .map_err(build("metric"))?;
+        let log_exporter = match wire(&cfg, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")? {
+            Wire::Grpc => {
+                let mut b = opentelemetry_otlp::LogExporter::builder().with_tonic();
+                if let Some(e) = &cfg.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                b.build()
+            }
+            Wire::Http => {
+                let mut b = opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .with_protocol(Protocol::HttpBinary);
+                if let Some(e) = url("/v1/logs") {
+                    b = b.with_endpoint(e);
+                }
+                b.build()
+            }
+        }
+        .map_err(build("log"))?;
+        let logs = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_batch_exporter(log_exporter)
+            .with_resource(resource.clone())
+            .build();
         let meters = SdkMeterProvider::builder()
             .with_periodic_exporter(metrics)
             .with_resource(resource)
@@ -292,6 +320,8 @@ impl Otlp {
             .build();
         let meter = meters.meter("tailprobe");
         Ok(Some(Self {
+            logger: opentelemetry::logs::LoggerProvider::logger(&logs, "tailprobe"),
+            logs,
             tracer: traces.tracer("tailprobe"),
             traces,
             duration: meter
@@ -321,10 +351,45 @@ impl Otlp {
             || rand::random::<f64>() < self.cfg.healthy_sample_ratio
     }
 
-    /// Records a finished probe: metrics always, a trace when kept.
-    pub fn record(&self, r: &ProbeResult) {
+    /// How often an active alert is sent again.
+    pub fn alert_resend(&self) -> Duration {
+        self.cfg.alert_resend.get()
+    }
+
+    /// Sends an alert as a log record, linked to its first example trace.
+    pub fn send(&self, a: &crate::export::alerts::Alert) {
+        use crate::export::alerts::Severity as S;
+        use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
+        let mut rec = self.logger.create_log_record();
+        let (number, text) = match a.severity {
+            S::Info => (Severity::Info, "INFO"),
+            S::Warn => (Severity::Warn, "WARN"),
+            S::Error => (Severity::Error, "ERROR"),
+        };
+        rec.set_severity_number(number);
+        rec.set_severity_text(text);
+        rec.set_timestamp(std::time::SystemTime::now());
+        rec.set_body(AnyValue::from(a.body.clone()));
+        rec.add_attribute("tailprobe.alert.phase", a.phase.as_str());
+        for (k, v) in &a.condition.attributes {
+            rec.add_attribute(*k, v.clone());
+        }
+        if let Some(t) = a.condition.examples.first()
+            && let (Ok(trace), Ok(span)) = (
+                opentelemetry::trace::TraceId::from_hex(&t.trace_id),
+                opentelemetry::trace::SpanId::from_hex(&t.span_id),
+            )
+        {
+            rec.set_trace_context(trace, span, None);
+        }
+        self.logger.emit(rec);
+    }
+
+    /// Records a finished probe: metrics always, a trace when kept. Returns
+    /// the trace it exported, if any.
+    pub fn record(&self, r: &ProbeResult) -> Option<crate::stats::TraceRef> {
         if r.outcome == Outcome::Cancelled {
-            return;
+            return None;
         }
         let dims = [
             KeyValue::new("k8s.node.name", r.source_node.to_string()),
@@ -345,12 +410,10 @@ impl Otlp {
         if r.syn_retransmits > 0 {
             self.retransmits.add(u64::from(r.syn_retransmits), &dims);
         }
-        if self.keep(r) {
-            self.trace(r, dims.to_vec());
-        }
+        self.keep(r).then(|| self.trace(r, dims.to_vec()))
     }
 
-    fn trace(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) {
+    fn trace(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> crate::stats::TraceRef {
         let t = &r.target;
         attrs.extend([
             KeyValue::new("server.address", t.host.clone()),
@@ -425,10 +488,18 @@ impl Otlp {
             ));
         }
         span.end_with_timestamp(start + p.total);
+        let sc = span.span_context();
+        crate::stats::TraceRef {
+            trace_id: sc.trace_id().to_string(),
+            span_id: sc.span_id().to_string(),
+        }
     }
 
     /// Sends what is queued and stops; one-shot modes call it before exiting.
     pub fn shutdown(&self) {
+        if let Err(e) = self.logs.shutdown() {
+            tracing::warn!(error = %e, "OTLP alerts did not flush.");
+        }
         if let Err(e) = self.traces.shutdown() {
             tracing::warn!(error = %e, "OTLP traces did not flush.");
         }

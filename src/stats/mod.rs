@@ -44,6 +44,16 @@ pub struct Sample {
     pub phases: Phases,
     pub outcome: Outcome,
     pub syn_retransmits: u32,
+    /// The probe's exported trace, when it was kept: a finding's examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceRef>,
+}
+
+/// A trace and its root span, in hex, as OTLP and Jaeger write them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceRef {
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 /// Everything kept for one series.
@@ -182,6 +192,11 @@ impl Stats {
 
     /// Adds one probe's numbers (cancelled probes are counted, not timed).
     pub fn record(&self, r: &ProbeResult) {
+        self.record_traced(r, None);
+    }
+
+    /// Adds one probe's numbers, with the trace it was exported as.
+    pub fn record_traced(&self, r: &ProbeResult, trace: Option<TraceRef>) {
         let key = SeriesKey::of(r);
         let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let s = all
@@ -198,6 +213,7 @@ impl Stats {
             phases: r.phases,
             outcome: r.outcome,
             syn_retransmits: r.syn_retransmits,
+            trace,
         });
         while s.recent.len() > self.retention.max_samples {
             s.recent.pop_front();

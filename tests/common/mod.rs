@@ -149,6 +149,16 @@ impl SynBlackhole {
             _filler: filler,
         }
     }
+
+    /// Starts accepting (and closing) connections: SYNs get through again.
+    pub fn repair(&self) {
+        let listener = self._listener.try_clone().unwrap();
+        std::thread::spawn(move || {
+            while let Ok((s, _)) = listener.accept() {
+                drop(s);
+            }
+        });
+    }
 }
 
 pub fn bin() -> &'static str {

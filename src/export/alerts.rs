@@ -1,0 +1,238 @@
+//! Alerts: findings and SLO burn-rate alerts as events with a lifecycle.
+//! Raised once, re-sent at an interval while active, resolved once: never
+//! one per probe. The state machine is pure (time is passed in); the
+//! daemon sends what it returns over OTLP as log records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use crate::detect::Finding;
+use crate::slo::{AlertState, BurnAlert};
+use crate::stats::TraceRef;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Raised,
+    Active,
+    Resolved,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Raised => "raised",
+            Phase::Active => "active",
+            Phase::Resolved => "resolved",
+        }
+    }
+}
+
+/// One condition as the evaluator sees it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// What makes two evaluations the same alert.
+    pub key: String,
+    pub severity: Severity,
+    /// One line a person can read.
+    pub summary: String,
+    pub attributes: Vec<(&'static str, String)>,
+    pub examples: Vec<TraceRef>,
+}
+
+/// An alert to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub phase: Phase,
+    pub severity: Severity,
+    pub body: String,
+    pub condition: Condition,
+}
+
+/// Remembers what is active and when it was last sent.
+#[derive(Debug)]
+pub struct Alerter {
+    resend: Duration,
+    active: BTreeMap<String, (Instant, Condition)>,
+}
+
+impl Alerter {
+    pub fn new(resend: Duration) -> Self {
+        Self {
+            resend,
+            active: BTreeMap::new(),
+        }
+    }
+
+    /// Compares what holds `now` with what was active; returns what to send.
+    pub fn update(&mut self, now: Instant, current: Vec<Condition>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        let keys: BTreeSet<&str> = current.iter().map(|c| c.key.as_str()).collect();
+        let gone: Vec<String> = self
+            .active
+            .keys()
+            .filter(|k| !keys.contains(k.as_str()))
+            .cloned()
+            .collect();
+        for k in gone {
+            let (_, c) = self.active.remove(&k).expect("the key is active");
+            out.push(Alert {
+                phase: Phase::Resolved,
+                severity: Severity::Info,
+                body: format!("Resolved: {}", c.summary),
+                condition: c,
+            });
+        }
+        for c in current {
+            let due = match self.active.get(&c.key) {
+                None => Some(Phase::Raised),
+                Some((sent, _)) if now.duration_since(*sent) >= self.resend => Some(Phase::Active),
+                Some(_) => None,
+            };
+            match due {
+                Some(phase) => {
+                    out.push(Alert {
+                        phase,
+                        severity: c.severity,
+                        body: match phase {
+                            Phase::Raised => format!("Raised: {}", c.summary),
+                            _ => format!("Still active: {}", c.summary),
+                        },
+                        condition: c.clone(),
+                    });
+                    self.active.insert(c.key.clone(), (now, c));
+                }
+                None => {
+                    // Keep the newest details, not the send time.
+                    if let Some(entry) = self.active.get_mut(&c.key) {
+                        entry.1 = c;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A finding as a condition: ERROR when the detector is confident.
+pub fn finding(f: &Finding) -> Condition {
+    let rungs: Vec<String> = f
+        .rungs
+        .iter()
+        .map(|r| format!("{} s x{}", r.seconds, r.count))
+        .collect();
+    let mut attributes = vec![
+        ("tailprobe.alert.kind", "finding".to_string()),
+        ("tailprobe.finding.kind", f.kind.clone()),
+        ("tailprobe.finding.scope", f.scope.clone()),
+        ("tailprobe.finding.rungs", rungs.join(", ")),
+        ("tailprobe.finding.share", f.share.to_string()),
+        ("tailprobe.finding.samples", f.samples.to_string()),
+        ("tailprobe.finding.confidence", f.confidence.to_string()),
+        ("tailprobe.finding.evidence", f.evidence.join("\n")),
+    ];
+    if let Some(c) = f.likely_causes.first() {
+        attributes.push(("tailprobe.cause.id", c.id.clone()));
+        attributes.push(("tailprobe.cause.title", c.title.clone()));
+        attributes.push(("tailprobe.remediation", c.remediation.join("\n")));
+    }
+    if !f.examples.is_empty() {
+        let ids: Vec<&str> = f.examples.iter().map(|t| t.trace_id.as_str()).collect();
+        attributes.push(("tailprobe.example_trace_ids", ids.join(",")));
+    }
+    Condition {
+        key: format!("finding|{}|{}", f.kind, f.scope),
+        severity: if f.confidence >= 0.9 {
+            Severity::Error
+        } else {
+            Severity::Warn
+        },
+        summary: f.headline(),
+        attributes,
+        examples: f.examples.clone(),
+    }
+}
+
+/// A firing SLO alert as a condition: ERROR for pages, WARN otherwise.
+pub fn slo(s: &AlertState, a: &BurnAlert) -> Condition {
+    Condition {
+        key: format!("slo|{}|{}", s.slo, s.severity),
+        severity: if s.severity == "page" {
+            Severity::Error
+        } else {
+            Severity::Warn
+        },
+        summary: s.describe(a),
+        attributes: vec![
+            ("tailprobe.alert.kind", "slo".to_string()),
+            ("tailprobe.slo.name", s.slo.clone()),
+            ("tailprobe.slo.severity", s.severity.clone()),
+            ("tailprobe.slo.long_burn", s.long_burn.to_string()),
+            ("tailprobe.slo.short_burn", s.short_burn.to_string()),
+            ("tailprobe.slo.factor", s.factor.to_string()),
+        ],
+        examples: vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(key: &str) -> Condition {
+        Condition {
+            key: key.into(),
+            severity: Severity::Error,
+            summary: format!("{key} happens"),
+            attributes: vec![],
+            examples: vec![],
+        }
+    }
+
+    #[test]
+    fn raised_once_resent_while_active_resolved_once() {
+        let mut a = Alerter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        let sent = a.update(t0, vec![cond("x")]);
+        assert_eq!(
+            (sent.len(), sent[0].phase, sent[0].body.as_str()),
+            (1, Phase::Raised, "Raised: x happens")
+        );
+        assert!(
+            a.update(t0 + Duration::from_secs(30), vec![cond("x")])
+                .is_empty(),
+            "deduplicated"
+        );
+        let again = a.update(t0 + Duration::from_secs(61), vec![cond("x")]);
+        assert_eq!(again[0].phase, Phase::Active);
+        assert!(
+            a.update(t0 + Duration::from_secs(62), vec![cond("x")])
+                .is_empty()
+        );
+        let gone = a.update(t0 + Duration::from_secs(63), vec![]);
+        assert_eq!(
+            (gone[0].phase, gone[0].severity),
+            (Phase::Resolved, Severity::Info)
+        );
+        assert!(
+            a.update(t0 + Duration::from_secs(64), vec![]).is_empty(),
+            "resolved once"
+        );
+    }
+
+    #[test]
+    fn a_changed_scope_resolves_the_old_and_raises_the_new() {
+        let mut a = Alerter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        a.update(t0, vec![cond("finding|ladder|node2 to node1")]);
+        let sent = a.update(t0, vec![cond("finding|ladder|every cross-node path")]);
+        let phases: Vec<Phase> = sent.iter().map(|s| s.phase).collect();
+        assert_eq!(phases, [Phase::Resolved, Phase::Raised]);
+    }
+}
