@@ -426,3 +426,112 @@ fn lab_commands_fail_clearly() {
     assert_ne!(code, 0);
     assert!(err.contains("lowercase letters and digits"), "{err}");
 }
+
+/// A daemon in node1 with a real OTLP receiver beside it (inside the lab,
+/// where its probes run): a lab fault raises an alert record naming the
+/// path, and clearing the fault resolves it.
+#[test]
+fn a_lab_fault_raises_and_clears_an_otlp_alert_as_root() {
+    use std::io::BufRead;
+    let lab = Lab::up(&["--syn-linear-timeouts", "0"]);
+    let ns = format!("{}-n1", lab.name);
+    let dir = common::TempDir::new("lab-otlp");
+    let received = dir.0.join("received.jsonl");
+    let mut receiver = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "python3",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/otlp_receiver.py"),
+        ])
+        .args(["14317", "14318"])
+        .arg(&received)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(receiver.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let cfg = dir.file(
+        "c.toml",
+        "node = \"node1\"\n[probe]\ninterval = \"200ms\"\njitter = \"0s\"\n[server]\nlisten = \"127.0.0.1:9798\"\n\
+         [detect]\ninterval = \"500ms\"\nwindow = \"5s\"\n\
+         [otlp]\nendpoint = \"http://127.0.0.1:14318\"\nhealthy_sample_ratio = 0.0\n\
+         [[target]]\nname = \"svc-node2\"\nurl = \"http://10.96.0.12/\"\nnode = \"node2\"\n",
+    );
+    let mut daemon = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            bin(),
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["signal"] == "logs")
+            .flat_map(|r| {
+                r["body"]["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let has =
+        |rs: &[serde_json::Value], phase: &str| {
+            rs.iter().any(|r| {
+                r["attributes"].as_array().unwrap().iter().any(|a| {
+                    a["key"] == "tailprobe.alert.phase" && a["value"]["stringValue"] == phase
+                })
+            })
+        };
+    let wait = |phase: &str| {
+        let t0 = std::time::Instant::now();
+        while !has(&records(), phase) && t0.elapsed() < std::time::Duration::from_secs(30) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        records()
+    };
+    lab.run(&[
+        "lab", "fault", "drop-syn", "--from", "node1", "--to", "node2", "--count", "2",
+    ]);
+    let rs = wait("raised");
+    let raised = rs.iter().find(|r| {
+        r["body"]["stringValue"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Raised:")
+    });
+    let raised = raised.unwrap_or_else(|| panic!("an alert record: {rs:#?}"));
+    let body = raised["body"]["stringValue"].as_str().unwrap();
+    assert!(
+        body.contains("syn-retransmit-ladder")
+            && body.contains("node1")
+            && body.contains("node2")
+            && body.contains("3 s (2 SYNs lost)"),
+        "{body}"
+    );
+    lab.run(&["lab", "fault", "clear"]);
+    let rs = wait("resolved");
+    assert!(
+        has(&rs, "resolved"),
+        "a resolve record after the fault is cleared: {rs:#?}"
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+}
