@@ -377,11 +377,11 @@ async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
         metric(&text, "tailprobe_otlp_spans_failed_total") > 0.0,
         "{text}"
     );
-    // Probing kept its schedule: every probe started within 50 ms of its slot.
+    // Probing kept its schedule: every probe started within 100 ms of its slot.
     let started = metric(&text, "tailprobe_probe_start_lag_seconds_count");
     let on_time = text
         .lines()
-        .find(|l| l.starts_with("tailprobe_probe_start_lag_seconds_bucket{le=\"0.05\"}"))
+        .find(|l| l.starts_with("tailprobe_probe_start_lag_seconds_bucket{le=\"0.1\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap();
     assert!(
