@@ -76,6 +76,21 @@ async fn total_timeout_when_the_server_is_slower() {
 }
 
 #[tokio::test]
+async fn a_timed_out_probe_closes_its_connection() {
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = Server::start(Behaviour::Watch(Arc::clone(&closed))).await;
+    let r = probe(&s.url("/"), Duration::from_millis(300), 1024).await;
+    assert_eq!(r.outcome, Outcome::TotalTimeout);
+    for _ in 0..100 {
+        if closed.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the connection outlived its probe");
+}
+
+#[tokio::test]
 async fn body_too_large() {
     let s = Server::start(Behaviour::Respond {
         status: 200,

@@ -25,6 +25,8 @@ pub enum Behaviour {
     Close,
     /// Accept and never answer.
     Hang,
+    /// Read the request, never answer, and count when the client closes.
+    Watch(Arc<AtomicUsize>),
 }
 
 impl Behaviour {
@@ -96,6 +98,16 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
     match behaviour {
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Behaviour::Watch(closed) => {
+            read_request(&mut stream).await;
+            let mut buf = [0u8; 64];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
         }
         Behaviour::Close => {
             read_request(&mut stream).await;
