@@ -4,31 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Behaviour, Server, TempDir, bin, get};
+use common::{Behaviour, Server, TempDir, free_port, get};
 use tailprobe::stats::Latency;
-use tokio::io::AsyncBufReadExt;
-
-type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
-
-/// `tailprobe run` with this configuration, its log lines readable.
-fn daemon(cfg: &std::path::Path) -> (tokio::process::Child, Lines) {
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    (child, stderr)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
@@ -46,7 +23,7 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
             stuck.url("/")
         ),
     );
-    let (mut child, mut stderr) = daemon(&cfg);
+    let (mut child, mut stderr) = common::daemon(&cfg, &[]);
     loop {
         let line = stderr
             .next_line()
@@ -155,21 +132,9 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
             hole.addr
         ),
     );
-    let (mut child, mut stderr) = daemon(&cfg);
-    let raised = tokio::time::timeout(Duration::from_secs(20), async {
-        loop {
-            let line = stderr
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the daemon keeps logging");
-            if line.contains("Finding raised.") {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("a finding within 20 s");
+    let (mut child, mut stderr) = common::daemon(&cfg, &[]);
+    let raised =
+        common::wait_for_line(&mut stderr, "Finding raised.", Duration::from_secs(20)).await;
     assert!(raised.contains("syn-retransmit-ladder"), "{raised}");
 
     let (status, _, body) = get(&listen, "/api/v1/findings").await;

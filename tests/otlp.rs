@@ -10,7 +10,7 @@ use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Behaviour, Server, SynBlackhole, TempDir, bin};
+use common::{Behaviour, Server, SynBlackhole, TempDir, bin, free_port};
 use serde_json::Value;
 
 struct Receiver {
@@ -19,14 +19,6 @@ struct Receiver {
     http: u16,
     file: std::path::PathBuf,
     _dir: TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Receiver {
@@ -333,7 +325,6 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
-    use tokio::io::AsyncBufReadExt;
     let ok = Server::start(Behaviour::ok()).await;
     let collector = free_port();
     let dir = TempDir::new("otlp-down");
@@ -347,28 +338,13 @@ async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
             ok.url("/")
         ),
     );
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "500")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let warned = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the daemon keeps logging");
-            if line.contains("OTLP export failed; spans dropped.") {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("a failed export is logged");
+    let (child, mut lines) = common::daemon(&cfg, &[("OTEL_EXPORTER_OTLP_TIMEOUT", "500")]);
+    let warned = common::wait_for_line(
+        &mut lines,
+        "OTLP export failed; spans dropped.",
+        Duration::from_secs(15),
+    )
+    .await;
     assert!(warned.contains("spans="), "{warned}");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{TempDir, bin, get};
-use tokio::io::AsyncBufReadExt;
 
 #[test]
 fn rules_are_a_prometheus_rule_with_every_window_and_alert() {
@@ -98,27 +97,9 @@ async fn a_daemon_fires_a_burn_rate_alert_from_its_own_counts() {
             hole.addr
         ),
     );
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let firing = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("the daemon keeps logging");
-            if line.contains("SLO alert firing.") {
-                return line;
-            }
-        }
-    })
-    .await
-    .expect("an SLO alert within 15 s");
+    let (_child, mut lines) = common::daemon(&cfg, &[]);
+    let firing =
+        common::wait_for_line(&mut lines, "SLO alert firing.", Duration::from_secs(15)).await;
     assert!(firing.contains("SLO cross (page)"), "{firing}");
     let (_, _, metrics) = get(&listen, "/metrics").await;
     assert!(

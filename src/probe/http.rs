@@ -306,20 +306,20 @@ impl Prober {
         };
         // The connection is driven on its own task, as hyper intends (driving
         // it inside the probe future cost a third of the throughput). The
-        // task dies with the probe on a timeout or cancellation, and a
-        // finished exchange lets it close cleanly within a bound.
-        let driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-            tokio::time::timeout(Duration::from_secs(10), conn).await
-        }));
+        // task dies with the probe on a timeout or cancellation; after a
+        // finished exchange it may close cleanly, for at most 10 s.
+        let driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
         match exchange.await {
             Ok(()) => {
-                driver.detach();
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), driver).await;
+                });
                 Ok(())
             }
             Err(f) if f.outcome == Outcome::BodyTooLarge => Err(f),
             // The connection's own error says more than the request's.
             Err(f) => match tokio::time::timeout(Duration::from_millis(50), driver).await {
-                Ok(Ok(Ok(Err(e)))) => Err(http_failure(&e, Some(f))),
+                Ok(Ok(Err(e))) => Err(http_failure(&e, Some(f))),
                 _ => Err(f),
             },
         }

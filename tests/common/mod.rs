@@ -219,3 +219,47 @@ pub async fn get(addr: &str, path: &str) -> (u16, String, String) {
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     (status, head.to_string(), body.to_string())
 }
+
+pub type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>;
+
+/// `tailprobe run` with this configuration and environment, its log lines
+/// readable; killed when dropped.
+pub fn daemon(cfg: &std::path::Path, env: &[(&str, &str)]) -> (tokio::process::Child, Lines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(bin())
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, stderr)
+}
+
+/// The first log line containing `needle`, within `within`.
+pub async fn wait_for_line(lines: &mut Lines, needle: &str, within: Duration) -> String {
+    tokio::time::timeout(within, async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the daemon keeps logging");
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no log line with {needle:?} within {within:?}"))
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
