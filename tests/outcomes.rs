@@ -90,6 +90,23 @@ async fn a_timed_out_probe_closes_its_connection() {
     panic!("the connection outlived its probe");
 }
 
+/// The probe asks for `Connection: close`, so its connection ends with the
+/// exchange even when the server would keep it open.
+#[tokio::test]
+async fn a_finished_probe_closes_its_connection_even_if_the_server_would_not() {
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = Server::start(Behaviour::AnswerAndWatch(Arc::clone(&closed))).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+    for _ in 0..100 {
+        if closed.load(std::sync::atomic::Ordering::SeqCst) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the connection outlived its probe");
+}
+
 #[tokio::test]
 async fn body_too_large() {
     let s = Server::start(Behaviour::Respond {

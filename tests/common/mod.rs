@@ -27,6 +27,8 @@ pub enum Behaviour {
     Hang,
     /// Read the request, never answer, and count when the client closes.
     Watch(Arc<AtomicUsize>),
+    /// Answer, keep the connection open, and count when the client closes.
+    AnswerAndWatch(Arc<AtomicUsize>),
 }
 
 impl Behaviour {
@@ -98,6 +100,19 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
     match behaviour {
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        Behaviour::AnswerAndWatch(closed) => {
+            read_request(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            let mut buf = [0u8; 64];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
         }
         Behaviour::Watch(closed) => {
             read_request(&mut stream).await;
