@@ -87,11 +87,7 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
     assert_eq!(ha.len(), la + lb);
     assert_eq!(get(&listen, "/api/v1/histograms?window=2h").await.0, 400);
 
-    let pid = child.id().unwrap() as i32;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
+    common::terminate(child.id().unwrap());
     let mut rest = String::new();
     while let Ok(Some(line)) = stderr.next_line().await {
         rest += &line;
@@ -159,11 +155,7 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
         ),
         "{metrics}"
     );
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    common::terminate(child.id().unwrap());
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .unwrap()

@@ -488,10 +488,6 @@ async fn findings_are_raised_and_resolved_as_log_records_linked_to_traces() {
         1,
         "raised once"
     );
-    let pid = child.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    common::terminate(child.id().unwrap());
     let _ = child.wait().await;
 }

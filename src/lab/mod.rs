@@ -284,6 +284,14 @@ fn wait_listening(ns: &str, port: u16) -> Result<(), LabError> {
     })
 }
 
+/// Sends a signal to a process by its decimal pid; a process that is
+/// already gone is not an error.
+fn signal(pid: &str, sig: nix::sys::signal::Signal) {
+    if let Ok(pid) = pid.parse::<i32>() {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
 /// Removes every namespace with this prefix (and with them their links,
 /// tables and processes) and the state directory. Safe to run twice.
 pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
@@ -295,7 +303,7 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     for ns in &mine {
         let pids = sh::run("ip", &["netns", "pids", ns], None).unwrap_or_default();
         for pid in pids.split_whitespace() {
-            let _ = sh::run("kill", &["-TERM", pid], None);
+            signal(pid, nix::sys::signal::Signal::SIGTERM);
         }
     }
     if !mine.is_empty() {
@@ -304,7 +312,7 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     for ns in &mine {
         let pids = sh::run("ip", &["netns", "pids", ns], None).unwrap_or_default();
         for pid in pids.split_whitespace() {
-            let _ = sh::run("kill", &["-KILL", pid], None);
+            signal(pid, nix::sys::signal::Signal::SIGKILL);
         }
         sh::run("ip", &["netns", "del", ns], None)?;
     }
@@ -467,7 +475,7 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
         if !pids.is_empty() {
             sh::in_ns(&ns, "iptables", &["-t", "mangle", "-F", "PREROUTING"])?;
             for pid in &pids {
-                let _ = sh::run("kill", &["-TERM", pid], None);
+                signal(pid, nix::sys::signal::Signal::SIGTERM);
             }
             for _ in 0..20 {
                 if delayer_pids(&ns).next().is_none() {
@@ -476,7 +484,7 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
                 std::thread::sleep(Duration::from_millis(50));
             }
             for pid in delayer_pids(&ns) {
-                let _ = sh::run("kill", &["-KILL", &pid], None);
+                signal(&pid, nix::sys::signal::Signal::SIGKILL);
             }
             removed += 1;
         }

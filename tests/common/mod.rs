@@ -278,3 +278,12 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// SIGTERM, as Kubernetes stops a pod.
+pub fn terminate(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+}
