@@ -75,12 +75,8 @@ async fn total_timeout_when_the_server_is_slower() {
     assert!(r.phases.total >= Duration::from_millis(300));
 }
 
-#[tokio::test]
-async fn a_timed_out_probe_closes_its_connection() {
-    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let s = Server::start(Behaviour::Watch(Arc::clone(&closed))).await;
-    let r = probe(&s.url("/"), Duration::from_millis(300), 1024).await;
-    assert_eq!(r.outcome, Outcome::TotalTimeout);
+/// Waits until the watching server saw the client close the connection.
+async fn closed_within_a_second(closed: &std::sync::atomic::AtomicUsize) {
     for _ in 0..100 {
         if closed.load(std::sync::atomic::Ordering::SeqCst) == 1 {
             return;
@@ -88,6 +84,15 @@ async fn a_timed_out_probe_closes_its_connection() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("the connection outlived its probe");
+}
+
+#[tokio::test]
+async fn a_timed_out_probe_closes_its_connection() {
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let s = Server::start(Behaviour::Watch(Arc::clone(&closed))).await;
+    let r = probe(&s.url("/"), Duration::from_millis(300), 1024).await;
+    assert_eq!(r.outcome, Outcome::TotalTimeout);
+    closed_within_a_second(&closed).await;
 }
 
 /// The probe asks for `Connection: close`, so its connection ends with the
@@ -98,13 +103,7 @@ async fn a_finished_probe_closes_its_connection_even_if_the_server_would_not() {
     let s = Server::start(Behaviour::AnswerAndWatch(Arc::clone(&closed))).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
     assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
-    for _ in 0..100 {
-        if closed.load(std::sync::atomic::Ordering::SeqCst) == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the connection outlived its probe");
+    closed_within_a_second(&closed).await;
 }
 
 #[tokio::test]

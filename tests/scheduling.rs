@@ -127,21 +127,17 @@ async fn sync_starts_and_stops_schedules() {
     s.sync(&[a]);
     assert_eq!(s.len(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let b_before = sink
-        .results
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.target.name == "b")
-        .count();
+    let count_b = || {
+        sink.results
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.target.name == "b")
+            .count()
+    };
+    let b_before = count_b();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let b_after = sink
-        .results
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|r| r.target.name == "b")
-        .count();
+    let b_after = count_b();
     assert!(b_before > 0);
     assert_eq!(b_before, b_after, "a removed target is no longer probed");
     cancel.cancel();
