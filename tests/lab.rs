@@ -241,8 +241,15 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
         assert_eq!(c.failures, 0, "{c:?}");
         let p50 = c.connect_p50_ms.unwrap();
         assert!((63_000.0..=71_300.0).contains(&p50), "63 s rung: {c:?}");
-        assert!(c.syn_retransmits >= 6 * c.samples, "{c:?}");
     }
+    // Now and then a probe's outer UDP port meets an entry created without
+    // NAT and its SYN passes at once; nine in ten lose all six.
+    let lost: u64 = hit.iter().map(|c| c.syn_retransmits).sum();
+    let probes: u64 = hit.iter().map(|c| c.samples).sum();
+    assert!(
+        lost * 10 >= 6 * probes * 9,
+        "{lost} SYNs lost over {probes} probes"
+    );
     for c in &clean {
         assert!(fast(c), "same-node and pod-network paths stay clean: {c:?}");
     }
