@@ -56,7 +56,7 @@ pub struct RungCount {
 }
 
 /// One verdict.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// `syn-retransmit-ladder`, `dns-timeout-ladder`, `pmtu-blackhole`, `probe-failures`.
     pub kind: String,
@@ -84,6 +84,21 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// The fields that place a finding on one cell: its source, destination,
+    /// path, target and pair; the rest is left for the caller.
+    fn of_cell(c: &Cell) -> Self {
+        let k = &c.s.key;
+        Self {
+            source_node: Some(k.source_node.to_string()),
+            source_kind: Some(k.source_kind),
+            destination_node: k.destination_node.as_deref().map(str::to_string),
+            path: Some(k.path),
+            targets: vec![k.target.to_string()],
+            pairs: vec![c.pair()],
+            ..Self::default()
+        }
+    }
+
     /// One line a person can read.
     pub fn headline(&self) -> String {
         let rungs: Vec<String> = self
@@ -804,13 +819,6 @@ fn pmtu_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
                 k.destination_node.as_deref().unwrap_or("?"),
                 k.source_kind.as_str()
             ),
-            source_node: Some(k.source_node.to_string()),
-            source_kind: Some(k.source_kind),
-            destination_node: k.destination_node.as_deref().map(str::to_string),
-            path: Some(k.path),
-            targets: vec![k.target.to_string()],
-            pairs: vec![big.pair()],
-            rungs: vec![],
             share: round3(ratio(failed, big.n)),
             samples: big.n,
             confidence: 0.7,
@@ -822,6 +830,7 @@ fn pmtu_findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {
             )],
             likely_causes: causes::rank("pmtu-blackhole", &e),
             examples: examples(&[big], |p| !p.outcome.is_ok()),
+            ..Finding::of_cell(big)
         });
     }
     out
@@ -857,13 +866,6 @@ fn failure_findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
                     k.source_kind.as_str(),
                     k.destination_node.as_deref().unwrap_or("an unknown node")
                 ),
-                source_node: Some(k.source_node.to_string()),
-                source_kind: Some(k.source_kind),
-                destination_node: k.destination_node.as_deref().map(str::to_string),
-                path: Some(k.path),
-                targets: vec![k.target.to_string()],
-                pairs: vec![],
-                rungs: vec![],
                 share: round3(ratio(failed, c.n)),
                 samples: c.n,
                 confidence: 1.0,
@@ -882,6 +884,7 @@ fn failure_findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
                 .collect(),
                 likely_causes: vec![],
                 examples: examples(&[c], |p| !p.outcome.is_ok()),
+                ..Finding::of_cell(c)
             }
         })
         .collect()
