@@ -29,6 +29,16 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Otlp(#[from] crate::export::otlp::OtlpError),
+    #[error(transparent)]
+    Kube(#[from] crate::targets::kubernetes::KubeError),
+    #[error(
+        "cannot listen on {addr} for the echo target ({source}); pick a free port with [kubernetes] echo_listen"
+    )]
+    EchoBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the HTTP server on {addr} failed ({source})")]
     Serve {
         addr: SocketAddr,
@@ -82,7 +92,15 @@ pub async fn run(
         stats: Arc::clone(&stats),
         ready: Arc::clone(&ready),
         verdict: Arc::clone(&verdict),
+        targets: Arc::new(std::sync::RwLock::new(
+            loaded
+                .targets
+                .iter()
+                .map(|t| api::TargetDoc::from(t.as_ref()))
+                .collect(),
+        )),
     };
+    let listed = Arc::clone(&state.targets);
     // The server outlives probing by a moment, so the cancelled probes are
     // visible to a final scrape; it stops on its own token.
     let server_stop = CancellationToken::new();
@@ -98,6 +116,20 @@ pub async fn run(
         cancel.clone(),
     );
     scheduler.sync(&loaded.targets);
+    let kube = match &loaded.config.kubernetes {
+        Some(k) => Some(
+            start_kubernetes(
+                k,
+                &loaded,
+                &prober,
+                Arc::clone(&metrics),
+                &cancel,
+                server_stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let judge = tokio::spawn(judge(
         Arc::clone(&stats),
         metrics,
@@ -118,8 +150,36 @@ pub async fn run(
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
-    cancel.cancelled().await;
+    let mut discovered = kube.as_ref().map(|k| k.targets.clone());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            Some(changed) = async {
+                match discovered.as_mut() {
+                    Some(rx) => Some(rx.changed().await),
+                    None => None,
+                }
+            } => {
+                if changed.is_err() {
+                    discovered = None;
+                    continue;
+                }
+                let found = discovered
+                    .as_ref()
+                    .map(|rx| Arc::clone(&rx.borrow()))
+                    .unwrap_or_default();
+                let all = merge(&loaded.targets, &found);
+                scheduler.sync(&all);
+                *listed.write().unwrap_or_else(|e| e.into_inner()) =
+                    all.iter().map(|t| api::TargetDoc::from(t.as_ref())).collect();
+                tracing::debug!(targets = scheduler.len(), "Schedules follow discovery.");
+            }
+        }
+    }
     ready.store(false, Ordering::Relaxed);
+    if let Some(k) = kube {
+        let _ = k.registration.await;
+    }
     scheduler.wait().await;
     let _ = judge.await;
     let cancelled: u64 = stats
@@ -230,4 +290,93 @@ async fn judge(
         v.facts = Some(facts);
         v.findings = findings;
     }
+}
+
+/// What runs for `[kubernetes]`: the echo target, registration, discovery.
+struct Kube {
+    targets: crate::targets::kubernetes::discovery::Targets,
+    /// Ends after the pod's EndpointSlice is withdrawn.
+    registration: tokio::task::JoinHandle<()>,
+}
+
+async fn start_kubernetes(
+    k: &crate::targets::kubernetes::KubernetesConfig,
+    loaded: &Loaded,
+    prober: &Prober,
+    metrics: Arc<Metrics>,
+    cancel: &CancellationToken,
+    server_stop: CancellationToken,
+) -> Result<Kube, DaemonError> {
+    use crate::targets::kubernetes::{self, discovery, register};
+    let client = kubernetes::client().await?;
+    let namespace = k.namespace();
+    let node = prober.source_node.to_string();
+    let listener =
+        TcpListener::bind(k.echo_listen)
+            .await
+            .map_err(|source| DaemonError::EchoBind {
+                addr: k.echo_listen,
+                source,
+            })?;
+    let echo_port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let id = crate::server::echo::EchoIdentity {
+        node: node.clone(),
+        pod: std::env::var("POD_NAME").unwrap_or_else(|_| "tailprobe".into()),
+    };
+    // The echo answers until the server stops, after registration is withdrawn.
+    tokio::spawn(crate::server::echo::serve(
+        listener,
+        id,
+        crate::server::echo::Delay::None,
+        server_stop,
+    ));
+    let registration = match register::PodIdentity::from_env(
+        namespace.clone(),
+        node.clone(),
+        prober.source_kind,
+        echo_port,
+    ) {
+        Ok(pod) => tokio::spawn(register::keep(
+            client.clone(),
+            pod,
+            k.node_service_port,
+            k.reapply.get(),
+            Arc::clone(&metrics),
+            cancel.clone(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "Not registering this node's Service; discovery only.");
+            tokio::spawn(async {})
+        }
+    };
+    let targets = discovery::start(
+        client,
+        k.clone(),
+        loaded.config.probe.clone(),
+        discovery::Identity {
+            node,
+            namespace,
+            echo_port,
+        },
+        metrics,
+        cancel.clone(),
+    );
+    Ok(Kube {
+        targets,
+        registration,
+    })
+}
+
+/// Configured targets first; a discovered one with the same name is dropped.
+fn merge(
+    configured: &[Arc<crate::targets::Target>],
+    discovered: &[Arc<crate::targets::Target>],
+) -> Vec<Arc<crate::targets::Target>> {
+    let mut all = configured.to_vec();
+    for t in discovered {
+        if !configured.iter().any(|c| c.name == t.name) {
+            all.push(Arc::clone(t));
+        }
+    }
+    all
 }

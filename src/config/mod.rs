@@ -36,6 +36,8 @@ pub struct Config {
     pub detect: DetectConfig,
     /// OTLP export; the standard `OTEL_*` variables alone also enable it.
     pub otlp: Option<crate::export::otlp::OtlpConfig>,
+    /// Discovery from the Kubernetes API and the per-node Service.
+    pub kubernetes: Option<crate::targets::kubernetes::KubernetesConfig>,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
@@ -223,6 +225,14 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
             text,
             text.find("[detect]").unwrap_or(0),
             "[detect] needs 0 < background_syn_loss < 1 and min_rung_probes >= 1; the defaults are 0.0001 and 2".into(),
+        ));
+    }
+    if let Some(problem) = config.kubernetes.as_ref().and_then(|k| k.problem()) {
+        return Err(ConfigError::at(
+            path,
+            text,
+            text.find("[kubernetes]").unwrap_or(0),
+            problem,
         ));
     }
     for slo in &config.slos {

@@ -78,3 +78,24 @@ fn node_comes_from_the_key_first() {
     let loaded = parse("c.toml", "node = \"node2\"\n").unwrap();
     assert_eq!(loaded.node(), "node2");
 }
+
+#[test]
+fn kubernetes_table_is_checked_and_located() {
+    let loaded = parse(
+        "c.toml",
+        "[kubernetes]\nservice_selector = \"team=payments\"\nremote_nodes_per_round = 8\n",
+    )
+    .unwrap();
+    let k = loaded.config.kubernetes.unwrap();
+    assert_eq!(k.remote_nodes_per_round, 8);
+    assert_eq!(k.node_service_port, 80);
+    let (l, c, m) = err("[kubernetes]\nservice_selector = \"team=pay ments\"\n");
+    assert_eq!((l, c), (2, 20));
+    assert!(m.contains("not a label value"), "{m}");
+    let (l, _, m) = err("\n[kubernetes]\nremote_nodes_per_round = 0\n");
+    assert_eq!(l, 2);
+    assert!(m.contains("at least 1"), "{m}");
+    let (l, _, m) = err("[kubernetes]\nfull_mesh_max_node = 3\n");
+    assert_eq!(l, 2);
+    assert!(m.contains("did you mean \"full_mesh_max_nodes\""), "{m}");
+}

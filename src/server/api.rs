@@ -1,5 +1,6 @@
-//! The daemon's endpoints: `/metrics`, `/healthz`, `/readyz` and
-//! `/api/v1/histograms` (serialized histograms, for cluster-wide merging).
+//! The daemon's endpoints: `/metrics`, `/healthz`, `/readyz`,
+//! `/api/v1/histograms` (serialized histograms, for cluster-wide merging),
+//! `/api/v1/findings` and `/api/v1/targets`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,37 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// The detector's latest verdict.
     pub verdict: Arc<std::sync::RwLock<FindingsDoc>>,
+    /// What is being probed now: configured and discovered targets.
+    pub targets: Arc<std::sync::RwLock<Vec<TargetDoc>>>,
+}
+
+/// One entry of `/api/v1/targets`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TargetDoc {
+    pub name: String,
+    pub url: String,
+    /// The destination node when known before probing.
+    pub node: Option<String>,
+    /// The candidate nodes of a Service with backends on several nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mixed: Vec<String>,
+}
+
+impl From<&crate::targets::Target> for TargetDoc {
+    fn from(t: &crate::targets::Target) -> Self {
+        use crate::targets::TargetNode;
+        let (node, mixed) = match &t.node {
+            TargetNode::Known(n) => (Some(n.clone()), Vec::new()),
+            TargetNode::Mixed(ns) => (None, ns.clone()),
+            TargetNode::Unknown => (None, Vec::new()),
+        };
+        Self {
+            name: t.name.clone(),
+            url: t.url.clone(),
+            node,
+            mixed,
+        }
+    }
 }
 
 /// The `/api/v1/findings` document: the detector's latest verdict over the
@@ -46,6 +78,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/histograms", get(histograms))
         .route("/api/v1/findings", get(findings))
+        .route(
+            "/api/v1/targets",
+            get(|State(s): State<ApiState>| async move {
+                axum::Json(s.targets.read().unwrap_or_else(|e| e.into_inner()).clone())
+            }),
+        )
         .with_state(state)
 }
 

@@ -1,5 +1,7 @@
 //! What to probe, and which node serves it. Static targets come from
-//! `[[target]]`; discovered ones will share the same [`Target`].
+//! `[[target]]`; [`kubernetes`] discovers the rest into the same [`Target`].
+
+pub mod kubernetes;
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -162,6 +164,20 @@ impl Target {
     /// The same target with another node attribution.
     pub fn with_node(mut self, node: TargetNode) -> Self {
         self.node = node;
+        self
+    }
+
+    /// The same target with the `[probe]` defaults for timing and size.
+    pub fn with_probe_defaults(mut self, p: &ProbeConfig) -> Self {
+        self.interval = p.interval.get();
+        self.jitter = p.jitter.get();
+        self.timeout = p.timeout.get();
+        self.connect_timeout = p
+            .connect_timeout
+            .map(|d| d.get())
+            .unwrap_or(self.timeout)
+            .min(self.timeout);
+        self.max_body_bytes = p.max_body_bytes;
         self
     }
 

@@ -1,0 +1,387 @@
+//! From what the API server says to what this prober probes. Pure: the
+//! watchers hand over a [`Snapshot`], and [`plan`] returns the targets, with
+//! no I/O and no clock (the round number is an input).
+//!
+//! Every target knows its destination node before the first probe: a per-node
+//! Service by its `tailprobe.io/node` annotation, a prober pod by its
+//! `nodeName`, and an opted-in Service by the `nodeName` of its ready
+//! EndpointSlice endpoints (one node: known; several: mixed, and the echo's
+//! response header decides per probe; none: unknown).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::KubernetesConfig;
+use crate::config::ProbeConfig;
+use crate::probe::SourceKind;
+use crate::targets::{Target, TargetNode};
+
+/// Labels and annotations that carry meaning between probers.
+pub mod labels {
+    /// Opts a Service in; the per-node Services carry it too.
+    pub const PROBE: &str = "tailprobe.io/probe";
+    /// `node` on the per-node Services.
+    pub const ROLE: &str = "tailprobe.io/role";
+    /// The full node name a per-node Service leads to (annotation).
+    pub const NODE: &str = "tailprobe.io/node";
+    /// `host` or `pod` on prober pods.
+    pub const SOURCE_KIND: &str = "tailprobe.io/source-kind";
+    /// Service annotations that say how to probe an opted-in Service.
+    pub const PORT: &str = "tailprobe.io/port";
+    pub const PATH: &str = "tailprobe.io/path";
+    pub const SCHEME: &str = "tailprobe.io/scheme";
+    pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
+}
+
+/// The name of the echo port on prober pods and in the per-node slices.
+pub const ECHO_PORT_NAME: &str = "echo";
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `None` for headless Services, which have no VIP to probe.
+    pub cluster_ip: Option<String>,
+    /// TCP ports: name and number.
+    pub ports: Vec<(String, u16)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SliceInfo {
+    pub namespace: String,
+    pub service: String,
+    /// The node of every ready endpoint (`None`: the endpoint names none).
+    pub ready_nodes: Vec<Option<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProberInfo {
+    pub node: String,
+    pub ip: String,
+    pub kind: SourceKind,
+    pub echo_port: Option<u16>,
+    pub ready: bool,
+}
+
+/// What the watchers know, reduced to what planning needs.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub nodes: Vec<String>,
+    pub probers: Vec<ProberInfo>,
+    pub services: Vec<ServiceInfo>,
+    pub slices: Vec<SliceInfo>,
+}
+
+/// The targets, and how much of the cluster they cover this round.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub targets: Vec<Target>,
+    /// Nodes other than this one.
+    pub remote_nodes: usize,
+    /// Remote nodes probed this round.
+    pub remote_nodes_probed: usize,
+    /// Rounds until every remote node has been probed: 1 in a full mesh.
+    pub rounds_per_cycle: u64,
+}
+
+/// Who is planning: this prober's node, namespace and echo port.
+#[derive(Debug, Clone)]
+pub struct Me<'a> {
+    pub node: &'a str,
+    pub namespace: &'a str,
+    pub echo_port: u16,
+}
+
+pub fn plan(
+    snap: &Snapshot,
+    me: &Me<'_>,
+    cfg: &KubernetesConfig,
+    probe: &ProbeConfig,
+    round: u64,
+) -> Plan {
+    let remote: Vec<&str> = snap
+        .nodes
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != me.node)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let (chosen, rounds_per_cycle) = pinglist(
+        &remote,
+        me.node,
+        cfg.full_mesh_max_nodes,
+        cfg.remote_nodes_per_round,
+        round,
+    );
+    let wanted: BTreeSet<&str> = chosen.iter().copied().chain([me.node]).collect();
+    let mut targets = Vec::new();
+    let ready = |svc: &ServiceInfo| ready_nodes(snap, svc);
+    for svc in &snap.services {
+        let is_node_service = svc.labels.get(labels::ROLE).map(String::as_str) == Some("node");
+        if is_node_service {
+            if svc.namespace != me.namespace {
+                continue;
+            }
+            let Some(node) = svc.annotations.get(labels::NODE) else {
+                continue;
+            };
+            if !wanted.contains(node.as_str()) || ready(svc).is_none() {
+                continue;
+            }
+            let Some(ip) = &svc.cluster_ip else { continue };
+            let port = svc
+                .ports
+                .iter()
+                .find(|(n, _)| n == "http")
+                .or(svc.ports.first())
+                .map(|(_, p)| *p);
+            let Some(port) = port else { continue };
+            if let Some(t) = target(
+                format!("node/{node}"),
+                &url("http", ip, port, "/"),
+                TargetNode::Known(node.clone()),
+                probe,
+            ) {
+                targets.push(t);
+            }
+        } else if cfg.service_selector.matches(&svc.labels)
+            && let Some(t) = service_target(svc, ready(svc), probe)
+        {
+            targets.push(t);
+        }
+    }
+    if cfg.pod_ip_targets {
+        for p in &snap.probers {
+            if p.kind != SourceKind::Pod || !p.ready || !wanted.contains(p.node.as_str()) {
+                continue;
+            }
+            let port = p.echo_port.unwrap_or(me.echo_port);
+            if let Some(t) = target(
+                format!("pod/{}", p.node),
+                &url("http", &p.ip, port, "/"),
+                TargetNode::Known(p.node.clone()),
+                probe,
+            ) {
+                targets.push(t);
+            }
+        }
+    }
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
+    targets.dedup_by(|a, b| a.name == b.name);
+    Plan {
+        targets,
+        remote_nodes: remote.len(),
+        remote_nodes_probed: chosen.len(),
+        rounds_per_cycle,
+    }
+}
+
+/// The remote nodes to probe in `round`. Up to `full_mesh` nodes in all, every
+/// one; above, `per_round` consecutive nodes of the sorted list, starting at an
+/// offset that moves by `per_round` each round and differs per prober (so the
+/// load spreads). Any `ceil(remote / per_round)` consecutive rounds cover every
+/// remote node: that many rounds is the cycle.
+pub fn pinglist<'a>(
+    remote: &[&'a str],
+    me: &str,
+    full_mesh: usize,
+    per_round: usize,
+    round: u64,
+) -> (Vec<&'a str>, u64) {
+    let m = remote.len();
+    // `m + 1` nodes in all, this one included.
+    if m < full_mesh || per_round >= m {
+        return (remote.to_vec(), 1);
+    }
+    let k = per_round.max(1);
+    let offset = (fnv(me) % m as u64) as usize;
+    let start = (offset + (round % m as u64) as usize * k) % m;
+    let chosen = (0..k).map(|j| remote[(start + j) % m]).collect();
+    (chosen, m.div_ceil(k) as u64)
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The nodes of a Service's ready endpoints; `None` when it has none (nobody
+/// would answer, so there is nothing to measure).
+fn ready_nodes(snap: &Snapshot, svc: &ServiceInfo) -> Option<TargetNode> {
+    let mut nodes = BTreeSet::new();
+    let mut unnamed = false;
+    let mut any = false;
+    for s in snap
+        .slices
+        .iter()
+        .filter(|s| s.namespace == svc.namespace && s.service == svc.name)
+    {
+        for n in &s.ready_nodes {
+            any = true;
+            match n {
+                Some(n) => {
+                    nodes.insert(n.clone());
+                }
+                None => unnamed = true,
+            }
+        }
+    }
+    if !any {
+        return None;
+    }
+    Some(match (nodes.len(), unnamed) {
+        (1, false) => TargetNode::Known(nodes.into_iter().next().unwrap_or_default()),
+        (0, _) => TargetNode::Unknown,
+        _ => TargetNode::Mixed(nodes.into_iter().collect()),
+    })
+}
+
+/// An opted-in Service, probed as its annotations say: `tailprobe.io/port`
+/// (name or number; else the first port), `tailprobe.io/scheme` (`http` or
+/// `tcp`), `tailprobe.io/path`.
+fn service_target(
+    svc: &ServiceInfo,
+    node: Option<TargetNode>,
+    probe: &ProbeConfig,
+) -> Option<Target> {
+    let ip = svc.cluster_ip.as_ref()?;
+    let port = match svc.annotations.get(labels::PORT) {
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) => svc.ports.iter().find(|(_, q)| *q == n),
+            Err(_) => svc.ports.iter().find(|(name, _)| name == p),
+        },
+        None => svc.ports.first(),
+    }?
+    .1;
+    let scheme = svc
+        .annotations
+        .get(labels::SCHEME)
+        .map(String::as_str)
+        .unwrap_or("http");
+    let path = svc
+        .annotations
+        .get(labels::PATH)
+        .map(String::as_str)
+        .unwrap_or("/");
+    let url = match scheme {
+        "tcp" => url("tcp", ip, port, ""),
+        _ => url("http", ip, port, path),
+    };
+    // No ready endpoint: probe anyway, since a user asked for this Service
+    // and its failures are the news.
+    target(
+        format!("svc/{}/{}", svc.namespace, svc.name),
+        &url,
+        node.unwrap_or(TargetNode::Unknown),
+        probe,
+    )
+}
+
+fn url(scheme: &str, ip: &str, port: u16, path: &str) -> String {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let path = if path.starts_with('/') || path.is_empty() {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    format!("{scheme}://{host}:{port}{path}")
+}
+
+fn target(name: String, url: &str, node: TargetNode, probe: &ProbeConfig) -> Option<Target> {
+    match Target::parse(&name, url) {
+        Ok(t) => Some(t.with_node(node).with_probe_defaults(probe)),
+        Err(e) => {
+            tracing::warn!(target_name = %name, error = %e, "Skipping a discovered target.");
+            None
+        }
+    }
+}
+
+impl From<&Service> for ServiceInfo {
+    fn from(s: &Service) -> Self {
+        let spec = s.spec.clone().unwrap_or_default();
+        Self {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            labels: s.metadata.labels.clone().unwrap_or_default(),
+            annotations: s.metadata.annotations.clone().unwrap_or_default(),
+            cluster_ip: spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None"),
+            ports: spec
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .filter_map(|p| Some((p.name.unwrap_or_default(), u16::try_from(p.port).ok()?)))
+                .collect(),
+        }
+    }
+}
+
+impl From<&EndpointSlice> for SliceInfo {
+    fn from(s: &EndpointSlice) -> Self {
+        Self {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            service: s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::SERVICE_NAME))
+                .cloned()
+                .unwrap_or_default(),
+            ready_nodes: s
+                .endpoints
+                .iter()
+                // Kubernetes: an unset `ready` is to be read as ready.
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
+                .map(|e| e.node_name.clone())
+                .collect(),
+        }
+    }
+}
+
+impl ProberInfo {
+    pub fn from_pod(p: &Pod) -> Option<Self> {
+        let spec = p.spec.as_ref()?;
+        let status = p.status.as_ref()?;
+        let kind = p
+            .metadata
+            .labels
+            .as_ref()?
+            .get(labels::SOURCE_KIND)?
+            .parse()
+            .ok()?;
+        let echo_port = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|port| port.name.as_deref() == Some(ECHO_PORT_NAME))
+            .and_then(|port| u16::try_from(port.container_port).ok());
+        let ready = p.metadata.deletion_timestamp.is_none()
+            && status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+        Some(Self {
+            node: spec.node_name.clone()?,
+            ip: status.pod_ip.clone().filter(|ip| !ip.is_empty())?,
+            kind,
+            echo_port,
+            ready,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

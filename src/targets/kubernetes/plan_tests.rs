@@ -1,0 +1,314 @@
+use super::*;
+
+fn svc(ns: &str, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> ServiceInfo {
+    let map = |kv: &[(&str, &str)]| {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    ServiceInfo {
+        namespace: ns.into(),
+        name: name.into(),
+        labels: map(labels),
+        annotations: map(annotations),
+        cluster_ip: Some(format!("10.96.0.{}", name.len())),
+        ports: vec![("http".into(), 80), ("admin".into(), 8080)],
+    }
+}
+
+fn node_svc(node: &str) -> ServiceInfo {
+    svc(
+        "tailprobe",
+        &crate::targets::kubernetes::names::node_service(node),
+        &[(labels::PROBE, "true"), (labels::ROLE, "node")],
+        &[(labels::NODE, node)],
+    )
+}
+
+fn slice(ns: &str, service: &str, nodes: &[Option<&str>]) -> SliceInfo {
+    SliceInfo {
+        namespace: ns.into(),
+        service: service.into(),
+        ready_nodes: nodes.iter().map(|n| n.map(String::from)).collect(),
+    }
+}
+
+fn cluster(nodes: &[&str]) -> Snapshot {
+    let mut s = Snapshot {
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    };
+    for n in nodes {
+        let ns = node_svc(n);
+        s.slices.push(slice("tailprobe", &ns.name, &[Some(n)]));
+        s.services.push(ns);
+        s.probers.push(ProberInfo {
+            node: n.to_string(),
+            ip: format!("10.244.{}.5", n.len()),
+            kind: SourceKind::Pod,
+            echo_port: Some(9798),
+            ready: true,
+        });
+    }
+    s
+}
+
+const ME: Me<'static> = Me {
+    node: "a",
+    namespace: "tailprobe",
+    echo_port: 9798,
+};
+
+fn names(p: &Plan) -> Vec<(&str, &str, TargetNode)> {
+    p.targets
+        .iter()
+        .map(|t| (t.name.as_str(), t.url.as_str(), t.node.clone()))
+        .collect()
+}
+
+#[test]
+fn every_node_gets_a_service_target_and_a_pod_ip_target() {
+    let snap = cluster(&["a", "b"]);
+    let p = plan(
+        &snap,
+        &ME,
+        &KubernetesConfig::default(),
+        &ProbeConfig::default(),
+        0,
+    );
+    let known = |n: &str| TargetNode::Known(n.into());
+    assert_eq!(
+        names(&p),
+        vec![
+            ("node/a", "http://10.96.0.16:80/", known("a")),
+            ("node/b", "http://10.96.0.16:80/", known("b")),
+            ("pod/a", "http://10.244.1.5:9798/", known("a")),
+            ("pod/b", "http://10.244.1.5:9798/", known("b")),
+        ]
+    );
+    assert_eq!(
+        (p.remote_nodes, p.remote_nodes_probed, p.rounds_per_cycle),
+        (1, 1, 1)
+    );
+    assert_eq!(p.targets[0].timeout, ProbeConfig::default().timeout.get());
+    let no_pods = KubernetesConfig {
+        pod_ip_targets: false,
+        ..Default::default()
+    };
+    let p = plan(&snap, &ME, &no_pods, &ProbeConfig::default(), 0);
+    assert_eq!(p.targets.len(), 2);
+}
+
+#[test]
+fn node_services_need_a_ready_endpoint_and_our_namespace() {
+    let mut snap = cluster(&["a", "b", "c"]);
+    // b's prober is gone: its slice has no ready endpoint.
+    snap.slices.retain(|s| !s.service.ends_with("-b"));
+    // A look-alike in another namespace must not be trusted.
+    let mut fake = node_svc("c");
+    fake.namespace = "elsewhere".into();
+    fake.cluster_ip = Some("10.96.9.9".into());
+    snap.services.push(fake);
+    let p = plan(
+        &snap,
+        &ME,
+        &KubernetesConfig::default(),
+        &ProbeConfig::default(),
+        0,
+    );
+    let node_targets: Vec<_> = p
+        .targets
+        .iter()
+        .filter(|t| t.name.starts_with("node/"))
+        .map(|t| (t.name.as_str(), t.url.as_str()))
+        .collect();
+    assert_eq!(
+        node_targets,
+        vec![
+            ("node/a", "http://10.96.0.16:80/"),
+            ("node/c", "http://10.96.0.16:80/")
+        ]
+    );
+}
+
+#[test]
+fn opted_in_services_are_classified_by_their_endpoints_nodes() {
+    let mut snap = cluster(&["a", "b", "c"]);
+    let on = [(labels::PROBE, "true")];
+    snap.services.push(svc("shop", "same", &on, &[]));
+    snap.services
+        .push(svc("shop", "cross", &on, &[(labels::PORT, "admin")]));
+    snap.services
+        .push(svc("shop", "mixed", &on, &[(labels::PATH, "healthz")]));
+    snap.services
+        .push(svc("shop", "nobody", &on, &[(labels::SCHEME, "tcp")]));
+    snap.services.push(svc("shop", "anon", &on, &[]));
+    snap.slices
+        .push(slice("shop", "same", &[Some("a"), Some("a")]));
+    snap.slices.push(slice("shop", "cross", &[Some("b")]));
+    snap.slices.push(slice("shop", "mixed", &[Some("b")]));
+    snap.slices
+        .push(slice("shop", "mixed", &[Some("c"), Some("a")]));
+    snap.slices.push(slice("shop", "anon", &[None]));
+    // Same name, other namespace: not this Service's endpoints.
+    snap.slices.push(slice("other", "same", &[Some("c")]));
+    let p = plan(
+        &snap,
+        &ME,
+        &KubernetesConfig::default(),
+        &ProbeConfig::default(),
+        0,
+    );
+    let got: BTreeMap<_, _> = p
+        .targets
+        .iter()
+        .filter(|t| t.name.starts_with("svc/"))
+        .map(|t| (t.name.as_str(), (t.url.as_str(), t.node.clone())))
+        .collect();
+    let expect: BTreeMap<_, _> = [
+        (
+            "svc/shop/same",
+            ("http://10.96.0.4:80/", TargetNode::Known("a".into())),
+        ),
+        (
+            "svc/shop/cross",
+            ("http://10.96.0.5:8080/", TargetNode::Known("b".into())),
+        ),
+        (
+            "svc/shop/mixed",
+            (
+                "http://10.96.0.5:80/healthz",
+                TargetNode::Mixed(vec!["a".into(), "b".into(), "c".into()]),
+            ),
+        ),
+        (
+            "svc/shop/nobody",
+            ("tcp://10.96.0.6:80", TargetNode::Unknown),
+        ),
+        (
+            "svc/shop/anon",
+            ("http://10.96.0.4:80/", TargetNode::Unknown),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, expect);
+
+    let narrowed = KubernetesConfig {
+        service_selector: "tailprobe.io/probe=true,!skip".parse().unwrap(),
+        ..Default::default()
+    };
+    snap.services
+        .last_mut()
+        .unwrap()
+        .labels
+        .insert("skip".into(), "yes".into());
+    let p = plan(&snap, &ME, &narrowed, &ProbeConfig::default(), 0);
+    assert!(p.targets.iter().all(|t| t.name != "svc/shop/anon"));
+    assert!(p.targets.iter().any(|t| t.name == "svc/shop/same"));
+}
+
+#[test]
+fn headless_services_and_unready_probers_are_left_out() {
+    let mut snap = cluster(&["a", "b"]);
+    let mut headless = svc("shop", "headless", &[(labels::PROBE, "true")], &[]);
+    headless.cluster_ip = None;
+    snap.services.push(headless);
+    snap.probers[1].ready = false;
+    let p = plan(
+        &snap,
+        &ME,
+        &KubernetesConfig::default(),
+        &ProbeConfig::default(),
+        0,
+    );
+    let names: Vec<_> = p.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, vec!["node/a", "node/b", "pod/a"]);
+}
+
+#[test]
+fn large_clusters_rotate_a_bounded_pinglist_that_covers_every_pair() {
+    let nodes: Vec<String> = (0..50).map(|i| format!("n{i:02}")).collect();
+    let refs: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let snap = cluster(&refs);
+    let cfg = KubernetesConfig {
+        full_mesh_max_nodes: 20,
+        remote_nodes_per_round: 8,
+        ..Default::default()
+    };
+    for me in &refs {
+        let who = Me { node: me, ..ME };
+        let mut seen = BTreeSet::new();
+        let mut cycle = 0;
+        for round in 1000..1000 + 7 {
+            let p = plan(&snap, &who, &cfg, &ProbeConfig::default(), round);
+            // Own node always, 8 remote nodes, each by Service VIP and pod IP.
+            assert_eq!(p.targets.len(), 2 * (1 + 8), "{me} round {round}");
+            assert_eq!((p.remote_nodes, p.remote_nodes_probed), (49, 8));
+            cycle = p.rounds_per_cycle;
+            for t in &p.targets {
+                seen.insert(t.name.clone());
+            }
+        }
+        assert_eq!(cycle, 7, "ceil(49 / 8)");
+        assert_eq!(
+            seen.len(),
+            2 * 50,
+            "{me}: 7 consecutive rounds cover all 50 nodes"
+        );
+    }
+    // The load spreads: in one round, no node is probed by many more probers
+    // than the average of 8.
+    let mut load: BTreeMap<String, usize> = BTreeMap::new();
+    for me in &refs {
+        let p = plan(
+            &snap,
+            &Me { node: me, ..ME },
+            &cfg,
+            &ProbeConfig::default(),
+            3,
+        );
+        for t in p.targets.iter().filter(|t| t.name.starts_with("node/")) {
+            *load.entry(t.name.clone()).or_default() += usize::from(t.name[5..] != **me);
+        }
+    }
+    let max = load.values().max().copied().unwrap_or(0);
+    assert!(max <= 24, "busiest node probed by {max} of 50 probers");
+    // At or under the size limit, everyone probes everyone.
+    let small = KubernetesConfig {
+        full_mesh_max_nodes: 50,
+        ..cfg
+    };
+    let p = plan(
+        &snap,
+        &Me { node: "n00", ..ME },
+        &small,
+        &ProbeConfig::default(),
+        0,
+    );
+    assert_eq!((p.remote_nodes_probed, p.rounds_per_cycle), (49, 1));
+}
+
+#[test]
+fn pods_become_prober_infos() {
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "tp-x", "labels": {"tailprobe.io/source-kind": "pod"}},
+        "spec": {"nodeName": "b", "containers": [{"name": "tailprobe",
+            "ports": [{"name": "echo", "containerPort": 9798}]}]},
+        "status": {"podIP": "10.244.1.7", "conditions": [{"type": "Ready", "status": "True"}]}
+    }))
+    .unwrap();
+    assert_eq!(
+        ProberInfo::from_pod(&pod),
+        Some(ProberInfo {
+            node: "b".into(),
+            ip: "10.244.1.7".into(),
+            kind: SourceKind::Pod,
+            echo_port: Some(9798),
+            ready: true,
+        })
+    );
+    let mut pending = pod.clone();
+    pending.status.as_mut().unwrap().pod_ip = None;
+    assert_eq!(ProberInfo::from_pod(&pending), None);
+}
