@@ -1,0 +1,594 @@
+//! A fake Kubernetes API server for tests: real Kubernetes JSON over HTTP on
+//! loopback, enough of it for tailprobe's discovery and self-registration.
+//!
+//! - list (`resourceVersion` in the list metadata) and watch (streamed
+//!   `{"type","object"}` lines from a given resourceVersion), with equality
+//!   label selectors;
+//! - a compaction that makes older resourceVersions answer `410 Gone` in the
+//!   watch stream, as the real server does, so clients must relist;
+//! - server-side apply (`PATCH` with `application/apply-patch+yaml`): create or
+//!   merge, owner references merged by uid, and no new resourceVersion when
+//!   nothing changed; `DELETE`;
+//! - stop and start on the same port, for outages;
+//! - a log of every request, to compare with RBAC.
+//!
+//! One stand-in for kube-proxy: a Service's ClusterIP is the address of the
+//! first endpoint an EndpointSlice gives it (a loopback address in tests), so
+//! probes through the "VIP" reach the right node's echo without DNAT.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// The resources served: (plural, API prefix, list kind, namespaced).
+const RESOURCES: &[(&str, &str, &str, bool)] = &[
+    ("nodes", "/api/v1", "NodeList", false),
+    ("pods", "/api/v1", "PodList", true),
+    ("services", "/api/v1", "ServiceList", true),
+    (
+        "endpointslices",
+        "/apis/discovery.k8s.io/v1",
+        "EndpointSliceList",
+        true,
+    ),
+];
+
+/// One request, as RBAC sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Request {
+    pub verb: String,
+    pub resource: String,
+    /// `None` for cluster-wide requests.
+    pub namespace: Option<String>,
+}
+
+#[derive(Clone)]
+struct Change {
+    rv: u64,
+    resource: String,
+    kind: &'static str,
+    object: Value,
+}
+
+#[derive(Default)]
+struct Db {
+    rv: u64,
+    /// Watches from a resourceVersion below this get 410 Gone.
+    compacted: u64,
+    objects: BTreeMap<(String, String, String), Value>,
+    log: Vec<Change>,
+    requests: Vec<Request>,
+    uid: u64,
+}
+
+#[derive(Clone)]
+struct Shared {
+    db: Arc<Mutex<Db>>,
+    events: broadcast::Sender<Change>,
+    /// Cancelled to end every open watch (server stop, compaction).
+    up: Arc<Mutex<CancellationToken>>,
+}
+
+pub struct FakeApi {
+    pub addr: SocketAddr,
+    shared: Shared,
+    server: Mutex<CancellationToken>,
+}
+
+impl FakeApi {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Shared {
+            db: Arc::new(Mutex::new(Db {
+                rv: 1,
+                ..Default::default()
+            })),
+            events: broadcast::channel(4096).0,
+            up: Arc::new(Mutex::new(CancellationToken::new())),
+        };
+        let api = Self {
+            addr,
+            shared,
+            server: Mutex::new(CancellationToken::new()),
+        };
+        api.serve(listener);
+        api
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let token = CancellationToken::new();
+        *self.server.lock().unwrap() = token.clone();
+        *self.shared.up.lock().unwrap() = CancellationToken::new();
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(self.shared.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(token.cancelled_owned())
+                .await
+                .unwrap();
+        });
+    }
+
+    /// The API server goes away: open watches end, new connections fail.
+    pub async fn stop(&self) {
+        self.server.lock().unwrap().cancel();
+        self.shared.up.lock().unwrap().cancel();
+        // Let the listener close before anyone reconnects.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    /// Back on the same port, with the same objects.
+    pub async fn restart(&self) {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot listen on {} again: {e}", self.addr),
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Forgets history: watches from any resourceVersion seen so far get
+    /// 410 Gone, and open watches end, so clients relist.
+    pub fn compact(&self) {
+        let mut db = self.shared.db.lock().unwrap();
+        db.rv += 1;
+        db.compacted = db.rv;
+        db.log.clear();
+        drop(db);
+        // End open watches, not the server: later watches get a fresh token.
+        let old = std::mem::replace(
+            &mut *self.shared.up.lock().unwrap(),
+            CancellationToken::new(),
+        );
+        old.cancel();
+    }
+
+    /// Creates or replaces an object, as a controller or kubelet would.
+    pub fn put(&self, resource: &str, object: Value) {
+        let mut db = self.shared.db.lock().unwrap();
+        let key = key_of(resource, &object);
+        let kind = if db.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let change = db.store(resource, key, object, kind);
+        drop(db);
+        let _ = self.shared.events.send(change);
+    }
+
+    /// Deletes an object and tells the watchers.
+    pub fn delete(&self, resource: &str, namespace: &str, name: &str) {
+        let mut db = self.shared.db.lock().unwrap();
+        let key = (
+            resource.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        if let Some(change) = db.remove(&key) {
+            drop(db);
+            let _ = self.shared.events.send(change);
+        }
+    }
+
+    /// Deletes an object without an event, as if the event had been lost to
+    /// a compaction: only a relist can tell.
+    pub fn delete_silently(&self, resource: &str, namespace: &str, name: &str) {
+        let mut db = self.shared.db.lock().unwrap();
+        db.objects.remove(&(
+            resource.to_string(),
+            namespace.to_string(),
+            name.to_string(),
+        ));
+        db.rv += 1;
+    }
+
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        self.shared
+            .db
+            .lock()
+            .unwrap()
+            .objects
+            .get(&(
+                resource.to_string(),
+                namespace.to_string(),
+                name.to_string(),
+            ))
+            .cloned()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.db.lock().unwrap().requests.clone()
+    }
+
+    /// A kubeconfig that points at this server.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user:\n    token: test\n",
+            self.addr
+        )
+    }
+}
+
+fn key_of(resource: &str, o: &Value) -> (String, String, String) {
+    let meta = &o["metadata"];
+    (
+        resource.to_string(),
+        meta["namespace"].as_str().unwrap_or("").to_string(),
+        meta["name"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+impl Db {
+    fn store(
+        &mut self,
+        resource: &str,
+        key: (String, String, String),
+        mut object: Value,
+        kind: &'static str,
+    ) -> Change {
+        self.rv += 1;
+        let meta = object["metadata"].as_object_mut().unwrap();
+        meta.insert("resourceVersion".into(), json!(self.rv.to_string()));
+        if !meta.contains_key("uid") {
+            self.uid += 1;
+            meta.insert("uid".into(), json!(format!("uid-{}", self.uid)));
+        }
+        self.objects.insert(key, object.clone());
+        let change = Change {
+            rv: self.rv,
+            resource: resource.to_string(),
+            kind,
+            object,
+        };
+        self.log.push(change.clone());
+        change
+    }
+
+    fn remove(&mut self, key: &(String, String, String)) -> Option<Change> {
+        let mut object = self.objects.remove(key)?;
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let change = Change {
+            rv: self.rv,
+            resource: key.0.clone(),
+            kind: "DELETED",
+            object,
+        };
+        self.log.push(change.clone());
+        Some(change)
+    }
+}
+
+/// The parts of a request path: resource, namespace, name.
+fn parse_path(path: &str) -> Option<(&'static str, Option<String>, Option<String>)> {
+    for (plural, prefix, _, _) in RESOURCES {
+        let Some(rest) = path.strip_prefix(prefix) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
+        let (ns, tail) = match parts.as_slice() {
+            ["namespaces", ns, tail @ ..] => (Some(ns.to_string()), tail.to_vec()),
+            tail => (None, tail.to_vec()),
+        };
+        match tail.as_slice() {
+            [r] if r == plural => return Some((plural, ns, None)),
+            [r, name] if r == plural => return Some((plural, ns, Some(name.to_string()))),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn matches(object: &Value, namespace: &Option<String>, selector: &str) -> bool {
+    if let Some(ns) = namespace
+        && object["metadata"]["namespace"].as_str() != Some(ns)
+    {
+        return false;
+    }
+    let labels = &object["metadata"]["labels"];
+    selector
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .all(|term| match term.split_once('=') {
+            Some((k, v)) => labels[k].as_str() == Some(v.trim_start_matches('=')),
+            None => !labels[term].is_null(),
+        })
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": message, "reason": reason, "code": code})
+}
+
+fn reply(code: StatusCode, v: Value) -> Response {
+    (code, [("content-type", "application/json")], v.to_string()).into_response()
+}
+
+async fn handle(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    Query(q): Query<BTreeMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let Some((resource, namespace, name)) = parse_path(uri.path()) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            status(404, "NotFound", &format!("no resource at {}", uri.path())),
+        );
+    };
+    let watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    let verb = match (&method, &name, watch) {
+        (&Method::GET, None, true) => "watch",
+        (&Method::GET, None, false) => "list",
+        (&Method::GET, Some(_), _) => "get",
+        (&Method::PATCH, _, _) => "patch",
+        (&Method::DELETE, _, _) => "delete",
+        _ => "other",
+    };
+    s.db.lock().unwrap().requests.push(Request {
+        verb: verb.into(),
+        resource: resource.into(),
+        namespace: namespace.clone(),
+    });
+    let selector = q.get("labelSelector").cloned().unwrap_or_default();
+    match verb {
+        "list" => {
+            let db = s.db.lock().unwrap();
+            let items: Vec<Value> = db
+                .objects
+                .iter()
+                .filter(|((r, _, _), o)| r == resource && matches(o, &namespace, &selector))
+                .map(|(_, o)| o.clone())
+                .collect();
+            let kind = RESOURCES.iter().find(|r| r.0 == resource).unwrap().2;
+            reply(
+                StatusCode::OK,
+                json!({"kind": kind, "apiVersion": "v1",
+                       "metadata": {"resourceVersion": db.rv.to_string()}, "items": items}),
+            )
+        }
+        "watch" => watch_stream(&s, resource, namespace, selector, &q),
+        "get" => {
+            let key = (
+                resource.to_string(),
+                namespace.unwrap_or_default(),
+                name.unwrap(),
+            );
+            match s.db.lock().unwrap().objects.get(&key) {
+                Some(o) => reply(StatusCode::OK, o.clone()),
+                None => reply(StatusCode::NOT_FOUND, status(404, "NotFound", "not found")),
+            }
+        }
+        "patch" => apply(
+            &s,
+            resource,
+            namespace.unwrap_or_default(),
+            name.unwrap(),
+            &body,
+        ),
+        "delete" => {
+            let key = (
+                resource.to_string(),
+                namespace.unwrap_or_default(),
+                name.unwrap(),
+            );
+            let change = s.db.lock().unwrap().remove(&key);
+            match change {
+                Some(c) => {
+                    let o = c.object.clone();
+                    let _ = s.events.send(c);
+                    reply(StatusCode::OK, o)
+                }
+                None => reply(StatusCode::NOT_FOUND, status(404, "NotFound", "not found")),
+            }
+        }
+        _ => reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            status(405, "MethodNotAllowed", "not served by the fake"),
+        ),
+    }
+}
+
+fn watch_stream(
+    s: &Shared,
+    resource: &'static str,
+    namespace: Option<String>,
+    selector: String,
+    q: &BTreeMap<String, String>,
+) -> Response {
+    let from: u64 = q
+        .get("resourceVersion")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut rx = s.events.subscribe();
+    let (backlog, gone) = {
+        let db = s.db.lock().unwrap();
+        let gone = from < db.compacted;
+        let backlog: Vec<Change> = db
+            .log
+            .iter()
+            .filter(|c| c.rv > from && c.resource == resource)
+            .cloned()
+            .collect();
+        (backlog, gone)
+    };
+    let stop = s.up.lock().unwrap().clone();
+    let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tokio::spawn(async move {
+        let line = |kind: &str, object: &Value| {
+            Ok(Bytes::from(format!(
+                "{}\n",
+                json!({"type": kind, "object": object})
+            )))
+        };
+        if gone {
+            let _ = tx
+                .send(line(
+                    "ERROR",
+                    &status(410, "Expired", "too old resource version"),
+                ))
+                .await;
+            return;
+        }
+        let mut last = from;
+        for c in backlog {
+            if matches(&c.object, &namespace, &selector) {
+                last = c.rv;
+                if tx.send(line(c.kind, &c.object)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        loop {
+            let c = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = rx.recv() => match c {
+                    Ok(c) => c,
+                    Err(_) => return,
+                },
+            };
+            if c.rv <= last || c.resource != resource || !matches(&c.object, &namespace, &selector)
+            {
+                continue;
+            }
+            last = c.rv;
+            if tx.send(line(c.kind, &c.object)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from_stream(tokio_stream_from(body_rx)))
+        .unwrap()
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Server-side apply, reduced to what tailprobe relies on.
+fn apply(s: &Shared, resource: &str, namespace: String, name: String, body: &[u8]) -> Response {
+    let Ok(mut patch) = serde_json::from_slice::<Value>(body) else {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            status(400, "BadRequest", "the apply body is not JSON"),
+        );
+    };
+    let key = (resource.to_string(), namespace.clone(), name.clone());
+    let mut db = s.db.lock().unwrap();
+    let existing = db.objects.get(&key).cloned();
+    let mut merged = match &existing {
+        Some(old) => {
+            let mut m = old.clone();
+            merge(&mut m, &patch);
+            m
+        }
+        None => {
+            patch["metadata"]["namespace"] = json!(namespace);
+            patch["metadata"]["name"] = json!(name);
+            if resource == "services" && patch["spec"]["clusterIP"].is_null() {
+                patch["spec"]["clusterIP"] = json!("127.0.0.1");
+            }
+            patch
+        }
+    };
+    if existing.as_ref() == Some(&merged) {
+        return reply(StatusCode::OK, merged);
+    }
+    let kind = if existing.is_some() {
+        "MODIFIED"
+    } else {
+        "ADDED"
+    };
+    if existing.is_none() {
+        // An apply that creates is authorized as create too.
+        db.requests.push(Request {
+            verb: "create".into(),
+            resource: resource.into(),
+            namespace: Some(namespace.clone()),
+        });
+    }
+    if let Some(old) = &existing {
+        merged["metadata"]["uid"] = old["metadata"]["uid"].clone();
+    }
+    let mut changes = vec![db.store(resource, key, merged, kind)];
+    // The kube-proxy stand-in: the Service's VIP is its first endpoint.
+    if resource == "endpointslices" {
+        let o = &changes[0].object;
+        let svc = o["metadata"]["labels"]["kubernetes.io/service-name"].as_str();
+        let ip = o["endpoints"][0]["addresses"][0].as_str();
+        if let (Some(svc), Some(ip)) = (svc, ip) {
+            let skey = ("services".to_string(), namespace, svc.to_string());
+            if let Some(mut svc_obj) = db.objects.get(&skey).cloned()
+                && svc_obj["spec"]["clusterIP"] != json!(ip)
+            {
+                svc_obj["spec"]["clusterIP"] = json!(ip);
+                changes.push(db.store("services", skey, svc_obj, "MODIFIED"));
+            }
+        }
+    }
+    drop(db);
+    let out = changes[0].object.clone();
+    for c in changes {
+        let _ = s.events.send(c);
+    }
+    reply(
+        if kind == "ADDED" {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        out,
+    )
+}
+
+/// Merges an applied configuration: maps key by key, lists replaced, except
+/// owner references, which merge by uid as Kubernetes declares.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                if k == "ownerReferences" {
+                    let mut refs = a
+                        .get(k)
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    for r in v.as_array().into_iter().flatten() {
+                        refs.retain(|x| x["uid"] != r["uid"]);
+                        refs.push(r.clone());
+                    }
+                    a.insert(k.clone(), Value::Array(refs));
+                } else if k == "resourceVersion" || k == "uid" {
+                    continue;
+                } else {
+                    merge(a.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}

@@ -1,0 +1,552 @@
+//! Discovery and self-registration against a fake API server that speaks
+//! real Kubernetes JSON (list, watch, 410 Gone, server-side apply). Probes go
+//! only to loopback: the fake gives each per-node Service the loopback
+//! address of the prober that registered it.
+
+mod common;
+mod fake_kube;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fake_kube::{FakeApi, Request};
+use serde_json::{Value, json};
+use tailprobe::server::api::TargetDoc;
+
+const NS: &str = "tailprobe";
+
+fn node(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name,
+        "labels": {"kubernetes.io/hostname": name}}})
+}
+
+fn prober_pod(name: &str, node: &str, ip: &str, kind: &str, echo_port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
+            "labels": {"app.kubernetes.io/name": "tailprobe", "tailprobe.io/source-kind": kind}},
+        "spec": {"nodeName": node, "containers": [{"name": "tailprobe", "image": "tailprobe",
+            "ports": [{"name": "echo", "containerPort": echo_port}]}]},
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
+}
+
+fn service(ns: &str, name: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "labels": {"tailprobe.io/probe": "true"}},
+        "spec": {"clusterIP": "127.0.0.1", "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}})
+}
+
+/// A slice as the EndpointSlice controller writes it: the Service's labels
+/// mirrored, one ready endpoint per node.
+fn slice(ns: &str, service: &str, nodes: &[&str], port: u16) -> Value {
+    let endpoints: Vec<Value> = nodes
+        .iter()
+        .map(|n| json!({"addresses": ["127.0.0.1"], "conditions": {"ready": true}, "nodeName": n}))
+        .collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("{service}-x1"), "namespace": ns,
+            "labels": {"tailprobe.io/probe": "true", "kubernetes.io/service-name": service}},
+        "addressType": "IPv4", "endpoints": endpoints,
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}]})
+}
+
+/// A `tailprobe run` whose log is drained into memory (a full pipe would
+/// stall it).
+struct Prober {
+    child: tokio::process::Child,
+    api: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: common::TempDir,
+}
+
+impl Prober {
+    fn start(
+        api: &FakeApi,
+        node: &str,
+        kind: &str,
+        kube_table: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = common::TempDir::new("kube");
+        let kubeconfig = dir.file("kubeconfig", &api.kubeconfig());
+        let port = common::free_port();
+        let cfg = dir.file(
+            "config.toml",
+            &format!(
+                "node = \"{node}\"\nsource_kind = \"{kind}\"\n[probe]\ninterval = \"200ms\"\njitter = \"0s\"\ntimeout = \"5s\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n[kubernetes]\nnamespace = \"{NS}\"\n{kube_table}\n"
+            ),
+        );
+        let mut all_env = vec![("KUBECONFIG", kubeconfig.to_str().unwrap())];
+        all_env.extend_from_slice(env);
+        let (child, mut lines) = common::daemon(&cfg, &all_env);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Self {
+            child,
+            api: format!("127.0.0.1:{port}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    async fn targets(&self) -> Vec<TargetDoc> {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect(&self.api),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            _ => return Vec::new(),
+        }
+        let (status, _, body) = common::get(&self.api, "/api/v1/targets").await;
+        if status != 200 {
+            return Vec::new();
+        }
+        serde_json::from_str(&body).unwrap()
+    }
+
+    async fn target_names(&self) -> BTreeSet<String> {
+        self.targets().await.into_iter().map(|t| t.name).collect()
+    }
+
+    /// The sum of the samples of `metric` whose labels contain every `needle`.
+    async fn metric(&self, metric: &str, needles: &[&str]) -> f64 {
+        if tokio::net::TcpStream::connect(&self.api).await.is_err() {
+            return 0.0;
+        }
+        let (_, _, body) = common::get(&self.api, "/metrics").await;
+        body.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{metric}{{")) || l.starts_with(&format!("{metric} "))
+            })
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+/// Polls until `check` holds, or fails with what was last seen.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_node_services_give_every_prober_every_node_through_its_vip() {
+    let api = FakeApi::start().await;
+    let echo_port = common::free_port();
+    for n in ["a", "b"] {
+        api.put("nodes", node(n));
+    }
+    api.put(
+        "pods",
+        prober_pod("tp-a", "a", "127.0.0.11", "pod", echo_port),
+    );
+    api.put(
+        "pods",
+        prober_pod("tp-b", "b", "127.0.0.12", "host", echo_port),
+    );
+    let table = |ip: &str| {
+        format!(
+            "echo_listen = \"{ip}:{echo_port}\"\nnode_service_port = {echo_port}\nreapply = \"500ms\""
+        )
+    };
+    let a = Prober::start(
+        &api,
+        "a",
+        "pod",
+        &table("127.0.0.11"),
+        &[
+            ("POD_NAME", "tp-a"),
+            ("POD_UID", "uid-tp-a"),
+            ("POD_IP", "127.0.0.11"),
+        ],
+    );
+    let b = Prober::start(
+        &api,
+        "b",
+        "host",
+        &table("127.0.0.12"),
+        &[
+            ("POD_NAME", "tp-b"),
+            ("POD_UID", "uid-tp-b"),
+            ("POD_IP", "127.0.0.12"),
+        ],
+    );
+
+    // Each prober finds both nodes' Services, and the pod-network prober's IP.
+    let want = set(&["node/a", "node/b", "pod/a"]);
+    for p in [&a, &b] {
+        eventually(
+            "targets from the per-node Services",
+            Duration::from_secs(30),
+            || async {
+                let got = p.target_names().await;
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("{got:?}\n{}", p.log_text()))
+                }
+            },
+        )
+        .await;
+    }
+    // Probes through the VIPs reach the right node, and are classified by it.
+    for (p, me) in [(&a, "a"), (&b, "b")] {
+        for (target, dest) in [("node/a", "a"), ("node/b", "b"), ("pod/a", "a")] {
+            let path = if dest == me {
+                "same-node"
+            } else {
+                "cross-node"
+            };
+            let needles = [
+                &format!("target=\"{target}\"") as &str,
+                &format!("destination_node=\"{dest}\""),
+                &format!("path=\"{path}\""),
+                "outcome=\"ok\"",
+            ];
+            eventually("successful probes", Duration::from_secs(20), || async {
+                let n = p.metric("tailprobe_probes_total", &needles).await;
+                if n > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{me} -> {target}: {n}"))
+                }
+            })
+            .await;
+        }
+    }
+
+    // What prober a wrote: a selector-less Service owned by its pod, and a
+    // slice that points at its pod IP on its node.
+    let svc = api
+        .get("services", NS, "tailprobe-node-a")
+        .expect("the Service of node a");
+    assert_eq!(svc["metadata"]["annotations"]["tailprobe.io/node"], "a");
+    assert_eq!(svc["metadata"]["labels"]["tailprobe.io/role"], "node");
+    assert_eq!(svc["spec"]["ports"][0]["port"], echo_port);
+    assert!(
+        svc["spec"].get("selector").is_none_or(Value::is_null),
+        "{svc}"
+    );
+    let owners = svc["metadata"]["ownerReferences"].as_array().unwrap();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (
+            owners[0]["kind"].as_str(),
+            owners[0]["name"].as_str(),
+            owners[0]["uid"].as_str()
+        ),
+        (Some("Pod"), Some("tp-a"), Some("uid-tp-a"))
+    );
+    let sl = api
+        .get("endpointslices", NS, "tailprobe-node-a-pod")
+        .expect("a's slice");
+    assert_eq!(
+        sl["metadata"]["labels"]["kubernetes.io/service-name"],
+        "tailprobe-node-a"
+    );
+    assert_eq!(sl["endpoints"][0]["addresses"][0], "127.0.0.11");
+    assert_eq!(sl["endpoints"][0]["nodeName"], "a");
+    assert_eq!(sl["ports"][0]["port"], echo_port);
+    assert_eq!(sl["metadata"]["ownerReferences"][0]["uid"], "uid-tp-a");
+
+    // Re-applying every 500 ms changes nothing: same resourceVersion.
+    let patches = || {
+        api.requests()
+            .iter()
+            .filter(|r| r.verb == "patch" && r.resource == "services")
+            .count()
+    };
+    let (rv, before) = (svc["metadata"]["resourceVersion"].clone(), patches());
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert!(
+        patches() >= before + 4,
+        "both probers re-apply: {before} -> {}",
+        patches()
+    );
+    let again = api.get("services", NS, "tailprobe-node-a").unwrap();
+    assert_eq!(again["metadata"]["resourceVersion"], rv, "a no-op apply");
+
+    // A stopping prober withdraws its slice; the other drops that VIP.
+    common::terminate(a.child.id().unwrap());
+    let mut a = a;
+    let status = tokio::time::timeout(Duration::from_secs(20), a.child.wait())
+        .await
+        .expect("prober a stops")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", a.log_text());
+    assert!(
+        api.get("endpointslices", NS, "tailprobe-node-a-pod")
+            .is_none()
+    );
+    api.delete("pods", NS, "tp-a");
+    eventually("b forgets node a", Duration::from_secs(10), || async {
+        let got = b.target_names().await;
+        if got == set(&["node/b"]) {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    })
+    .await;
+
+    // RBAC: the verbs the code used are exactly those deploy/ grants.
+    let used: BTreeSet<Request> = api.requests().into_iter().collect();
+    let granted = rbac_grants();
+    let used_plain: BTreeSet<(String, String, bool)> = used
+        .iter()
+        .map(|r| (r.verb.clone(), r.resource.clone(), r.namespace.is_some()))
+        .collect();
+    for r in &used {
+        if let Some(ns) = &r.namespace {
+            assert_eq!(
+                ns, NS,
+                "namespaced requests stay in the prober's namespace: {r:?}"
+            );
+        }
+    }
+    assert_eq!(
+        used_plain, granted,
+        "RBAC in deploy/base/rbac.yaml must grant exactly what the code uses"
+    );
+}
+
+/// (verb, resource, namespaced) from the ClusterRole and Role in deploy/.
+fn rbac_grants() -> BTreeSet<(String, String, bool)> {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/base/rbac.yaml"
+    ))
+    .unwrap();
+    let mut out = BTreeSet::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let (rules, namespaced) = match v["kind"].as_str() {
+            Some("ClusterRole") => (
+                serde_json::from_value::<ClusterRole>(v).unwrap().rules,
+                false,
+            ),
+            Some("Role") => (serde_json::from_value::<Role>(v).unwrap().rules, true),
+            _ => continue,
+        };
+        for rule in rules.into_iter().flatten() {
+            for verb in &rule.verbs {
+                for res in rule.resources.iter().flatten() {
+                    out.insert((verb.clone(), res.clone(), namespaced));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
+    let api = FakeApi::start().await;
+    let echo = common::TempDir::new("kube-echo");
+    let _ = &echo;
+    let echo_port = common::free_port();
+    let mut echo_child = tokio::process::Command::new(common::bin())
+        .args([
+            "echo",
+            "--listen",
+            &format!("127.0.0.1:{echo_port}"),
+            "--node",
+            "c",
+            "--pod",
+            "web-c",
+        ])
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for n in ["a", "b", "c"] {
+        api.put("nodes", node(n));
+    }
+    for (name, nodes) in [
+        ("same", vec!["a"]),
+        ("cross", vec!["b"]),
+        ("mixed", vec!["b", "c"]),
+    ] {
+        api.put("services", service("shop", name, echo_port));
+        api.put("endpointslices", slice("shop", name, &nodes, echo_port));
+    }
+    // Not opted in: never probed.
+    let mut quiet = service("shop", "quiet", echo_port);
+    quiet["metadata"]["labels"] = json!({});
+    api.put("services", quiet);
+    // Discovery only: no downward-API variables, so no registration.
+    let p = Prober::start(&api, "a", "host", "echo_listen = \"127.0.0.1:0\"", &[]);
+    eventually(
+        "opted-in Services become targets",
+        Duration::from_secs(30),
+        || async {
+            let got = p.targets().await;
+            let summary: Vec<(String, Option<String>, Vec<String>)> =
+                got.into_iter().map(|t| (t.name, t.node, t.mixed)).collect();
+            let want = vec![
+                ("svc/shop/cross".to_string(), Some("b".to_string()), vec![]),
+                (
+                    "svc/shop/mixed".to_string(),
+                    None,
+                    vec!["b".to_string(), "c".to_string()],
+                ),
+                ("svc/shop/same".to_string(), Some("a".to_string()), vec![]),
+            ];
+            if summary == want {
+                Ok(())
+            } else {
+                Err(format!("{summary:?}\n{}", p.log_text()))
+            }
+        },
+    )
+    .await;
+    assert!(p.log_text().contains("Not registering this node's Service"));
+    for (target, dest, path) in [
+        ("svc/shop/same", "a", "same-node"),
+        ("svc/shop/cross", "b", "cross-node"),
+        // Mixed: the echo's header names the node that answered.
+        ("svc/shop/mixed", "c", "cross-node"),
+    ] {
+        let needles = [
+            &format!("target=\"{target}\"") as &str,
+            &format!("destination_node=\"{dest}\""),
+            &format!("path=\"{path}\""),
+            "outcome=\"ok\"",
+        ];
+        eventually("classified probes", Duration::from_secs(15), || async {
+            let n = p.metric("tailprobe_probes_total", &needles).await;
+            if n > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{target}: {n}"))
+            }
+        })
+        .await;
+    }
+
+    // Endpoints move and Services go: targets follow within seconds.
+    api.put("endpointslices", slice("shop", "cross", &["a"], echo_port));
+    api.delete("services", "shop", "same");
+    eventually(
+        "targets follow changes",
+        Duration::from_secs(10),
+        || async {
+            let got: Vec<(String, Option<String>)> = p
+                .targets()
+                .await
+                .into_iter()
+                .map(|t| (t.name, t.node))
+                .collect();
+            let want = vec![
+                ("svc/shop/cross".to_string(), Some("a".to_string())),
+                ("svc/shop/mixed".to_string(), None),
+            ];
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+
+    // The API server goes away: the watches report it, probing goes on with
+    // the last targets.
+    api.stop().await;
+    let ok = ["target=\"svc/shop/cross\"", "outcome=\"ok\""];
+    eventually("the outage shows", Duration::from_secs(20), || async {
+        let up = p
+            .metric("tailprobe_kubernetes_watch_up", &["resource=\"services\""])
+            .await;
+        let errors = p
+            .metric(
+                "tailprobe_kubernetes_watch_errors_total",
+                &["resource=\"services\""],
+            )
+            .await;
+        if up == 0.0 && errors > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("up {up}, errors {errors}"))
+        }
+    })
+    .await;
+    let before = p.metric("tailprobe_probes_total", &ok).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(p.metric("tailprobe_probes_total", &ok).await >= before + 3.0);
+    assert_eq!(
+        p.target_names().await,
+        set(&["svc/shop/cross", "svc/shop/mixed"])
+    );
+
+    // Back: the watches resume and see what changed.
+    api.restart().await;
+    api.put("services", service("shop", "late", echo_port));
+    api.put("endpointslices", slice("shop", "late", &["c"], echo_port));
+    eventually("watches resume", Duration::from_secs(40), || async {
+        let got = p.target_names().await;
+        let up = p
+            .metric("tailprobe_kubernetes_watch_up", &["resource=\"services\""])
+            .await;
+        if got.contains("svc/shop/late") && up == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{got:?} up {up}"))
+        }
+    })
+    .await;
+
+    // History is compacted and an event is lost: 410 Gone forces a relist,
+    // which alone can reveal the deletion.
+    api.delete_silently("services", "shop", "late");
+    api.compact();
+    eventually(
+        "a relist after 410 Gone",
+        Duration::from_secs(30),
+        || async {
+            let got = p.target_names().await;
+            if got == set(&["svc/shop/cross", "svc/shop/mixed"]) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    )
+    .await;
+    let lists = api
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "list" && r.resource == "services")
+        .count();
+    assert!(lists >= 2, "services were listed {lists} times");
+    let _ = echo_child.kill().await;
+}
