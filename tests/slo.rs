@@ -1,5 +1,5 @@
 //! SLOs: the PrometheusRule is valid YAML with the policy's alerts, the
-//! shipped one matches the example configuration, and a daemon fires a
+//! shipped one matches the deployed configuration, and a daemon fires a
 //! burn-rate alert from its own counts.
 
 mod common;
@@ -14,7 +14,7 @@ fn rules_are_a_prometheus_rule_with_every_window_and_alert() {
         .args([
             "rules",
             "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/base/tailprobe.toml"),
         ])
         .output()
         .unwrap();
@@ -22,12 +22,12 @@ fn rules_are_a_prometheus_rule_with_every_window_and_alert() {
     let text = String::from_utf8(out.stdout).unwrap();
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/deploy/prometheusrule.yaml"
+        "/deploy/prometheus-operator/prometheusrule.yaml"
     ))
     .unwrap();
     assert_eq!(
         text, shipped,
-        "deploy/prometheusrule.yaml is `tailprobe rules --config config.toml`"
+        "deploy/prometheus-operator/prometheusrule.yaml is `tailprobe rules --config deploy/base/tailprobe.toml`"
     );
     let doc: serde_norway::Value = serde_norway::from_str(&text).unwrap();
     assert_eq!(doc["kind"].as_str(), Some("PrometheusRule"));

@@ -1,0 +1,425 @@
+//! deploy/ checked offline: every document parses into its typed Kubernetes
+//! object and serializes back unchanged (a misspelled or misplaced field
+//! fails), the kustomizations name files that exist and render, the
+//! DaemonSets' command lines parse with the real CLI, their config passes
+//! `tailprobe check`, and the DaemonSets hold the promises the README makes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use serde::Deserialize;
+use serde_json::Value;
+use tailprobe::cli::{Cli, Command};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn deploy() -> PathBuf {
+    Path::new(ROOT).join("deploy")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml") {
+            out.push(p);
+        }
+    }
+    out.sort();
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+/// Parses into `T`, then checks that nothing was lost on the way.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, file: &Path) -> T {
+    let t: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        &back,
+        doc,
+        "{}: fields were dropped or changed by the typed object (misspelled or misplaced?)",
+        file.display()
+    );
+    t
+}
+
+/// The objects kustomize reads: a typed struct that refuses unknown keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[allow(dead_code)]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    namespace: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
+    config_map_generator: Vec<Generator>,
+    #[serde(default)]
+    images: Vec<Value>,
+    #[serde(default)]
+    patches: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Generator {
+    name: String,
+    files: Vec<String>,
+}
+
+#[test]
+fn every_manifest_is_a_valid_typed_object() {
+    let mut files = Vec::new();
+    yaml_files(&deploy(), &mut files);
+    let mut kinds = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for doc in documents(&text) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+            match kind.as_str() {
+                "Kustomization" => {
+                    let k: Kustomization = serde_json::from_value(doc.clone())
+                        .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                    let dir = f.parent().unwrap();
+                    for r in &k.resources {
+                        assert!(dir.join(r).exists(), "{}: {r} does not exist", f.display());
+                    }
+                    for g in &k.config_map_generator {
+                        assert_eq!(g.name, "tailprobe-config", "the DaemonSets mount this name");
+                        for file in &g.files {
+                            assert!(dir.join(file).is_file(), "{}: {file}", f.display());
+                        }
+                    }
+                }
+                "Namespace" => drop(typed::<Namespace>(&doc, f)),
+                "ServiceAccount" => drop(typed::<ServiceAccount>(&doc, f)),
+                "ClusterRole" => drop(typed::<ClusterRole>(&doc, f)),
+                "ClusterRoleBinding" => drop(typed::<ClusterRoleBinding>(&doc, f)),
+                "Role" => drop(typed::<Role>(&doc, f)),
+                "RoleBinding" => drop(typed::<RoleBinding>(&doc, f)),
+                "DaemonSet" => drop(typed::<DaemonSet>(&doc, f)),
+                "Deployment" => drop(typed::<Deployment>(&doc, f)),
+                "Service" => drop(typed::<Service>(&doc, f)),
+                "ConfigMap" => drop(typed::<ConfigMap>(&doc, f)),
+                // Prometheus operator kinds: no k8s-openapi type; check the
+                // group and the parts the operator requires.
+                "ServiceMonitor" | "PrometheusRule" => {
+                    assert_eq!(
+                        doc["apiVersion"],
+                        "monitoring.coreos.com/v1",
+                        "{}",
+                        f.display()
+                    );
+                    assert!(doc["metadata"]["name"].is_string() && doc["spec"].is_object());
+                }
+                other => panic!("{}: unexpected kind {other:?}", f.display()),
+            }
+            kinds.push(kind);
+        }
+    }
+    for want in [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "Role",
+        "DaemonSet",
+        "ServiceMonitor",
+    ] {
+        assert!(kinds.iter().any(|k| k == want), "no {want} under deploy/");
+    }
+}
+
+fn daemonsets() -> Vec<(String, DaemonSet)> {
+    ["host", "pod"]
+        .into_iter()
+        .map(|k| {
+            let f = deploy().join(format!("base/daemonset-{k}.yaml"));
+            let doc = documents(&std::fs::read_to_string(&f).unwrap()).remove(0);
+            (k.to_string(), typed::<DaemonSet>(&doc, &f))
+        })
+        .collect()
+}
+
+#[test]
+fn daemonsets_run_a_command_line_the_cli_accepts_with_a_config_that_checks() {
+    let cfg_path = deploy().join("base/tailprobe.toml");
+    let loaded = tailprobe::config::load(cfg_path.to_str().unwrap()).unwrap();
+    let k = loaded
+        .config
+        .kubernetes
+        .clone()
+        .expect("[kubernetes] in the deployed config");
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--config", cfg_path.to_str().unwrap()])
+        .env("NODE_NAME", "node-1")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (kind, ds) in daemonsets() {
+        let spec = ds.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        // The image's ENTRYPOINT is /tailprobe; the args are the CLI's.
+        let mut argv = vec!["tailprobe".to_string()];
+        argv.extend(c.args.clone().unwrap());
+        let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let Command::Run(run) = cli.command else {
+            panic!("{kind}: the DaemonSet does not run `tailprobe run`")
+        };
+        // --config names the ConfigMap's file where it is mounted.
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "config")
+            .unwrap();
+        assert_eq!(
+            run.config,
+            Path::new(&mount.mount_path).join("tailprobe.toml"),
+            "{kind}"
+        );
+        let vol = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "config")
+            .unwrap();
+        assert_eq!(vol.config_map.as_ref().unwrap().name, "tailprobe-config");
+
+        // The downward API feeds what registration and attribution need.
+        let env: std::collections::BTreeMap<String, String> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let v = e.value.clone().or_else(|| {
+                    e.value_from
+                        .as_ref()?
+                        .field_ref
+                        .as_ref()
+                        .map(|f| format!("field:{}", f.field_path))
+                });
+                (e.name.clone(), v.unwrap_or_default())
+            })
+            .collect();
+        for (name, want) in [
+            ("NODE_NAME", "field:spec.nodeName"),
+            ("POD_NAME", "field:metadata.name"),
+            ("POD_NAMESPACE", "field:metadata.namespace"),
+            ("POD_UID", "field:metadata.uid"),
+            ("POD_IP", "field:status.podIP"),
+            ("TAILPROBE_SOURCE_KIND", kind.as_str()),
+        ] {
+            assert_eq!(
+                env.get(name).map(String::as_str),
+                Some(want),
+                "{kind}: {name}"
+            );
+        }
+        assert_eq!(pod.host_network.unwrap_or(false), kind == "host");
+
+        // Pods carry the labels discovery selects prober pods by.
+        let labels = spec.template.metadata.unwrap().labels.unwrap();
+        let sel: tailprobe::targets::kubernetes::LabelSelector = k.prober_selector.parse().unwrap();
+        assert!(
+            sel.matches(&labels),
+            "{kind}: pods must match prober_selector"
+        );
+        assert_eq!(labels["tailprobe.io/source-kind"], kind);
+
+        // Ports agree with the config: metrics on [server], echo on [kubernetes].
+        let port = |name: &str| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .unwrap()
+                .container_port
+        };
+        assert_eq!(
+            port("metrics"),
+            i32::from(loaded.config.server.listen.port())
+        );
+        assert_eq!(port("echo"), i32::from(k.echo_listen.port()));
+
+        // Every node, least privilege, bounded resources, health checks.
+        let tol = pod.tolerations.unwrap();
+        assert!(
+            tol.iter()
+                .any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none())
+        );
+        assert_eq!(pod.service_account_name.as_deref(), Some("tailprobe"));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let sc = c.security_context.clone().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+        let res = c.resources.clone().unwrap();
+        for k in ["cpu", "memory"] {
+            assert!(
+                res.requests.as_ref().unwrap().contains_key(k),
+                "{kind}: request {k}"
+            );
+            assert!(
+                res.limits.as_ref().unwrap().contains_key(k),
+                "{kind}: limit {k}"
+            );
+        }
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(path(&c.liveness_probe), "/healthz");
+        assert_eq!(path(&c.readiness_probe), "/readyz");
+    }
+}
+
+#[test]
+fn the_image_runs_as_the_daemonsets_user_with_the_cli_as_entrypoint() {
+    let text = std::fs::read_to_string(Path::new(ROOT).join("Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage");
+    assert_eq!(
+        froms.last(),
+        Some(&"FROM scratch"),
+        "a static binary in an empty image"
+    );
+    assert!(text.contains("ENTRYPOINT [\"/tailprobe\"]"));
+    assert!(
+        text.contains("--locked"),
+        "the image builds what Cargo.lock pins"
+    );
+    let user = text.lines().find_map(|l| l.strip_prefix("USER ")).unwrap();
+    let uid: i64 = user.split(':').next().unwrap().parse().unwrap();
+    assert_ne!(uid, 0);
+    for (kind, ds) in daemonsets() {
+        let sc = ds
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .security_context
+            .unwrap();
+        assert_eq!(sc.run_as_user, Some(uid), "{kind}");
+    }
+}
+
+#[test]
+fn the_jaeger_overlay_points_both_daemonsets_at_jaeger() {
+    let k: Kustomization = serde_norway::from_str(
+        &std::fs::read_to_string(deploy().join("jaeger/kustomization.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(k.patches.len(), 1);
+    assert_eq!(
+        k.patches[0]["target"]["kind"], "DaemonSet",
+        "both DaemonSets"
+    );
+    let ops: Vec<Value> = serde_norway::from_str(k.patches[0]["patch"].as_str().unwrap()).unwrap();
+    let env = |name: &str| {
+        ops.iter()
+            .find(|op| op["value"]["name"] == name)
+            .and_then(|op| op["value"]["value"].as_str())
+            .unwrap_or_else(|| panic!("no {name} in the patch"))
+            .to_string()
+    };
+    assert_eq!(env("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc");
+    let docs = documents(&std::fs::read_to_string(deploy().join("jaeger/jaeger.yaml")).unwrap());
+    let svc: Service = typed(&docs[1], Path::new("jaeger.yaml"));
+    let ports: Vec<i32> = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, vec![4317, 4318, 16686]);
+    let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT");
+    let want = format!("http://{}.tailprobe.svc:4317", svc.metadata.name.unwrap());
+    assert_eq!(endpoint, want, "the gRPC port of the jaeger Service");
+}
+
+/// kustomize itself, where kubectl is installed: every kustomization renders,
+/// and what it renders parses; the ConfigMap carries the checked config.
+#[test]
+fn kustomize_renders_every_kustomization() {
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl is not installed: rendering skipped (the typed checks above still ran)");
+        return;
+    }
+    let config = std::fs::read_to_string(deploy().join("base/tailprobe.toml")).unwrap();
+    for dir in ["", "jaeger", "prometheus-operator"] {
+        let out = std::process::Command::new("kubectl")
+            .args(["kustomize", deploy().join(dir).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "deploy/{dir}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let docs = documents(&String::from_utf8(out.stdout).unwrap());
+        let cm = docs
+            .iter()
+            .find(|d| d["kind"] == "ConfigMap")
+            .expect("the ConfigMap");
+        let cm: ConfigMap = serde_json::from_value(cm.clone()).unwrap();
+        assert_eq!(cm.data.unwrap()["tailprobe.toml"], config);
+        for d in docs.iter().filter(|d| d["kind"] == "DaemonSet") {
+            let ds: DaemonSet = serde_json::from_value(d.clone()).unwrap();
+            assert_eq!(ds.metadata.namespace.as_deref(), Some("tailprobe"));
+            let pod = ds.spec.unwrap().template.spec.unwrap();
+            let vol = &pod.volumes.unwrap()[0];
+            assert_eq!(
+                vol.config_map.as_ref().unwrap().name,
+                cm.metadata.name.clone().unwrap(),
+                "the hashed ConfigMap name reaches the DaemonSet"
+            );
+            let env = serde_json::to_string(&pod.containers[0].env).unwrap();
+            assert_eq!(
+                env.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                dir == "jaeger",
+                "deploy/{dir}"
+            );
+        }
+        let subjects = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRoleBinding")
+            .count();
+        assert_eq!(subjects, 1);
+    }
+}
