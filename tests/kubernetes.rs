@@ -130,6 +130,25 @@ impl Prober {
             .sum()
     }
 
+    /// Waits for an `ok` probe of `target` attributed to `dest` and `path`.
+    async fn wait_ok(&self, target: &str, dest: &str, path: &str) {
+        let needles = [
+            &format!("target=\"{target}\"") as &str,
+            &format!("destination_node=\"{dest}\""),
+            &format!("path=\"{path}\""),
+            "outcome=\"ok\"",
+        ];
+        eventually("a classified ok probe", Duration::from_secs(20), || async {
+            let n = self.metric("tailprobe_probes_total", &needles).await;
+            if n > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("{target} -> {dest} {path}: {n}"))
+            }
+        })
+        .await;
+    }
+
     fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -225,21 +244,7 @@ async fn per_node_services_give_every_prober_every_node_through_its_vip() {
             } else {
                 "cross-node"
             };
-            let needles = [
-                &format!("target=\"{target}\"") as &str,
-                &format!("destination_node=\"{dest}\""),
-                &format!("path=\"{path}\""),
-                "outcome=\"ok\"",
-            ];
-            eventually("successful probes", Duration::from_secs(20), || async {
-                let n = p.metric("tailprobe_probes_total", &needles).await;
-                if n > 0.0 {
-                    Ok(())
-                } else {
-                    Err(format!("{me} -> {target}: {n}"))
-                }
-            })
-            .await;
+            p.wait_ok(target, dest, path).await;
         }
     }
 
@@ -371,8 +376,6 @@ fn rbac_grants() -> BTreeSet<(String, String, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
     let api = FakeApi::start().await;
-    let echo = common::TempDir::new("kube-echo");
-    let _ = &echo;
     let echo_port = common::free_port();
     let mut echo_child = tokio::process::Command::new(common::bin())
         .args([
@@ -436,21 +439,7 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
         // Mixed: the echo's header names the node that answered.
         ("svc/shop/mixed", "c", "cross-node"),
     ] {
-        let needles = [
-            &format!("target=\"{target}\"") as &str,
-            &format!("destination_node=\"{dest}\""),
-            &format!("path=\"{path}\""),
-            "outcome=\"ok\"",
-        ];
-        eventually("classified probes", Duration::from_secs(15), || async {
-            let n = p.metric("tailprobe_probes_total", &needles).await;
-            if n > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("{target}: {n}"))
-            }
-        })
-        .await;
+        p.wait_ok(target, dest, path).await;
     }
 
     // Endpoints move and Services go: targets follow within seconds.
