@@ -170,6 +170,11 @@ pub async fn run(
                     .unwrap_or_default();
                 let all = merge(&loaded.targets, &found);
                 scheduler.sync(&all);
+                let since = std::time::SystemTime::now() - loaded.config.detect.window.get();
+                let forgotten = stats.forget(|t| all.iter().any(|a| *a.name == *t), since);
+                if forgotten > 0 {
+                    tracing::debug!(forgotten, "Dropped the series of targets no longer probed.");
+                }
                 *listed.write().unwrap_or_else(|e| e.into_inner()) =
                     all.iter().map(|t| api::TargetDoc::from(t.as_ref())).collect();
                 tracing::debug!(targets = scheduler.len(), "Schedules follow discovery.");

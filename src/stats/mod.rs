@@ -229,6 +229,18 @@ impl Stats {
         }
     }
 
+    /// Drops the series of targets no longer probed, once their last sample
+    /// has left the window (until then the detector still judges them). A
+    /// prober on a rotating pinglist probes every node in turn; keeping every
+    /// series it ever had would grow with the cluster, not with the pinglist.
+    /// Returns how many were dropped.
+    pub fn forget(&self, probing: impl Fn(&str) -> bool, since: SystemTime) -> usize {
+        let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let before = all.len();
+        all.retain(|k, s| probing(&k.target) || s.recent.back().is_some_and(|x| x.at >= since));
+        before - all.len()
+    }
+
     /// A copy of every series, in key order.
     pub fn snapshot(&self) -> Vec<Series> {
         let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,6 +252,30 @@ impl Stats {
 mod tests {
     use super::*;
     use crate::targets::Target;
+
+    #[test]
+    fn series_of_dropped_targets_are_forgotten_after_the_window() {
+        let stats = Stats::new(Retention::DAEMON);
+        let now = SystemTime::now();
+        let mut old = result(5, Outcome::Ok, now - Duration::from_secs(900));
+        old.target = Arc::new(Target::parse("gone", "http://127.0.0.1:1/").unwrap());
+        let mut recent = result(5, Outcome::Ok, now - Duration::from_secs(60));
+        recent.target = Arc::new(Target::parse("rotated", "http://127.0.0.1:2/").unwrap());
+        stats.record(&old);
+        stats.record(&recent);
+        stats.record(&result(5, Outcome::Ok, now - Duration::from_secs(900)));
+        let since = now - Duration::from_secs(600);
+        // "t" is still probed; "rotated" left the pinglist a minute ago and
+        // stays while the detector's window holds its samples; "gone" goes.
+        assert_eq!(stats.forget(|t| t == "t", since), 1);
+        let left: Vec<String> = stats
+            .snapshot()
+            .iter()
+            .map(|s| s.key.target.to_string())
+            .collect();
+        assert_eq!(left, vec!["rotated", "t"]);
+        assert_eq!(stats.forget(|t| t == "t", now), 1);
+    }
 
     fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
         ProbeResult {
