@@ -168,22 +168,29 @@ pub fn node_slice(id: &PodIdentity) -> EndpointSlice {
 /// Applies both objects; safe to repeat.
 pub async fn apply(client: &Client, id: &PodIdentity, port: u16) -> Result<(), KubeError> {
     let pp = PatchParams::apply(&id.field_manager()).force();
-    let svc = node_service(id, port);
-    let name = svc.metadata.name.clone().unwrap_or_default();
-    Api::<Service>::namespaced(client.clone(), &id.namespace)
-        .patch(&name, &pp, &Patch::Apply(&svc))
+    apply_one(client, &id.namespace, &node_service(id, port), &pp).await?;
+    apply_one(client, &id.namespace, &node_slice(id), &pp).await
+}
+
+async fn apply_one<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+    pp: &PatchParams,
+) -> Result<(), KubeError>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), namespace)
+        .patch(&name, pp, &Patch::Apply(object))
         .await
         .map_err(|source| KubeError::Api {
-            what: format!("applying Service {}/{name}", id.namespace),
-            source,
-        })?;
-    let slice = node_slice(id);
-    let name = slice.metadata.name.clone().unwrap_or_default();
-    Api::<EndpointSlice>::namespaced(client.clone(), &id.namespace)
-        .patch(&name, &pp, &Patch::Apply(&slice))
-        .await
-        .map_err(|source| KubeError::Api {
-            what: format!("applying EndpointSlice {}/{name}", id.namespace),
+            what: format!("applying {} {namespace}/{name}", K::kind(&())),
             source,
         })?;
     Ok(())
