@@ -402,6 +402,10 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
         api.put("services", service("shop", name, echo_port));
         api.put("endpointslices", slice("shop", name, &nodes, echo_port));
     }
+    // Opted in, but with a scheme tailprobe cannot speak: said in the log.
+    let mut tls = service("shop", "tls", echo_port);
+    tls["metadata"]["annotations"] = json!({"tailprobe.io/scheme": "https"});
+    api.put("services", tls);
     // Not opted in: never probed.
     let mut quiet = service("shop", "quiet", echo_port);
     quiet["metadata"]["labels"] = json!({});
@@ -432,7 +436,12 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
         },
     )
     .await;
-    assert!(p.log_text().contains("Not registering this node's Service"));
+    let log = p.log_text();
+    assert!(log.contains("Not registering this node's Service"), "{log}");
+    assert!(
+        log.contains("cannot be probed") && log.contains("svc/shop/tls: tailprobe.io/scheme"),
+        "{log}"
+    );
     for (target, dest, path) in [
         ("svc/shop/same", "a", "same-node"),
         ("svc/shop/cross", "b", "cross-node"),

@@ -62,14 +62,15 @@ pub fn start(
         "nodes",
         // Metadata only: a Node's status (images, conditions) is large, and
         // only names matter here.
-        watcher(
+        watcher::watcher(
             Api::<PartialObjectMeta<Node>>::all(client.clone()),
             watcher::Config::default(),
-        ),
+        )
+        .modify(clear_managed_fields),
     );
     let pods = w.spawn(
         "pods",
-        watcher(
+        watcher::watcher(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(&cfg.prober_selector),
         )
@@ -77,7 +78,7 @@ pub fn start(
     );
     let services = w.spawn(
         "services",
-        watcher(
+        watcher::watcher(
             Api::<Service>::all(client.clone()),
             watcher::Config::default().labels(&on),
         )
@@ -85,7 +86,7 @@ pub fn start(
     );
     let slices = w.spawn(
         "endpointslices",
-        watcher(
+        watcher::watcher(
             Api::<EndpointSlice>::all(client),
             watcher::Config::default().labels(&on),
         )
@@ -102,13 +103,6 @@ pub fn start(
         stores, cfg, probe, me, changed, tx, metrics, cancel,
     ));
     rx
-}
-
-fn watcher<K>(api: Api<K>, wc: watcher::Config) -> impl Stream<Item = watcher::Result<Event<K>>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher::watcher(api, wc)
 }
 
 fn clear_managed_fields<K: ResourceExt>(o: &mut K) {
@@ -234,6 +228,7 @@ async fn planner(
         namespace: &me.namespace,
         echo_port: me.echo_port,
     };
+    let mut rejected: Vec<String> = Vec::new();
     loop {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -241,6 +236,12 @@ async fn planner(
         let round_no = now.as_secs() / round.as_secs().max(1);
         let p = plan::plan(&stores.snapshot(), &who, &cfg, &probe, round_no);
         metrics.kube.set_plan(&p, round);
+        if p.rejected != rejected {
+            for why in p.rejected.iter().filter(|w| !rejected.contains(w)) {
+                tracing::warn!(service = %why, "An opted-in Service cannot be probed.");
+            }
+            rejected = p.rejected.clone();
+        }
         let fresh: Vec<Arc<Target>> = p.targets.into_iter().map(Arc::new).collect();
         tx.send_if_modified(|old| {
             let same = old.len() == fresh.len()

@@ -86,6 +86,9 @@ pub struct Plan {
     pub remote_nodes_probed: usize,
     /// Rounds until every remote node has been probed: 1 in a full mesh.
     pub rounds_per_cycle: u64,
+    /// Opted-in Services that cannot be probed, with the reason: a headless
+    /// Service, an annotation naming a port it lacks, an unknown scheme.
+    pub rejected: Vec<String>,
 }
 
 /// Who is planning: this prober's node, namespace and echo port.
@@ -120,6 +123,11 @@ pub fn plan(
     );
     let wanted: BTreeSet<&str> = chosen.iter().copied().chain([me.node]).collect();
     let mut targets = Vec::new();
+    let mut rejected = Vec::new();
+    let mut add = |r: Result<Target, String>| match r {
+        Ok(t) => targets.push(t),
+        Err(why) => rejected.push(why),
+    };
     let ready = |svc: &ServiceInfo| ready_nodes(snap, svc);
     for svc in &snap.services {
         let is_node_service = svc.labels.get(labels::ROLE).map(String::as_str) == Some("node");
@@ -141,18 +149,14 @@ pub fn plan(
                 .or(svc.ports.first())
                 .map(|(_, p)| *p);
             let Some(port) = port else { continue };
-            if let Some(t) = target(
+            add(target(
                 format!("node/{node}"),
                 &url("http", ip, port, "/"),
                 TargetNode::Known(node.clone()),
                 probe,
-            ) {
-                targets.push(t);
-            }
-        } else if cfg.service_selector.matches(&svc.labels)
-            && let Some(t) = service_target(svc, ready(svc), probe)
-        {
-            targets.push(t);
+            ));
+        } else if cfg.service_selector.matches(&svc.labels) {
+            add(service_target(svc, ready(svc), probe));
         }
     }
     if cfg.pod_ip_targets {
@@ -161,14 +165,12 @@ pub fn plan(
                 continue;
             }
             let port = p.echo_port.unwrap_or(me.echo_port);
-            if let Some(t) = target(
+            add(target(
                 format!("pod/{}", p.node),
                 &url("http", &p.ip, port, "/"),
                 TargetNode::Known(p.node.clone()),
                 probe,
-            ) {
-                targets.push(t);
-            }
+            ));
         }
     }
     targets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -178,6 +180,7 @@ pub fn plan(
         remote_nodes: remote.len(),
         remote_nodes_probed: chosen.len(),
         rounds_per_cycle,
+        rejected,
     }
 }
 
@@ -249,38 +252,48 @@ fn service_target(
     svc: &ServiceInfo,
     node: Option<TargetNode>,
     probe: &ProbeConfig,
-) -> Option<Target> {
-    let ip = svc.cluster_ip.as_ref()?;
+) -> Result<Target, String> {
+    let name = format!("svc/{}/{}", svc.namespace, svc.name);
+    let Some(ip) = &svc.cluster_ip else {
+        return Err(format!(
+            "{name}: headless, so there is no ClusterIP to probe"
+        ));
+    };
     let port = match svc.annotations.get(labels::PORT) {
         Some(p) => match p.parse::<u16>() {
             Ok(n) => svc.ports.iter().find(|(_, q)| *q == n),
-            Err(_) => svc.ports.iter().find(|(name, _)| name == p),
-        },
-        None => svc.ports.first(),
-    }?
+            Err(_) => svc.ports.iter().find(|(port_name, _)| port_name == p),
+        }
+        .ok_or_else(|| {
+            format!(
+                "{name}: {} \"{p}\" names no TCP port of the Service",
+                labels::PORT
+            )
+        })?,
+        None => svc
+            .ports
+            .first()
+            .ok_or_else(|| format!("{name}: the Service has no TCP port"))?,
+    }
     .1;
-    let scheme = svc
-        .annotations
-        .get(labels::SCHEME)
-        .map(String::as_str)
-        .unwrap_or("http");
     let path = svc
         .annotations
         .get(labels::PATH)
         .map(String::as_str)
         .unwrap_or("/");
-    let url = match scheme {
-        "tcp" => url("tcp", ip, port, ""),
-        _ => url("http", ip, port, path),
+    let url = match svc.annotations.get(labels::SCHEME).map(String::as_str) {
+        None | Some("http") => url("http", ip, port, path),
+        Some("tcp") => url("tcp", ip, port, ""),
+        Some(other) => {
+            return Err(format!(
+                "{name}: {} \"{other}\" is not http or tcp",
+                labels::SCHEME
+            ));
+        }
     };
     // No ready endpoint: probe anyway, since a user asked for this Service
     // and its failures are the news.
-    target(
-        format!("svc/{}/{}", svc.namespace, svc.name),
-        &url,
-        node.unwrap_or(TargetNode::Unknown),
-        probe,
-    )
+    target(name, &url, node.unwrap_or(TargetNode::Unknown), probe)
 }
 
 fn url(scheme: &str, ip: &str, port: u16, path: &str) -> String {
@@ -297,14 +310,15 @@ fn url(scheme: &str, ip: &str, port: u16, path: &str) -> String {
     format!("{scheme}://{host}:{port}{path}")
 }
 
-fn target(name: String, url: &str, node: TargetNode, probe: &ProbeConfig) -> Option<Target> {
-    match Target::parse(&name, url) {
-        Ok(t) => Some(t.with_node(node).with_probe_defaults(probe)),
-        Err(e) => {
-            tracing::warn!(target_name = %name, error = %e, "Skipping a discovered target.");
-            None
-        }
-    }
+fn target(
+    name: String,
+    url: &str,
+    node: TargetNode,
+    probe: &ProbeConfig,
+) -> Result<Target, String> {
+    Target::parse(&name, url)
+        .map(|t| t.with_node(node).with_probe_defaults(probe))
+        .map_err(|e| format!("{name}: {e}"))
 }
 
 impl From<&Service> for ServiceInfo {

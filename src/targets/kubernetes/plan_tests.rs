@@ -209,11 +209,16 @@ fn opted_in_services_are_classified_by_their_endpoints_nodes() {
 }
 
 #[test]
-fn headless_services_and_unready_probers_are_left_out() {
+fn unprobeable_services_are_rejected_with_a_reason_and_unready_probers_left_out() {
     let mut snap = cluster(&["a", "b"]);
-    let mut headless = svc("shop", "headless", &[(labels::PROBE, "true")], &[]);
+    let on = [(labels::PROBE, "true")];
+    let mut headless = svc("shop", "headless", &on, &[]);
     headless.cluster_ip = None;
     snap.services.push(headless);
+    snap.services
+        .push(svc("shop", "badport", &on, &[(labels::PORT, "grpc")]));
+    snap.services
+        .push(svc("shop", "tls", &on, &[(labels::SCHEME, "https")]));
     snap.probers[1].ready = false;
     let p = plan(
         &snap,
@@ -224,6 +229,14 @@ fn headless_services_and_unready_probers_are_left_out() {
     );
     let names: Vec<_> = p.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["node/a", "node/b", "pod/a"]);
+    assert_eq!(
+        p.rejected,
+        vec![
+            "svc/shop/headless: headless, so there is no ClusterIP to probe",
+            "svc/shop/badport: tailprobe.io/port \"grpc\" names no TCP port of the Service",
+            "svc/shop/tls: tailprobe.io/scheme \"https\" is not http or tcp",
+        ]
+    );
 }
 
 #[test]

@@ -224,12 +224,11 @@ pub async fn keep(
     metrics: std::sync::Arc<crate::export::prometheus::Metrics>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let mut first = true;
+    let mut registered = false;
     loop {
-        match apply(&client, &id, port).await {
+        let ok = match apply(&client, &id, port).await {
             Ok(()) => {
-                metrics.kube.applied(true);
-                if first {
+                if !registered {
                     tracing::info!(
                         service = %names::node_service(&id.node),
                         slice = %names::node_slice(&id.node, id.kind),
@@ -237,19 +236,21 @@ pub async fn keep(
                         "Registered this node's Service."
                     );
                 }
-                first = false;
+                registered = true;
+                true
             }
             Err(e) => {
-                metrics.kube.applied(false);
                 tracing::warn!(error = %e, "Cannot register this node's Service; retrying.");
+                false
             }
-        }
+        };
+        metrics.kube.applied(ok);
         // Retry sooner after a failure, so a prober that starts before the
-        // API server is reachable registers soon after it is.
-        let wait = if first {
-            every.min(std::time::Duration::from_secs(5))
-        } else {
+        // API server is reachable, or loses it, registers soon after.
+        let wait = if ok {
             every
+        } else {
+            every.min(std::time::Duration::from_secs(5))
         };
         tokio::select! {
             _ = cancel.cancelled() => break,
