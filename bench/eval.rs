@@ -44,7 +44,7 @@ fn main() {
             let found: std::collections::BTreeSet<String> =
                 tailprobe::detect::detect(&c.series, &c.facts, &Default::default())
                     .into_iter()
-                    .map(|f| f.kind)
+                    .map(|f| f.kind.as_str().to_string())
                     .collect();
             found
                 .iter()

@@ -2,15 +2,15 @@
 //! modes and noise, each case labelled with the finding kinds it must raise
 //! (none for the healthy ones). Deterministic: one seed per case.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tailprobe::detect::ladder::SynSchedule;
-use tailprobe::node::NodeFacts;
-use tailprobe::probe::{Outcome, PathKind, Phases, SourceKind};
-use tailprobe::stats::{PhaseHistograms, Sample, Series, SeriesKey};
+use tailprobe::model::{
+    Dims, NodeFacts, Outcome, PathKind, Phases, Sample, SeriesWindow as Series, SourceKind,
+    SynSchedule, Target,
+};
 
 pub struct Case {
     pub name: String,
@@ -41,8 +41,12 @@ fn build(
     schedule: SynSchedule,
     rng: &mut StdRng,
 ) -> Series {
-    let mut h = PhaseHistograms::default();
-    let (mut outcomes, mut recent, mut rtx) = (BTreeMap::new(), VecDeque::new(), 0u64);
+    // What the echo declares for `/bytes/N`; the probe measures it.
+    let body_bytes = Target::parse(target, url)
+        .ok()
+        .and_then(|t| t.echo_body_bytes())
+        .unwrap_or(0);
+    let mut samples = Vec::new();
     for m in modes {
         let jitter = rng.random::<f64>();
         let (connect_s, dns, r, outcome) = match *m {
@@ -66,19 +70,17 @@ fn build(
             first_byte: outcome.completed().then_some(connect),
             total: connect + Duration::from_micros(200),
         };
-        h.record(&phases, outcome.completed());
-        *outcomes.entry(outcome).or_insert(0) += 1;
-        rtx += u64::from(r);
-        recent.push_back(Sample {
+        samples.push(Sample {
             at: SystemTime::UNIX_EPOCH,
             phases,
             outcome,
             syn_retransmits: r,
+            body_bytes: if failed_connect { 0 } else { body_bytes },
             trace: None,
         });
     }
     Series {
-        key: SeriesKey {
+        dims: Dims {
             source_node: src.into(),
             source_kind: SourceKind::Host,
             destination_node: Some(dst.into()),
@@ -89,11 +91,8 @@ fn build(
                 PathKind::CrossNode
             },
         },
-        url: url.into(),
-        histograms: h,
-        outcomes,
-        syn_retransmits: rtx,
-        recent,
+        samples,
+        body_bytes,
     }
 }
 
@@ -300,7 +299,7 @@ fn generated() -> Vec<Case> {
                 SynSchedule::classic(),
                 &mut r,
             );
-            for (i, p) in s.recent.iter_mut().enumerate() {
+            for (i, p) in s.samples.iter_mut().enumerate() {
                 p.at = SystemTime::UNIX_EPOCH + Duration::from_secs(10 * i as u64);
             }
             series.push(s);
@@ -355,7 +354,7 @@ pub fn recorded() -> Vec<Case> {
                     .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             Case {
                 name: format!("recorded:{}", p.file_stem().unwrap().to_string_lossy()),
-                series: rec.to_series(),
+                series: rec.windows(),
                 facts: rec.facts.clone(),
                 expected: rec
                     .expected
@@ -381,7 +380,7 @@ pub fn score(cases: &[Case]) -> BTreeMap<&'static str, (u32, u32, u32)> {
         let found: BTreeSet<String> =
             tailprobe::detect::detect(&c.series, &c.facts, &Default::default())
                 .into_iter()
-                .map(|f| f.kind)
+                .map(|f| f.kind.as_str().to_string())
                 .collect();
         for k in kinds {
             let (want, got) = (c.expected.contains(k), found.contains(k));

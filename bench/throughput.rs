@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tailprobe::probe::{Prober, SourceKind};
-use tailprobe::targets::Target;
+use tailprobe::model::SourceKind;
+use tailprobe::model::Target;
+use tailprobe::probe::Prober;
 use tokio_util::sync::CancellationToken;
 
 const CONCURRENCY: [usize; 3] = [1, 16, 256];

@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Loaded;
-use crate::export::Recorder;
 use crate::export::prometheus::Metrics;
+use crate::export::{Recorder, SloExporter};
 use crate::probe::Prober;
 use crate::probe::scheduler::Scheduler;
 use crate::server::api::{self, ApiState};
@@ -68,14 +68,20 @@ pub async fn run(
         metrics.otlp.clone(),
     )?
     .map(Arc::new);
-    let mut recorder = Recorder::new(
-        Arc::clone(&stats),
-        Arc::clone(&metrics),
-        crate::slo::Tracker::new(&loaded.config.slos),
+    let slo = Arc::new(SloExporter {
+        tracker: Arc::new(std::sync::Mutex::new(crate::slo::Tracker::new(
+            &loaded.config.slos,
+        ))),
+        metrics: Arc::clone(&metrics),
+        epoch: std::time::Instant::now(),
+    });
+    let (slos, epoch) = (Arc::clone(&slo.tracker), slo.epoch);
+    let recorder = Arc::new(
+        Recorder::new(otlp.clone())
+            .with(Arc::clone(&stats) as _)
+            .with(Arc::clone(&metrics) as _)
+            .with(slo),
     );
-    recorder.otlp = otlp.clone();
-    let recorder = Arc::new(recorder);
-    let (slos, epoch) = (Arc::clone(&recorder.slos), recorder.epoch);
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let listener = TcpListener::bind(addr)
         .await
@@ -122,7 +128,7 @@ pub async fn run(
                 k,
                 &loaded,
                 &prober,
-                Arc::clone(&metrics),
+                metrics.kube.clone(),
                 &cancel,
                 server_stop.clone(),
             )
@@ -168,7 +174,7 @@ pub async fn run(
                     .as_ref()
                     .map(|rx| Arc::clone(&rx.borrow()))
                     .unwrap_or_default();
-                let all = merge(&loaded.targets, &found);
+                let all = crate::targets::merge(&loaded.targets, &found);
                 scheduler.sync(&all);
                 let since = std::time::SystemTime::now() - loaded.config.detect.window.get();
                 let forgotten = stats.forget(|t| all.iter().any(|a| *a.name == *t), since);
@@ -187,11 +193,7 @@ pub async fn run(
     }
     scheduler.wait().await;
     let _ = judge.await;
-    let cancelled: u64 = stats
-        .snapshot()
-        .iter()
-        .filter_map(|s| s.outcomes.get(&crate::probe::Outcome::Cancelled))
-        .sum();
+    let cancelled = stats.count(crate::model::Outcome::Cancelled);
     server_stop.cancel();
     match server.await {
         Ok(Ok(())) => {}
@@ -244,12 +246,21 @@ async fn judge(
             .source_node
             .clone();
         let facts = crate::node::gather(&node).await;
+        // Copying the window and judging it is CPU work: on the blocking
+        // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();
-        let mut series = stats.snapshot();
-        for s in &mut series {
-            s.recent.retain(|p| p.at >= since);
-        }
-        let findings = crate::detect::detect(&series, std::slice::from_ref(&facts), &detector);
+        let (judged, f, d) = (Arc::clone(&stats), facts.clone(), detector.clone());
+        let findings = match tokio::task::spawn_blocking(move || {
+            crate::detect::detect(&judged.windows(since), std::slice::from_ref(&f), &d)
+        })
+        .await
+        {
+            Ok(findings) => findings,
+            Err(e) => {
+                tracing::error!(error = %e, "The detector failed; keeping the last verdict.");
+                continue;
+            }
+        };
         metrics.set_findings(&findings);
         let states = slos
             .lock()
@@ -267,7 +278,7 @@ async fn judge(
             )
             .collect();
         for a in alerter.update(std::time::Instant::now(), conditions) {
-            let slo = a.condition.key.starts_with("slo|");
+            let slo = matches!(a.condition.key, alerts::AlertKey::Slo { .. });
             match (a.phase, slo) {
                 (Phase::Raised, false) => {
                     tracing::warn!(finding = %a.condition.summary, "Finding raised.")
@@ -305,10 +316,10 @@ struct Kube {
 }
 
 async fn start_kubernetes(
-    k: &crate::targets::kubernetes::KubernetesConfig,
+    k: &crate::config::KubernetesConfig,
     loaded: &Loaded,
     prober: &Prober,
-    metrics: Arc<Metrics>,
+    metrics: crate::targets::kubernetes::metrics::KubeMetrics,
     cancel: &CancellationToken,
     server_stop: CancellationToken,
 ) -> Result<Kube, DaemonError> {
@@ -346,7 +357,7 @@ async fn start_kubernetes(
             pod,
             k.node_service_port,
             k.reapply.get(),
-            Arc::clone(&metrics),
+            metrics.clone(),
             cancel.clone(),
         )),
         Err(e) => {
@@ -370,18 +381,4 @@ async fn start_kubernetes(
         targets,
         registration,
     })
-}
-
-/// Configured targets first; a discovered one with the same name is dropped.
-fn merge(
-    configured: &[Arc<crate::targets::Target>],
-    discovered: &[Arc<crate::targets::Target>],
-) -> Vec<Arc<crate::targets::Target>> {
-    let mut all = configured.to_vec();
-    for t in discovered {
-        if !configured.iter().any(|c| c.name == t.name) {
-            all.push(Arc::clone(t));
-        }
-    }
-    all
 }

@@ -3,6 +3,8 @@
 //! knows which node answered.
 //!
 //! Code map (ARCHITECTURE.md states the invariants):
+//! - [`model`]: the vocabulary (results, dimensions, facts, the SYN
+//!   schedule); a leaf that imports nothing of the crate.
 //! - [`config`]: the typed `config.toml`, with file:line:column errors.
 //! - [`targets`]: what to probe and which node serves it.
 //! - [`probe`]: one fresh connection and its evidence; the fixed-rate scheduler.
@@ -24,8 +26,10 @@ pub mod detect;
 pub mod export;
 pub mod lab;
 pub mod matrix;
+pub mod model;
 pub mod node;
 pub mod probe;
+pub mod ratelimit;
 pub mod server;
 pub mod shutdown;
 pub mod slo;

@@ -162,3 +162,79 @@ async fn the_daemon_judges_its_window_and_serves_findings() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// The value of the first sample line that starts with `prefix`, 0 if none.
+fn sample(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_keep_their_schedule_while_the_histogram_api_is_hammered() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let dir = TempDir::new("daemon-hammer");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut text = format!(
+        "node = \"node2\"\n[probe]\ninterval = \"50ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n"
+    );
+    for i in 0..20 {
+        text += &format!(
+            "[[target]]\nname = \"t{i}\"\nurl = \"{}\"\nnode = \"node1\"\n",
+            ok.url("/")
+        );
+    }
+    let cfg = dir.file("c.toml", &text);
+    let (mut child, mut stderr) = common::daemon(&cfg, &[]);
+    common::wait_for_line(&mut stderr, "Probing.", Duration::from_secs(10)).await;
+    // Let every series grow a window before the readers start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = get(&listen, "/metrics").await.2;
+    // Eight readers, each as fast as it can for 3 s: cumulative and
+    // windowed histograms of all 20 series, over and over.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    let readers: Vec<_> = (0..8)
+        .map(|i| {
+            let listen = listen.clone();
+            tokio::spawn(async move {
+                let mut reads = 0u32;
+                while tokio::time::Instant::now() < until {
+                    let path = if i % 2 == 0 {
+                        "/api/v1/histograms"
+                    } else {
+                        "/api/v1/histograms?window=10m"
+                    };
+                    assert_eq!(get(&listen, path).await.0, 200);
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    let mut reads = 0;
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    tokio::time::sleep_until(until).await;
+    let after = get(&listen, "/metrics").await.2;
+    let delta = |prefix: &str| sample(&after, prefix) - sample(&before, prefix);
+    let started = delta("tailprobe_probe_start_lag_seconds_count");
+    let late = started - delta("tailprobe_probe_start_lag_seconds_bucket{le=\"0.05\"}");
+    assert!(reads >= 40, "the readers were served: {reads} reads");
+    // 20 targets every 50 ms for 3 s: 1,200 probes on schedule.
+    assert!(started >= 1000.0, "{started} probes started in 3 s");
+    assert!(
+        late <= started / 100.0,
+        "{late} of {started} probes started over 50 ms late while {reads} histogram reads ran"
+    );
+    assert_eq!(
+        sample(&after, "tailprobe_probes_skipped_total"),
+        0.0,
+        "no probe was skipped"
+    );
+    common::terminate(child.id().unwrap());
+    let _ = child.wait().await;
+}

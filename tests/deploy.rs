@@ -241,7 +241,7 @@ fn daemonsets_run_a_command_line_the_cli_accepts_with_a_config_that_checks() {
 
         // Pods carry the labels discovery selects prober pods by.
         let labels = spec.template.metadata.unwrap().labels.unwrap();
-        let sel: tailprobe::targets::kubernetes::LabelSelector = k.prober_selector.parse().unwrap();
+        let sel: tailprobe::config::LabelSelector = k.prober_selector.parse().unwrap();
         assert!(
             sel.matches(&labels),
             "{kind}: pods must match prober_selector"

@@ -21,7 +21,7 @@ fn every_labelled_case_gets_exactly_its_findings() {
         let found: std::collections::BTreeSet<String> =
             tailprobe::detect::detect(&c.series, &c.facts, &Default::default())
                 .into_iter()
-                .map(|f| f.kind)
+                .map(|f| f.kind.as_str().to_string())
                 .collect();
         let want: std::collections::BTreeSet<String> =
             c.expected.iter().map(|k| k.to_string()).collect();

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Behaviour, Server};
-use tailprobe::probe::{Outcome, PathKind, Prober, SourceKind};
+use tailprobe::model::{Outcome, PathKind, SourceKind};
+use tailprobe::model::{Target, TargetNode};
+use tailprobe::probe::Prober;
 use tailprobe::server::echo::{self, EchoIdentity};
-use tailprobe::targets::{Target, TargetNode};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]

@@ -9,9 +9,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::bin;
+use tailprobe::detect::{CauseId, FindingKind};
 use tailprobe::export::report::Cell;
 use tailprobe::lab::run::LabReport;
-use tailprobe::probe::{PathKind, SourceKind};
+use tailprobe::model::{PathKind, SourceKind};
 
 fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -124,7 +125,7 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
     );
     for (src, kind, c) in &all {
         assert!(fast(c), "{src} {kind:?} {c:?}");
-        if c.target != "svc-all" {
+        if &*c.dims.target != "svc-all" {
             assert_eq!(c.samples, 5);
         }
     }
@@ -133,17 +134,20 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
         let n: u64 = rep
             .cells
             .iter()
-            .filter(|c| c.target == "svc-all")
+            .filter(|c| &*c.dims.target == "svc-all")
             .map(|c| c.samples)
             .sum();
         assert_eq!(n, 5, "{} {:?}", rep.source_node, rep.source_kind);
     }
     // Same-node and cross-node cells both exist, and the all-nodes Service
     // is attributed per probe through the echo's header.
-    assert!(all.iter().any(|(_, _, c)| c.path == PathKind::SameNode));
     assert!(
         all.iter()
-            .any(|(_, _, c)| c.target == "svc-all" && c.destination_node.is_some())
+            .any(|(_, _, c)| c.dims.path == PathKind::SameNode)
+    );
+    assert!(
+        all.iter()
+            .any(|(_, _, c)| &*c.dims.target == "svc-all" && c.dims.destination_node.is_some())
     );
 
     let name = lab.name.clone();
@@ -179,7 +183,7 @@ fn drop_syn_case(linear: &str, rung_s: f64) {
     ]);
     let r = lab.matrix(5);
     for (src, kind, c) in cells(&r) {
-        if src == "node2" && c.destination_node.as_deref() == Some("node1") {
+        if src == "node2" && c.dims.destination_node.as_deref() == Some("node1") {
             assert_eq!(c.failures, 0, "{kind:?} {c:?}");
             assert_eq!(
                 c.syn_retransmits,
@@ -222,7 +226,7 @@ fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String, LabReport) {
     assert_eq!(code, 0);
     let (mut hit, mut clean) = (vec![], vec![]);
     for (_, kind, c) in cells(&r) {
-        if kind == SourceKind::Host && c.path == PathKind::CrossNode {
+        if kind == SourceKind::Host && c.dims.path == PathKind::CrossNode {
             hit.push(c.clone());
         } else {
             clean.push(c.clone());
@@ -267,7 +271,7 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
     // on the 63 s rung, naming the checksum bug and the device to fix.
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
     let f = &report.findings[0];
-    assert_eq!(f.kind, "syn-retransmit-ladder");
+    assert_eq!(f.kind, FindingKind::SynRetransmitLadder);
     assert_eq!(
         (f.path, f.source_kind),
         (Some(PathKind::CrossNode), Some(SourceKind::Host))
@@ -279,7 +283,7 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
         "{f:#?}"
     );
     let cause = &f.likely_causes[0];
-    assert_eq!(cause.id, "vxlan-checksum-offload", "{f:#?}");
+    assert_eq!(cause.id, CauseId::VxlanChecksumOffload, "{f:#?}");
     assert!(cause.remediation[0].starts_with("ethtool --offload vxlan.calico rx off tx off"));
 }
 
@@ -299,7 +303,7 @@ fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
     assert!(on_1s * 10 >= all * 9, "{:#?}", report.findings);
     assert_eq!(
         report.findings[0].likely_causes[0].id,
-        "vxlan-checksum-offload"
+        CauseId::VxlanChecksumOffload
     );
     for c in &hit {
         let p50 = c.connect_p50_ms.unwrap();
@@ -334,17 +338,19 @@ fn an_mtu_black_hole_stalls_large_bodies_only_as_root() {
     let pmtu: Vec<_> = r
         .findings
         .iter()
-        .filter(|f| f.kind == "pmtu-blackhole")
+        .filter(|f| f.kind == FindingKind::PmtuBlackhole)
         .collect();
     assert!(!pmtu.is_empty(), "{:#?}", r.findings);
     for f in &pmtu {
         assert_eq!(f.source_node.as_deref(), Some("node1"), "{f:#?}");
         assert_ne!(f.destination_node.as_deref(), Some("node1"));
         assert!(f.targets[0].ends_with("-64k"));
-        assert_eq!(f.likely_causes[0].id, "overlay-pmtu-blackhole");
+        assert_eq!(f.likely_causes[0].id, CauseId::OverlayPmtuBlackhole);
     }
     assert!(
-        r.findings.iter().all(|f| f.kind == "pmtu-blackhole"),
+        r.findings
+            .iter()
+            .all(|f| f.kind == FindingKind::PmtuBlackhole),
         "the failures are explained, no ladder: {:#?}",
         r.findings
     );
@@ -368,8 +374,8 @@ fn underlay_delay_and_jitter_slow_one_node_and_raise_nothing_as_root() {
             (0, 0),
             "{src} {kind:?} {c:?}"
         );
-        let through_node1 = src == "node1" || c.destination_node.as_deref() == Some("node1");
-        let crosses = c.path == PathKind::CrossNode;
+        let through_node1 = src == "node1" || c.dims.destination_node.as_deref() == Some("node1");
+        let crosses = c.dims.path == PathKind::CrossNode;
         let connect = c.connect_p50_ms.unwrap();
         if through_node1 && crosses {
             // The SYN or the SYN-ACK arrives at node1's underlay: held 200-300 ms.
@@ -546,4 +552,86 @@ fn a_lab_fault_raises_and_clears_an_otlp_alert_as_root() {
     let _ = daemon.wait();
     let _ = receiver.kill();
     let _ = receiver.wait();
+}
+
+/// The alert records a one-shot run sent: (finding kind, trace id) for each,
+/// once the receiver has them; every trace id is one of the run's spans.
+fn raised_findings(rx: &common::otlp::Receiver) -> Vec<String> {
+    use common::otlp::{attr, log_records, phase};
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log_records(rx).is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let records = log_records(rx);
+    let spans = rx.spans("http");
+    records
+        .iter()
+        .map(|r| {
+            assert_eq!(phase(r).as_deref(), Some("raised"), "{r:#}");
+            let trace = r["traceId"].as_str().expect("an example trace");
+            assert!(
+                spans.iter().any(|(_, s)| s["traceId"] == trace),
+                "the example trace was exported: {r:#}"
+            );
+            attr(&r["attributes"], "tailprobe.finding.kind").unwrap()
+        })
+        .collect()
+}
+
+/// `lab matrix` and `lab demo` record through the same fan-out as the
+/// daemon: their findings reach a real OTLP receiver as alert records,
+/// linked to the probe traces that show them.
+#[test]
+fn lab_matrix_and_demo_send_their_findings_as_otlp_alerts_as_root() {
+    let env = |rx: &common::otlp::Receiver| {
+        [
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{}", rx.http),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_string()),
+        ]
+    };
+    let lab = Lab::up(&["--syn-linear-timeouts", "0"]);
+    lab.run(&[
+        "lab", "fault", "drop-syn", "--from", "node2", "--to", "node1", "--count", "2",
+    ]);
+    let rx = common::otlp::Receiver::start();
+    let out = Command::new(bin())
+        .args(["lab", "matrix", "--name", &lab.name, "--samples", "3"])
+        .envs(env(&rx))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a finding: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds = raised_findings(&rx);
+    assert!(
+        kinds.contains(&"syn-retransmit-ladder".to_string()),
+        "{kinds:?}"
+    );
+    drop(lab);
+
+    let rx = common::otlp::Receiver::start();
+    let name = format!("td{}", std::process::id() % 100_000);
+    let out = Command::new(bin())
+        .args(["lab", "demo", "--fault", "drop-syn", "--samples", "3"])
+        .args(["--name", &name])
+        .envs(env(&rx))
+        .output()
+        .unwrap();
+    let _ = tailprobe(&["lab", "down", "--name", &name]);
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kinds = raised_findings(&rx);
+    assert!(
+        kinds.contains(&"syn-retransmit-ladder".to_string()),
+        "{kinds:?}"
+    );
 }

@@ -6,123 +6,12 @@
 
 mod common;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::otlp::{Receiver, attr, log_records, phase};
 use common::{Behaviour, Server, SynBlackhole, TempDir, bin, free_port};
 use serde_json::Value;
-
-struct Receiver {
-    child: Child,
-    grpc: u16,
-    http: u16,
-    file: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Receiver {
-    fn start() -> Self {
-        Self::start_on(free_port(), free_port())
-    }
-
-    fn start_on(grpc: u16, http: u16) -> Self {
-        let dir = TempDir::new("otlp");
-        let file = dir.0.join("received.jsonl");
-        let mut child = Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/otlp_receiver.py"
-            ))
-            .args([grpc.to_string(), http.to_string()])
-            .arg(&file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 runs the OTLP receiver (scripts/deps installs oteltest)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            "ready",
-            "the receiver did not start; is oteltest installed (pip install oteltest)?"
-        );
-        Self {
-            child,
-            grpc,
-            http,
-            file,
-            _dir: dir,
-        }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// (resource attributes, span) for every span of a signal and protocol.
-    fn spans(&self, protocol: &str) -> Vec<(Value, Value)> {
-        let mut out = Vec::new();
-        for r in self
-            .received()
-            .iter()
-            .filter(|r| r["signal"] == "traces" && r["protocol"] == protocol)
-        {
-            for rs in r["body"]["resourceSpans"].as_array().unwrap() {
-                for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                    for s in ss["spans"].as_array().into_iter().flatten() {
-                        out.push((rs["resource"]["attributes"].clone(), s.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    fn metric_names(&self, protocol: &str) -> Vec<(String, Value)> {
-        let mut out = Vec::new();
-        for r in self
-            .received()
-            .iter()
-            .filter(|r| r["signal"] == "metrics" && r["protocol"] == protocol)
-        {
-            for rm in r["body"]["resourceMetrics"].as_array().unwrap() {
-                for sm in rm["scopeMetrics"].as_array().into_iter().flatten() {
-                    for m in sm["metrics"].as_array().into_iter().flatten() {
-                        out.push((m["name"].as_str().unwrap().to_string(), m.clone()));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The value of attribute `key` in an OTLP JSON attribute list, as a string.
-fn attr(attrs: &Value, key: &str) -> Option<String> {
-    attrs.as_array()?.iter().find(|a| a["key"] == key).map(|a| {
-        let v = &a["value"];
-        v["stringValue"]
-            .as_str()
-            .map(str::to_string)
-            .or_else(|| v["intValue"].as_str().map(str::to_string))
-            .or_else(|| v["doubleValue"].as_f64().map(|d| d.to_string()))
-            .unwrap_or_else(|| v.to_string())
-    })
-}
 
 fn matrix(cfg: &std::path::Path, env: &[(&str, String)]) -> std::process::Output {
     let mut cmd = Command::new(bin());
@@ -257,6 +146,26 @@ fn http_export_configured_only_by_otel_variables() {
         names.contains(&"tailprobe.syn_retransmits".to_string()),
         "{names:?}"
     );
+    // A one-shot run raises its findings as alert records at its end, each
+    // linked to an example probe trace that was exported too.
+    wait_until(|| !log_records(&rx).is_empty());
+    let records = log_records(&rx);
+    let kinds: Vec<String> = records
+        .iter()
+        .filter_map(|r| attr(&r["attributes"], "tailprobe.finding.kind"))
+        .collect();
+    assert!(
+        kinds.contains(&"probe-failures".to_string()),
+        "{records:#?}"
+    );
+    for r in &records {
+        assert_eq!(phase(r).as_deref(), Some("raised"), "{r:#}");
+        let trace = r["traceId"].as_str().expect("an example trace");
+        assert!(
+            roots.iter().any(|(_, s)| s["traceId"] == trace),
+            "the record's trace is one of the run's probes: {r:#}"
+        );
+    }
 }
 
 #[test]
@@ -386,19 +295,6 @@ async fn a_collector_that_is_down_costs_probing_nothing_and_export_resumes() {
     );
 }
 
-/// Every log record received: (attributes, record).
-fn log_records(rx: &Receiver) -> Vec<Value> {
-    let mut out = Vec::new();
-    for r in rx.received().iter().filter(|r| r["signal"] == "logs") {
-        for rl in r["body"]["resourceLogs"].as_array().unwrap() {
-            for sl in rl["scopeLogs"].as_array().into_iter().flatten() {
-                out.extend(sl["logRecords"].as_array().into_iter().flatten().cloned());
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn findings_are_raised_and_resolved_as_log_records_linked_to_traces() {
     let rx = Receiver::start();
@@ -421,7 +317,6 @@ async fn findings_are_raised_and_resolved_as_log_records_linked_to_traces() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let phase = |r: &Value| attr(&r["attributes"], "tailprobe.alert.phase");
     wait_until(|| {
         log_records(&rx)
             .iter()

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Behaviour, Server, SynBlackhole};
-use tailprobe::probe::{Outcome, ProbeResult, Prober, SourceKind};
-use tailprobe::targets::Target;
+use tailprobe::model::Target;
+use tailprobe::model::{Outcome, ProbeResult, SourceKind};
+use tailprobe::probe::Prober;
 use tokio_util::sync::CancellationToken;
 
 async fn probe(url: &str, timeout: Duration, max_body: u64) -> ProbeResult {

@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Behaviour, Server};
-use tailprobe::probe::{Outcome, Prober, SourceKind};
-use tailprobe::targets::Target;
+use tailprobe::detect::{CauseId, FindingKind};
+use tailprobe::model::Target;
+use tailprobe::model::{Outcome, SourceKind};
+use tailprobe::probe::Prober;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
-async fn probe(url: &str) -> tailprobe::probe::ProbeResult {
+async fn probe(url: &str) -> tailprobe::model::ProbeResult {
     let prober = Prober::new("n1", SourceKind::Pod);
     let t = Arc::new(
         Target::parse("t", url)
@@ -130,8 +132,8 @@ async fn a_lost_dns_query_is_a_dns_timeout_finding() {
     let f = report
         .findings
         .iter()
-        .find(|f| f.kind == "dns-timeout-ladder")
+        .find(|f| f.kind == FindingKind::DnsTimeoutLadder)
         .expect("a DNS finding");
     assert_eq!(f.samples, 3);
-    assert_eq!(f.likely_causes[0].id, "conntrack-dns-race");
+    assert_eq!(f.likely_causes[0].id, CauseId::ConntrackDnsRace);
 }

@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{Behaviour, Server};
+use tailprobe::model::Target;
+use tailprobe::model::{Outcome, ProbeResult, SourceKind};
+use tailprobe::probe::Prober;
 use tailprobe::probe::scheduler::{Scheduler, Sink, SkipReason};
-use tailprobe::probe::{Outcome, ProbeResult, Prober, SourceKind};
-use tailprobe::targets::Target;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]

@@ -2,11 +2,24 @@
 //! defaults in one place ([`Default`] impls below), and every error located as
 //! `FILE:LINE:COL: what is wrong; what to do`.
 
+//!
+//! Invariant: `config` imports only `model`. Every table's struct lives here,
+//! and the modules that act on a table import it from here, never the reverse.
+
 mod duration;
 mod error;
+mod kubernetes;
+mod otlp;
+mod selector;
+mod slo;
+mod target;
 
 pub use duration::Dur;
 pub use error::ConfigError;
+pub use kubernetes::KubernetesConfig;
+pub use otlp::OtlpConfig;
+pub use selector::LabelSelector;
+pub use slo::{BurnAlert, SloConfig};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +27,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::probe::SourceKind;
-use crate::targets::Target;
+use crate::model::{DetectorConfig, SourceKind, Target, Timing};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,13 +47,13 @@ pub struct Config {
     #[serde(default)]
     pub detect: DetectConfig,
     /// OTLP export; the standard `OTEL_*` variables alone also enable it.
-    pub otlp: Option<crate::export::otlp::OtlpConfig>,
+    pub otlp: Option<OtlpConfig>,
     /// Discovery from the Kubernetes API and the per-node Service.
-    pub kubernetes: Option<crate::targets::kubernetes::KubernetesConfig>,
+    pub kubernetes: Option<KubernetesConfig>,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
-    pub slos: Vec<crate::slo::SloConfig>,
+    pub slos: Vec<SloConfig>,
 }
 
 /// `[probe]`: defaults for every target.
@@ -60,16 +72,30 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
+        let t = Timing::default();
         Self {
-            interval: Dur::secs(10),
-            jitter: Dur::secs(1),
-            // Past the last SYN rung of both schedules: 127 s classic, 131 s linear.
-            timeout: Dur::secs(135),
+            interval: Dur(t.interval),
+            jitter: Dur(t.jitter),
+            timeout: Dur(t.timeout),
             connect_timeout: None,
             syn_poll: Dur::millis(200),
             max_in_flight: 4096,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: t.max_body_bytes,
             syn_retries: None,
+        }
+    }
+}
+
+impl ProbeConfig {
+    /// The timing and body limit a target gets when it says nothing itself.
+    pub fn timing(&self) -> Timing {
+        let timeout = self.timeout.get();
+        Timing {
+            interval: self.interval.get(),
+            jitter: self.jitter.get(),
+            timeout,
+            connect_timeout: self.connect_timeout.map(|d| d.get()).unwrap_or(timeout),
+            max_body_bytes: self.max_body_bytes,
         }
     }
 }
@@ -122,7 +148,7 @@ pub struct DetectConfig {
 
 impl Default for DetectConfig {
     fn default() -> Self {
-        let d = crate::detect::DetectorConfig::default();
+        let d = DetectorConfig::default();
         Self {
             interval: Dur::secs(30),
             window: Dur::secs(600),
@@ -133,11 +159,11 @@ impl Default for DetectConfig {
 }
 
 impl DetectConfig {
-    pub fn detector(&self) -> crate::detect::DetectorConfig {
-        crate::detect::DetectorConfig {
+    pub fn detector(&self) -> DetectorConfig {
+        DetectorConfig {
             background_syn_loss: self.background_syn_loss,
             min_rung_probes: self.min_rung_probes,
-            ..crate::detect::DetectorConfig::default()
+            ..crate::model::DetectorConfig::default()
         }
     }
 }
@@ -255,7 +281,7 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
                 ),
             ));
         }
-        let target = Target::from_config(tc, &config.probe).map_err(|(span, msg)| at(span, msg))?;
+        let target = target::build(tc, &config.probe).map_err(|(span, msg)| at(span, msg))?;
         targets.push(Arc::new(target));
     }
     Ok(Loaded { config, targets })

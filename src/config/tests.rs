@@ -70,7 +70,7 @@ fn defaults_fill_targets() {
     assert_eq!(t.timeout, std::time::Duration::from_secs(20));
     assert_eq!(t.connect_timeout, std::time::Duration::from_secs(5));
     assert_eq!(t.interval, std::time::Duration::from_millis(250));
-    assert_eq!(t.node, crate::targets::TargetNode::Unknown);
+    assert_eq!(t.node, crate::model::TargetNode::Unknown);
 }
 
 #[test]

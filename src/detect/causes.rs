@@ -5,7 +5,56 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Evidence;
+use super::{Evidence, FindingKind};
+
+/// Which cause: the identity a finding's likely causes and the metrics'
+/// `cause` label carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseId {
+    VxlanChecksumOffload,
+    SynDroppedOnPath,
+    PathPacketLoss,
+    IpvsConnReuse,
+    ConntrackDnsRace,
+    OverlayPmtuBlackhole,
+    NeighbourResolution,
+}
+
+impl CauseId {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseId::VxlanChecksumOffload => "vxlan-checksum-offload",
+            CauseId::SynDroppedOnPath => "syn-dropped-on-path",
+            CauseId::PathPacketLoss => "path-packet-loss",
+            CauseId::IpvsConnReuse => "ipvs-conn-reuse",
+            CauseId::ConntrackDnsRace => "conntrack-dns-race",
+            CauseId::OverlayPmtuBlackhole => "overlay-pmtu-blackhole",
+            CauseId::NeighbourResolution => "neighbour-resolution",
+        }
+    }
+}
+
+impl std::fmt::Display for CauseId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kernels with "netfilter: nat: never update the UDP checksum when it's 0",
+/// per stable series: (major, minor, first fixed patch). Every 5.7 and later
+/// has it.
+pub const CHECKSUM_FIX: &[(u32, u32, u32)] = &[(5, 6, 13), (5, 4, 41), (4, 19, 123), (4, 14, 181)];
+
+/// Whether a kernel release (major, minor, patch) has the NAT checksum fix.
+pub fn has_checksum_fix(v: (u32, u32, u32)) -> bool {
+    let (major, minor, patch) = v;
+    major >= 6
+        || (major == 5 && minor >= 7)
+        || CHECKSUM_FIX
+            .iter()
+            .any(|(ma, mi, p)| (*ma, *mi) == (major, minor) && patch >= *p)
+}
 
 /// A piece of evidence a cause expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +90,8 @@ pub enum Check {
     ConntrackInsertFailed,
     /// Large responses fail or stall where small ones to the same node pass.
     LargeBodiesOnly,
+    /// Only the first connections to each path were slow; later ones fast.
+    FirstContactOnly,
 }
 
 impl Check {
@@ -70,6 +121,7 @@ impl Check {
             Check::DnsRung => "lookups sit on the resolver's 5 s / 10 s timeouts",
             Check::ConntrackInsertFailed => "conntrack insert_failed is non-zero",
             Check::LargeBodiesOnly => "large responses fail while small ones to the same node pass",
+            Check::FirstContactOnly => "slow connects only on the first contact with each path",
         }
     }
 
@@ -92,17 +144,18 @@ impl Check {
             Check::DnsRung => Some(e.dns_rung),
             Check::ConntrackInsertFailed => e.conntrack_insert_failed.map(|n| n > 0),
             Check::LargeBodiesOnly => Some(e.large_bodies_only),
+            Check::FirstContactOnly => Some(e.first_contact_only),
         }
     }
 }
 
 /// A cause in the knowledge base.
 pub struct CauseSpec {
-    pub id: &'static str,
+    pub id: CauseId,
     pub title: &'static str,
     pub why: &'static str,
     /// The finding kinds it can explain.
-    pub kinds: &'static [&'static str],
+    pub kinds: &'static [FindingKind],
     /// Evidence it expects, with weights; the first is required.
     pub checks: &'static [(Check, f64)],
     pub remediation: &'static [&'static str],
@@ -112,14 +165,14 @@ pub struct CauseSpec {
 /// the hit sources (`vxlan.calico` when none was found).
 pub const CAUSES: &[CauseSpec] = &[
     CauseSpec {
-        id: "vxlan-checksum-offload",
+        id: CauseId::VxlanChecksumOffload,
         title: "VXLAN double-NAT checksum bug (TX checksum offload on a NATed VXLAN packet)",
         why: "kube-proxy's masquerade mark survives VXLAN encapsulation, so the outer UDP header is NATed too; \
               with UDP checksums off on the VXLAN device and TX checksum offload on, the kernel's NAT writes an \
               invalid checksum and the receiver drops the packet. Retransmitted SYNs reuse the NATed UDP conntrack \
               entry until it expires 30 s after the last one (63 s), or escape at once when the kernel rehashes \
               the flow (1 s).",
-        kinds: &["syn-retransmit-ladder"],
+        kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::CrossNodeOnly, 3.0),
             (Check::HostNetworkOnly, 2.0),
@@ -138,11 +191,11 @@ pub const CAUSES: &[CauseSpec] = &[
         ],
     },
     CauseSpec {
-        id: "syn-dropped-on-path",
+        id: CauseId::SynDroppedOnPath,
         title: "SYNs dropped on the way in: a filtering rule, a full queue or a full conntrack table",
         why: "most probes lose the same first SYNs, deterministically, on the way to one node: a firewall or \
               NetworkPolicy rule, a full accept queue, or a full conntrack table drops them.",
-        kinds: &["syn-retransmit-ladder"],
+        kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::MostProbes, 2.0),
             (Check::OneDestination, 2.0),
@@ -155,10 +208,10 @@ pub const CAUSES: &[CauseSpec] = &[
         ],
     },
     CauseSpec {
-        id: "path-packet-loss",
+        id: CauseId::PathPacketLoss,
         title: "Packet loss on the path",
         why: "random loss costs one SYN now and then, so a few probes sit on the first rung on every kind of path.",
-        kinds: &["syn-retransmit-ladder"],
+        kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::FewProbes, 2.0),
             (Check::EarlyRung, 2.0),
@@ -170,11 +223,11 @@ pub const CAUSES: &[CauseSpec] = &[
         ],
     },
     CauseSpec {
-        id: "ipvs-conn-reuse",
+        id: CauseId::IpvsConnReuse,
         title: "IPVS connection reuse (conn_reuse_mode=1)",
         why: "with kube-proxy in IPVS mode, a new connection whose source port matches an old IPVS connection \
               has its SYN dropped: one lost SYN, the 1 s rung, on some new connections.",
-        kinds: &["syn-retransmit-ladder"],
+        kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::FewProbes, 2.0),
             (Check::EarlyRung, 2.0),
@@ -185,11 +238,11 @@ pub const CAUSES: &[CauseSpec] = &[
         ],
     },
     CauseSpec {
-        id: "conntrack-dns-race",
+        id: CauseId::ConntrackDnsRace,
         title: "conntrack insert race on parallel DNS queries",
         why: "glibc sends the A and AAAA queries from one socket at once; conntrack drops one of them on an \
               insert race and the resolver waits its 5 s timeout.",
-        kinds: &["dns-timeout-ladder"],
+        kinds: &[FindingKind::DnsTimeoutLadder],
         checks: &[(Check::DnsRung, 3.0), (Check::ConntrackInsertFailed, 2.0)],
         remediation: &[
             "dnsConfig options single-request-reopen (glibc) in the pods",
@@ -197,15 +250,27 @@ pub const CAUSES: &[CauseSpec] = &[
         ],
     },
     CauseSpec {
-        id: "overlay-pmtu-blackhole",
+        id: CauseId::OverlayPmtuBlackhole,
         title: "Overlay path-MTU black hole",
         why: "the overlay adds 50 bytes (VXLAN) or 20 (IPIP); packets above the path MTU vanish when ICMP \
               fragmentation-needed is dropped, so handshakes and small responses pass and large bodies stall.",
-        kinds: &["pmtu-blackhole"],
+        kinds: &[FindingKind::PmtuBlackhole],
         checks: &[(Check::LargeBodiesOnly, 3.0), (Check::CrossNodeOnly, 1.0)],
         remediation: &[
             "set the overlay MTU to the underlay MTU minus the encapsulation (1450 for VXLAN on 1500, 1480 for IPIP)",
             "let ICMP type 3 code 4 (fragmentation needed) through every firewall on the path",
+        ],
+    },
+    CauseSpec {
+        id: CauseId::NeighbourResolution,
+        title: "Neighbour (ARP) resolution on first contact",
+        why: "the first packets to a new peer wait while ARP resolves; lost solicitations are retried 1 s \
+              apart, 3 times, so only the first flow to a peer is slow",
+        kinds: &[FindingKind::FirstContactDelay],
+        checks: &[(Check::FirstContactOnly, 3.0)],
+        remediation: &[
+            "ip -s neigh on the source: FAILED or INCOMPLETE entries, and net.ipv4.neigh.default.gc_thresh1..3 on large clusters",
+            "the underlay for dropped ARP (broadcast limits, port security)",
         ],
     },
 ];
@@ -213,7 +278,7 @@ pub const CAUSES: &[CauseSpec] = &[
 /// A ranked cause of a finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LikelyCause {
-    pub id: String,
+    pub id: CauseId,
     pub title: String,
     pub why: String,
     /// 0..=1: the weighted share of the cause's evidence that is present.
@@ -226,7 +291,7 @@ pub struct LikelyCause {
 
 /// The causes that fit a finding of `kind`, best first. A cause whose first
 /// (required) check is missing is left out.
-pub fn rank(kind: &str, e: &Evidence) -> Vec<LikelyCause> {
+pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
     let mut out: Vec<LikelyCause> = CAUSES
         .iter()
         .filter(|c| c.kinds.contains(&kind))
@@ -255,7 +320,7 @@ pub fn rank(kind: &str, e: &Evidence) -> Vec<LikelyCause> {
                 .and_then(|v| v.first().cloned())
                 .unwrap_or_else(|| "vxlan.calico".into());
             LikelyCause {
-                id: c.id.into(),
+                id: c.id,
                 title: c.title.into(),
                 why: c.why.split_whitespace().collect::<Vec<_>>().join(" "),
                 score: (got / total * 100.0).round() / 100.0,

@@ -1,10 +1,8 @@
-use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, SystemTime};
 
+use super::causes::has_checksum_fix;
 use super::*;
-use crate::node::OverlayDevice;
-use crate::probe::Phases;
-use crate::stats::{PhaseHistograms, Sample, SeriesKey};
+use crate::model::{Dims, Outcome, OverlayDevice, Phases, Sample, SeriesWindow as Series, Target};
 
 /// One probe: connect time in ms, SYN retransmits, outcome.
 type P = (f64, u32, Outcome);
@@ -33,10 +31,12 @@ fn series_dns(
     probes: &[P],
     dns_ms: Option<f64>,
 ) -> Series {
-    let mut h = PhaseHistograms::default();
-    let mut outcomes = BTreeMap::new();
-    let mut recent = VecDeque::new();
-    let mut rtx = 0;
+    // What the echo declares for `/bytes/N`; the probe measures it.
+    let body_bytes = Target::parse(target, url)
+        .ok()
+        .and_then(|t| t.echo_body_bytes())
+        .unwrap_or(0);
+    let mut samples = Vec::new();
     for (ms, r, o) in probes {
         let dns = dns_ms.map(|d| Duration::from_secs_f64(d / 1e3));
         let connected = *o != Outcome::ConnectTimeout && *o != Outcome::Refused;
@@ -48,17 +48,15 @@ fn series_dns(
             first_byte: connect,
             total: connect.unwrap_or(Duration::from_secs(135)) + Duration::from_micros(300),
         };
-        h.record(&phases, o.completed());
-        *outcomes.entry(*o).or_insert(0) += 1;
-        rtx += u64::from(*r);
-        recent.push_back(Sample {
+        samples.push(Sample {
             at: SystemTime::UNIX_EPOCH,
             phases,
             outcome: *o,
             syn_retransmits: *r,
-            trace: (*r > 0).then(|| crate::stats::TraceRef {
-                trace_id: format!("{:032x}", recent.len() + 1),
-                span_id: format!("{:016x}", recent.len() + 1),
+            body_bytes: if connected { body_bytes } else { 0 },
+            trace: (*r > 0).then(|| crate::model::TraceRef {
+                trace_id: format!("{:032x}", samples.len() + 1),
+                span_id: format!("{:016x}", samples.len() + 1),
             }),
         });
     }
@@ -68,18 +66,15 @@ fn series_dns(
         PathKind::CrossNode
     };
     Series {
-        key: SeriesKey {
+        dims: Dims {
             source_node: src.into(),
             source_kind: kind,
             destination_node: Some(dst.into()),
             target: target.into(),
             path,
         },
-        url: url.into(),
-        histograms: h,
-        outcomes,
-        syn_retransmits: rtx,
-        recent,
+        samples,
+        body_bytes,
     }
 }
 
@@ -148,7 +143,7 @@ fn the_incident_is_one_cluster_wide_finding_naming_the_checksum_bug() {
     let found = detect(&s, &f, &DetectorConfig::default());
     assert_eq!(found.len(), 1, "{found:#?}");
     let x = &found[0];
-    assert_eq!(x.kind, "syn-retransmit-ladder");
+    assert_eq!(x.kind, FindingKind::SynRetransmitLadder);
     assert_eq!(
         x.scope,
         "every cross-node path from the host network of 3 nodes"
@@ -174,7 +169,7 @@ fn the_incident_is_one_cluster_wide_finding_naming_the_checksum_bug() {
         x.evidence
     );
     let cause = &x.likely_causes[0];
-    assert_eq!(cause.id, "vxlan-checksum-offload");
+    assert_eq!(cause.id, CauseId::VxlanChecksumOffload);
     assert!(cause.missing.is_empty(), "{cause:#?}");
     assert_eq!(
         cause.remediation[0],
@@ -199,7 +194,7 @@ fn a_fixed_kernel_and_no_checksum_errors_are_said_to_be_missing() {
     let cause = found[0]
         .likely_causes
         .iter()
-        .find(|c| c.id == "vxlan-checksum-offload")
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
         .unwrap();
     assert!(
         cause.missing.iter().any(|m| m.contains("UdpInCsumErrors")),
@@ -333,7 +328,7 @@ fn one_probe_in_fifty_on_a_rung_is_found_within_200_probes() {
     let bug = found[0]
         .likely_causes
         .iter()
-        .find(|c| c.id == "vxlan-checksum-offload")
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
         .unwrap();
     assert!(
         bug.unknown
@@ -380,7 +375,7 @@ fn one_destination_from_every_source() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].scope, "every path to node1");
     assert_eq!(found[0].destination_node.as_deref(), Some("node1"));
-    assert_eq!(found[0].likely_causes[0].id, "syn-dropped-on-path");
+    assert_eq!(found[0].likely_causes[0].id, CauseId::SynDroppedOnPath);
 }
 
 #[test]
@@ -412,9 +407,9 @@ fn dns_timeouts_name_the_conntrack_race() {
     f.conntrack_insert_failed = Some(12);
     let found = detect(&s, &[f], &DetectorConfig::default());
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0].kind, "dns-timeout-ladder");
+    assert_eq!(found[0].kind, FindingKind::DnsTimeoutLadder);
     let c = &found[0].likely_causes[0];
-    assert_eq!(c.id, "conntrack-dns-race");
+    assert_eq!(c.id, CauseId::ConntrackDnsRace);
     assert!(c.missing.is_empty() && c.remediation[0].contains("single-request-reopen"));
 }
 
@@ -444,8 +439,8 @@ fn large_bodies_failing_alone_are_a_pmtu_black_hole() {
         1,
         "the failures are explained by the PMTU finding: {found:#?}"
     );
-    assert_eq!(found[0].kind, "pmtu-blackhole");
-    assert_eq!(found[0].likely_causes[0].id, "overlay-pmtu-blackhole");
+    assert_eq!(found[0].kind, FindingKind::PmtuBlackhole);
+    assert_eq!(found[0].likely_causes[0].id, CauseId::OverlayPmtuBlackhole);
 }
 
 #[test]
@@ -459,7 +454,7 @@ fn other_failures_are_reported_with_what_they_mean() {
         &repeat((0.0, 0, Outcome::Refused), 3),
     )];
     let found = detect(&s, &[], &DetectorConfig::default());
-    assert_eq!(found[0].kind, "probe-failures");
+    assert_eq!(found[0].kind, FindingKind::ProbeFailures);
     assert!(found[0].evidence.iter().any(|e| e.starts_with("refused: ")));
 }
 
@@ -472,7 +467,7 @@ fn kernels_with_the_checksum_fix() {
 }
 
 fn at(s: &mut Series, secs: &[u64]) {
-    for (p, t) in s.recent.iter_mut().zip(secs) {
+    for (p, t) in s.samples.iter_mut().zip(secs) {
         p.at = SystemTime::UNIX_EPOCH + Duration::from_secs(*t);
     }
 }
@@ -503,8 +498,8 @@ fn slow_first_contacts_are_not_a_ladder() {
     at(&mut b, &times);
     let found = detect(&[a.clone(), b], &[], &DetectorConfig::default());
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0].kind, "first-contact-delay");
-    assert_eq!(found[0].likely_causes[0].id, "neighbour-resolution");
+    assert_eq!(found[0].kind, FindingKind::FirstContactDelay);
+    assert_eq!(found[0].likely_causes[0].id, CauseId::NeighbourResolution);
     // One path alone could be luck: nothing.
     assert!(detect(&[a], &[], &DetectorConfig::default()).is_empty());
 }
@@ -523,7 +518,7 @@ fn a_ladder_that_keeps_going_is_not_a_first_contact() {
     let mut s = series("node1", SourceKind::Host, "node2", "t", "u", &probes);
     at(&mut s, &(0..12).map(|i| i * 10).collect::<Vec<_>>());
     let found = detect(&[s], &[], &DetectorConfig::default());
-    assert_eq!(found[0].kind, "syn-retransmit-ladder");
+    assert_eq!(found[0].kind, FindingKind::SynRetransmitLadder);
 }
 
 #[test]
@@ -553,4 +548,55 @@ fn windows_nodes_follow_the_windows_ladder() {
             .iter()
             .any(|e| e.starts_with("TCP_INFO agrees"))
     );
+}
+
+#[test]
+fn the_evidence_quotes_the_configured_background_loss() {
+    let (s, f) = incident();
+    let cfg = DetectorConfig {
+        background_syn_loss: 2e-3,
+        ..DetectorConfig::default()
+    };
+    let found = detect(&s, &f, &cfg);
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("against a background SYN loss of 2e-3 per probe")),
+        "{:?}",
+        found[0].evidence
+    );
+}
+
+#[test]
+fn a_large_body_is_known_from_what_was_measured_not_the_url() {
+    // The black hole ate every response, so no probe in the window measured
+    // a body; the series had measured 64 KiB before it opened.
+    let small = series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "svc-node2",
+        "http://10.96.0.12/",
+        &repeat(ok(0.5), 5),
+    );
+    let mut big = series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "svc-node2-big",
+        "http://10.96.0.12/large",
+        &repeat((0.5, 0, Outcome::TotalTimeout), 5),
+    );
+    let cfg = DetectorConfig::default();
+    let kinds = |s: &[Series]| -> Vec<FindingKind> {
+        detect(s, &[], &cfg).into_iter().map(|f| f.kind).collect()
+    };
+    assert_eq!(
+        kinds(&[small.clone(), big.clone()]),
+        [FindingKind::ProbeFailures],
+        "nothing says the body is large"
+    );
+    big.body_bytes = 65_536;
+    assert_eq!(kinds(&[small, big]), [FindingKind::PmtuBlackhole]);
 }

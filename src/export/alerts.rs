@@ -6,15 +6,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::detect::Finding;
+use crate::detect::{Finding, FindingKey};
+pub use crate::model::Severity;
+use crate::model::TraceRef;
 use crate::slo::{AlertState, BurnAlert};
-use crate::stats::TraceRef;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Info,
-    Warn,
-    Error,
+/// What makes two evaluations the same alert: typed, never prose, so a
+/// scope that widens or a node that joins changes an alert's attributes,
+/// not its identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AlertKey {
+    Finding(FindingKey),
+    Slo { slo: String, severity: String },
+}
+
+impl AlertKey {
+    /// One string for a log field or label value.
+    pub fn id(&self) -> String {
+        match self {
+            AlertKey::Finding(k) => format!("finding/{}/{}", k.kind, k.scope.id()),
+            AlertKey::Slo { slo, severity } => format!("slo/{slo}/{severity}"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +51,7 @@ impl Phase {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Condition {
     /// What makes two evaluations the same alert.
-    pub key: String,
+    pub key: AlertKey,
     pub severity: Severity,
     /// One line a person can read.
     pub summary: String,
@@ -59,7 +72,7 @@ pub struct Alert {
 #[derive(Debug)]
 pub struct Alerter {
     resend: Duration,
-    active: BTreeMap<String, (Instant, Condition)>,
+    active: BTreeMap<AlertKey, (Instant, Condition)>,
 }
 
 impl Alerter {
@@ -73,11 +86,11 @@ impl Alerter {
     /// Compares what holds `now` with what was active; returns what to send.
     pub fn update(&mut self, now: Instant, current: Vec<Condition>) -> Vec<Alert> {
         let mut out = Vec::new();
-        let keys: BTreeSet<&str> = current.iter().map(|c| c.key.as_str()).collect();
-        let gone: Vec<String> = self
+        let keys: BTreeSet<&AlertKey> = current.iter().map(|c| &c.key).collect();
+        let gone: Vec<AlertKey> = self
             .active
             .keys()
-            .filter(|k| !keys.contains(k.as_str()))
+            .filter(|k| !keys.contains(k))
             .cloned()
             .collect();
         for k in gone {
@@ -120,7 +133,15 @@ impl Alerter {
     }
 }
 
-/// A finding as a condition: ERROR when the detector is confident.
+/// Every finding raised at once: what a one-shot run (matrix, lab matrix,
+/// lab demo) sends at its end, since it has no later evaluation to resolve
+/// against.
+pub fn raised(findings: &[Finding]) -> Vec<Alert> {
+    let mut a = Alerter::new(std::time::Duration::MAX);
+    a.update(Instant::now(), findings.iter().map(finding).collect())
+}
+
+/// A finding as a condition, with the finding's severity.
 pub fn finding(f: &Finding) -> Condition {
     let rungs: Vec<String> = f
         .rungs
@@ -129,8 +150,13 @@ pub fn finding(f: &Finding) -> Condition {
         .collect();
     let mut attributes = vec![
         ("tailprobe.alert.kind", "finding".to_string()),
-        ("tailprobe.finding.kind", f.kind.clone()),
+        ("tailprobe.finding.kind", f.kind.as_str().to_string()),
         ("tailprobe.finding.scope", f.scope.clone()),
+        ("tailprobe.finding.scope_key", f.scope_key.id()),
+        (
+            "tailprobe.finding.source_nodes",
+            f.source_nodes().to_string(),
+        ),
         ("tailprobe.finding.rungs", rungs.join(", ")),
         ("tailprobe.finding.share", f.share.to_string()),
         ("tailprobe.finding.samples", f.samples.to_string()),
@@ -138,7 +164,7 @@ pub fn finding(f: &Finding) -> Condition {
         ("tailprobe.finding.evidence", f.evidence.join("\n")),
     ];
     if let Some(c) = f.likely_causes.first() {
-        attributes.push(("tailprobe.cause.id", c.id.clone()));
+        attributes.push(("tailprobe.cause.id", c.id.as_str().to_string()));
         attributes.push(("tailprobe.cause.title", c.title.clone()));
         attributes.push(("tailprobe.remediation", c.remediation.join("\n")));
     }
@@ -147,12 +173,8 @@ pub fn finding(f: &Finding) -> Condition {
         attributes.push(("tailprobe.example_trace_ids", ids.join(",")));
     }
     Condition {
-        key: format!("finding|{}|{}", f.kind, f.scope),
-        severity: if f.confidence >= 0.9 {
-            Severity::Error
-        } else {
-            Severity::Warn
-        },
+        key: AlertKey::Finding(f.key()),
+        severity: f.severity,
         summary: f.headline(),
         attributes,
         examples: f.examples.clone(),
@@ -162,7 +184,10 @@ pub fn finding(f: &Finding) -> Condition {
 /// A firing SLO alert as a condition: ERROR for pages, WARN otherwise.
 pub fn slo(s: &AlertState, a: &BurnAlert) -> Condition {
     Condition {
-        key: format!("slo|{}|{}", s.slo, s.severity),
+        key: AlertKey::Slo {
+            slo: s.slo.clone(),
+            severity: s.severity.clone(),
+        },
         severity: if s.severity == "page" {
             Severity::Error
         } else {
@@ -187,7 +212,10 @@ mod tests {
 
     fn cond(key: &str) -> Condition {
         Condition {
-            key: key.into(),
+            key: AlertKey::Slo {
+                slo: key.into(),
+                severity: "page".into(),
+            },
             severity: Severity::Error,
             summary: format!("{key} happens"),
             attributes: vec![],
@@ -227,12 +255,21 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_scope_resolves_the_old_and_raises_the_new() {
+    fn a_changed_key_resolves_the_old_and_raises_the_new() {
         let mut a = Alerter::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        a.update(t0, vec![cond("finding|ladder|node2 to node1")]);
-        let sent = a.update(t0, vec![cond("finding|ladder|every cross-node path")]);
+        a.update(t0, vec![cond("x")]);
+        let sent = a.update(t0, vec![cond("y")]);
         let phases: Vec<Phase> = sent.iter().map(|s| s.phase).collect();
         assert_eq!(phases, [Phase::Resolved, Phase::Raised]);
+    }
+
+    #[test]
+    fn one_shot_runs_raise_every_finding_once() {
+        use crate::detect::{FindingKind, Grouping, ScopeKey};
+        let f = |g| Finding::new(FindingKind::ProbeFailures, ScopeKey::bare(g), 1, 1);
+        let sent = raised(&[f(Grouping::Cell), f(Grouping::Source)]);
+        assert_eq!(sent.len(), 2);
+        assert!(sent.iter().all(|a| a.phase == Phase::Raised));
     }
 }

@@ -7,55 +7,72 @@ pub mod otlp;
 pub mod prometheus;
 pub mod report;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::probe::ProbeResult;
+use crate::model::{ProbeResult, Target, TraceRef};
 use crate::probe::scheduler::{Sink, SkipReason};
+use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
-use crate::targets::Target;
 
-/// Feeds every finished probe to the stats, the metrics and the SLOs.
+/// Where a finished probe goes. Implementations must be quick and never
+/// block on I/O: they run on the probe's task.
+pub trait Exporter: Send + Sync {
+    /// One finished probe, with the trace it was exported as, if any.
+    fn record(&self, r: &ProbeResult, trace: Option<&TraceRef>);
+    /// One probe that was not started.
+    fn skipped(&self, _target: &Target, _reason: SkipReason) {}
+}
+
+/// The one fan-out every driver (daemon, matrix, lab) records through: the
+/// OTLP tracer first (its trace id is what the others keep as an example),
+/// then every exporter in the order added.
 pub struct Recorder {
-    pub stats: Arc<Stats>,
-    pub metrics: Arc<prometheus::Metrics>,
-    pub slos: Arc<std::sync::Mutex<crate::slo::Tracker>>,
-    /// SLO time is seconds since this instant.
-    pub epoch: std::time::Instant,
-    pub otlp: Option<Arc<otlp::Otlp>>,
+    tracer: Option<Arc<otlp::Otlp>>,
+    exporters: Vec<Arc<dyn Exporter>>,
     skip_log: RateLimit,
 }
 
 impl Recorder {
-    pub fn new(
-        stats: Arc<Stats>,
-        metrics: Arc<prometheus::Metrics>,
-        slos: crate::slo::Tracker,
-    ) -> Self {
-        Self {
-            stats,
-            metrics,
-            slos: Arc::new(std::sync::Mutex::new(slos)),
-            epoch: std::time::Instant::now(),
-            otlp: None,
+    /// A fan-out that traces through `otlp` when it is configured; its
+    /// metrics are recorded too.
+    pub fn new(otlp: Option<Arc<otlp::Otlp>>) -> Self {
+        let mut r = Self {
+            tracer: otlp.clone(),
+            exporters: Vec::new(),
             skip_log: RateLimit::new(10),
+        };
+        if let Some(o) = otlp {
+            r.exporters.push(o);
         }
+        r
     }
+
+    /// Adds an exporter.
+    pub fn with(mut self, e: Arc<dyn Exporter>) -> Self {
+        self.exporters.push(e);
+        self
+    }
+}
+
+/// Ends a one-shot run's export: its findings go out as alert records,
+/// raised at the end of the run with their example trace ids, then
+/// everything queued is flushed. Without OTLP there is nothing to do.
+pub async fn finish_one_shot(otlp: Option<Arc<otlp::Otlp>>, findings: &[crate::detect::Finding]) {
+    let Some(o) = otlp else { return };
+    for a in alerts::raised(findings) {
+        o.send(&a);
+    }
+    let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
 }
 
 impl Sink for Recorder {
     fn record(&self, r: &ProbeResult) {
-        let trace = self.otlp.as_ref().and_then(|o| o.record(r));
-        self.stats.record_traced(r, trace);
-        self.metrics.observe(r);
-        let mut slos = self.slos.lock().unwrap_or_else(|e| e.into_inner());
-        if !slos.is_empty() {
-            for (slo, good) in slos.record(self.epoch.elapsed().as_secs(), r) {
-                self.metrics.slo_probe(slo, good);
-            }
+        let trace = self.tracer.as_ref().and_then(|o| o.trace(r));
+        for e in &self.exporters {
+            e.record(r, trace.as_ref());
         }
-        drop(slos);
         tracing::debug!(
             target_name = %r.target.name,
             outcome = r.outcome.as_str(),
@@ -66,7 +83,9 @@ impl Sink for Recorder {
     }
 
     fn skipped(&self, target: &Target, reason: SkipReason) {
-        self.metrics.skipped(target, reason);
+        for e in &self.exporters {
+            e.skipped(target, reason);
+        }
         if let Some(suppressed) = self.skip_log.allow() {
             tracing::warn!(
                 target_name = %target.name,
@@ -78,53 +97,35 @@ impl Sink for Recorder {
     }
 }
 
-/// Lets one log line through per period and counts the ones held back.
-#[derive(Debug)]
-pub struct RateLimit {
-    period_secs: u64,
-    last: AtomicU64,
-    held: AtomicU64,
-}
-
-impl RateLimit {
-    pub fn new(period_secs: u64) -> Self {
-        Self {
-            period_secs,
-            last: AtomicU64::new(0),
-            held: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(suppressed since the last one)` when a line may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let last = self.last.load(Ordering::Relaxed);
-        if now >= last + self.period_secs
-            && self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(self.held.swap(0, Ordering::Relaxed));
-        }
-        self.held.fetch_add(1, Ordering::Relaxed);
-        None
+impl Exporter for Stats {
+    fn record(&self, r: &ProbeResult, trace: Option<&TraceRef>) {
+        self.record_traced(r, trace.cloned());
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Counts probes toward the SLOs, and publishes each count as a metric.
+pub struct SloExporter {
+    pub tracker: Arc<Mutex<crate::slo::Tracker>>,
+    pub metrics: Arc<prometheus::Metrics>,
+    /// SLO time is seconds since this instant.
+    pub epoch: Instant,
+}
 
-    #[test]
-    fn rate_limit_lets_one_through_per_period() {
-        let r = RateLimit::new(3600);
-        assert_eq!(r.allow(), Some(0));
-        assert_eq!(r.allow(), None);
-        assert_eq!(r.allow(), None);
-        assert_eq!(r.held.load(Ordering::Relaxed), 2);
+impl Exporter for SloExporter {
+    fn record(&self, r: &ProbeResult, _trace: Option<&TraceRef>) {
+        let mut slos = self.tracker.lock().unwrap_or_else(|e| e.into_inner());
+        if slos.is_empty() {
+            return;
+        }
+        for (slo, good) in slos.record(self.epoch.elapsed().as_secs(), r) {
+            self.metrics.slo_probe(slo, good);
+        }
+    }
+}
+
+/// The finished probes of a one-shot run, for its progress display.
+impl Exporter for AtomicU64 {
+    fn record(&self, _r: &ProbeResult, _trace: Option<&TraceRef>) {
+        self.fetch_add(1, Ordering::Relaxed);
     }
 }

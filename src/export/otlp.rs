@@ -22,41 +22,11 @@ use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfi
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
-use serde::Deserialize;
 
-use crate::config::Dur;
-use crate::detect::ladder::SynSchedule;
-use crate::probe::{Outcome, ProbeResult};
-use crate::targets::ProbeKind;
-
-/// `[otlp]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct OtlpConfig {
-    /// Base URL of the collector; else `OTEL_EXPORTER_OTLP_ENDPOINT`.
-    pub endpoint: Option<String>,
-    /// `grpc` or `http/protobuf`; else `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    pub protocol: Option<String>,
-    pub healthy_sample_ratio: f64,
-    /// A probe at least this slow is always kept.
-    pub slow: Dur,
-    pub max_queue: usize,
-    /// An active alert is sent again this often.
-    pub alert_resend: Dur,
-}
-
-impl Default for OtlpConfig {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            protocol: None,
-            healthy_sample_ratio: 0.01,
-            slow: Dur::secs(1),
-            max_queue: 4096,
-            alert_resend: Dur::secs(600),
-        }
-    }
-}
+use crate::config::OtlpConfig;
+use crate::model::ProbeKind;
+use crate::model::SynSchedule;
+use crate::model::{Outcome, ProbeResult, TraceRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
@@ -111,7 +81,7 @@ pub struct ExportCounters {
 struct Counting<E> {
     inner: E,
     counters: ExportCounters,
-    log: super::RateLimit,
+    log: crate::ratelimit::RateLimit,
 }
 
 impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
@@ -189,7 +159,7 @@ impl Otlp {
     /// Builds the pipeline; call it inside the tokio runtime (the gRPC
     /// exporter needs one). `None` when OTLP is not configured.
     pub fn start(
-        cfg: Option<&crate::export::otlp::OtlpConfig>,
+        cfg: Option<&OtlpConfig>,
         node: &str,
         schedule: SynSchedule,
         counters: ExportCounters,
@@ -243,7 +213,7 @@ impl Otlp {
         let spans = Counting {
             inner: spans,
             counters,
-            log: super::RateLimit::new(10),
+            log: crate::ratelimit::RateLimit::new(10),
         };
         let processor = BatchSpanProcessor::builder(spans)
             .with_batch_config(
@@ -385,13 +355,9 @@ impl Otlp {
         self.logger.emit(rec);
     }
 
-    /// Records a finished probe: metrics always, a trace when kept. Returns
-    /// the trace it exported, if any.
-    pub fn record(&self, r: &ProbeResult) -> Option<crate::stats::TraceRef> {
-        if r.outcome == Outcome::Cancelled {
-            return None;
-        }
-        let dims = [
+    /// The dimensions every probe metric and span carries.
+    fn dims(r: &ProbeResult) -> Vec<KeyValue> {
+        vec![
             KeyValue::new("k8s.node.name", r.source_node.to_string()),
             KeyValue::new("tailprobe.source.kind", r.source_kind.as_str()),
             KeyValue::new(
@@ -400,20 +366,15 @@ impl Otlp {
             ),
             KeyValue::new("tailprobe.target", r.target.name.clone()),
             KeyValue::new("tailprobe.path", r.path.as_str()),
-        ];
-        let mut with_outcome = dims.to_vec();
-        with_outcome.push(KeyValue::new("tailprobe.outcome", r.outcome.as_str()));
-        self.probes.add(1, &with_outcome);
-        if r.outcome.completed() {
-            self.duration.record(r.phases.total.as_secs_f64(), &dims);
-        }
-        if r.syn_retransmits > 0 {
-            self.retransmits.add(u64::from(r.syn_retransmits), &dims);
-        }
-        self.keep(r).then(|| self.trace(r, dims.to_vec()))
+        ]
     }
 
-    fn trace(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> crate::stats::TraceRef {
+    /// Exports a finished probe's trace when it is kept; returns it.
+    pub fn trace(&self, r: &ProbeResult) -> Option<TraceRef> {
+        (r.outcome != Outcome::Cancelled && self.keep(r)).then(|| self.span(r, Self::dims(r)))
+    }
+
+    fn span(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> TraceRef {
         let t = &r.target;
         attrs.extend([
             KeyValue::new("server.address", t.host.clone()),
@@ -489,7 +450,7 @@ impl Otlp {
         }
         span.end_with_timestamp(start + p.total);
         let sc = span.span_context();
-        crate::stats::TraceRef {
+        TraceRef {
             trace_id: sc.trace_id().to_string(),
             span_id: sc.span_id().to_string(),
         }
@@ -505,6 +466,25 @@ impl Otlp {
         }
         if let Err(e) = self.meters.shutdown() {
             tracing::warn!(error = %e, "OTLP metrics did not flush.");
+        }
+    }
+}
+
+/// Probe metrics: every probe, whether its trace was kept or not.
+impl super::Exporter for Otlp {
+    fn record(&self, r: &ProbeResult, _trace: Option<&TraceRef>) {
+        if r.outcome == Outcome::Cancelled {
+            return;
+        }
+        let dims = Self::dims(r);
+        let mut with_outcome = dims.clone();
+        with_outcome.push(KeyValue::new("tailprobe.outcome", r.outcome.as_str()));
+        self.probes.add(1, &with_outcome);
+        if r.outcome.completed() {
+            self.duration.record(r.phases.total.as_secs_f64(), &dims);
+        }
+        if r.syn_retransmits > 0 {
+            self.retransmits.add(u64::from(r.syn_retransmits), &dims);
         }
     }
 }

@@ -12,10 +12,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::model::Target;
+use crate::model::{Dims, ProbeResult};
+use crate::probe::InFlight;
 use crate::probe::scheduler::SkipReason;
-use crate::probe::{InFlight, ProbeResult};
 use crate::stats::Phase;
-use crate::targets::Target;
 
 /// Bucket upper bounds in seconds. A rung at T arrives in [T, 1.13 T + 0.1 s]
 /// (timers fire late, never early), so each rung's bucket opens just below T.
@@ -67,6 +68,18 @@ struct PathLabels {
     path: String,
 }
 
+impl PathLabels {
+    fn of(d: &Dims) -> Self {
+        Self {
+            source_node: d.source_node.to_string(),
+            source_kind: d.source_kind.as_str().into(),
+            destination_node: d.destination_node.as_deref().unwrap_or("").into(),
+            target: d.target.to_string(),
+            path: d.path.as_str().into(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FindingLabels {
     kind: String,
@@ -115,7 +128,7 @@ pub struct Metrics {
     /// What the OTLP span exporter sent and lost.
     pub otlp: crate::export::otlp::ExportCounters,
     /// Discovery and self-registration.
-    pub kube: KubeMetrics,
+    pub kube: crate::targets::kubernetes::metrics::KubeMetrics,
 }
 
 impl Metrics {
@@ -146,7 +159,7 @@ impl Metrics {
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
             "findings",
-            "The detector's current findings (1 while raised), by kind, scope and likeliest cause",
+            "The detector's current findings (1 while raised), by kind, scope key (stable: grouping and dimensions, never prose) and likeliest cause",
             findings.clone(),
         );
         let slo_probes = Family::<SloLabels, Counter>::default();
@@ -202,7 +215,7 @@ impl Metrics {
             "Probe spans lost because an OTLP export failed (collector down or slow)",
             otlp.failed.clone(),
         );
-        let kube = KubeMetrics::register(&mut registry);
+        let kube = crate::targets::kubernetes::metrics::KubeMetrics::register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "tailprobe version", build.clone());
         build
@@ -229,13 +242,7 @@ impl Metrics {
     }
 
     pub fn observe(&self, r: &ProbeResult) {
-        let path = PathLabels {
-            source_node: r.source_node.to_string(),
-            source_kind: r.source_kind.as_str().into(),
-            destination_node: r.destination_node.as_deref().unwrap_or("").into(),
-            target: r.target.name.clone(),
-            path: r.path.as_str().into(),
-        };
+        let path = PathLabels::of(&Dims::of(r));
         let phase_labels = |phase: Phase| PhaseLabels {
             source_node: path.source_node.clone(),
             source_kind: path.source_kind.clone(),
@@ -323,12 +330,12 @@ impl Metrics {
         for f in findings {
             self.findings
                 .get_or_create(&FindingLabels {
-                    kind: f.kind.clone(),
-                    scope: f.scope.clone(),
+                    kind: f.kind.as_str().into(),
+                    scope: f.scope_key.id(),
                     cause: f
                         .likely_causes
                         .first()
-                        .map(|c| c.id.clone())
+                        .map(|c| c.id.as_str().to_string())
                         .unwrap_or_default(),
                 })
                 .set(1);
@@ -347,111 +354,13 @@ impl Metrics {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResourceLabels {
-    resource: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: String,
-}
-
-/// What discovery sees of the API server, and what it made of it.
-pub struct KubeMetrics {
-    watch_up: Family<ResourceLabels, Gauge>,
-    watch_errors: Family<ResourceLabels, Counter>,
-    targets: Gauge,
-    remote_nodes: Gauge,
-    remote_nodes_probed: Gauge,
-    cycle: Gauge,
-    applies: Family<ResultLabels, Counter>,
-}
-
-impl KubeMetrics {
-    fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            watch_up: Family::default(),
-            watch_errors: Family::default(),
-            targets: Gauge::default(),
-            remote_nodes: Gauge::default(),
-            remote_nodes_probed: Gauge::default(),
-            cycle: Gauge::default(),
-            applies: Family::default(),
-        };
-        registry.register(
-            "kubernetes_watch_up",
-            "1 while the watch of a resource works, 0 after an error (probing goes on with the last targets)",
-            m.watch_up.clone(),
-        );
-        registry.register(
-            "kubernetes_watch_errors",
-            "Errors of the watch of each resource (API server unreachable, 410 Gone, forbidden)",
-            m.watch_errors.clone(),
-        );
-        registry.register(
-            "kubernetes_targets",
-            "Targets discovered from the Kubernetes API",
-            m.targets.clone(),
-        );
-        registry.register(
-            "kubernetes_remote_nodes",
-            "Nodes other than this prober's",
-            m.remote_nodes.clone(),
-        );
-        registry.register(
-            "kubernetes_remote_nodes_probed",
-            "Remote nodes probed this round (all of them up to full_mesh_max_nodes)",
-            m.remote_nodes_probed.clone(),
-        );
-        registry.register(
-            "kubernetes_pinglist_cycle_seconds",
-            "Time within which every remote node is probed at least once",
-            m.cycle.clone(),
-        );
-        registry.register(
-            "kubernetes_node_service_applies",
-            "Server-side applies of this node's Service and EndpointSlice, by result",
-            m.applies.clone(),
-        );
-        m
+impl super::Exporter for Metrics {
+    fn record(&self, r: &ProbeResult, _trace: Option<&crate::model::TraceRef>) {
+        self.observe(r);
     }
 
-    pub fn watch_up(&self, resource: &str, up: bool) {
-        self.watch_up
-            .get_or_create(&ResourceLabels {
-                resource: resource.into(),
-            })
-            .set(i64::from(up));
-    }
-
-    pub fn watch_error(&self, resource: &str) {
-        self.watch_up(resource, false);
-        self.watch_errors
-            .get_or_create(&ResourceLabels {
-                resource: resource.into(),
-            })
-            .inc();
-    }
-
-    pub fn set_plan(&self, p: &crate::targets::kubernetes::plan::Plan, round: std::time::Duration) {
-        self.targets.set(p.targets.len() as i64);
-        self.remote_nodes.set(p.remote_nodes as i64);
-        self.remote_nodes_probed.set(p.remote_nodes_probed as i64);
-        let cycle = if p.rounds_per_cycle <= 1 {
-            0
-        } else {
-            p.rounds_per_cycle * round.as_secs()
-        };
-        self.cycle.set(cycle as i64);
-    }
-
-    pub fn applied(&self, ok: bool) {
-        self.applies
-            .get_or_create(&ResultLabels {
-                result: if ok { "ok" } else { "error" }.into(),
-            })
-            .inc();
+    fn skipped(&self, target: &Target, reason: SkipReason) {
+        Metrics::skipped(self, target, reason);
     }
 }
 

@@ -8,19 +8,17 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Finding;
-use crate::node::NodeFacts;
-use crate::probe::{PathKind, SourceKind};
+use crate::model::NodeFacts;
+use crate::model::{Dims, SourceKind};
 use crate::stats::Series;
 
 /// One row: a (target, destination node, path) seen from one source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
-    pub target: String,
+    /// `target`, `source_node`, `source_kind`, `destination_node`, `path`.
+    #[serde(flatten)]
+    pub dims: Dims,
     pub url: String,
-    pub source_node: String,
-    pub source_kind: SourceKind,
-    pub destination_node: Option<String>,
-    pub path: PathKind,
     pub samples: u64,
     pub failures: u64,
     pub outcomes: BTreeMap<String, u64>,
@@ -47,12 +45,8 @@ impl Cell {
         let total = &s.histograms.total;
         let connect = &s.histograms.connect;
         Self {
-            target: s.key.target.to_string(),
+            dims: s.key.clone(),
             url: s.url.clone(),
-            source_node: s.key.source_node.to_string(),
-            source_kind: s.key.source_kind,
-            destination_node: s.key.destination_node.as_deref().map(str::to_string),
-            path: s.key.path,
             samples: s.samples(),
             failures: s.failures(),
             outcomes: s
@@ -151,9 +145,9 @@ impl MatrixReport {
             .iter()
             .map(|c| {
                 [
-                    c.target.clone(),
-                    c.destination_node.clone().unwrap_or_else(|| "?".into()),
-                    c.path.as_str().into(),
+                    c.dims.target.to_string(),
+                    c.dims.destination_or_unknown().to_string(),
+                    c.dims.path.as_str().into(),
                     c.samples.to_string(),
                     human_ms(c.p50_ms),
                     human_ms(c.p90_ms),

@@ -11,11 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Fault, Knobs, LabError, Plan, netns, plan, state_dir};
 use crate::config::{self, Loaded};
-use crate::detect::{DetectorConfig, Finding};
+use crate::detect::Finding;
 use crate::export::report::{MatrixReport, human_ms};
 use crate::matrix::{self, MatrixOptions};
-use crate::node::NodeFacts;
-use crate::probe::{InFlight, PathKind, Prober, SourceKind};
+use crate::model::DetectorConfig;
+use crate::model::NodeFacts;
+use crate::model::{PathKind, SourceKind};
+use crate::probe::{InFlight, Prober};
 
 /// Where probes start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +115,7 @@ pub async fn matrix_all(
     let otlp = crate::export::otlp::Otlp::start(
         None,
         &plan.prefix,
-        crate::detect::ladder::SynSchedule::classic(),
+        crate::model::SynSchedule::classic(),
         Default::default(),
     )
     .map_err(|e| LabError::Usage(e.to_string()))?
@@ -163,9 +165,6 @@ pub async fn matrix_all(
     if let Some(b) = bar {
         b.finish();
     }
-    if let Some(o) = otlp {
-        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
-    }
     let (mut out, mut all_series, mut facts) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {
         let (mut report, series, f) = r.map_err(|_| LabError::Kernel {
@@ -190,7 +189,12 @@ pub async fn matrix_all(
             *f = fresh;
         }
     }
-    let findings = crate::detect::detect(&all_series, &facts, &DetectorConfig::default());
+    let findings = crate::detect::detect(
+        &matrix::windows(&all_series),
+        &facts,
+        &DetectorConfig::default(),
+    );
+    crate::export::finish_one_shot(otlp, &findings).await;
     let recording = crate::stats::Recording::new(&all_series, facts.clone());
     let report = LabReport {
         lab: plan.prefix.clone(),
@@ -249,7 +253,8 @@ pub fn render_grid(r: &LabReport) -> String {
         );
         for n in &r.nodes {
             let cell = rep.cells.iter().find(|c| {
-                c.target == format!("svc-{n}") && c.destination_node.as_deref() == Some(n.as_str())
+                *c.dims.target == format!("svc-{n}")
+                    && c.dims.destination_node.as_deref() == Some(n.as_str())
             });
             let text = match cell {
                 None => "-".to_string(),
@@ -261,7 +266,7 @@ pub fn render_grid(r: &LabReport) -> String {
                     if c.failures > 0 {
                         let _ = write!(t, " {}!", c.failures);
                     }
-                    if c.path == PathKind::SameNode {
+                    if c.dims.path == PathKind::SameNode {
                         t += " =";
                     }
                     t

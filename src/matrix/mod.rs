@@ -11,10 +11,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Loaded;
+use crate::export::Recorder;
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::report::MatrixReport;
+use crate::probe::scheduler::Sink;
 use crate::probe::{InFlight, Prober};
-use crate::stats::{Retention, Stats};
+use crate::stats::{Retention, Series, Stats};
 
 #[derive(Debug, Clone)]
 pub struct MatrixOptions {
@@ -65,34 +67,46 @@ pub async fn run(
         )?
         .map(Arc::new);
     }
-    let otlp = opts.otlp.clone();
     let (mut report, series) = run_with(prober, loaded, &opts, cancel, &done).await;
-    if let Some(o) = otlp {
-        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
-    }
     if let Some(p) = progress {
         p.finish();
     }
     report.findings = crate::detect::detect(
-        &series,
+        &windows(&series),
         std::slice::from_ref(&facts),
         &loaded.config.detect.detector(),
     );
+    crate::export::finish_one_shot(opts.otlp.clone(), &report.findings).await;
     report.facts = Some(facts);
     Ok(report)
 }
 
+/// Every sample of a one-shot run's series, as the detector takes them.
+pub fn windows(series: &[Series]) -> Vec<crate::model::SeriesWindow> {
+    series
+        .iter()
+        .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
+        .collect()
+}
+
 /// Runs the matrix with a given prober (its node, kind and in-flight
-/// counters), counting finished probes in `done`. Returns the report
-/// (without findings) and the series, samples included, for the detector.
+/// counters), counting finished probes in `done`. Every probe goes through
+/// the same [`Recorder`] fan-out as the daemon's (OTLP when configured, the
+/// stats, `done`). Returns the report (without findings) and the series,
+/// samples included, for the detector.
 pub async fn run_with(
     prober: Arc<Prober>,
     loaded: &Loaded,
     opts: &MatrixOptions,
     cancel: &CancellationToken,
     done: &Arc<AtomicU64>,
-) -> (MatrixReport, Vec<crate::stats::Series>) {
+) -> (MatrixReport, Vec<Series>) {
     let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
+    let recorder = Arc::new(
+        Recorder::new(opts.otlp.clone())
+            .with(Arc::clone(&stats) as _)
+            .with(Arc::clone(done) as _),
+    );
     let started = SystemTime::now();
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let tasks = TaskTracker::new();
@@ -103,21 +117,15 @@ pub async fn run_with(
                 _ = cancel.cancelled() => break 'launch,
                 p = Arc::clone(&limit).acquire_owned() => p.expect("the semaphore is never closed"),
             };
-            let (prober, stats, target, cancel, done, otlp) = (
+            let (prober, recorder, target, cancel) = (
                 Arc::clone(&prober),
-                Arc::clone(&stats),
+                Arc::clone(&recorder),
                 Arc::clone(target),
                 cancel.clone(),
-                Arc::clone(done),
-                opts.otlp.clone(),
             );
             tasks.spawn(async move {
                 let r = prober.probe(&target, &cancel).await;
-                stats.record(&r);
-                if let Some(o) = otlp {
-                    o.record(&r);
-                }
-                done.fetch_add(1, Ordering::Relaxed);
+                recorder.record(&r);
                 drop(permit);
             });
             if !opts.spacing.is_zero() {

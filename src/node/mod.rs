@@ -3,56 +3,7 @@
 //! netlink, so a thread that entered another network namespace (as the lab's
 //! do) reads that namespace's facts.
 
-use serde::{Deserialize, Serialize};
-
-use crate::detect::ladder::SynSchedule;
-
-/// An overlay device and the offload features that matter for the VXLAN
-/// checksum bug.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OverlayDevice {
-    pub name: String,
-    /// Any `tx-checksum-*` feature active (what `ethtool -k` calls tx-checksumming).
-    pub tx_checksumming: Option<bool>,
-    pub tx_checksum_ip_generic: Option<bool>,
-}
-
-/// One node's facts, as its prober saw them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeFacts {
-    pub node: String,
-    pub kernel: Option<String>,
-    pub syn_retries: Option<u32>,
-    /// Absent before Linux 6.5: the classic ladder.
-    pub syn_linear_timeouts: Option<u32>,
-    pub txrehash: Option<u32>,
-    pub udp_in_csum_errors: Option<u64>,
-    pub conntrack_insert_failed: Option<u64>,
-    pub overlays: Vec<OverlayDevice>,
-}
-
-impl NodeFacts {
-    /// The SYN schedule this node's kernel follows: Windows nodes (their
-    /// `kernel` reads "Windows ...") wait 3 s, then 6 s.
-    pub fn syn_schedule(&self) -> SynSchedule {
-        if self
-            .kernel
-            .as_deref()
-            .is_some_and(|k| k.starts_with("Windows"))
-        {
-            return SynSchedule::windows();
-        }
-        SynSchedule::linux(
-            self.syn_retries.unwrap_or(6),
-            self.syn_linear_timeouts.unwrap_or(0),
-        )
-    }
-
-    /// (major, minor, patch) of the kernel release.
-    pub fn kernel_version(&self) -> Option<(u32, u32, u32)> {
-        parse_kernel(self.kernel.as_deref()?)
-    }
-}
+use crate::model::{NodeFacts, OverlayDevice};
 
 /// Overlay devices worth reporting, by the names CNIs give them.
 pub fn is_overlay(name: &str) -> bool {
@@ -62,15 +13,6 @@ pub fn is_overlay(name: &str) -> bool {
         || name == "tunl0"
         || name.starts_with("vxlan")
         || name.starts_with("genev")
-}
-
-/// `5.4.0-107-generic` -> (5, 4, 0).
-pub fn parse_kernel(release: &str) -> Option<(u32, u32, u32)> {
-    let mut it = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().ok());
-    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
 }
 
 /// `UdpInCsumErrors` from the text of `/proc/net/snmp`: the receiver-side
@@ -189,9 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_kernel_releases_and_overlay_names() {
-        assert_eq!(parse_kernel("3.10.0-1160.el7.x86_64"), Some((3, 10, 0)));
-        assert_eq!(parse_kernel("6.18.44-fc-v657"), Some((6, 18, 44)));
+    fn reads_overlay_names() {
         assert!(is_overlay("vxlan.calico") && is_overlay("flannel.1") && !is_overlay("eth0"));
         let dev = "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 1 2\nvxlan.calico: 3 4\n";
         assert_eq!(interfaces(dev), ["lo", "eth0", "vxlan.calico"]);

@@ -3,17 +3,10 @@
 //! query lands on the 5 s rung that pods see.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-/// What to ask and how patiently.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsQuery {
-    pub name: String,
-    pub attempt_timeout: Duration,
-    pub attempts: u32,
-}
+use crate::model::DnsQuery;
 
 /// How a query ended.
 #[derive(Debug, PartialEq, Eq)]

@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::socket::{self, TcpInfo};
-use super::{CountGuard, Outcome, PathKind, Phases, ProbeResult, Prober, SynEvent};
-use crate::targets::{ProbeKind, Target, TargetNode};
+use super::socket;
+use super::{CountGuard, Prober};
+use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
+use crate::model::{ProbeKind, Target, TargetNode};
 use std::sync::Arc;
 
 /// The header our echo target sets, naming the node that answered.
@@ -43,6 +44,7 @@ struct Progress {
     status: Option<u16>,
     node_header: Option<String>,
     body_bytes: u64,
+    content_length: Option<u64>,
 }
 
 struct Failure {
@@ -77,6 +79,7 @@ impl Prober {
             status: None,
             node_header: None,
             body_bytes: 0,
+            content_length: None,
         };
         let ended = tokio::select! {
             biased;
@@ -142,6 +145,7 @@ impl Prober {
             local_addr: st.local,
             peer_addr: st.peer,
             body_bytes: st.body_bytes,
+            content_length: st.content_length,
         }
     }
 
@@ -287,6 +291,11 @@ impl Prober {
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty())
                 .map(str::to_string);
+            st.content_length = response
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| http_failure(&e, None))?;
@@ -328,7 +337,7 @@ impl Prober {
 /// A DNS probe: the query's time is the `dns` phase.
 async fn query(
     server: SocketAddr,
-    q: &super::dns::DnsQuery,
+    q: &crate::model::DnsQuery,
     t0: Instant,
     st: &mut Progress,
 ) -> Result<(), Failure> {
@@ -422,7 +431,7 @@ mod size {
     /// future (and every in-flight probe) grows by kilobytes.
     #[test]
     fn the_pending_probe_future_stays_small() {
-        let p = Prober::new("a", crate::probe::SourceKind::Host);
+        let p = Prober::new("a", crate::model::SourceKind::Host);
         let t = Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap());
         let c = CancellationToken::new();
         let f = p.probe(&t, &c);

@@ -14,8 +14,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ProbeResult, Prober};
-use crate::targets::Target;
+use super::Prober;
+use crate::model::ProbeResult;
+use crate::model::Target;
 
 /// Receives every finished probe and every skipped one. Implementations must
 /// be quick: they run on the probe's task.

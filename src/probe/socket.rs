@@ -7,47 +7,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
-use serde::Serialize;
-
-/// The fields of `struct tcp_info` that probes use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct TcpInfo {
-    /// `TCP_ESTABLISHED` = 1, `TCP_SYN_SENT` = 2, ...
-    pub state: u8,
-    /// Retransmissions of the current segment (the SYN while connecting).
-    pub retransmits: u8,
-    pub backoff: u8,
-    pub rto_us: u32,
-    pub rtt_us: u32,
-    pub rttvar_us: u32,
-    /// Every retransmission on this socket so far.
-    pub total_retrans: u32,
-    /// Retransmission timeouts so far (kernel 6.7 and later).
-    pub total_rto: Option<u16>,
-}
-
-impl TcpInfo {
-    /// Parses the bytes the kernel returned (x86-64 and aarch64 layouts agree
-    /// on these offsets).
-    pub fn parse(b: &[u8]) -> Self {
-        let u8_at = |o: usize| b.get(o).copied().unwrap_or(0);
-        let u32_at = |o: usize| {
-            b.get(o..o + 4)
-                .map(|s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
-                .unwrap_or(0)
-        };
-        Self {
-            state: u8_at(0),
-            retransmits: u8_at(2),
-            backoff: u8_at(4),
-            rto_us: u32_at(8),
-            rtt_us: u32_at(68),
-            rttvar_us: u32_at(72),
-            total_retrans: u32_at(100),
-            total_rto: b.get(240..242).map(|s| u16::from_ne_bytes([s[0], s[1]])),
-        }
-    }
-}
+use crate::model::TcpInfo;
 
 /// Reads `TCP_INFO`; works in every state but `LISTEN`, including `SYN_SENT`.
 pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
@@ -95,21 +55,6 @@ pub fn set_syn_count(fd: BorrowedFd<'_>, count: u8) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
-
-    #[test]
-    fn parses_fields_at_their_offsets() {
-        let mut b = [0u8; 104];
-        b[0] = 2;
-        b[2] = 3;
-        b[8..12].copy_from_slice(&8_000_000u32.to_ne_bytes());
-        b[100..104].copy_from_slice(&3u32.to_ne_bytes());
-        let i = TcpInfo::parse(&b);
-        assert_eq!(
-            (i.state, i.retransmits, i.rto_us, i.total_retrans),
-            (2, 3, 8_000_000, 3)
-        );
-        assert_eq!(i.total_rto, None, "a 104-byte struct has no total_rto");
-    }
 
     #[test]
     fn reads_an_established_loopback_socket() {

@@ -14,8 +14,8 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::export::prometheus::Metrics;
-use crate::probe::{PathKind, SourceKind};
-use crate::stats::{PhaseHistograms, Retention, Stats};
+use crate::model::Dims;
+use crate::stats::{Retention, Stats};
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -43,9 +43,9 @@ pub struct TargetDoc {
     pub mixed: Vec<String>,
 }
 
-impl From<&crate::targets::Target> for TargetDoc {
-    fn from(t: &crate::targets::Target) -> Self {
-        use crate::targets::TargetNode;
+impl From<&crate::model::Target> for TargetDoc {
+    fn from(t: &crate::model::Target) -> Self {
+        use crate::model::TargetNode;
         let (node, mixed) = match &t.node {
             TargetNode::Known(n) => (Some(n.clone()), Vec::new()),
             TargetNode::Mixed(ns) => (None, ns.clone()),
@@ -67,7 +67,7 @@ pub struct FindingsDoc {
     pub source_node: String,
     /// When the verdict was reached; absent before the first evaluation.
     pub generated_at: Option<String>,
-    pub facts: Option<crate::node::NodeFacts>,
+    pub facts: Option<crate::model::NodeFacts>,
     pub findings: Vec<crate::detect::Finding>,
 }
 
@@ -119,12 +119,10 @@ struct HistogramQuery {
 /// One series' histograms on the wire.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesHistograms {
-    pub target: String,
+    /// `target`, `source_node`, `source_kind`, `destination_node`, `path`.
+    #[serde(flatten)]
+    pub dims: Dims,
     pub url: String,
-    pub source_node: String,
-    pub source_kind: SourceKind,
-    pub destination_node: Option<String>,
-    pub path: PathKind,
     pub samples: u64,
     pub failures: u64,
     pub syn_retransmits: u64,
@@ -156,35 +154,50 @@ async fn histograms(State(s): State<ApiState>, Query(q): Query<HistogramQuery>) 
             }
         },
     };
-    axum::Json(histograms_doc(&s.source_node, &s.stats, window)).into_response()
+    // Copying and encoding every series is CPU work: it runs on the blocking
+    // pool, so a burst of readers never takes the runtime's workers from the
+    // probes' timers.
+    let (node, stats) = (Arc::clone(&s.source_node), Arc::clone(&s.stats));
+    match tokio::task::spawn_blocking(move || histograms_doc(&node, &stats, window)).await {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("building the histograms failed ({e})\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Builds the document: cumulative, or over the last `window`.
 pub fn histograms_doc(source_node: &str, stats: &Stats, window: Option<Duration>) -> HistogramsDoc {
     let now = SystemTime::now();
-    let series = stats
-        .snapshot()
-        .iter()
-        .map(|s| {
-            let h: PhaseHistograms = match window {
-                None => s.histograms.clone(),
-                Some(w) => s.window(now - w),
-            };
-            SeriesHistograms {
-                target: s.key.target.to_string(),
-                url: s.url.clone(),
-                source_node: s.key.source_node.to_string(),
-                source_kind: s.key.source_kind,
-                destination_node: s.key.destination_node.as_deref().map(str::to_string),
-                path: s.key.path,
-                samples: s.samples(),
-                failures: s.failures(),
-                syn_retransmits: s.syn_retransmits,
-                histograms: crate::stats::Phase::ALL
-                    .iter()
-                    .map(|p| (p.as_str().to_string(), h.get(*p).to_base64()))
-                    .collect(),
-            }
+    // Each series is copied under its own lock only (a memory copy, so a
+    // probe recording to it waits microseconds); the deflate encoding runs
+    // after every lock is released.
+    let mut copies = Vec::new();
+    stats.visit(|s| {
+        let h = match window {
+            None => s.histograms.clone(),
+            Some(w) => s.window(now - w),
+        };
+        let meta = SeriesHistograms {
+            dims: s.key.clone(),
+            url: s.url.clone(),
+            samples: s.samples(),
+            failures: s.failures(),
+            syn_retransmits: s.syn_retransmits,
+            histograms: Default::default(),
+        };
+        copies.push((meta, h));
+    });
+    let series = copies
+        .into_iter()
+        .map(|(mut meta, h)| {
+            meta.histograms = crate::stats::Phase::ALL
+                .iter()
+                .map(|p| (p.as_str().to_string(), h.get(*p).to_base64()))
+                .collect();
+            meta
         })
         .collect();
     HistogramsDoc {

@@ -10,7 +10,7 @@ use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer}
 use serde::Serialize;
 use std::time::Duration;
 
-use crate::probe::Phases;
+use crate::model::Phases;
 
 /// The timed phases, in the order they complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

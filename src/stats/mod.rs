@@ -6,72 +6,35 @@
 pub mod histogram;
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 pub use histogram::{HistogramError, Latency, Phase, PhaseHistograms};
 
-use crate::probe::{Outcome, PathKind, Phases, ProbeResult, SourceKind};
-
-/// The dimensions of a series.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SeriesKey {
-    pub source_node: Arc<str>,
-    pub source_kind: SourceKind,
-    pub destination_node: Option<Arc<str>>,
-    pub target: Arc<str>,
-    pub path: PathKind,
-}
-
-impl SeriesKey {
-    pub fn of(r: &ProbeResult) -> Self {
-        Self {
-            source_node: Arc::clone(&r.source_node),
-            source_kind: r.source_kind,
-            destination_node: r.destination_node.clone(),
-            target: r.target.name.as_str().into(),
-            path: r.path,
-        }
-    }
-}
-
-/// One probe, as the detector and the windows need it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub at: SystemTime,
-    pub phases: Phases,
-    pub outcome: Outcome,
-    pub syn_retransmits: u32,
-    /// The probe's exported trace, when it was kept: a finding's examples.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<TraceRef>,
-}
-
-/// A trace and its root span, in hex, as OTLP and Jaeger write them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TraceRef {
-    pub trace_id: String,
-    pub span_id: String,
-}
+use crate::model::{Dims, NodeFacts, Outcome, ProbeResult, Sample, SeriesWindow, Target, TraceRef};
 
 /// Everything kept for one series.
 #[derive(Debug, Clone)]
 pub struct Series {
-    pub key: SeriesKey,
+    pub key: Dims,
     pub url: String,
     pub histograms: PhaseHistograms,
     pub outcomes: BTreeMap<Outcome, u64>,
     pub syn_retransmits: u64,
     pub recent: VecDeque<Sample>,
+    /// The largest response body measured since the series began, seeded
+    /// with what the target declares.
+    pub body_bytes: u64,
 }
 
 impl Series {
-    fn new(key: SeriesKey, url: String) -> Self {
+    fn new(key: Dims, url: String, body_bytes: u64) -> Self {
         Self {
             key,
             url,
+            body_bytes,
             histograms: PhaseHistograms::default(),
             outcomes: BTreeMap::new(),
             syn_retransmits: 0,
@@ -93,6 +56,20 @@ impl Series {
             .sum()
     }
 
+    /// The samples at or after `since`: what the detector judges.
+    pub fn window_samples(&self, since: SystemTime) -> SeriesWindow {
+        SeriesWindow {
+            dims: self.key.clone(),
+            samples: self
+                .recent
+                .iter()
+                .filter(|s| s.at >= since)
+                .cloned()
+                .collect(),
+            body_bytes: self.body_bytes,
+        }
+    }
+
     /// Histograms of the samples newer than `since`.
     pub fn window(&self, since: SystemTime) -> PhaseHistograms {
         let mut h = PhaseHistograms::default();
@@ -110,19 +87,19 @@ pub struct Recording {
     /// Finding kinds a person confirmed this run should raise.
     #[serde(default)]
     pub expected: Vec<String>,
-    pub facts: Vec<crate::node::NodeFacts>,
+    pub facts: Vec<NodeFacts>,
     pub series: Vec<RecordedSeries>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedSeries {
-    pub key: SeriesKey,
+    pub key: Dims,
     pub url: String,
     pub samples: Vec<Sample>,
 }
 
 impl Recording {
-    pub fn new(series: &[Series], facts: Vec<crate::node::NodeFacts>) -> Self {
+    pub fn new(series: &[Series], facts: Vec<NodeFacts>) -> Self {
         Self {
             expected: Vec::new(),
             facts,
@@ -142,15 +119,27 @@ impl Recording {
         self.series
             .iter()
             .map(|r| {
-                let mut s = Series::new(r.key.clone(), r.url.clone());
+                let declared = Target::parse(&r.key.target, &r.url)
+                    .ok()
+                    .and_then(|t| t.echo_body_bytes());
+                let mut s = Series::new(r.key.clone(), r.url.clone(), declared.unwrap_or(0));
                 for p in &r.samples {
                     *s.outcomes.entry(p.outcome).or_default() += 1;
                     s.histograms.record(&p.phases, p.outcome.completed());
                     s.syn_retransmits += u64::from(p.syn_retransmits);
+                    s.body_bytes = s.body_bytes.max(p.body_bytes);
                     s.recent.push_back(p.clone());
                 }
                 s
             })
+            .collect()
+    }
+
+    /// Every series' samples, as the detector takes them.
+    pub fn windows(&self) -> Vec<SeriesWindow> {
+        self.to_series()
+            .iter()
+            .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
             .collect()
     }
 }
@@ -175,11 +164,20 @@ impl Retention {
     };
 }
 
-/// All series of one prober.
+/// All series of one prober. Each series has its own lock and the map's
+/// lock is held only to find or add a series, so a reader (the judge, the
+/// API) copying one series never holds up probes recording to the others,
+/// and never for longer than that one copy.
 #[derive(Debug)]
 pub struct Stats {
-    series: Mutex<BTreeMap<SeriesKey, Series>>,
+    series: Mutex<BTreeMap<Dims, Arc<Mutex<Series>>>>,
     retention: Retention,
+}
+
+/// Locks a mutex whose holder may have panicked: the data stays usable (a
+/// panic mid-record leaves at worst one sample missing).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Stats {
@@ -195,26 +193,34 @@ impl Stats {
         self.record_traced(r, None);
     }
 
+    /// The series a result belongs to, added when new.
+    fn series_of(&self, r: &ProbeResult) -> Arc<Mutex<Series>> {
+        let key = Dims::of(r);
+        let mut all = lock(&self.series);
+        if let Some(s) = all.get(&key) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(Mutex::new(Series::new(
+            key.clone(),
+            r.target.url.clone(),
+            r.target.echo_body_bytes().unwrap_or(0),
+        )));
+        all.insert(key, Arc::clone(&s));
+        s
+    }
+
     /// Adds one probe's numbers, with the trace it was exported as.
     pub fn record_traced(&self, r: &ProbeResult, trace: Option<TraceRef>) {
-        let key = SeriesKey::of(r);
-        let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let s = all
-            .entry(key)
-            .or_insert_with_key(|k| Series::new(k.clone(), r.target.url.clone()));
+        let series = self.series_of(r);
+        let mut s = lock(&series);
         *s.outcomes.entry(r.outcome).or_default() += 1;
         if r.outcome == Outcome::Cancelled {
             return;
         }
         s.histograms.record(&r.phases, r.outcome.completed());
         s.syn_retransmits += u64::from(r.syn_retransmits);
-        s.recent.push_back(Sample {
-            at: r.started_at,
-            phases: r.phases,
-            outcome: r.outcome,
-            syn_retransmits: r.syn_retransmits,
-            trace,
-        });
+        s.body_bytes = s.body_bytes.max(r.body_size());
+        s.recent.push_back(Sample::of(r, trace));
         while s.recent.len() > self.retention.max_samples {
             s.recent.pop_front();
         }
@@ -235,23 +241,55 @@ impl Stats {
     /// series it ever had would grow with the cluster, not with the pinglist.
     /// Returns how many were dropped.
     pub fn forget(&self, probing: impl Fn(&str) -> bool, since: SystemTime) -> usize {
-        let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = lock(&self.series);
         let before = all.len();
-        all.retain(|k, s| probing(&k.target) || s.recent.back().is_some_and(|x| x.at >= since));
+        all.retain(|k, s| {
+            probing(&k.target) || lock(s).recent.back().is_some_and(|x| x.at >= since)
+        });
         before - all.len()
+    }
+
+    /// The series handles, in key order; the map's lock is released before
+    /// any series is read.
+    fn handles(&self) -> Vec<Arc<Mutex<Series>>> {
+        lock(&self.series).values().cloned().collect()
+    }
+
+    /// Calls `f` on every series in key order, each under its own lock only:
+    /// for readers that need a few numbers, not a copy.
+    pub fn visit(&self, mut f: impl FnMut(&Series)) {
+        for s in self.handles() {
+            f(&lock(&s));
+        }
     }
 
     /// A copy of every series, in key order.
     pub fn snapshot(&self) -> Vec<Series> {
-        let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        all.values().cloned().collect()
+        let mut out = Vec::new();
+        self.visit(|s| out.push(s.clone()));
+        out
+    }
+
+    /// Every series' samples at or after `since`, without the histograms:
+    /// the judge's cheap copy.
+    pub fn windows(&self, since: SystemTime) -> Vec<SeriesWindow> {
+        let mut out = Vec::new();
+        self.visit(|s| out.push(s.window_samples(since)));
+        out
+    }
+
+    /// Probes that ended `outcome`, over every series.
+    pub fn count(&self, outcome: Outcome) -> u64 {
+        let mut n = 0;
+        self.visit(|s| n += s.outcomes.get(&outcome).copied().unwrap_or(0));
+        n
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::targets::Target;
+    use crate::model::{PathKind, Phases, SourceKind, Target};
 
     #[test]
     fn series_of_dropped_targets_are_forgotten_after_the_window() {
@@ -301,6 +339,7 @@ mod tests {
             local_addr: None,
             peer_addr: None,
             body_bytes: 0,
+            content_length: None,
         }
     }
 

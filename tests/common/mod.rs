@@ -2,6 +2,8 @@
 //! on purpose. Every socket here is on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

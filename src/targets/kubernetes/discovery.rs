@@ -21,12 +21,12 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::KubernetesConfig;
+use super::metrics::KubeMetrics;
 use super::plan::{self, Me, ProberInfo, ServiceInfo, SliceInfo, Snapshot, labels};
+use crate::config::KubernetesConfig;
 use crate::config::ProbeConfig;
-use crate::export::RateLimit;
-use crate::export::prometheus::Metrics;
-use crate::targets::Target;
+use crate::model::Target;
+use crate::ratelimit::RateLimit;
 
 /// Changes closer together than this are planned once.
 const SETTLE: Duration = Duration::from_millis(200);
@@ -48,13 +48,13 @@ pub fn start(
     cfg: KubernetesConfig,
     probe: ProbeConfig,
     me: Identity,
-    metrics: Arc<Metrics>,
+    metrics: KubeMetrics,
     cancel: CancellationToken,
 ) -> Targets {
     let changed = Arc::new(Notify::new());
     let w = Watches {
         changed: Arc::clone(&changed),
-        metrics: Arc::clone(&metrics),
+        metrics: metrics.clone(),
         cancel: cancel.clone(),
     };
     let on = format!("{}=true", labels::PROBE);
@@ -111,7 +111,7 @@ fn clear_managed_fields<K: ResourceExt>(o: &mut K) {
 
 struct Watches {
     changed: Arc<Notify>,
-    metrics: Arc<Metrics>,
+    metrics: KubeMetrics,
     cancel: CancellationToken,
 }
 
@@ -127,7 +127,7 @@ impl Watches {
         let (store, writer) = reflector::store::<K>();
         let (changed, metrics, cancel) = (
             Arc::clone(&self.changed),
-            Arc::clone(&self.metrics),
+            self.metrics.clone(),
             self.cancel.clone(),
         );
         tokio::spawn(async move {
@@ -141,12 +141,12 @@ impl Watches {
                 match next {
                     None => return,
                     Some(Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) => {
-                        metrics.kube.watch_up(resource, true);
+                        metrics.watch_up(resource, true);
                         changed.notify_one();
                     }
-                    Some(Ok(_)) => metrics.kube.watch_up(resource, true),
+                    Some(Ok(_)) => metrics.watch_up(resource, true),
                     Some(Err(e)) => {
-                        metrics.kube.watch_error(resource);
+                        metrics.watch_error(resource);
                         if let Some(suppressed) = log.allow() {
                             tracing::warn!(
                                 resource,
@@ -213,7 +213,7 @@ async fn planner(
     me: Identity,
     changed: Arc<Notify>,
     tx: watch::Sender<Arc<Vec<Arc<Target>>>>,
-    metrics: Arc<Metrics>,
+    metrics: KubeMetrics,
     cancel: CancellationToken,
 ) {
     // Planning before every store has listed once would drop targets that
@@ -235,7 +235,7 @@ async fn planner(
             .unwrap_or_default();
         let round_no = now.as_secs() / round.as_secs().max(1);
         let p = plan::plan(&stores.snapshot(), &who, &cfg, &probe, round_no);
-        metrics.kube.set_plan(&p, round);
+        metrics.set_plan(&p, round);
         if p.rejected != rejected {
             for why in p.rejected.iter().filter(|w| !rejected.contains(w)) {
                 tracing::warn!(service = %why, "An opted-in Service cannot be probed.");

@@ -36,7 +36,7 @@ pub fn node_service(node: &str) -> String {
 /// The EndpointSlice one prober pod writes for its node's Service: one per
 /// source kind, so the host-network and pod-network probers of a node never
 /// overwrite each other.
-pub fn node_slice(node: &str, kind: crate::probe::SourceKind) -> String {
+pub fn node_slice(node: &str, kind: crate::model::SourceKind) -> String {
     format!("{}-{}", node_service(node), kind.as_str())
 }
 
@@ -60,7 +60,7 @@ pub fn is_dns1035_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::SourceKind;
+    use crate::model::SourceKind;
 
     #[test]
     fn short_names_stay_readable() {

@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::KubernetesConfig;
+use crate::config::KubernetesConfig;
 use crate::config::ProbeConfig;
-use crate::probe::SourceKind;
-use crate::targets::{Target, TargetNode};
+use crate::model::SourceKind;
+use crate::model::{Target, TargetNode};
 
 /// Labels and annotations that carry meaning between probers.
 pub mod labels {
@@ -317,7 +317,7 @@ fn target(
     probe: &ProbeConfig,
 ) -> Result<Target, String> {
     Target::parse(&name, url)
-        .map(|t| t.with_node(node).with_probe_defaults(probe))
+        .map(|t| t.with_node(node).with_timing(&probe.timing()))
         .map_err(|e| format!("{name}: {e}"))
 }
 

@@ -21,7 +21,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use super::KubeError;
 use super::names;
 use super::plan::labels;
-use crate::probe::SourceKind;
+use crate::model::SourceKind;
 
 /// Who this pod is, from the downward API.
 #[derive(Debug, Clone, PartialEq)]
@@ -221,7 +221,7 @@ pub async fn keep(
     id: PodIdentity,
     port: u16,
     every: std::time::Duration,
-    metrics: std::sync::Arc<crate::export::prometheus::Metrics>,
+    metrics: super::metrics::KubeMetrics,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut registered = false;
@@ -244,7 +244,7 @@ pub async fn keep(
                 false
             }
         };
-        metrics.kube.applied(ok);
+        metrics.applied(ok);
         // Retry sooner after a failure, so a prober that starts before the
         // API server is reachable, or loses it, registers soon after.
         let wait = if ok {

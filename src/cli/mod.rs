@@ -1,0 +1,227 @@
+//! The command line. Parsing lives here (not in `main.rs`) so tests can check
+//! that deploy files' command lines parse with the real CLI.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+mod lab;
+
+pub use lab::{FaultCommand, KnobArgs, LabCommand, LabMatrixArgs, LabName};
+
+use crate::config::{self, ConfigError};
+use crate::matrix::{self, MatrixOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tailprobe",
+    version,
+    about = "Fresh-connection latency prober that finds SYN-retransmit tails and names their cause"
+)]
+pub struct Cli {
+    /// Log filter, such as `info` or `tailprobe=debug`.
+    #[arg(long, global = true, env = "TAILPROBE_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate a configuration file and exit (0 valid, 2 invalid).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Probe every target N times from this host and report.
+    Matrix(MatrixArgs),
+    /// Probe continuously and serve /metrics, /healthz, /readyz, /api/v1/histograms.
+    Run(RunArgs),
+    /// Serve the target that names its node and pod in response headers.
+    Echo(EchoArgs),
+    /// Print the configuration's SLO alerts as a PrometheusRule (YAML).
+    Rules {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The built-in lab: an emulated multi-node cluster on this kernel (root).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Probes per target (default: [matrix] samples, else 20).
+    #[arg(long)]
+    pub samples: Option<u32>,
+    /// Probes in flight at once (default: [matrix] concurrency).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Overrides [server] listen.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EchoArgs {
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The node to name (default: NODE_NAME).
+    #[arg(long, env = "NODE_NAME", default_value = "unknown")]
+    pub node: String,
+    /// The pod to name (default: POD_NAME).
+    #[arg(long, env = "POD_NAME", default_value = "unknown")]
+    pub pod: String,
+    /// Service time before each response: `5ms`, `uniform:1ms..20ms` or `exp:5ms`.
+    #[arg(long, default_value = "0s")]
+    pub delay: crate::server::echo::Delay,
+}
+
+/// Parses the process arguments and runs; the exit code follows the
+/// documented contract (0 healthy, 1 unhealthy, 2 usage or config error).
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log);
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if let Some(ce) = e.downcast_ref::<ConfigError>() {
+                eprintln!("{ce}");
+            } else {
+                eprintln!("tailprobe: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load(path: &std::path::Path) -> Result<config::Loaded, ConfigError> {
+    config::load(&path.to_string_lossy())
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Check { config } => {
+            let loaded = load(&config)?;
+            println!(
+                "{}: valid; {} target(s), node {}",
+                config.display(),
+                loaded.targets.len(),
+                loaded.node()
+            );
+            Ok(0)
+        }
+        Command::Matrix(args) => {
+            let loaded = load(&args.config)?;
+            let mut opts = MatrixOptions::from_loaded(&loaded);
+            if let Some(n) = args.samples {
+                opts.samples = n;
+            }
+            if let Some(c) = args.concurrency {
+                opts.concurrency = c;
+            }
+            opts.progress = std::io::stderr().is_terminal();
+            let report = runtime()?.block_on(async {
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                matrix::run(&loaded, &opts, &cancel).await
+            })?;
+            let text = match args.format {
+                Format::Table => report.to_table(),
+                Format::Json => report.to_json() + "\n",
+            };
+            write_output(args.output.as_deref(), &text)?;
+            Ok(report.exit_code())
+        }
+        Command::Run(args) => {
+            let loaded = load(&args.config)?;
+            runtime()?.block_on(async {
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                crate::daemon::run(loaded, args.listen, cancel, None).await
+            })?;
+            Ok(0)
+        }
+        Command::Lab { command } => lab::lab(command),
+        Command::Rules { config } => {
+            let loaded = load(&config)?;
+            print!(
+                "{}",
+                crate::slo::rules::prometheus_rule(&loaded.config.slos)
+            );
+            Ok(0)
+        }
+        Command::Echo(args) => {
+            runtime()?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(args.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}; pick a free address with --listen", args.listen))?;
+                tracing::info!(addr = %args.listen, node = %args.node, pod = %args.pod, "Echo serving.");
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                let id = crate::server::echo::EchoIdentity {
+                    node: args.node,
+                    pod: args.pod,
+                };
+                crate::server::echo::serve(listener, id, args.delay, cancel)
+                    .await
+                    .context("the echo server failed")
+            })?;
+            Ok(0)
+        }
+    }
+}
+
+fn write_output(path: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match path {
+        Some(p) => std::fs::write(p, text)
+            .with_context(|| format!("cannot write the report to {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! What the causes are judged on ([`Evidence`], read by `causes::Check`),
+//! built from the cells of a scope, the cells around it and the nodes'
+//! facts; and the evidence lines a ladder finding shows.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::causes::has_checksum_fix;
+use super::cell::Cell;
+use super::{ratio, syns};
+use crate::model::{DetectorConfig, NodeFacts, PathKind, SourceKind};
+
+/// The facts the causes are judged against (see `causes::Check`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evidence {
+    pub cross_node_hit: bool,
+    pub same_node_hit: bool,
+    /// Same-node paths were probed from the hit sources at all.
+    pub same_node_probed: bool,
+    pub host_hit: bool,
+    pub pod_hit: bool,
+    pub pod_probed: bool,
+    pub one_destination: bool,
+    pub dominant_rung: Option<u32>,
+    pub share: f64,
+    /// Overlay devices with TX checksum offload on, on the hit sources;
+    /// `None` when no facts were reported.
+    pub overlay_tx_checksum_on: Option<Vec<String>>,
+    pub kernel_without_fix: Option<bool>,
+    pub receiver_udp_checksum_errors: Option<u64>,
+    pub dns_rung: bool,
+    pub conntrack_insert_failed: Option<u64>,
+    pub large_bodies_only: bool,
+    /// Slow connects only on the first contact with each path.
+    pub first_contact_only: bool,
+}
+
+/// Rungs of a scope: lost SYNs -> (probes, probes timed on that rung, rung seconds).
+pub type Rungs = BTreeMap<u32, (u64, u64, f64)>;
+
+pub fn rungs(m: &[&Cell]) -> Rungs {
+    let mut rungs = Rungs::new();
+    for c in m {
+        for (k, (count, agree)) in &c.rungs {
+            let e =
+                rungs
+                    .entry(*k)
+                    .or_insert((0, 0, c.schedule.rung_seconds(*k).unwrap_or(f64::NAN)));
+            e.0 += count;
+            e.1 += agree;
+        }
+    }
+    rungs
+}
+
+/// Where a scope's cells come from and lead to.
+pub struct Spread<'a> {
+    pub sources: BTreeSet<&'a str>,
+    pub kinds: BTreeSet<SourceKind>,
+    pub dests: BTreeSet<&'a str>,
+}
+
+pub fn spread<'a>(m: &[&Cell<'a>]) -> Spread<'a> {
+    Spread {
+        sources: m.iter().map(|c| &*c.w.dims.source_node).collect(),
+        kinds: m.iter().map(|c| c.w.dims.source_kind).collect(),
+        dests: m
+            .iter()
+            .filter_map(|c| c.w.dims.destination_node.as_deref())
+            .collect(),
+    }
+}
+
+/// What a ladder over the cells `m` is judged on.
+pub fn of_ladder(
+    cells: &[Cell],
+    m: &[&Cell],
+    path: Option<PathKind>,
+    facts: &[NodeFacts],
+    rungs: &Rungs,
+) -> Evidence {
+    let Spread {
+        sources,
+        kinds,
+        dests,
+    } = spread(m);
+    let n: u64 = m.iter().map(|c| c.n).sum();
+    let hits: u64 = m.iter().map(|c| c.hits()).sum();
+    let hit_any = |pred: &dyn Fn(&Cell) -> bool| cells.iter().any(|c| c.ladder && pred(c));
+    let same_sources = |c: &Cell| sources.contains(&*c.w.dims.source_node);
+    let source_facts: Vec<&NodeFacts> = facts
+        .iter()
+        .filter(|f| sources.contains(f.node.as_str()))
+        .collect();
+    let dest_facts: Vec<&NodeFacts> = facts
+        .iter()
+        .filter(|f| dests.contains(f.node.as_str()))
+        .collect();
+    Evidence {
+        cross_node_hit: m.iter().any(|c| c.w.dims.path == PathKind::CrossNode),
+        same_node_hit: hit_any(&|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
+        same_node_probed: cells
+            .iter()
+            .any(|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
+        host_hit: kinds.contains(&SourceKind::Host),
+        pod_hit: hit_any(&|c| {
+            c.w.dims.source_kind == SourceKind::Pod && path.is_none_or(|p| c.w.dims.path == p)
+        }),
+        pod_probed: cells
+            .iter()
+            .any(|c| c.w.dims.source_kind == SourceKind::Pod),
+        one_destination: dests.len() == 1,
+        dominant_rung: rungs.iter().max_by_key(|(_, r)| r.0).map(|(k, _)| *k),
+        share: ratio(hits, n),
+        overlay_tx_checksum_on: (!source_facts.is_empty()).then(|| {
+            source_facts
+                .iter()
+                .flat_map(|f| f.overlays.iter())
+                .filter(|o| o.tx_checksumming == Some(true))
+                .map(|o| o.name.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        }),
+        kernel_without_fix: {
+            let versions: Vec<(u32, u32, u32)> = source_facts
+                .iter()
+                .filter_map(|f| f.kernel_version())
+                .collect();
+            (!versions.is_empty()).then(|| versions.iter().any(|v| !has_checksum_fix(*v)))
+        },
+        receiver_udp_checksum_errors: {
+            let v: Vec<u64> = dest_facts
+                .iter()
+                .filter_map(|f| f.udp_in_csum_errors)
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum())
+        },
+        ..Evidence::default()
+    }
+}
+
+/// The evidence lines of a ladder finding.
+pub struct LadderText<'a> {
+    pub m: &'a [&'a Cell<'a>],
+    pub rungs: &'a Rungs,
+    pub p_binom: f64,
+    /// Hits and probes on the same sources' other paths, with Fisher's p.
+    pub outside: Option<(u64, u64, f64)>,
+    pub judged: &'a Evidence,
+    pub cfg: &'a DetectorConfig,
+}
+
+impl LadderText<'_> {
+    pub fn lines(&self) -> Vec<String> {
+        let m = self.m;
+        let n: u64 = m.iter().map(|c| c.n).sum();
+        let hits: u64 = m.iter().map(|c| c.hits()).sum();
+        let give_ups: u64 = m.iter().map(|c| c.give_ups).sum();
+        let timing_only: u64 = m.iter().map(|c| c.timing_only).sum();
+        let agree: u64 = self.rungs.values().map(|r| r.1).sum();
+        let rung_probes: u64 = self.rungs.values().map(|r| r.0).sum();
+        let mut out = vec![format!(
+            "{hits} of {n} probes ({:.0}%) lost SYNs: {}",
+            ratio(hits, n) * 100.0,
+            self.rungs
+                .iter()
+                .map(|(k, r)| format!(
+                    "{} on the {} s rung ({} lost)",
+                    r.0,
+                    r.2,
+                    syns(u64::from(*k))
+                ))
+                .chain(
+                    (give_ups > 0).then(|| format!("{give_ups} gave up after every SYN was lost"))
+                )
+                .collect::<Vec<_>>()
+                .join(", ")
+        )];
+        out.push(format!(
+            "against a background SYN loss of {:e} per probe, p = {:.1e}",
+            self.cfg.background_syn_loss, self.p_binom
+        ));
+        if rung_probes > 0 {
+            out.push(if agree == rung_probes {
+                format!("TCP_INFO agrees: on all {rung_probes} probes the kernel's retransmit count matches the rung the connect time sits on")
+            } else {
+                format!(
+                    "TCP_INFO and timing agree on {agree} of {rung_probes} probes; where they disagree the kernel's count was trusted"
+                )
+            });
+        }
+        if timing_only > 0 {
+            out.push(format!(
+                "{timing_only} probes were timed like a rung but the kernel saw no SYN retransmission: a delay, not a loss"
+            ));
+        }
+        let schedules: BTreeSet<String> = m
+            .iter()
+            .map(|c| format!("{}: {}", c.w.dims.source_node, c.schedule.describe()))
+            .collect();
+        out.push(format!(
+            "SYN schedule of the source kernel(s): {}",
+            schedules.into_iter().collect::<Vec<_>>().join("; ")
+        ));
+        if let Some((out_hits, out_n, p)) = self.outside {
+            out.push(format!(
+                "the same sources' other paths: {out_hits} of {out_n} probes lost SYNs (one-sided Fisher p = {p:.1e})"
+            ));
+        }
+        let e = self.judged;
+        if let Some(errors) = e.receiver_udp_checksum_errors.filter(|n| *n > 0) {
+            out.push(format!(
+                "receiving nodes counted {errors} UDP checksum errors"
+            ));
+        }
+        if let Some(devs) = e.overlay_tx_checksum_on.as_ref().filter(|d| !d.is_empty()) {
+            out.push(format!(
+                "TX checksum offload is on for {} on the source",
+                devs.join(", ")
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,147 @@
+//! SYN-retransmit ladders. A cell is on the ladder when enough of its probes
+//! sit on a rung of its source kernel's schedule that a healthy background
+//! SYN loss cannot explain them (binomial tail), and at least
+//! `min_rung_probes` do. Scope widens from the cell to the broadest group
+//! whose every informative cell is on the ladder: every path of a kind from a
+//! network kind, one destination, one pair, one source's paths of a kind,
+//! one source.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::super::cell::Cell;
+use super::super::evidence::{self, LadderText};
+use super::super::scope::{Grouping, ScopeKey};
+use super::super::{Finding, FindingKind, RungCount, causes, examples, ratio, round3, stat};
+use crate::model::{DetectorConfig, NodeFacts, PathKind};
+
+pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {
+    let informative = |c: &Cell| c.n >= cfg.min_rung_probes;
+    let mut covered: BTreeSet<usize> = BTreeSet::new();
+    let mut out = Vec::new();
+    for grouping in Grouping::WIDENING {
+        let mut groups: BTreeMap<ScopeKey, Vec<usize>> = BTreeMap::new();
+        for (i, c) in cells.iter().enumerate().filter(|(_, c)| informative(c)) {
+            groups
+                .entry(ScopeKey::of(grouping, &c.w.dims))
+                .or_default()
+                .push(i);
+        }
+        for (key, members) in groups {
+            let all_ladder = members.iter().all(|i| cells[*i].ladder);
+            let news = members.iter().any(|i| !covered.contains(i));
+            let sources: BTreeSet<&str> = members
+                .iter()
+                .map(|i| &*cells[*i].w.dims.source_node)
+                .collect();
+            let wide_enough = match grouping {
+                Grouping::KindPath | Grouping::Destination => sources.len() >= 2,
+                _ => members.len() >= 2,
+            };
+            if all_ladder && news && wide_enough {
+                covered.extend(members.iter().copied());
+                out.push(finding(cells, &members, key, facts, cfg));
+            }
+        }
+    }
+    for (i, c) in cells.iter().enumerate() {
+        if c.ladder && !covered.contains(&i) {
+            out.push(finding(
+                cells,
+                &[i],
+                ScopeKey::of(Grouping::Cell, &c.w.dims),
+                facts,
+                cfg,
+            ));
+        }
+    }
+    out
+}
+
+fn finding(
+    cells: &[Cell],
+    members: &[usize],
+    key: ScopeKey,
+    facts: &[NodeFacts],
+    cfg: &DetectorConfig,
+) -> Finding {
+    let m: Vec<&Cell> = members.iter().map(|i| &cells[*i]).collect();
+    let n: u64 = m.iter().map(|c| c.n).sum();
+    let hits: u64 = m.iter().map(|c| c.hits()).sum();
+    let rungs = evidence::rungs(&m);
+    let agree: u64 = rungs.values().map(|r| r.1).sum();
+    let rung_probes: u64 = rungs.values().map(|r| r.0).sum();
+    let evidence::Spread {
+        sources,
+        kinds,
+        dests,
+    } = evidence::spread(&m);
+    let member_set: BTreeSet<usize> = members.iter().copied().collect();
+
+    // The same sources' other paths: is the ladder particular to this scope?
+    let outside: Vec<&Cell> = cells
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| !member_set.contains(i) && sources.contains(&*c.w.dims.source_node))
+        .map(|(_, c)| c)
+        .collect();
+    let (out_hits, out_n) = (
+        outside.iter().map(|c| c.hits()).sum::<u64>(),
+        outside.iter().map(|c| c.n).sum::<u64>(),
+    );
+    let fisher = (out_n > 0).then(|| stat::fisher_greater(hits, n, out_hits, out_n));
+    let p_binom = m.iter().map(|c| c.p_value).fold(1.0, f64::min);
+
+    let judged = evidence::of_ladder(cells, &m, key.path, facts, &rungs);
+    let lines = LadderText {
+        m: &m,
+        rungs: &rungs,
+        p_binom,
+        outside: fisher.map(|p| (out_hits, out_n, p)),
+        judged: &judged,
+        cfg,
+    }
+    .lines();
+    let agreement = if rung_probes > 0 {
+        agree as f64 / rung_probes as f64
+    } else {
+        0.5
+    };
+    let specific = fisher.is_none_or(|p| p < 0.01);
+    let confidence = 0.5 * ((-p_binom.max(1e-300).log10()).min(12.0) / 12.0)
+        + 0.3 * agreement
+        + 0.2 * f64::from(u8::from(specific));
+    let targets: BTreeSet<String> = m.iter().map(|c| c.w.dims.target.to_string()).collect();
+    let pairs: BTreeSet<(String, String)> = m.iter().map(|c| c.pair()).collect();
+    let paths: BTreeSet<PathKind> = m.iter().map(|c| c.w.dims.path).collect();
+    let path = key
+        .path
+        .or_else(|| (paths.len() == 1).then(|| *paths.iter().next().unwrap()));
+    Finding {
+        source_node: (sources.len() == 1).then(|| sources.iter().next().unwrap().to_string()),
+        source_kind: (kinds.len() == 1).then(|| *kinds.iter().next().unwrap()),
+        destination_node: (dests.len() == 1).then(|| dests.iter().next().unwrap().to_string()),
+        path,
+        targets: targets.into_iter().collect(),
+        pairs: pairs.into_iter().collect(),
+        rungs: rungs
+            .iter()
+            .map(|(k, r)| RungCount {
+                retransmits: *k,
+                seconds: r.2,
+                count: r.0,
+            })
+            .collect(),
+        share: round3(ratio(hits, n)),
+        samples: n,
+        evidence: lines,
+        likely_causes: causes::rank(FindingKind::SynRetransmitLadder, &judged),
+        examples: examples(&m, |p| p.syn_retransmits > 0),
+        ..Finding::new(
+            FindingKind::SynRetransmitLadder,
+            key,
+            sources.len(),
+            members.len(),
+        )
+    }
+    .with_confidence(confidence)
+}

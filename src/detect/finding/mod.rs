@@ -1,0 +1,7 @@
+//! One file per finding kind.
+
+pub mod dns;
+pub mod failures;
+pub mod first_contact;
+pub mod ladder;
+pub mod pmtu;

@@ -1,0 +1,165 @@
+//! Scopes: which cells a finding covers. A scope's identity is typed
+//! ([`ScopeKey`]: a grouping and the dimensions it keys on); its words are
+//! rendered from that key for people, with the counts of the moment. Counts
+//! never enter the key, so a node joining a scope changes what a finding
+//! says, not which finding (or alert) it is.
+
+use serde::{Deserialize, Serialize};
+
+use super::FindingKind;
+use crate::model::{Dims, PathKind, SourceKind};
+
+/// How cells are grouped into one scope, from broad to narrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grouping {
+    /// Every path of one kind from one network kind, over several sources.
+    KindPath,
+    /// Every path to one destination node, from several sources.
+    Destination,
+    /// Every path from one source node to one destination node.
+    Pair,
+    /// One source's paths of one kind, from one network kind.
+    SourceKindPath,
+    /// Every path from one source node.
+    Source,
+    /// One series: one target from one source and network to one destination.
+    Cell,
+    /// The first connections on every path whose first probes were slow.
+    FirstContact,
+}
+
+impl Grouping {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grouping::KindPath => "kind-path",
+            Grouping::Destination => "destination",
+            Grouping::Pair => "pair",
+            Grouping::SourceKindPath => "source-kind-path",
+            Grouping::Source => "source",
+            Grouping::Cell => "cell",
+            Grouping::FirstContact => "first-contact",
+        }
+    }
+
+    /// The groupings a ladder may widen to, broad first.
+    pub const WIDENING: [Grouping; 5] = [
+        Grouping::KindPath,
+        Grouping::Destination,
+        Grouping::Pair,
+        Grouping::SourceKindPath,
+        Grouping::Source,
+    ];
+}
+
+/// The stable identity of a scope: its grouping and the dimensions that
+/// grouping keys on (the others are `None`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScopeKey {
+    pub grouping: Grouping,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<SourceKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl ScopeKey {
+    /// A grouping with nothing to key on.
+    pub fn bare(grouping: Grouping) -> Self {
+        Self {
+            grouping,
+            source_node: None,
+            source_kind: None,
+            destination_node: None,
+            path: None,
+            target: None,
+        }
+    }
+
+    /// The key of the group a series with `d` falls in under `grouping`.
+    pub fn of(grouping: Grouping, d: &Dims) -> Self {
+        let src = || Some(d.source_node.to_string());
+        let dst = || d.destination_node.as_deref().map(str::to_string);
+        let mut k = Self::bare(grouping);
+        match grouping {
+            Grouping::KindPath => {
+                k.source_kind = Some(d.source_kind);
+                k.path = Some(d.path);
+            }
+            Grouping::Destination => k.destination_node = dst(),
+            Grouping::Pair => {
+                k.source_node = src();
+                k.destination_node = dst();
+            }
+            Grouping::SourceKindPath => {
+                k.source_node = src();
+                k.source_kind = Some(d.source_kind);
+                k.path = Some(d.path);
+            }
+            Grouping::Source => k.source_node = src(),
+            Grouping::Cell => {
+                k.source_node = src();
+                k.source_kind = Some(d.source_kind);
+                k.destination_node = dst();
+                k.path = Some(d.path);
+                k.target = Some(d.target.to_string());
+            }
+            Grouping::FirstContact => {}
+        }
+        k
+    }
+
+    /// One string for a label value or a log field: the grouping, then each
+    /// dimension it keys on, `/`-separated, in a fixed order.
+    pub fn id(&self) -> String {
+        let mut parts = vec![self.grouping.as_str().to_string()];
+        parts.extend(self.source_node.clone());
+        parts.extend(self.source_kind.map(|k| k.as_str().to_string()));
+        parts.extend(self.destination_node.clone());
+        parts.extend(self.path.map(|p| p.as_str().to_string()));
+        parts.extend(self.target.clone());
+        parts.join("/")
+    }
+
+    /// The scope in words for a finding of `kind`; `sources` and `paths` are
+    /// the counts of the moment.
+    pub fn describe(&self, kind: FindingKind, sources: usize, paths: usize) -> String {
+        let src = self.source_node.as_deref().unwrap_or("?");
+        let dst = self
+            .destination_node
+            .as_deref()
+            .unwrap_or("an unknown node");
+        let net = self
+            .source_kind
+            .map(|k| format!("{} network", k.as_str()))
+            .unwrap_or_default();
+        let path = self.path.map(PathKind::as_str).unwrap_or_default();
+        let target = self.target.as_deref().unwrap_or("?");
+        match (self.grouping, kind) {
+            (Grouping::KindPath, _) => {
+                format!("every {path} path from the {net} of {sources} nodes")
+            }
+            (Grouping::Destination, _) => format!("every path to {dst}"),
+            (Grouping::Pair, _) => format!("every path from {src} to {dst}"),
+            (Grouping::SourceKindPath, _) => format!("{path} paths from {src} ({net})"),
+            (Grouping::Source, FindingKind::DnsTimeoutLadder) => {
+                format!("name lookups from {src}")
+            }
+            (Grouping::Source, _) => format!("every path from {src}"),
+            (Grouping::Cell, FindingKind::PmtuBlackhole) => {
+                format!("large responses from {src} to {dst} ({net})")
+            }
+            (Grouping::Cell, FindingKind::ProbeFailures) => {
+                format!("{target} from {src} ({net}) to {dst}")
+            }
+            (Grouping::Cell, _) => format!("{target} from {src} ({net}) to {dst} ({path})"),
+            (Grouping::FirstContact, _) => format!("the first connections on {paths} paths"),
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! What is probed: one endpoint, its probe kind (chosen by the URL's scheme)
+//! and what is known of the node serving it. Parsing a URL into a target is
+//! pure; where targets come from (configuration, Kubernetes) is `targets`.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// What a `dns://` target asks and how patiently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsQuery {
+    pub name: String,
+    pub attempt_timeout: Duration,
+    pub attempts: u32,
+}
+
+/// How often and how patiently a target is probed. The defaults are
+/// `[probe]`'s: `config` reads them from here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timing {
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        // Past the last SYN rung of both schedules: 127 s classic, 131 s linear.
+        let timeout = Duration::from_secs(135);
+        Self {
+            interval: Duration::from_secs(10),
+            jitter: Duration::from_secs(1),
+            timeout,
+            connect_timeout: timeout,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What a probe of the target does, chosen by the URL's scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// `http://`: connect, GET with `Connection: close`, read the body.
+    Http,
+    /// `tcp://host:port`: connect only.
+    Tcp,
+    /// `dns://server[:port]/name[?timeout=5s&attempts=2]`: an A query over UDP.
+    Dns(DnsQuery),
+}
+
+/// Which node serves a target, as far as anyone knows before probing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetNode {
+    /// Every backend sits on this node.
+    Known(String),
+    /// Backends sit on several nodes: the response header decides per probe.
+    Mixed(Vec<String>),
+    /// Nothing is known: the response header decides, else the path is unknown.
+    Unknown,
+}
+
+/// One HTTP endpoint and how to probe it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub url: String,
+    pub host: String,
+    /// Set when `host` is an IP literal: no DNS phase then.
+    pub ip: Option<IpAddr>,
+    pub port: u16,
+    /// `Host` header value.
+    pub authority: String,
+    /// Path and query sent in the request line.
+    pub path: String,
+    pub node: TargetNode,
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub jitter: Duration,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl Target {
+    /// A target for `url` with the default probe settings; the scheme
+    /// (`http`, `tcp`, `dns`) picks the probe kind.
+    pub fn parse(name: &str, url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url.parse().map_err(|e| {
+            format!("invalid URL \"{url}\" ({e}); write it as \"http://HOST:PORT/PATH\"")
+        })?;
+        let scheme = uri
+            .scheme_str()
+            .ok_or_else(|| format!("URL \"{url}\" has no scheme; write it as \"http://{url}\""))?;
+        let host = uri
+            .host()
+            .ok_or_else(|| {
+                format!("URL \"{url}\" has no host; write it as \"http://HOST:PORT/PATH\"")
+            })?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let ip = host.parse().ok();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into());
+        let (kind, port) = match scheme {
+            "http" => (ProbeKind::Http, uri.port_u16().unwrap_or(80)),
+            "tcp" => (
+                ProbeKind::Tcp,
+                uri.port_u16().ok_or_else(|| {
+                    format!("URL \"{url}\" needs a port: write it as \"tcp://HOST:PORT\"")
+                })?,
+            ),
+            "dns" => {
+                if ip.is_none() {
+                    return Err(format!(
+                        "the DNS server in \"{url}\" must be an IP address, such as \"dns://10.96.0.10/kubernetes.default.svc.cluster.local\""
+                    ));
+                }
+                (
+                    ProbeKind::Dns(dns_query(url, &uri)?),
+                    uri.port_u16().unwrap_or(53),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "URL scheme \"{other}\" is not supported; use http:// (a plain-HTTP exchange), tcp:// (connect only) or dns:// (a UDP query)"
+                ));
+            }
+        };
+        let defaults = Timing::default();
+        Ok(Self {
+            name: name.to_string(),
+            url: url.to_string(),
+            ip,
+            authority: uri
+                .authority()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| host.clone()),
+            host,
+            port,
+            path,
+            node: TargetNode::Unknown,
+            kind,
+            interval: defaults.interval,
+            jitter: defaults.jitter,
+            timeout: defaults.timeout,
+            connect_timeout: defaults.timeout,
+            max_body_bytes: defaults.max_body_bytes,
+        })
+    }
+
+    /// The body size the target declares before any probe: tailprobe's echo
+    /// answers `/bytes/N` with exactly N bytes.
+    pub fn echo_body_bytes(&self) -> Option<u64> {
+        self.path
+            .strip_prefix("/bytes/")?
+            .split(['?', '/'])
+            .next()?
+            .parse()
+            .ok()
+    }
+
+    /// The same target with another node attribution.
+    pub fn with_node(mut self, node: TargetNode) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// The same target with these timings and body limit.
+    pub fn with_timing(mut self, t: &Timing) -> Self {
+        self.interval = t.interval;
+        self.jitter = t.jitter;
+        self.timeout = t.timeout;
+        self.connect_timeout = t.connect_timeout.min(t.timeout);
+        self.max_body_bytes = t.max_body_bytes;
+        self
+    }
+
+    /// The same target with another timeout (connect and total).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.connect_timeout = timeout;
+        self
+    }
+}
+
+/// The query a `dns://` URL asks: the name is the path; `timeout` and
+/// `attempts` default to glibc's 5 s and 2.
+fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
+    let name = uri.path().trim_matches('/').to_string();
+    if name.is_empty() {
+        return Err(format!(
+            "URL \"{url}\" names no query; write it as \"dns://10.96.0.10/kubernetes.default.svc.cluster.local\""
+        ));
+    }
+    let mut q = DnsQuery {
+        name,
+        attempt_timeout: Duration::from_secs(5),
+        attempts: 2,
+    };
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        match pair.split_once('=') {
+            Some(("timeout", v)) => {
+                q.attempt_timeout = humantime::parse_duration(v)
+                    .map_err(|e| format!("timeout=\"{v}\" in \"{url}\" is not a duration ({e}); write it like timeout=5s"))?;
+            }
+            Some(("attempts", v)) => {
+                q.attempts = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    format!("attempts=\"{v}\" in \"{url}\" must be a whole number of at least 1")
+                })?;
+            }
+            _ => {
+                return Err(format!(
+                    "\"{pair}\" in \"{url}\" is not timeout=DURATION or attempts=N"
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_picks_the_probe_kind() {
+        assert_eq!(
+            Target::parse("a", "http://10.0.0.1/").unwrap().kind,
+            ProbeKind::Http
+        );
+        let t = Target::parse("a", "tcp://10.0.0.1:443").unwrap();
+        assert_eq!((t.kind, t.port), (ProbeKind::Tcp, 443));
+        assert!(
+            Target::parse("a", "tcp://10.0.0.1")
+                .unwrap_err()
+                .contains("needs a port")
+        );
+        let t = Target::parse(
+            "a",
+            "dns://10.96.0.10/kubernetes.default.svc.cluster.local?timeout=250ms",
+        )
+        .unwrap();
+        assert_eq!(t.port, 53);
+        assert_eq!(
+            t.kind,
+            ProbeKind::Dns(DnsQuery {
+                name: "kubernetes.default.svc.cluster.local".into(),
+                attempt_timeout: Duration::from_millis(250),
+                attempts: 2,
+            })
+        );
+        assert!(
+            Target::parse("a", "dns://kube-dns/x")
+                .unwrap_err()
+                .contains("must be an IP")
+        );
+        assert!(
+            Target::parse("a", "dns://10.96.0.10/")
+                .unwrap_err()
+                .contains("names no query")
+        );
+        assert!(Target::parse("a", "dns://10.96.0.10/x?attempts=0").is_err());
+        assert!(
+            Target::parse("a", "ftp://x/")
+                .unwrap_err()
+                .contains("tcp://")
+        );
+    }
+
+    #[test]
+    fn parses_ip_and_host_urls() {
+        let t = Target::parse("a", "http://10.96.0.11:8080/x?y=1").unwrap();
+        assert_eq!(t.ip, Some("10.96.0.11".parse().unwrap()));
+        assert_eq!(
+            (t.port, t.path.as_str(), t.authority.as_str()),
+            (8080, "/x?y=1", "10.96.0.11:8080")
+        );
+        let t = Target::parse("b", "http://svc.ns.svc.cluster.local/").unwrap();
+        assert_eq!(
+            (t.ip, t.port, t.host.as_str()),
+            (None, 80, "svc.ns.svc.cluster.local")
+        );
+        let t = Target::parse("c", "http://[::1]:81/").unwrap();
+        assert_eq!(t.ip, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_https_and_schemeless_urls() {
+        assert!(
+            Target::parse("a", "https://x/")
+                .unwrap_err()
+                .contains("plain-HTTP")
+        );
+        assert!(Target::parse("a", "x:80").is_err());
+    }
+}
