@@ -30,17 +30,17 @@ pub enum DaemonError {
     #[error(transparent)]
     Otlp(#[from] crate::export::otlp::OtlpError),
     #[error(transparent)]
+    OpenFiles(#[from] crate::probe::limits::FdLimitError),
+    #[error(
+        "cannot read the API token from {path} ({why}); point [server] token_file at a readable file holding the token, such as a mounted Secret"
+    )]
+    Token { path: String, why: String },
+    #[error(transparent)]
     Kube(#[from] crate::targets::kubernetes::KubeError),
     #[error(
         "cannot listen on {addr} for the echo target ({source}); pick a free port with [kubernetes] echo_listen"
     )]
     EchoBind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the HTTP server on {addr} failed ({source})")]
-    Serve {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
@@ -54,6 +54,8 @@ pub async fn run(
     cancel: CancellationToken,
     bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), DaemonError> {
+    let files = crate::probe::limits::raise_open_files(loaded.config.probe.max_in_flight)?;
+    tracing::debug!(open_files = files, "Open-files limit raised.");
     let prober = Arc::new(Prober::from_loaded(&loaded));
     let stats = Arc::new(Stats::new(Retention {
         max_age: Some(loaded.config.detect.window.get()),
@@ -105,16 +107,22 @@ pub async fn run(
                 .map(|t| api::TargetDoc::from(t.as_ref()))
                 .collect(),
         )),
+        token: match &loaded.config.server.token_file {
+            Some(path) => Some(read_token(path)?),
+            None => None,
+        },
     };
     let listed = Arc::clone(&state.targets);
     // The server outlives probing by a moment, so the cancelled probes are
     // visible to a final scrape; it stops on its own token.
     let server_stop = CancellationToken::new();
-    let server = tokio::spawn(
-        axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(server_stop.clone().cancelled_owned())
-            .into_future(),
-    );
+    let server = tokio::spawn(crate::server::http::serve(
+        listener,
+        api::router(state),
+        crate::server::http::Limits::api(&loaded.config.server),
+        server_counters(&metrics, "api"),
+        server_stop.clone(),
+    ));
     let mut scheduler = Scheduler::new(
         Arc::clone(&prober),
         recorder,
@@ -128,7 +136,7 @@ pub async fn run(
                 k,
                 &loaded,
                 &prober,
-                metrics.kube.clone(),
+                (metrics.kube.clone(), server_counters(&metrics, "echo")),
                 &cancel,
                 server_stop.clone(),
             )
@@ -175,6 +183,7 @@ pub async fn run(
                     .map(|rx| Arc::clone(&rx.borrow()))
                     .unwrap_or_default();
                 let all = crate::targets::merge(&loaded.targets, &found);
+                prober.known_nodes.set(&prober.source_node, &all);
                 scheduler.sync(&all);
                 let since = std::time::SystemTime::now() - loaded.config.detect.window.get();
                 let forgotten = stats.forget(|t| all.iter().any(|a| *a.name == *t), since);
@@ -194,14 +203,14 @@ pub async fn run(
     scheduler.wait().await;
     let _ = judge.await;
     let cancelled = stats.count(crate::model::Outcome::Cancelled);
-    server_stop.cancel();
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(source)) => return Err(DaemonError::Serve { addr, source }),
-        Err(e) => tracing::warn!(error = %e, "The HTTP server task ended abnormally."),
-    }
+    // Flush what probing exported before the servers drain, so a client
+    // holding a connection open cannot delay the flush.
     if let Some(o) = otlp {
         let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
+    }
+    server_stop.cancel();
+    if let Err(e) = server.await {
+        tracing::warn!(error = %e, "The HTTP server task ended abnormally.");
     }
     tracing::info!(cancelled_probes = cancelled, "Stopped.");
     Ok(())
@@ -319,7 +328,10 @@ async fn start_kubernetes(
     k: &crate::config::KubernetesConfig,
     loaded: &Loaded,
     prober: &Prober,
-    metrics: crate::targets::kubernetes::metrics::KubeMetrics,
+    (metrics, echo_counters): (
+        crate::targets::kubernetes::metrics::KubeMetrics,
+        crate::server::http::ServerCounters,
+    ),
     cancel: &CancellationToken,
     server_stop: CancellationToken,
 ) -> Result<Kube, DaemonError> {
@@ -344,6 +356,7 @@ async fn start_kubernetes(
         listener,
         id,
         crate::server::echo::Delay::None,
+        echo_counters,
         server_stop,
     ));
     let registration = match register::PodIdentity::from_env(
@@ -381,4 +394,29 @@ async fn start_kubernetes(
         targets,
         registration,
     })
+}
+
+/// A server's counters, registered under its name.
+fn server_counters(metrics: &Metrics, server: &str) -> crate::server::http::ServerCounters {
+    let (refused, cut_at_shutdown) = metrics.server_counters(server);
+    crate::server::http::ServerCounters {
+        refused,
+        cut_at_shutdown,
+    }
+}
+
+/// The API's bearer token: the file's content without surrounding space.
+fn read_token(path: &std::path::Path) -> Result<Arc<str>, DaemonError> {
+    let err = |why: String| DaemonError::Token {
+        path: path.display().to_string(),
+        why,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(err(
+            "the token must be at least 16 printable characters with no spaces".into(),
+        ));
+    }
+    Ok(token.into())
 }

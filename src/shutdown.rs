@@ -1,9 +1,11 @@
-//! One cancellation signal for every task, fired by SIGTERM or SIGINT.
+//! One cancellation signal for every task, fired by SIGTERM or SIGINT. A
+//! second signal ends the process at once: an operator who asks twice is
+//! not kept waiting on a drain.
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first SIGTERM or SIGINT.
+/// Cancels `token` on the first SIGTERM or SIGINT; exits on the second.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int)) = (
@@ -18,5 +20,11 @@ pub fn cancel_on_signals(token: CancellationToken) {
             _ = int.recv() => tracing::info!(signal = "SIGINT", "Shutting down."),
         }
         token.cancel();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("Second signal: exiting without draining.");
+        std::process::exit(130);
     });
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Deserialize;
 use serde_json::Value;
@@ -114,6 +115,7 @@ fn every_manifest_is_a_valid_typed_object() {
                 "Deployment" => drop(typed::<Deployment>(&doc, f)),
                 "Service" => drop(typed::<Service>(&doc, f)),
                 "ConfigMap" => drop(typed::<ConfigMap>(&doc, f)),
+                "NetworkPolicy" => drop(typed::<NetworkPolicy>(&doc, f)),
                 // Prometheus operator kinds: no k8s-openapi type; check the
                 // group and the parts the operator requires.
                 "ServiceMonitor" | "PrometheusRule" => {
@@ -422,4 +424,55 @@ fn kustomize_renders_every_kustomization() {
             .count();
         assert_eq!(subjects, 1);
     }
+}
+
+#[test]
+fn the_network_policy_selects_the_pod_probers_and_names_their_ports() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let f = deploy().join("base/networkpolicy.yaml");
+    let doc = documents(&std::fs::read_to_string(&f).unwrap()).remove(0);
+    let np: NetworkPolicy = typed(&doc, &f);
+    let spec = np.spec.unwrap();
+    let (_, pod_ds) = daemonsets().into_iter().find(|(k, _)| k == "pod").unwrap();
+    let template = pod_ds.spec.unwrap().template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    for (k, v) in spec.pod_selector.unwrap().match_labels.unwrap() {
+        assert_eq!(
+            labels.get(&k),
+            Some(&v),
+            "the policy selects the pod prober by {k}"
+        );
+    }
+    let ports: Vec<String> = template.spec.unwrap().containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
+        .collect();
+    let rules = spec.ingress.unwrap();
+    let named = |r: &k8s_openapi::api::networking::v1::NetworkPolicyIngressRule| -> Vec<String> {
+        r.ports
+            .iter()
+            .flatten()
+            .filter_map(|p| match &p.port {
+                Some(IntOrString::String(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    for r in &rules {
+        for p in named(r) {
+            assert!(
+                ports.contains(&p),
+                "port {p} is not a port of the pod prober"
+            );
+        }
+    }
+    let echo = rules.iter().find(|r| named(r) == ["echo"]).unwrap();
+    assert!(echo.from.is_none(), "the echo admits everyone");
+    let api = rules.iter().find(|r| named(r) == ["metrics"]).unwrap();
+    assert!(
+        api.from.as_ref().is_some_and(|f| !f.is_empty()),
+        "the API admits only its clients"
+    );
 }

@@ -67,7 +67,13 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
         node: "node7".into(),
         pod: "echo-abc".into(),
     };
-    tokio::spawn(echo::serve(listener, id, echo::Delay::None, cancel.clone()));
+    tokio::spawn(echo::serve(
+        listener,
+        id,
+        echo::Delay::None,
+        Default::default(),
+        cancel.clone(),
+    ));
 
     let (status, head, body) = common::get(&addr.to_string(), "/").await;
     assert_eq!(status, 200);
@@ -83,7 +89,17 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
         (r.destination_node.as_deref(), r.path),
         (Some("node7"), PathKind::SameNode)
     );
+    // From another node, the header is believed once node7 is a node the
+    // prober knows (one of its targets names it), and not before.
     let from_elsewhere = Prober::new("node1", SourceKind::Host);
+    let r = from_elsewhere.probe(&unknown, &cancel).await;
+    assert_eq!((r.path, r.rejected_node_header), (PathKind::Unknown, true));
+    let on_node7 = Arc::new(
+        Target::parse("n7", &format!("http://{addr}/"))
+            .unwrap()
+            .with_node(TargetNode::Known("node7".into())),
+    );
+    from_elsewhere.known_nodes.set("node1", &[on_node7]);
     let r = from_elsewhere.probe(&unknown, &cancel).await;
     assert_eq!(r.path, PathKind::CrossNode);
     // A known destination wins over the header.

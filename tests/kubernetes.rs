@@ -24,7 +24,9 @@ fn node(name: &str) -> Value {
 fn prober_pod(name: &str, node: &str, ip: &str, kind: &str, echo_port: u16) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"),
-            "labels": {"app.kubernetes.io/name": "tailprobe", "tailprobe.io/source-kind": kind}},
+            "labels": {"app.kubernetes.io/name": "tailprobe", "tailprobe.io/source-kind": kind},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "name": format!("tailprobe-{kind}"), "uid": format!("ds-{kind}"), "controller": true}]},
         "spec": {"nodeName": node, "containers": [{"name": "tailprobe", "image": "tailprobe",
             "ports": [{"name": "echo", "containerPort": echo_port}]}]},
         "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}})
@@ -410,8 +412,22 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
     let mut quiet = service("shop", "quiet", echo_port);
     quiet["metadata"]["labels"] = json!({});
     api.put("services", quiet);
-    // Discovery only: no downward-API variables, so no registration.
-    let p = Prober::start(&api, "a", "host", "echo_listen = \"127.0.0.1:0\"", &[]);
+    // A selector-less Service whose hand-written slice aims outside the
+    // trusted ranges: named in the log, never probed.
+    api.put("services", service("shop", "aimed", echo_port));
+    let mut aimed = slice("shop", "aimed", &["b"], echo_port);
+    aimed["endpoints"][0]["addresses"] = json!(["192.0.2.7"]);
+    api.put("endpointslices", aimed);
+    // Discovery only: no downward-API variables, so no registration. The
+    // fixtures' Services are selector-less with slices on loopback, so the
+    // test trusts that range and every namespace.
+    let p = Prober::start(
+        &api,
+        "a",
+        "host",
+        "echo_listen = \"127.0.0.1:0\"\nservice_namespaces = [\"*\"]\nendpoint_cidrs = [\"127.0.0.0/8\"]",
+        &[],
+    );
     eventually(
         "opted-in Services become targets",
         Duration::from_secs(30),
@@ -440,6 +456,10 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
     assert!(log.contains("Not registering this node's Service"), "{log}");
     assert!(
         log.contains("cannot be probed") && log.contains("svc/shop/tls: tailprobe.io/scheme"),
+        "{log}"
+    );
+    assert!(
+        log.contains("svc/shop/aimed: endpoint 192.0.2.7 is outside [kubernetes] endpoint_cidrs"),
         "{log}"
     );
     for (target, dest, path) in [

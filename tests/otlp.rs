@@ -386,3 +386,69 @@ async fn findings_are_raised_and_resolved_as_log_records_linked_to_traces() {
     common::terminate(child.id().unwrap());
     let _ = child.wait().await;
 }
+
+/// Nothing is lost without a count: spans past `max_queue` are dropped and
+/// counted before they reach the SDK, failed span, metric and alert exports
+/// each have a counter, and probing keeps its schedule throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_loss_is_counted_when_the_queue_is_full_or_the_collector_down() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let collector = free_port();
+    let refused = free_port();
+    let dir = TempDir::new("otlp-losses");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node1\"\n[probe]\ninterval = \"10ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n\
+             [detect]\ninterval = \"500ms\"\nwindow = \"10s\"\n\
+             [otlp]\nendpoint = \"http://127.0.0.1:{collector}\"\nprotocol = \"http/protobuf\"\nhealthy_sample_ratio = 1.0\nmax_queue = 8\n\
+             [[target]]\nname = \"fine\"\nurl = \"{}\"\nnode = \"node1\"\n\
+             [[target]]\nname = \"refused\"\nurl = \"http://127.0.0.1:{refused}/\"\nnode = \"node2\"\n",
+            ok.url("/")
+        ),
+    );
+    let (mut child, mut lines) = common::daemon(
+        &cfg,
+        &[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+    common::wait_for_line(&mut lines, "Probing.", Duration::from_secs(10)).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let until = Instant::now() + Duration::from_secs(15);
+    let names = [
+        "tailprobe_otlp_spans_dropped_total",
+        "tailprobe_otlp_spans_failed_total",
+        "tailprobe_otlp_metric_exports_failed_total",
+        "tailprobe_otlp_log_records_failed_total",
+    ];
+    let text = loop {
+        let (_, _, text) = common::get(&listen, "/metrics").await;
+        if names.iter().all(|n| metric(&text, n) > 0.0) {
+            break text;
+        }
+        assert!(Instant::now() < until, "a loss went uncounted: {text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // 200 probes a second against a queue of 8 flushed every second: most
+    // spans are dropped, and no more spans are lost than were made (a probe
+    // is at most 4 spans: itself, dns, connect, first byte).
+    let probes = metric(&text, "tailprobe_probes_total");
+    let dropped = metric(&text, "tailprobe_otlp_spans_dropped_total");
+    let failed = metric(&text, "tailprobe_otlp_spans_failed_total");
+    assert!(dropped > failed, "dropped {dropped}, failed {failed}");
+    assert!(
+        dropped + failed <= 4.0 * probes,
+        "{dropped} + {failed} spans lost of {probes} probes"
+    );
+    let late = metric(&text, "tailprobe_probe_start_lag_seconds_count")
+        - metric(
+            &text,
+            "tailprobe_probe_start_lag_seconds_bucket{le=\"0.1\"}",
+        );
+    assert_eq!(late, 0.0, "probing kept its schedule");
+    common::terminate(child.id().unwrap());
+    let _ = child.wait().await;
+}

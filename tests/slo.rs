@@ -60,7 +60,8 @@ fn a_bad_slo_is_a_located_config_error() {
     let dir = TempDir::new("slo");
     let cfg = dir.file(
         "c.toml",
-        "[[slo]]\nname = \"x\"\nobjective = 99.9\nthreshold = \"1s\"\n",
+        "[[slo]]\nname = \"x\"\nobjective = 99.9\nthreshold = \"1s\"\n\
+         [[target]]\nname = \"t\"\nurl = \"http://127.0.0.1:1/\"\n",
     );
     let out = std::process::Command::new(bin())
         .args(["check", "--config", cfg.to_str().unwrap()])

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
-use super::{Format, runtime, write_output};
+use super::{Format, block_on, write_output};
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
@@ -292,11 +292,11 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
         } => {
             let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
             let scenario = run::Scenario::parse(&fault)?;
-            let (text, report) = runtime()?.block_on(async {
+            let (text, report) = block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 run::demo(&plan, scenario, samples, keep, progress, &cancel).await
-            })?;
+            })??;
             match format {
                 Format::Table => print!("{text}"),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -332,11 +332,11 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
             eprintln!("prober {line}");
         }
     }
-    let (report, recording) = runtime()?.block_on(async {
+    let (report, recording) = block_on(async {
         let cancel = CancellationToken::new();
         crate::shutdown::cancel_on_signals(cancel.clone());
         run::matrix_all(&plan, vantage, args.samples, progress, &cancel).await
-    })?;
+    })??;
     if let Some(path) = &args.record {
         std::fs::write(path, serde_json::to_string(&recording)? + "\n")
             .with_context(|| format!("cannot write the recording to {}", path.display()))?;

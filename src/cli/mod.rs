@@ -131,11 +131,17 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `f` to completion on a multi-threaded runtime, then gives blocking
+/// work left behind (a host-name lookup stuck on a dead resolver) one second
+/// before the process moves on: a stuck lookup never holds up an exit.
+fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
+        .context("cannot start the async runtime")?;
+    let out = rt.block_on(f);
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(out)
 }
 
 fn load(path: &std::path::Path) -> Result<config::Loaded, ConfigError> {
@@ -164,11 +170,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 opts.concurrency = c;
             }
             opts.progress = std::io::stderr().is_terminal();
-            let report = runtime()?.block_on(async {
+            let report = block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 matrix::run(&loaded, &opts, &cancel).await
-            })?;
+            })??;
             let text = match args.format {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",
@@ -178,11 +184,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run(args) => {
             let loaded = load(&args.config)?;
-            runtime()?.block_on(async {
+            block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 crate::daemon::run(loaded, args.listen, cancel, None).await
-            })?;
+            })??;
             Ok(0)
         }
         Command::Lab { command } => lab::lab(command),
@@ -195,10 +201,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Echo(args) => {
-            runtime()?.block_on(async {
+            block_on(async {
                 let listener = tokio::net::TcpListener::bind(args.listen)
                     .await
-                    .with_context(|| format!("cannot listen on {}; pick a free address with --listen", args.listen))?;
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {}; pick a free address with --listen",
+                            args.listen
+                        )
+                    })?;
                 tracing::info!(addr = %args.listen, node = %args.node, pod = %args.pod, "Echo serving.");
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
@@ -206,10 +217,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     node: args.node,
                     pod: args.pod,
                 };
-                crate::server::echo::serve(listener, id, args.delay, cancel)
-                    .await
-                    .context("the echo server failed")
-            })?;
+                crate::server::echo::serve(listener, id, args.delay, Default::default(), cancel)
+                    .await;
+                anyhow::Ok(())
+            })??;
             Ok(0)
         }
     }

@@ -27,12 +27,22 @@ impl fmt::Display for Dur {
     }
 }
 
+/// No duration in a configuration is longer than this: anything past it is a
+/// typo, and a deadline that far off overflows a clock.
+pub const MAX: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 impl std::str::FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+        let d = humantime::parse_duration(s.trim()).map_err(|e| {
             format!("invalid duration \"{s}\" ({e}); write a number with a unit, such as \"75s\" or \"250ms\"")
-        })
+        })?;
+        if d > MAX {
+            return Err(format!(
+                "duration \"{s}\" is longer than a year; write a number with a unit, such as \"75s\" or \"250ms\""
+            ));
+        }
+        Ok(Dur(d))
     }
 }
 

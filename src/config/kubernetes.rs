@@ -1,6 +1,6 @@
 //! `[kubernetes]`: discovery and self-registration.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
@@ -34,6 +34,72 @@ pub struct KubernetesConfig {
     /// How often the per-node Service and EndpointSlice are applied again,
     /// which repairs hand edits and deletions.
     pub reapply: Dur,
+    /// Namespaces whose opted-in Services are probed; empty: only the
+    /// prober's own; `["*"]`: every namespace.
+    pub service_namespaces: Vec<String>,
+    /// Address ranges an opted-in Service's endpoints may use. Empty: only
+    /// Services with a selector (their endpoints are pods the cluster
+    /// placed) are probed, never hand-written EndpointSlices.
+    pub endpoint_cidrs: Vec<Cidr>,
+    /// At most this many discovered targets; the rest are named in a
+    /// warning and counted.
+    pub max_targets: usize,
+}
+
+/// An address range, `10.244.0.0/16` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |a: IpAddr| -> (u128, u8) {
+            match a {
+                IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((net, width), (x, xw)) = (bits(self.addr), bits(ip));
+        if width != xw {
+            return false;
+        }
+        let keep = u32::from(self.prefix);
+        let mask = if keep == 0 {
+            0
+        } else {
+            u128::MAX << (128 - keep)
+        };
+        net & mask == x & mask
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "\"{s}\" is not an address range; write it like \"10.244.0.0/16\" or \"fd00::/8\""
+            )
+        };
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 impl Default for KubernetesConfig {
@@ -49,6 +115,9 @@ impl Default for KubernetesConfig {
             remote_nodes_per_round: 20,
             round: Dur::secs(60),
             reapply: Dur::secs(300),
+            service_namespaces: Vec::new(),
+            endpoint_cidrs: Vec::new(),
+            max_targets: 1000,
         }
     }
 }
@@ -59,6 +128,17 @@ fn selector_from_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<LabelSele
 }
 
 impl KubernetesConfig {
+    /// Whether opted-in Services in `namespace` are probed by a prober in
+    /// `own`.
+    pub fn allows_namespace(&self, namespace: &str, own: &str) -> bool {
+        if self.service_namespaces.is_empty() {
+            return namespace == own;
+        }
+        self.service_namespaces
+            .iter()
+            .any(|n| n == "*" || n == namespace)
+    }
+
     /// The namespace of the per-node Services.
     pub fn namespace(&self) -> String {
         self.namespace
@@ -86,5 +166,49 @@ impl KubernetesConfig {
             return Some("[kubernetes] round and reapply must be longer than zero; the defaults are \"60s\" and \"300s\"".into());
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_contain_what_they_should() {
+        let c: Cidr = "10.244.0.0/16".parse().unwrap();
+        assert!(c.contains("10.244.3.7".parse().unwrap()));
+        assert!(!c.contains("10.245.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+        let v6: Cidr = "fd00::/8".parse().unwrap();
+        assert!(
+            v6.contains("fd12::1".parse().unwrap()) && !v6.contains("fe80::1".parse().unwrap())
+        );
+        assert!("10.0.0.0/33".parse::<Cidr>().is_err());
+        assert!(
+            "10.0.0.0"
+                .parse::<Cidr>()
+                .unwrap_err()
+                .contains("10.244.0.0/16")
+        );
+    }
+
+    #[test]
+    fn services_come_from_allowed_namespaces_only() {
+        let k = KubernetesConfig::default();
+        assert!(k.allows_namespace("tailprobe", "tailprobe"));
+        assert!(!k.allows_namespace("payments", "tailprobe"));
+        let k = KubernetesConfig {
+            service_namespaces: vec!["payments".into()],
+            ..KubernetesConfig::default()
+        };
+        assert!(k.allows_namespace("payments", "tailprobe"));
+        assert!(!k.allows_namespace("tailprobe", "tailprobe"));
+        let all = KubernetesConfig {
+            service_namespaces: vec!["*".into()],
+            ..KubernetesConfig::default()
+        };
+        assert!(all.allows_namespace("anything", "tailprobe"));
     }
 }

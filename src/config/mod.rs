@@ -13,6 +13,7 @@ mod otlp;
 mod selector;
 mod slo;
 mod target;
+mod validate;
 
 pub use duration::Dur;
 pub use error::ConfigError;
@@ -64,6 +65,7 @@ pub struct ProbeConfig {
     pub jitter: Dur,
     pub timeout: Dur,
     pub connect_timeout: Option<Dur>,
+    pub first_byte_timeout: Dur,
     pub syn_poll: Dur,
     pub max_in_flight: usize,
     pub max_body_bytes: u64,
@@ -78,6 +80,7 @@ impl Default for ProbeConfig {
             jitter: Dur(t.jitter),
             timeout: Dur(t.timeout),
             connect_timeout: None,
+            first_byte_timeout: Dur(t.first_byte_timeout),
             syn_poll: Dur::millis(200),
             max_in_flight: 4096,
             max_body_bytes: t.max_body_bytes,
@@ -95,6 +98,7 @@ impl ProbeConfig {
             jitter: self.jitter.get(),
             timeout,
             connect_timeout: self.connect_timeout.map(|d| d.get()).unwrap_or(timeout),
+            first_byte_timeout: self.first_byte_timeout.get(),
             max_body_bytes: self.max_body_bytes,
         }
     }
@@ -105,12 +109,25 @@ impl ProbeConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Connections open at once; past it a new one is closed on accept.
+    pub max_connections: usize,
+    /// A request head must arrive within this; idle connections close after it.
+    pub header_read_timeout: Dur,
+    /// On shutdown, open connections may finish for this long.
+    pub shutdown_grace: Dur,
+    /// A file holding a bearer token (a mounted Secret): when set, every
+    /// endpoint but /healthz and /readyz wants it.
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 9797)),
+            max_connections: 256,
+            header_read_timeout: Dur::secs(10),
+            shutdown_grace: Dur::secs(2),
+            token_file: None,
         }
     }
 }
@@ -179,6 +196,7 @@ pub struct TargetConfig {
     pub jitter: Option<Dur>,
     pub timeout: Option<Dur>,
     pub connect_timeout: Option<Dur>,
+    pub first_byte_timeout: Option<Dur>,
     pub max_body_bytes: Option<u64>,
 }
 
@@ -236,36 +254,17 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
     let at = |span: std::ops::Range<usize>, message: String| {
         ConfigError::at(path, text, span.start, message)
     };
-    if config.probe.max_in_flight == 0 {
-        return Err(ConfigError::at(
-            path,
-            text,
-            text.find("max_in_flight").unwrap_or(0),
-            "max_in_flight must be at least 1; raise it (the default is 4096)".into(),
-        ));
-    }
-    let d = &config.detect;
-    if !(d.background_syn_loss > 0.0 && d.background_syn_loss < 1.0) || d.min_rung_probes == 0 {
-        return Err(ConfigError::at(
-            path,
-            text,
-            text.find("[detect]").unwrap_or(0),
-            "[detect] needs 0 < background_syn_loss < 1 and min_rung_probes >= 1; the defaults are 0.0001 and 2".into(),
-        ));
-    }
+    validate::check(path, text, &config)?;
     if let Some(problem) = config.kubernetes.as_ref().and_then(|k| k.problem()) {
-        return Err(ConfigError::at(
-            path,
-            text,
-            text.find("[kubernetes]").unwrap_or(0),
-            problem,
-        ));
+        let offset = validate::locate(text, &["kubernetes"]).unwrap_or(0);
+        return Err(ConfigError::at(path, text, offset, problem));
     }
-    for slo in &config.slos {
+    for (i, slo) in config.slos.iter().enumerate() {
         if let Some(problem) = slo.problem() {
-            let offset = text
-                .find(&format!("\"{}\"", slo.name))
-                .or_else(|| text.find("[[slo]]"))
+            // Problems name the SLO: point at its name.
+            let i = i.to_string();
+            let offset = validate::locate(text, &["slo", &i, "name"])
+                .or_else(|| validate::locate(text, &["slo", &i]))
                 .unwrap_or(0);
             return Err(ConfigError::at(path, text, offset, problem));
         }

@@ -37,6 +37,7 @@ pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>
     t.jitter = tc.jitter.unwrap_or(p.jitter).get();
     t.timeout = timeout;
     t.connect_timeout = connect_timeout;
+    t.first_byte_timeout = tc.first_byte_timeout.unwrap_or(p.first_byte_timeout).get();
     t.max_body_bytes = tc.max_body_bytes.unwrap_or(p.max_body_bytes);
     Ok(t)
 }

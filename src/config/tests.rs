@@ -75,7 +75,11 @@ fn defaults_fill_targets() {
 
 #[test]
 fn node_comes_from_the_key_first() {
-    let loaded = parse("c.toml", "node = \"node2\"\n").unwrap();
+    let loaded = parse(
+        "c.toml",
+        "node = \"node2\"\n[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1:81/\"\n",
+    )
+    .unwrap();
     assert_eq!(loaded.node(), "node2");
 }
 
@@ -92,10 +96,111 @@ fn kubernetes_table_is_checked_and_located() {
     let (l, c, m) = err("[kubernetes]\nservice_selector = \"team=pay ments\"\n");
     assert_eq!((l, c), (2, 20));
     assert!(m.contains("not a label value"), "{m}");
-    let (l, _, m) = err("\n[kubernetes]\nremote_nodes_per_round = 0\n");
-    assert_eq!(l, 2);
-    assert!(m.contains("at least 1"), "{m}");
+    let (l, c, m) = err("\n[kubernetes]\nremote_nodes_per_round = 0\n");
+    assert_eq!((l, c), (3, 26), "at the value");
+    assert!(
+        m.contains("remote_nodes_per_round = 0 is out of range"),
+        "{m}"
+    );
     let (l, _, m) = err("[kubernetes]\nfull_mesh_max_node = 3\n");
     assert_eq!(l, 2);
     assert!(m.contains("did you mean \"full_mesh_max_nodes\""), "{m}");
+}
+
+/// A target, so a table under test is the only thing wrong.
+const TARGET: &str = "[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1:81/\"\n";
+
+#[test]
+fn what_run_cannot_do_is_refused_by_check_with_the_reason() {
+    // (configuration, line, what the message must say)
+    let cases: &[(String, usize, &str)] = &[
+        ("".into(), 1, "names nothing to probe"),
+        ("# only a comment\n".into(), 1, "names nothing to probe"),
+        (
+            format!("[probe]\ntimeout = \"300000000000y\"\n{TARGET}"),
+            2,
+            "longer than a year",
+        ),
+        (
+            format!("[probe]\ntimeout = \"2h\"\n{TARGET}"),
+            2,
+            "timeout = \"2h\" is out of range",
+        ),
+        (
+            format!("[probe]\ninterval = \"1ns\"\n{TARGET}"),
+            2,
+            "from 1ms to 1h",
+        ),
+        (
+            format!("[probe]\nsyn_poll = \"0s\"\n{TARGET}"),
+            2,
+            "below 10 ms it only burns CPU",
+        ),
+        (
+            format!("[probe]\nmax_in_flight = 0\n{TARGET}"),
+            2,
+            "max_in_flight = 0 is out of range",
+        ),
+        (
+            format!("[probe]\nsyn_retries = 200\n{TARGET}"),
+            2,
+            "TCP_SYNCNT from 1 to 127",
+        ),
+        (
+            format!("[detect]\nwindow = \"300d\"\n{TARGET}"),
+            2,
+            "[detect] window",
+        ),
+        (
+            format!("[detect]\ninterval = \"1ms\"\n{TARGET}"),
+            2,
+            "[detect] interval",
+        ),
+        (
+            format!("[detect]\nbackground_syn_loss = 1.5\n{TARGET}"),
+            2,
+            "above 0 and below 1",
+        ),
+        (
+            format!("[otlp]\nmax_queue = 100000000000000\n{TARGET}"),
+            2,
+            "max_queue",
+        ),
+        (
+            format!("[otlp]\nhealthy_sample_ratio = 2.0\n{TARGET}"),
+            2,
+            "from 0 to 1",
+        ),
+        (format!("[matrix]\nsamples = 0\n{TARGET}"), 2, "samples = 0"),
+        (
+            format!("node = \"a\\u0000b\"\n{TARGET}"),
+            1,
+            "no spaces or control characters",
+        ),
+        (
+            format!("{TARGET}timeout = \"90m\"\n"),
+            4,
+            "[[target]] number 1 timeout",
+        ),
+        (
+            format!(
+                "{TARGET}[[target]]\nname = \"b\"\nurl = \"dns://10.96.0.10/x?attempts=4000000000\"\n"
+            ),
+            6,
+            "attempts",
+        ),
+    ];
+    for (text, line, says) in cases {
+        let (l, _, m) = err(text);
+        assert!(m.contains(says), "{text:?}: {m}");
+        assert_eq!(l, *line, "{text:?}: {m}");
+    }
+}
+
+#[test]
+fn a_comment_that_names_the_key_does_not_move_the_error() {
+    let text =
+        format!("# max_in_flight is the probes in flight\n\n[probe]\nmax_in_flight = 0\n{TARGET}");
+    let (l, c, _) = err(&text);
+    assert_eq!((l, c), (4, 17));
 }

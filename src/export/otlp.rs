@@ -11,6 +11,8 @@
 //! holds at most `max_queue` spans and drops past that: exporting never
 //! blocks probing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
@@ -67,20 +69,30 @@ fn wire(cfg: &OtlpConfig, signal_var: &str) -> Result<Wire, OtlpError> {
     }
 }
 
-/// Spans exported and spans lost to failed exports (collector down or slow),
-/// shared with the Prometheus registry.
+/// What the OTLP pipeline delivered and every way it lost something, shared
+/// with the Prometheus registry: nothing is lost without a count.
 #[derive(Debug, Clone, Default)]
 pub struct ExportCounters {
+    /// Spans the exporter delivered.
     pub exported: prometheus_client::metrics::counter::Counter,
+    /// Spans lost because an export failed (collector down or slow).
     pub failed: prometheus_client::metrics::counter::Counter,
+    /// Spans dropped before export because `max_queue` spans were waiting.
+    pub dropped: prometheus_client::metrics::counter::Counter,
+    /// Metric exports that failed (each loses one interval's metrics).
+    pub metric_exports_failed: prometheus_client::metrics::counter::Counter,
+    /// Alert log records lost because an export failed.
+    pub log_records_failed: prometheus_client::metrics::counter::Counter,
 }
 
-/// Counts what the OTLP exporter sent and what it lost, and says so in the
-/// log at most once per period.
+/// Counts what the OTLP span exporter sent and lost, and says so in the log
+/// at most once per period. `pending` is the bounded queue's occupancy: a
+/// batch leaves the queue when it reaches the exporter.
 #[derive(Debug)]
 struct Counting<E> {
     inner: E,
     counters: ExportCounters,
+    pending: Arc<AtomicUsize>,
     log: crate::ratelimit::RateLimit,
 }
 
@@ -91,7 +103,13 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         &self,
         batch: Vec<opentelemetry_sdk::trace::SpanData>,
     ) -> opentelemetry_sdk::error::OTelSdkResult {
-        let n = batch.len() as u64;
+        let n = batch.len();
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(n))
+            });
+        let n = n as u64;
         let result = self.inner.export(batch).await;
         match &result {
             Ok(()) => {
@@ -113,6 +131,122 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
         self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The batch processor behind a bound of its own: a span that would find
+/// `max` spans waiting is dropped here and counted (the SDK's own queue,
+/// sized the same, then never fills and never drops in silence).
+#[derive(Debug)]
+struct BoundedQueue {
+    inner: BatchSpanProcessor,
+    pending: Arc<AtomicUsize>,
+    max: usize,
+    dropped: prometheus_client::metrics::counter::Counter,
+}
+
+impl opentelemetry_sdk::trace::SpanProcessor for BoundedQueue {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx);
+    }
+
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        let admitted = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                (p < self.max).then_some(p + 1)
+            })
+            .is_ok();
+        if admitted {
+            self.inner.on_end(span);
+        } else {
+            self.dropped.inc();
+        }
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Counts failed metric exports.
+#[derive(Debug)]
+struct CountingMetrics<E> {
+    inner: E,
+    failed: prometheus_client::metrics::counter::Counter,
+    log: crate::ratelimit::RateLimit,
+}
+
+impl<E: opentelemetry_sdk::metrics::exporter::PushMetricExporter>
+    opentelemetry_sdk::metrics::exporter::PushMetricExporter for CountingMetrics<E>
+{
+    async fn export(
+        &self,
+        metrics: &opentelemetry_sdk::metrics::data::ResourceMetrics,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let result = self.inner.export(metrics).await;
+        if let Err(e) = &result {
+            self.failed.inc();
+            if let Some(suppressed) = self.log.allow() {
+                tracing::warn!(error = %e, suppressed, "OTLP metric export failed.");
+            }
+        }
+        result
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn temporality(&self) -> opentelemetry_sdk::metrics::Temporality {
+        self.inner.temporality()
+    }
+}
+
+/// Counts alert log records lost to failed exports.
+#[derive(Debug)]
+struct CountingLogs<E> {
+    inner: E,
+    failed: prometheus_client::metrics::counter::Counter,
+    log: crate::ratelimit::RateLimit,
+}
+
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter
+    for CountingLogs<E>
+{
+    async fn export(
+        &self,
+        batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.iter().count() as u64;
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            self.failed.inc_by(n);
+            if let Some(suppressed) = self.log.allow() {
+                tracing::warn!(error = %e, records = n, suppressed, "OTLP alert export failed; records dropped.");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -210,19 +344,27 @@ impl Otlp {
             }
         }
         .map_err(build("trace"))?;
+        let pending = Arc::new(AtomicUsize::new(0));
         let spans = Counting {
             inner: spans,
-            counters,
+            counters: counters.clone(),
+            pending: Arc::clone(&pending),
             log: crate::ratelimit::RateLimit::new(10),
         };
-        let processor = BatchSpanProcessor::builder(spans)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(cfg.max_queue.max(1))
-                    .with_scheduled_delay(Duration::from_secs(1))
-                    .build(),
-            )
-            .build();
+        let max = cfg.max_queue.max(1);
+        let processor = BoundedQueue {
+            inner: BatchSpanProcessor::builder(spans)
+                .with_batch_config(
+                    BatchConfigBuilder::default()
+                        .with_max_queue_size(max)
+                        .with_scheduled_delay(Duration::from_secs(1))
+                        .build(),
+                )
+                .build(),
+            pending,
+            max,
+            dropped: counters.dropped.clone(),
+        };
         let traces = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_resource(resource.clone())
@@ -266,6 +408,16 @@ impl Otlp {
             }
         }
         .map_err(build("log"))?;
+        let log_exporter = CountingLogs {
+            inner: log_exporter,
+            failed: counters.log_records_failed.clone(),
+            log: crate::ratelimit::RateLimit::new(10),
+        };
+        let metrics = CountingMetrics {
+            inner: metrics,
+            failed: counters.metric_exports_failed.clone(),
+            log: crate::ratelimit::RateLimit::new(10),
+        };
         let logs = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
             .with_batch_exporter(log_exporter)
             .with_resource(resource.clone())

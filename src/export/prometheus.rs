@@ -100,6 +100,16 @@ struct BurnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabels {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SkipLabels {
     target: String,
     reason: String,
@@ -125,6 +135,9 @@ pub struct Metrics {
     syn_stalled: Gauge,
     start_lag: Histogram,
     in_flight_source: Arc<InFlight>,
+    node_header_rejected: Family<TargetLabels, Counter>,
+    connections_refused: Family<ServerLabels, Counter>,
+    connections_cut: Family<ServerLabels, Counter>,
     /// What the OTLP span exporter sent and lost.
     pub otlp: crate::export::otlp::ExportCounters,
     /// Discovery and self-registration.
@@ -215,6 +228,39 @@ impl Metrics {
             "Probe spans lost because an OTLP export failed (collector down or slow)",
             otlp.failed.clone(),
         );
+        registry.register(
+            "otlp_spans_dropped",
+            "Probe spans dropped before export because [otlp] max_queue spans were already waiting",
+            otlp.dropped.clone(),
+        );
+        registry.register(
+            "otlp_metric_exports_failed",
+            "OTLP metric exports that failed (each loses one export interval of probe metrics)",
+            otlp.metric_exports_failed.clone(),
+        );
+        registry.register(
+            "otlp_log_records_failed",
+            "Alert log records lost because an OTLP export failed",
+            otlp.log_records_failed.clone(),
+        );
+        let node_header_rejected = Family::<TargetLabels, Counter>::default();
+        registry.register(
+            "node_header_rejected",
+            "Responses whose x-tailprobe-node named a node this prober does not know or the target cannot lead to; their destination is recorded as unknown",
+            node_header_rejected.clone(),
+        );
+        let connections_refused = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "server_connections_refused",
+            "Connections closed on accept because the server's connection limit was reached (server: api, echo)",
+            connections_refused.clone(),
+        );
+        let connections_cut = Family::<ServerLabels, Counter>::default();
+        registry.register(
+            "server_connections_cut",
+            "Connections closed at shutdown because they outlived the shutdown grace",
+            connections_cut.clone(),
+        );
         let kube = crate::targets::kubernetes::metrics::KubeMetrics::register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "tailprobe version", build.clone());
@@ -236,6 +282,9 @@ impl Metrics {
             syn_stalled,
             start_lag,
             in_flight_source: in_flight,
+            node_header_rejected,
+            connections_refused,
+            connections_cut,
             otlp,
             kube,
         }
@@ -271,6 +320,13 @@ impl Metrics {
                 .inc_by(u64::from(r.syn_retransmits));
         }
         self.start_lag.observe(r.start_lag.as_secs_f64());
+        if r.rejected_node_header {
+            self.node_header_rejected
+                .get_or_create(&TargetLabels {
+                    target: path.target.clone(),
+                })
+                .inc();
+        }
         self.probes
             .get_or_create(&ProbeLabels {
                 source_node: path.source_node,
@@ -281,6 +337,18 @@ impl Metrics {
                 outcome: r.outcome.as_str().into(),
             })
             .inc();
+    }
+
+    /// The counters a server of this name reports into: connections refused
+    /// at the limit, and cut at shutdown.
+    pub fn server_counters(&self, server: &str) -> (Counter, Counter) {
+        let l = ServerLabels {
+            server: server.into(),
+        };
+        (
+            self.connections_refused.get_or_create(&l).clone(),
+            self.connections_cut.get_or_create(&l).clone(),
+        )
     }
 
     pub fn skipped(&self, target: &Target, reason: SkipReason) {

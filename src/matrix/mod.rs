@@ -43,13 +43,22 @@ impl MatrixOptions {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum MatrixError {
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+    #[error(transparent)]
+    OpenFiles(#[from] crate::probe::limits::FdLimitError),
+}
+
 /// Runs the matrix; cancelled probes are counted as such in the report.
 /// Exports over OTLP when configured, and flushes before returning.
 pub async fn run(
     loaded: &Loaded,
     opts: &MatrixOptions,
     cancel: &CancellationToken,
-) -> Result<MatrixReport, OtlpError> {
+) -> Result<MatrixReport, MatrixError> {
+    crate::probe::limits::raise_open_files(opts.concurrency)?;
     let prober = Arc::new(Prober::from_loaded(loaded));
     let done = Arc::new(AtomicU64::new(0));
     let total = loaded.targets.len() as u64 * u64::from(opts.samples);

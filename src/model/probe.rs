@@ -93,6 +93,8 @@ pub enum Outcome {
     Closed,
     /// The host name did not resolve.
     DnsError,
+    /// The host name lookup did not finish in time.
+    DnsTimeout,
     /// The response was not valid HTTP/1.1.
     ProtocolError,
     /// Shut down while in flight.
@@ -102,7 +104,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Ok,
         Outcome::HttpStatus,
         Outcome::Refused,
@@ -113,6 +115,7 @@ impl Outcome {
         Outcome::BodyTooLarge,
         Outcome::Closed,
         Outcome::DnsError,
+        Outcome::DnsTimeout,
         Outcome::ProtocolError,
         Outcome::Cancelled,
         Outcome::Error,
@@ -130,6 +133,7 @@ impl Outcome {
             Outcome::BodyTooLarge => "body-too-large",
             Outcome::Closed => "closed",
             Outcome::DnsError => "dns-error",
+            Outcome::DnsTimeout => "dns-timeout",
             Outcome::ProtocolError => "protocol-error",
             Outcome::Cancelled => "cancelled",
             Outcome::Error => "error",
@@ -242,6 +246,10 @@ pub struct ProbeResult {
     /// The body's size as the response declared it (`Content-Length`): known
     /// even when the body itself never arrived.
     pub content_length: Option<u64>,
+    /// The response named a destination node the prober does not know (or
+    /// one the target cannot lead to): not believed, the destination stays
+    /// unknown.
+    pub rejected_node_header: bool,
 }
 
 impl ProbeResult {

@@ -21,6 +21,8 @@ pub struct Timing {
     pub jitter: Duration,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// After the connect, the response head must arrive within this.
+    pub first_byte_timeout: Duration,
     pub max_body_bytes: u64,
 }
 
@@ -33,6 +35,9 @@ impl Default for Timing {
             jitter: Duration::from_secs(1),
             timeout,
             connect_timeout: timeout,
+            // A backend that has not begun answering 30 s after the connect
+            // is down for any SLO; waiting longer only holds memory.
+            first_byte_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
         }
     }
@@ -79,6 +84,8 @@ pub struct Target {
     pub jitter: Duration,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// After the connect, the response head must arrive within this.
+    pub first_byte_timeout: Duration,
     pub max_body_bytes: u64,
 }
 
@@ -148,6 +155,7 @@ impl Target {
             jitter: defaults.jitter,
             timeout: defaults.timeout,
             connect_timeout: defaults.timeout,
+            first_byte_timeout: defaults.first_byte_timeout,
             max_body_bytes: defaults.max_body_bytes,
         })
     }
@@ -175,6 +183,7 @@ impl Target {
         self.jitter = t.jitter;
         self.timeout = t.timeout;
         self.connect_timeout = t.connect_timeout.min(t.timeout);
+        self.first_byte_timeout = t.first_byte_timeout;
         self.max_body_bytes = t.max_body_bytes;
         self
     }
@@ -210,11 +219,13 @@ fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
         match pair.split_once('=') {
             Some(("timeout", v)) => {
                 q.attempt_timeout = humantime::parse_duration(v)
-                    .map_err(|e| format!("timeout=\"{v}\" in \"{url}\" is not a duration ({e}); write it like timeout=5s"))?;
+                    .ok()
+                    .filter(|d| (Duration::from_millis(1)..=Duration::from_secs(60)).contains(d))
+                    .ok_or_else(|| format!("timeout=\"{v}\" in \"{url}\" must be a duration from 1ms to 60s, such as timeout=5s"))?;
             }
             Some(("attempts", v)) => {
-                q.attempts = v.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                    format!("attempts=\"{v}\" in \"{url}\" must be a whole number of at least 1")
+                q.attempts = v.parse().ok().filter(|n| (1..=10).contains(n)).ok_or_else(|| {
+                    format!("attempts=\"{v}\" in \"{url}\" must be a whole number from 1 to 10 (glibc allows 5)")
                 })?;
             }
             _ => {

@@ -21,6 +21,61 @@ use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
 use crate::model::{ProbeKind, Target, TargetNode};
 use std::sync::Arc;
 
+/// Host-name lookups (getaddrinfo, as curl does) run on blocking threads
+/// that cannot be cancelled: at most this many at once, so a dead resolver
+/// strands a bounded number of threads, not one per probe.
+const MAX_LOOKUPS: usize = 32;
+
+/// A lookup, its wait for a slot included, ends by then as `dns-timeout`:
+/// past glibc's own 5 s per attempt, twice.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(12);
+
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
+
+/// Resolves `host` through the system resolver, bounded and timed out. The
+/// caller gives up at the deadline even if the blocking call goes on; the
+/// slot is held until it returns, which is what bounds the threads.
+async fn lookup(host: &str, port: u16, deadline: Instant) -> Result<SocketAddr, Failure> {
+    let timed_out = || {
+        Failure::new(
+            Outcome::DnsTimeout,
+            format!("no answer for {host} from the node's resolver in time"),
+        )
+    };
+    let slot = tokio::time::timeout_at(deadline, LOOKUPS.acquire())
+        .await
+        .map_err(|_| timed_out())?
+        .expect("the lookup semaphore is never closed");
+    let name = host.to_string();
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(|mut a| a.next())
+    });
+    match tokio::time::timeout_at(deadline, task).await {
+        Err(_) => Err(timed_out()),
+        Ok(Err(e)) => Err(Failure::new(
+            Outcome::Error,
+            format!("the lookup of {host} failed ({e})"),
+        )),
+        Ok(Ok(Err(e))) => Err(Failure::new(
+            Outcome::DnsError,
+            format!("cannot resolve {host}: {e}"),
+        )),
+        Ok(Ok(Ok(None))) => Err(Failure::new(
+            Outcome::DnsError,
+            format!("{host} has no address"),
+        )),
+        Ok(Ok(Ok(Some(a)))) => Ok(a),
+    }
+}
+
+/// The largest response head a probe reads (hyper's minimum is 8 KiB).
+pub const MAX_HEAD_BYTES: usize = 16 << 10;
+
+/// A node name is a DNS subdomain: at most 253 bytes. A longer header is not
+/// even read.
+const MAX_NODE_NAME: usize = 253;
+
 /// The header our echo target sets, naming the node that answered.
 pub const NODE_HEADER: &str = "x-tailprobe-node";
 
@@ -94,7 +149,15 @@ impl Prober {
             Some(Ok(Ok(()))) => None,
             Some(Ok(Err(f))) => Some(f),
             Some(Err(_elapsed)) => Some(match st.phase {
-                Phase::Dns | Phase::Connect => Failure::new(
+                Phase::Dns => Failure::new(
+                    Outcome::DnsTimeout,
+                    format!(
+                        "{} not resolved after {}",
+                        target.host,
+                        humantime::format_duration(target.timeout)
+                    ),
+                ),
+                Phase::Connect => Failure::new(
                     Outcome::ConnectTimeout,
                     format!(
                         "not connected after {}",
@@ -122,11 +185,16 @@ impl Prober {
                 (ProbeKind::Http, None) => (Outcome::ProtocolError, Some("no status".into())),
             },
         };
-        let destination: Option<Arc<str>> = match (&target.node, st.node_header) {
-            (TargetNode::Known(n), _) => Some(n.as_str().into()),
-            (_, Some(h)) => Some(h.into()),
-            _ => None,
-        };
+        let (destination, rejected_node_header): (Option<Arc<str>>, bool) =
+            match (&target.node, st.node_header) {
+                (TargetNode::Known(n), _) => (Some(n.as_str().into()), false),
+                (TargetNode::Mixed(ns), Some(h)) if ns.contains(&h) => (Some(h.into()), false),
+                (TargetNode::Unknown, Some(h)) if self.known_nodes.contains(&h) => {
+                    (Some(h.into()), false)
+                }
+                (_, Some(_)) => (None, true),
+                (_, None) => (None, false),
+            };
         ProbeResult {
             path: PathKind::classify(&self.source_node, destination.as_deref()),
             target: Arc::clone(target),
@@ -146,6 +214,7 @@ impl Prober {
             peer_addr: st.peer,
             body_bytes: st.body_bytes,
             content_length: st.content_length,
+            rejected_node_header,
         }
     }
 
@@ -153,16 +222,10 @@ impl Prober {
         let addr = match t.ip {
             Some(ip) => SocketAddr::new(ip, t.port),
             None => {
-                let found = tokio::net::lookup_host((t.host.as_str(), t.port))
-                    .await
-                    .map_err(|e| {
-                        Failure::new(Outcome::DnsError, format!("cannot resolve {}: {e}", t.host))
-                    })?
-                    .next();
+                let deadline = Instant::now() + t.connect_timeout.min(LOOKUP_TIMEOUT);
+                let found = lookup(&t.host, t.port, deadline).await?;
                 st.phases.dns = Some(t0.elapsed());
-                found.ok_or_else(|| {
-                    Failure::new(Outcome::DnsError, format!("{} has no address", t.host))
-                })?
+                found
             }
         };
         st.peer = Some(addr);
@@ -264,10 +327,13 @@ impl Prober {
         stream: TcpStream,
         st: &mut Progress,
     ) -> Result<(), Failure> {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| http_failure(&e, None))?;
+        // A response head larger than this is refused, so a hostile or broken
+        // target cannot make a stalled probe hold hyper's default ~400 KB.
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| http_failure(&e, None))?;
         let request = http::Request::get(t.path.as_str())
             .header(http::header::HOST, t.authority.as_str())
             .header(http::header::CONNECTION, "close")
@@ -279,9 +345,18 @@ impl Prober {
             .map_err(|e| Failure::new(Outcome::Error, format!("cannot build the request: {e}")))?;
         let max_body = t.max_body_bytes;
         let exchange = async {
-            let response = sender
-                .send_request(request)
+            let head_deadline = Instant::now() + t.first_byte_timeout;
+            let response = tokio::time::timeout_at(head_deadline, sender.send_request(request))
                 .await
+                .map_err(|_| {
+                    Failure::new(
+                        Outcome::TotalTimeout,
+                        format!(
+                            "no response head {} after the connect",
+                            humantime::format_duration(t.first_byte_timeout)
+                        ),
+                    )
+                })?
                 .map_err(|e| http_failure(&e, None))?;
             st.phases.first_byte = Some(t0.elapsed());
             st.status = Some(response.status().as_u16());
@@ -289,7 +364,7 @@ impl Prober {
                 .headers()
                 .get(NODE_HEADER)
                 .and_then(|v| v.to_str().ok())
-                .filter(|v| !v.is_empty())
+                .filter(|v| !v.is_empty() && v.len() <= MAX_NODE_NAME)
                 .map(str::to_string);
             st.content_length = response
                 .headers()

@@ -4,15 +4,54 @@
 
 pub mod dns;
 mod http;
+pub mod limits;
 pub use http::NODE_HEADER;
 pub mod scheduler;
 pub mod socket;
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::model::SourceKind;
+use crate::model::{SourceKind, Target, TargetNode};
+
+/// The node names a response's `x-tailprobe-node` header may name: this
+/// prober's node and every node its targets name. A header naming any other
+/// node is not believed (the destination stays unknown and the probe says
+/// so), so no target can mint series by inventing node names.
+#[derive(Debug, Default)]
+pub struct KnownNodes(RwLock<Arc<BTreeSet<String>>>);
+
+impl KnownNodes {
+    pub fn of(own: &str, targets: &[Arc<Target>]) -> Self {
+        let k = Self::default();
+        k.set(own, targets);
+        k
+    }
+
+    /// Replaces the set with `own` and the nodes `targets` name.
+    pub fn set(&self, own: &str, targets: &[Arc<Target>]) {
+        let mut names: BTreeSet<String> = [own.to_string()].into();
+        for t in targets {
+            match &t.node {
+                TargetNode::Known(n) => {
+                    names.insert(n.clone());
+                }
+                TargetNode::Mixed(ns) => names.extend(ns.iter().cloned()),
+                TargetNode::Unknown => {}
+            }
+        }
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
+    }
+
+    pub fn contains(&self, node: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node)
+    }
+}
 
 /// Probes in flight right now, and how many of them are stuck in SYN
 /// retransmission: what a progress display shows while a 63 s rung runs.
@@ -58,6 +97,8 @@ pub struct Prober {
     /// `TCP_SYNCNT` for every probe socket, when set.
     pub syn_retries: Option<u8>,
     pub in_flight: Arc<InFlight>,
+    /// The nodes a response header may name.
+    pub known_nodes: Arc<KnownNodes>,
 }
 
 impl Prober {
@@ -68,6 +109,7 @@ impl Prober {
             syn_poll: Duration::from_millis(200),
             syn_retries: None,
             in_flight: Arc::default(),
+            known_nodes: Arc::new(KnownNodes::of(source_node, &[])),
         }
     }
 }
@@ -76,8 +118,10 @@ impl Prober {
     /// A prober for the node and settings a configuration names.
     pub fn from_loaded(loaded: &crate::config::Loaded) -> Self {
         let p = &loaded.config.probe;
+        let node = loaded.node();
         Self {
-            source_node: loaded.node().into(),
+            known_nodes: Arc::new(KnownNodes::of(&node, &loaded.targets)),
+            source_node: node.into(),
             source_kind: loaded.source_kind(),
             syn_poll: p.syn_poll.get(),
             syn_retries: p.syn_retries,

@@ -29,6 +29,9 @@ pub struct ApiState {
     pub verdict: Arc<std::sync::RwLock<FindingsDoc>>,
     /// What is being probed now: configured and discovered targets.
     pub targets: Arc<std::sync::RwLock<Vec<TargetDoc>>>,
+    /// When set, every endpoint but the health checks wants
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
 }
 
 /// One entry of `/api/v1/targets`.
@@ -72,10 +75,8 @@ pub struct FindingsDoc {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let guarded = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
         .route("/api/v1/histograms", get(histograms))
         .route("/api/v1/findings", get(findings))
         .route(
@@ -84,7 +85,47 @@ pub fn router(state: ApiState) -> Router {
                 axum::Json(s.targets.read().unwrap_or_else(|e| e.into_inner()).clone())
             }),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer));
+    // Liveness and readiness stay open: the kubelet carries no token.
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(guarded)
         .with_state(state)
+}
+
+/// Lets a request through when no token is configured, or when it carries
+/// the token (compared in constant time).
+async fn bearer(
+    State(s): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this endpoint wants Authorization: Bearer <token> ([server] token_file)\n",
+        )
+            .into_response()
+    }
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {

@@ -2,6 +2,12 @@
 //! that answered in headers, so a probe through a Service with backends on
 //! several nodes still knows its destination; `/bytes/N` serves N bytes for
 //! path-MTU probes.
+//!
+//! Anyone who reaches a node can reach its echo, so it is bounded by
+//! construction: `/bytes/N` streams from one static chunk (memory does not
+//! grow with N), at most [`MAX_STREAMS`] bodies stream at once (past that a
+//! 503 with `Retry-After`), and the server below it caps connections, head
+//! size and head-read time.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -15,6 +21,12 @@ use tokio_util::sync::CancellationToken;
 
 /// The largest body `/bytes/N` serves.
 pub const MAX_BYTES: usize = 64 << 20;
+
+/// `/bytes/N` bodies streaming at once.
+pub const MAX_STREAMS: usize = 64;
+
+/// Every `/bytes/N` body is cut from this.
+static CHUNK: [u8; 64 << 10] = [b'x'; 64 << 10];
 
 #[derive(Debug, Clone)]
 pub struct EchoIdentity {
@@ -83,6 +95,7 @@ impl Delay {
 #[derive(Clone)]
 struct EchoState {
     delay: Delay,
+    streams: Arc<tokio::sync::Semaphore>,
     id: Arc<EchoIdentity>,
     node: HeaderValue,
     pod: HeaderValue,
@@ -93,6 +106,7 @@ pub fn router(id: EchoIdentity, delay: Delay) -> Router {
         |v: &str| HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     let state = EchoState {
         delay,
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
         node: header(&id.node),
         pod: header(&id.pod),
         id: Arc::new(id),
@@ -103,16 +117,22 @@ pub fn router(id: EchoIdentity, delay: Delay) -> Router {
         .with_state(state)
 }
 
-/// Serves until `cancel` fires.
+/// Serves until `cancel` fires, then drains within the echo's grace.
 pub async fn serve(
     listener: TcpListener,
     id: EchoIdentity,
     delay: Delay,
+    counters: super::http::ServerCounters,
     cancel: CancellationToken,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(id, delay))
-        .with_graceful_shutdown(cancel.cancelled_owned())
-        .await
+) {
+    super::http::serve(
+        listener,
+        router(id, delay),
+        super::http::Limits::ECHO,
+        counters,
+        cancel,
+    )
+    .await
 }
 
 async fn wait(s: &EchoState) {
@@ -135,10 +155,40 @@ async fn hello(State(s): State<EchoState>) -> Response {
     tagged(&s, body.into_response())
 }
 
+/// `n` bytes as a stream of slices of [`CHUNK`]; `permit` is held until the
+/// last one is sent (or the client goes away).
+fn body_of(n: usize, permit: tokio::sync::OwnedSemaphorePermit) -> axum::body::Body {
+    let chunks = (0..n.div_ceil(CHUNK.len())).map(move |i| {
+        let len = (n - i * CHUNK.len()).min(CHUNK.len());
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(&CHUNK[..len]))
+    });
+    let stream = futures::stream::iter(chunks);
+    axum::body::Body::from_stream(futures::StreamExt::map(stream, move |c| {
+        let _held = &permit;
+        c
+    }))
+}
+
 async fn bytes(State(s): State<EchoState>, Path(n): Path<String>) -> Response {
     wait(&s).await;
     match n.parse::<usize>() {
-        Ok(n) if n <= MAX_BYTES => tagged(&s, vec![b'x'; n].into_response()),
+        Ok(n) if n <= MAX_BYTES => {
+            let Ok(permit) = Arc::clone(&s.streams).try_acquire_owned() else {
+                return tagged(
+                    &s,
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(axum::http::header::RETRY_AFTER, "1")],
+                        format!("{MAX_STREAMS} bodies are streaming; try again\n"),
+                    )
+                        .into_response(),
+                );
+            };
+            let mut r = body_of(n, permit).into_response();
+            r.headers_mut()
+                .insert(axum::http::header::CONTENT_LENGTH, HeaderValue::from(n));
+            tagged(&s, r)
+        }
         _ => tagged(
             &s,
             (

@@ -340,6 +340,7 @@ mod tests {
             peer_addr: None,
             body_bytes: 0,
             content_length: None,
+            rejected_node_header: false,
         }
     }
 

@@ -31,6 +31,12 @@ pub enum Behaviour {
     Watch(Arc<AtomicUsize>),
     /// Answer, keep the connection open, and count when the client closes.
     AnswerAndWatch(Arc<AtomicUsize>),
+    /// Answer ok, naming a node in `x-tailprobe-node` that no one has named
+    /// before (a long name, new on every response): a target minting series.
+    NewNodeEveryTime,
+    /// A status line, then headers that never end, 4 KB at a time, counting
+    /// the bytes written until the client goes away.
+    EndlessHead(Arc<AtomicUsize>),
 }
 
 impl Behaviour {
@@ -100,6 +106,28 @@ async fn read_request(stream: &mut TcpStream) {
 
 async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
     match behaviour {
+        Behaviour::NewNodeEveryTime => {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            read_request(&mut stream).await;
+            let node = format!(
+                "minted-{}-{}",
+                N.fetch_add(1, Ordering::SeqCst),
+                "x".repeat(200)
+            );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+        }
+        Behaviour::EndlessHead(written) => {
+            read_request(&mut stream).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
+            let line = format!("x-filler: {}\r\n", "a".repeat(4000));
+            while stream.write_all(line.as_bytes()).await.is_ok() {
+                written.fetch_add(line.len(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }

@@ -64,6 +64,9 @@ fn outcome_hint(o: Outcome) -> Option<&'static str> {
         }
         Outcome::HttpStatus => "the backend answered with a non-2xx status",
         Outcome::DnsError => "the name did not resolve",
+        Outcome::DnsTimeout => {
+            "the name lookup did not finish in time: the node's resolver (resolv.conf) does not answer"
+        }
         _ => return None,
     })
 }

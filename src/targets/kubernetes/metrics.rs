@@ -24,6 +24,7 @@ pub struct KubeMetrics {
     watch_up: Family<ResourceLabels, Gauge>,
     watch_errors: Family<ResourceLabels, Counter>,
     targets: Gauge,
+    targets_over_limit: Gauge,
     remote_nodes: Gauge,
     remote_nodes_probed: Gauge,
     cycle: Gauge,
@@ -36,6 +37,7 @@ impl KubeMetrics {
             watch_up: Family::default(),
             watch_errors: Family::default(),
             targets: Gauge::default(),
+            targets_over_limit: Gauge::default(),
             remote_nodes: Gauge::default(),
             remote_nodes_probed: Gauge::default(),
             cycle: Gauge::default(),
@@ -55,6 +57,11 @@ impl KubeMetrics {
             "kubernetes_targets",
             "Targets discovered from the Kubernetes API",
             m.targets.clone(),
+        );
+        registry.register(
+            "kubernetes_targets_over_limit",
+            "Discovered targets left out because [kubernetes] max_targets were planned (named in the log)",
+            m.targets_over_limit.clone(),
         );
         registry.register(
             "kubernetes_remote_nodes",
@@ -98,6 +105,7 @@ impl KubeMetrics {
 
     pub fn set_plan(&self, p: &super::plan::Plan, round: std::time::Duration) {
         self.targets.set(p.targets.len() as i64);
+        self.targets_over_limit.set(p.over_limit as i64);
         self.remote_nodes.set(p.remote_nodes as i64);
         self.remote_nodes_probed.set(p.remote_nodes_probed as i64);
         let cycle = if p.rounds_per_cycle <= 1 {

@@ -48,6 +48,9 @@ pub struct ServiceInfo {
     pub cluster_ip: Option<String>,
     /// TCP ports: name and number.
     pub ports: Vec<(String, u16)>,
+    /// The cluster places its endpoints (pods it selects); without a
+    /// selector, anyone who may write an EndpointSlice chooses them.
+    pub has_selector: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,10 +59,15 @@ pub struct SliceInfo {
     pub service: String,
     /// The node of every ready endpoint (`None`: the endpoint names none).
     pub ready_nodes: Vec<Option<String>>,
+    /// The addresses of every ready endpoint.
+    pub ready_addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProberInfo {
+    pub namespace: String,
+    /// Controlled by a DaemonSet, as both tailprobe DaemonSets' pods are.
+    pub daemonset_owned: bool,
     pub node: String,
     pub ip: String,
     pub kind: SourceKind,
@@ -87,8 +95,12 @@ pub struct Plan {
     /// Rounds until every remote node has been probed: 1 in a full mesh.
     pub rounds_per_cycle: u64,
     /// Opted-in Services that cannot be probed, with the reason: a headless
-    /// Service, an annotation naming a port it lacks, an unknown scheme.
+    /// Service, an annotation naming a port it lacks, an unknown scheme, a
+    /// namespace or endpoint outside what `[kubernetes]` trusts, a path that
+    /// is not a plain path, or one target past `max_targets`.
     pub rejected: Vec<String>,
+    /// Targets left out because `max_targets` were planned.
+    pub over_limit: usize,
 }
 
 /// Who is planning: this prober's node, namespace and echo port.
@@ -156,12 +168,19 @@ pub fn plan(
                 probe,
             ));
         } else if cfg.service_selector.matches(&svc.labels) {
-            add(service_target(svc, ready(svc), probe));
+            add(trusted(snap, svc, me, cfg).and_then(|()| service_target(svc, ready(svc), probe)));
         }
     }
     if cfg.pod_ip_targets {
         for p in &snap.probers {
-            if p.kind != SourceKind::Pod || !p.ready || !wanted.contains(p.node.as_str()) {
+            // A pod is a prober only in this namespace and under a DaemonSet:
+            // a pod elsewhere that copies the labels takes no target over.
+            let trusted = p.namespace == me.namespace && p.daemonset_owned;
+            if p.kind != SourceKind::Pod
+                || !p.ready
+                || !trusted
+                || !wanted.contains(p.node.as_str())
+            {
                 continue;
             }
             let port = p.echo_port.unwrap_or(me.echo_port);
@@ -175,13 +194,79 @@ pub fn plan(
     }
     targets.sort_by(|a, b| a.name.cmp(&b.name));
     targets.dedup_by(|a, b| a.name == b.name);
+    // Past the cap, the cluster's own mesh (node/ and pod/ targets) is kept
+    // first, then opted-in Services in name order.
+    targets.sort_by_key(|t| t.name.starts_with("svc/"));
+    let over_limit = targets.len().saturating_sub(cfg.max_targets);
+    for t in targets.drain(cfg.max_targets.min(targets.len())..) {
+        rejected.push(format!(
+            "{}: past [kubernetes] max_targets = {}",
+            t.name, cfg.max_targets
+        ));
+    }
+    targets.sort_by(|a, b| a.name.cmp(&b.name));
     Plan {
         targets,
         remote_nodes: remote.len(),
         remote_nodes_probed: chosen.len(),
         rounds_per_cycle,
         rejected,
+        over_limit,
     }
+}
+
+/// Whether an opted-in Service is one this prober may probe: from an
+/// allowed namespace, and with endpoints the cluster placed (a selector) or
+/// inside `endpoint_cidrs`. A host-network prober's GETs leave from the
+/// node's own address, past NetworkPolicies: a hand-written EndpointSlice
+/// must not be able to aim them anywhere.
+fn trusted(
+    snap: &Snapshot,
+    svc: &ServiceInfo,
+    me: &Me<'_>,
+    cfg: &KubernetesConfig,
+) -> Result<(), String> {
+    let name = format!("svc/{}/{}", svc.namespace, svc.name);
+    if !cfg.allows_namespace(&svc.namespace, me.namespace) {
+        return Err(format!(
+            "{name}: namespace {} is not in [kubernetes] service_namespaces (default: the prober's own)",
+            svc.namespace
+        ));
+    }
+    if cfg.endpoint_cidrs.is_empty() {
+        if !svc.has_selector {
+            return Err(format!(
+                "{name}: it has no selector, so its endpoints are hand-written; list the ranges they may use in [kubernetes] endpoint_cidrs to probe it"
+            ));
+        }
+        return Ok(());
+    }
+    let outside = snap
+        .slices
+        .iter()
+        .filter(|s| s.namespace == svc.namespace && s.service == svc.name)
+        .flat_map(|s| s.ready_addresses.iter())
+        .find(|a| {
+            a.parse::<std::net::IpAddr>().map_or(true, |ip| {
+                !cfg.endpoint_cidrs.iter().any(|c| c.contains(ip))
+            })
+        });
+    match outside {
+        Some(a) => Err(format!(
+            "{name}: endpoint {a} is outside [kubernetes] endpoint_cidrs"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A `tailprobe.io/path` is a plain path (and query), made absolute when
+/// the URL is built: printable ASCII, no spaces, at most 256 bytes, not a
+/// URL of its own.
+fn valid_path(p: &str) -> bool {
+    !p.starts_with("//")
+        && p.len() <= 256
+        && p.bytes().all(|b| b.is_ascii_graphic())
+        && !p.contains("://")
 }
 
 /// The remote nodes to probe in `round`. Up to `full_mesh` nodes in all, every
@@ -281,6 +366,13 @@ fn service_target(
         .get(labels::PATH)
         .map(String::as_str)
         .unwrap_or("/");
+    if !valid_path(path) {
+        return Err(format!(
+            "{name}: {} \"{}\" is not a plain path such as \"/healthz\" (printable, no spaces, at most 256 bytes)",
+            labels::PATH,
+            path.escape_default()
+        ));
+    }
     let url = match svc.annotations.get(labels::SCHEME).map(String::as_str) {
         None | Some("http") => url("http", ip, port, path),
         Some("tcp") => url("tcp", ip, port, ""),
@@ -337,8 +429,16 @@ impl From<&Service> for ServiceInfo {
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| Some((p.name.unwrap_or_default(), u16::try_from(p.port).ok()?)))
                 .collect(),
+            has_selector: spec.selector.is_some_and(|s| !s.is_empty()),
         }
     }
+}
+
+/// A slice's ready endpoints (Kubernetes: an unset `ready` reads as ready).
+fn ready(s: &EndpointSlice) -> impl Iterator<Item = &k8s_openapi::api::discovery::v1::Endpoint> {
+    s.endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
 }
 
 impl From<&EndpointSlice> for SliceInfo {
@@ -352,13 +452,8 @@ impl From<&EndpointSlice> for SliceInfo {
                 .and_then(|l| l.get(labels::SERVICE_NAME))
                 .cloned()
                 .unwrap_or_default(),
-            ready_nodes: s
-                .endpoints
-                .iter()
-                // Kubernetes: an unset `ready` is to be read as ready.
-                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
-                .map(|e| e.node_name.clone())
-                .collect(),
+            ready_nodes: ready(s).map(|e| e.node_name.clone()).collect(),
+            ready_addresses: ready(s).flat_map(|e| e.addresses.iter().cloned()).collect(),
         }
     }
 }
@@ -386,7 +481,15 @@ impl ProberInfo {
                 .iter()
                 .flatten()
                 .any(|c| c.type_ == "Ready" && c.status == "True");
+        let daemonset_owned = p
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
         Some(Self {
+            namespace: p.metadata.namespace.clone().unwrap_or_default(),
+            daemonset_owned,
             node: spec.node_name.clone()?,
             ip: status.pod_ip.clone().filter(|ip| !ip.is_empty())?,
             kind,

@@ -13,6 +13,7 @@ fn svc(ns: &str, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str
         annotations: map(annotations),
         cluster_ip: Some(format!("10.96.0.{}", name.len())),
         ports: vec![("http".into(), 80), ("admin".into(), 8080)],
+        has_selector: true,
     }
 }
 
@@ -30,6 +31,11 @@ fn slice(ns: &str, service: &str, nodes: &[Option<&str>]) -> SliceInfo {
         namespace: ns.into(),
         service: service.into(),
         ready_nodes: nodes.iter().map(|n| n.map(String::from)).collect(),
+        ready_addresses: nodes
+            .iter()
+            .enumerate()
+            .map(|(i, _)| format!("10.244.{i}.9"))
+            .collect(),
     }
 }
 
@@ -43,6 +49,8 @@ fn cluster(nodes: &[&str]) -> Snapshot {
         s.slices.push(slice("tailprobe", &ns.name, &[Some(n)]));
         s.services.push(ns);
         s.probers.push(ProberInfo {
+            namespace: "tailprobe".into(),
+            daemonset_owned: true,
             node: n.to_string(),
             ip: format!("10.244.{}.5", n.len()),
             kind: SourceKind::Pod,
@@ -51,6 +59,14 @@ fn cluster(nodes: &[&str]) -> Snapshot {
         });
     }
     s
+}
+
+/// Opted-in Services of namespace `shop` are trusted.
+fn shop() -> KubernetesConfig {
+    KubernetesConfig {
+        service_namespaces: vec!["shop".into()],
+        ..KubernetesConfig::default()
+    }
 }
 
 const ME: Me<'static> = Me {
@@ -152,13 +168,7 @@ fn opted_in_services_are_classified_by_their_endpoints_nodes() {
     snap.slices.push(slice("shop", "anon", &[None]));
     // Same name, other namespace: not this Service's endpoints.
     snap.slices.push(slice("other", "same", &[Some("c")]));
-    let p = plan(
-        &snap,
-        &ME,
-        &KubernetesConfig::default(),
-        &ProbeConfig::default(),
-        0,
-    );
+    let p = plan(&snap, &ME, &shop(), &ProbeConfig::default(), 0);
     let got: BTreeMap<_, _> = p
         .targets
         .iter()
@@ -196,7 +206,7 @@ fn opted_in_services_are_classified_by_their_endpoints_nodes() {
 
     let narrowed = KubernetesConfig {
         service_selector: "tailprobe.io/probe=true,!skip".parse().unwrap(),
-        ..Default::default()
+        ..shop()
     };
     snap.services
         .last_mut()
@@ -220,13 +230,7 @@ fn unprobeable_services_are_rejected_with_a_reason_and_unready_probers_left_out(
     snap.services
         .push(svc("shop", "tls", &on, &[(labels::SCHEME, "https")]));
     snap.probers[1].ready = false;
-    let p = plan(
-        &snap,
-        &ME,
-        &KubernetesConfig::default(),
-        &ProbeConfig::default(),
-        0,
-    );
+    let p = plan(&snap, &ME, &shop(), &ProbeConfig::default(), 0);
     let names: Vec<_> = p.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, vec!["node/a", "node/b", "pod/a"]);
     assert_eq!(
@@ -305,7 +309,10 @@ fn large_clusters_rotate_a_bounded_pinglist_that_covers_every_pair() {
 #[test]
 fn pods_become_prober_infos() {
     let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "tp-x", "labels": {"tailprobe.io/source-kind": "pod"}},
+        "metadata": {"name": "tp-x", "namespace": "tailprobe",
+            "labels": {"tailprobe.io/source-kind": "pod"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "name": "tailprobe-pod", "uid": "u1", "controller": true}]},
         "spec": {"nodeName": "b", "containers": [{"name": "tailprobe",
             "ports": [{"name": "echo", "containerPort": 9798}]}]},
         "status": {"podIP": "10.244.1.7", "conditions": [{"type": "Ready", "status": "True"}]}
@@ -314,6 +321,8 @@ fn pods_become_prober_infos() {
     assert_eq!(
         ProberInfo::from_pod(&pod),
         Some(ProberInfo {
+            namespace: "tailprobe".into(),
+            daemonset_owned: true,
             node: "b".into(),
             ip: "10.244.1.7".into(),
             kind: SourceKind::Pod,
@@ -324,4 +333,107 @@ fn pods_become_prober_infos() {
     let mut pending = pod.clone();
     pending.status.as_mut().unwrap().pod_ip = None;
     assert_eq!(ProberInfo::from_pod(&pending), None);
+}
+
+#[test]
+fn only_trusted_services_and_prober_pods_become_targets() {
+    let mut snap = cluster(&["a", "b"]);
+    let on = [(labels::PROBE, "true")];
+    snap.services.push(svc("tailprobe", "own", &on, &[]));
+    snap.services.push(svc("shop", "elsewhere", &on, &[]));
+    let mut handmade = svc("tailprobe", "handmade", &on, &[]);
+    handmade.has_selector = false;
+    snap.services.push(handmade);
+    snap.slices.push(SliceInfo {
+        namespace: "tailprobe".into(),
+        service: "handmade".into(),
+        ready_nodes: vec![None],
+        ready_addresses: vec!["169.254.169.254".into()],
+    });
+    snap.services.push(svc(
+        "tailprobe",
+        "sneaky",
+        &on,
+        &[(labels::PATH, "/x y\r\nHost: evil")],
+    ));
+    // Copies of the prober labels: in another namespace, and outside a
+    // DaemonSet. Neither takes a pod/ target.
+    let mut impostor = snap.probers[1].clone();
+    impostor.namespace = "shop".into();
+    impostor.ip = "10.9.9.9".into();
+    let mut loose = snap.probers[1].clone();
+    loose.daemonset_owned = false;
+    loose.ip = "10.9.9.8".into();
+    snap.probers.retain(|p| p.node != "b");
+    snap.probers.extend([impostor, loose]);
+
+    let p = plan(
+        &snap,
+        &ME,
+        &KubernetesConfig::default(),
+        &ProbeConfig::default(),
+        0,
+    );
+    let names: Vec<_> = p.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["node/a", "node/b", "pod/a", "svc/tailprobe/own"]);
+    let said = p.rejected.join("\n");
+    assert!(
+        said.contains("svc/shop/elsewhere: namespace shop is not in"),
+        "{said}"
+    );
+    assert!(
+        said.contains("svc/tailprobe/handmade: it has no selector"),
+        "{said}"
+    );
+    assert!(
+        said.contains("svc/tailprobe/sneaky: tailprobe.io/path"),
+        "{said}"
+    );
+
+    // With ranges, a hand-written slice is probed only inside them.
+    let ranged = KubernetesConfig {
+        endpoint_cidrs: vec!["10.244.0.0/16".parse().unwrap()],
+        ..KubernetesConfig::default()
+    };
+    let p = plan(&snap, &ME, &ranged, &ProbeConfig::default(), 0);
+    assert!(
+        p.rejected
+            .iter()
+            .any(|r| r.contains("endpoint 169.254.169.254 is outside")),
+        "{:?}",
+        p.rejected
+    );
+    snap.slices.last_mut().unwrap().ready_addresses = vec!["10.244.7.1".into()];
+    let p = plan(&snap, &ME, &ranged, &ProbeConfig::default(), 0);
+    assert!(p.targets.iter().any(|t| t.name == "svc/tailprobe/handmade"));
+}
+
+#[test]
+fn discovered_targets_are_capped_keeping_the_mesh_first() {
+    let mut snap = cluster(&["a", "b", "c"]);
+    for i in 0..10 {
+        snap.services.push(svc(
+            "tailprobe",
+            &format!("s{i}"),
+            &[(labels::PROBE, "true")],
+            &[],
+        ));
+    }
+    let capped = KubernetesConfig {
+        max_targets: 8,
+        ..KubernetesConfig::default()
+    };
+    let p = plan(&snap, &ME, &capped, &ProbeConfig::default(), 0);
+    assert_eq!((p.targets.len(), p.over_limit), (8, 8));
+    let mesh = p
+        .targets
+        .iter()
+        .filter(|t| !t.name.starts_with("svc/"))
+        .count();
+    assert_eq!(mesh, 6, "every node/ and pod/ target stays");
+    assert!(
+        p.rejected
+            .iter()
+            .any(|r| r.ends_with("past [kubernetes] max_targets = 8"))
+    );
 }
