@@ -69,6 +69,28 @@ async fn lookup(host: &str, port: u16, deadline: Instant) -> Result<SocketAddr, 
     }
 }
 
+/// The connect mark: the end of DNS plus the handshake. When no SYN was
+/// retransmitted, the handshake is the kernel's own first RTT sample (SYN
+/// sent to SYN-ACK processed, in microseconds), which leaves out the socket's
+/// setup before the SYN and the task's wake-up after the SYN-ACK: what a
+/// packet capture shows. With retransmissions the kernel keeps no such
+/// sample (Karn), and the handshake is timed from the connect() call.
+fn connect_mark(
+    t0: Instant,
+    dns: Option<Duration>,
+    syn_sent: Option<Instant>,
+    connected: Instant,
+    info: Option<TcpInfo>,
+) -> Duration {
+    let start = syn_sent.unwrap_or(t0);
+    let timed = connected.saturating_duration_since(start);
+    let wire = info
+        .filter(|i| i.total_retrans == 0 && i.rtt_us > 0)
+        .map(|i| Duration::from_micros(u64::from(i.rtt_us)))
+        .filter(|w| *w <= timed);
+    dns.unwrap_or_default() + wire.unwrap_or(timed)
+}
+
 /// The largest response head a probe reads (hyper's minimum is 8 KiB).
 pub const MAX_HEAD_BYTES: usize = 16 << 10;
 
@@ -100,6 +122,8 @@ struct Progress {
     node_header: Option<String>,
     body_bytes: u64,
     content_length: Option<u64>,
+    /// When the connect() call sent the first SYN.
+    syn_sent: Option<Instant>,
 }
 
 struct Failure {
@@ -135,6 +159,7 @@ impl Prober {
             node_header: None,
             body_bytes: 0,
             content_length: None,
+            syn_sent: None,
         };
         let ended = tokio::select! {
             biased;
@@ -238,11 +263,19 @@ impl Prober {
         let stream = self
             .connect(addr, Instant::now() + t.connect_timeout, st)
             .await?;
-        st.phases.connect = Some(t0.elapsed());
-        if let Ok(info) = socket::tcp_info(stream.as_fd()) {
+        let connected = Instant::now();
+        let info = socket::tcp_info(stream.as_fd()).ok();
+        if let Some(info) = info {
             st.syn_retransmits = st.syn_retransmits.max(info.total_retrans);
             st.tcp_info = Some(info);
         }
+        st.phases.connect = Some(connect_mark(
+            t0,
+            st.phases.dns,
+            st.syn_sent,
+            connected,
+            info,
+        ));
         st.local = stream.local_addr().ok();
         if t.kind == ProbeKind::Tcp {
             return Ok(());
@@ -276,6 +309,7 @@ impl Prober {
             socket::set_syn_count(sock.as_fd(), n).map_err(local)?;
         }
         let c0 = Instant::now();
+        st.syn_sent = Some(c0);
         match sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
