@@ -452,3 +452,41 @@ async fn every_loss_is_counted_when_the_queue_is_full_or_the_collector_down() {
     common::terminate(child.id().unwrap());
     let _ = child.wait().await;
 }
+
+/// A collector that never answers (its SYNs are dropped) cannot hold up a
+/// stop: the flush has a budget of its own, and what it abandons is said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_black_holed_collector_does_not_delay_shutdown() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let hole = SynBlackhole::new();
+    let dir = TempDir::new("otlp-blackhole");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node1\"\n[probe]\ninterval = \"50ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n\
+             [otlp]\nendpoint = \"http://{}\"\nprotocol = \"http/protobuf\"\nhealthy_sample_ratio = 1.0\n\
+             [[target]]\nname = \"fine\"\nurl = \"{}\"\nnode = \"node1\"\n",
+            hole.addr,
+            ok.url("/")
+        ),
+    );
+    let (mut child, mut lines) = common::daemon(&cfg, &[]);
+    common::wait_for_line(&mut lines, "Probing.", Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t0 = Instant::now();
+    common::terminate(child.id().unwrap());
+    let abandoned =
+        common::wait_for_line(&mut lines, "OTLP flush abandoned", Duration::from_secs(10)).await;
+    assert!(abandoned.contains("signals="), "{abandoned}");
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the daemon exits")
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        t0.elapsed() < Duration::from_secs(7),
+        "stopping took {:?}",
+        t0.elapsed()
+    );
+}

@@ -608,19 +608,60 @@ impl Otlp {
         }
     }
 
-    /// Sends what is queued and stops; one-shot modes call it before exiting.
+    /// Sends what is queued and stops, within [`SHUTDOWN_BUDGET`] in all: the
+    /// three signals flush side by side, and one whose collector does not
+    /// answer is left behind (and said) rather than waited on for its
+    /// export timeout. One-shot modes call it before exiting; the daemon
+    /// before its servers drain.
     pub fn shutdown(&self) {
-        if let Err(e) = self.logs.shutdown() {
-            tracing::warn!(error = %e, "OTLP alerts did not flush.");
+        type Flush = Box<dyn FnOnce() -> opentelemetry_sdk::error::OTelSdkResult + Send>;
+        let (logs, traces, meters) = (self.logs.clone(), self.traces.clone(), self.meters.clone());
+        let signals: [(&str, Flush); 3] = [
+            (
+                "alerts",
+                Box::new(move || logs.shutdown_with_timeout(SHUTDOWN_BUDGET)),
+            ),
+            (
+                "traces",
+                Box::new(move || traces.shutdown_with_timeout(SHUTDOWN_BUDGET)),
+            ),
+            ("metrics", Box::new(move || meters.shutdown())),
+        ];
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (name, flush) in signals {
+            let tx = tx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("otlp-flush-{name}"))
+                .spawn(move || {
+                    let _ = tx.send((name, flush()));
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, signal = name, "OTLP could not flush.");
+            }
         }
-        if let Err(e) = self.traces.shutdown() {
-            tracing::warn!(error = %e, "OTLP traces did not flush.");
-        }
-        if let Err(e) = self.meters.shutdown() {
-            tracing::warn!(error = %e, "OTLP metrics did not flush.");
+        drop(tx);
+        let deadline = std::time::Instant::now() + SHUTDOWN_BUDGET;
+        let mut pending = vec!["alerts", "traces", "metrics"];
+        while !pending.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((name, result)) => {
+                    pending.retain(|p| *p != name);
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, signal = name, "OTLP did not flush.");
+                    }
+                }
+                Err(_) => {
+                    tracing::warn!(signals = ?pending, budget = ?SHUTDOWN_BUDGET, "OTLP flush abandoned: the collector did not answer in time.");
+                    break;
+                }
+            }
         }
     }
 }
+
+/// How long stopping may spend flushing OTLP, all signals together.
+pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 
 /// Probe metrics: every probe, whether its trace was kept or not.
 impl super::Exporter for Otlp {
