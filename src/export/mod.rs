@@ -1,6 +1,7 @@
-//! Where numbers leave the process: Prometheus text, the matrix report.
-//! Exporting never blocks probing: everything here is fed by [`Recorder`],
-//! which only touches in-memory state.
+//! Where numbers leave the process: the stats a reader copies, Prometheus
+//! text, OTLP traces, metrics and alert records, the matrix report. Every
+//! probe of every driver arrives through [`Recorder`], and exporting never
+//! blocks probing: the fan-out only touches memory and bounded queues.
 
 pub mod alerts;
 pub mod otlp;
