@@ -129,7 +129,7 @@ fn what_run_cannot_do_is_refused_by_check_with_the_reason() {
         (
             format!("[probe]\ninterval = \"1ns\"\n{TARGET}"),
             2,
-            "from 1ms to 1h",
+            "write \"1ms\" to \"1h\"",
         ),
         (
             format!("[probe]\nsyn_poll = \"0s\"\n{TARGET}"),

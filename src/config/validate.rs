@@ -52,11 +52,14 @@ impl Checker<'_> {
         ConfigError::at(self.path, self.text, offset, message)
     }
 
-    fn dur(
+    /// `value` inside `range`, else an error at `key` showing values with
+    /// `show` and saying `why`.
+    fn within<T: PartialOrd + Copy>(
         &self,
         key: &[&str],
-        value: Duration,
-        range: RangeInclusive<Duration>,
+        value: T,
+        range: RangeInclusive<T>,
+        show: impl Fn(T) -> String,
         why: &str,
     ) -> Result<(), ConfigError> {
         if range.contains(&value) {
@@ -65,13 +68,23 @@ impl Checker<'_> {
         Err(self.err(
             key,
             format!(
-                "{} = \"{}\" is out of range: write a duration from {} to {}; {why}",
+                "{} = {} is out of range: write {} to {}; {why}",
                 name(key),
-                Dur(value),
-                Dur(*range.start()),
-                Dur(*range.end())
+                show(value),
+                show(*range.start()),
+                show(*range.end())
             ),
         ))
+    }
+
+    fn dur(
+        &self,
+        key: &[&str],
+        value: Duration,
+        range: RangeInclusive<Duration>,
+        why: &str,
+    ) -> Result<(), ConfigError> {
+        self.within(key, value, range, |d| format!("\"{}\"", Dur(d)), why)
     }
 
     fn num<T: PartialOrd + std::fmt::Display + Copy>(
@@ -81,18 +94,7 @@ impl Checker<'_> {
         range: RangeInclusive<T>,
         why: &str,
     ) -> Result<(), ConfigError> {
-        if range.contains(&value) {
-            return Ok(());
-        }
-        Err(self.err(
-            key,
-            format!(
-                "{} = {value} is out of range: write {} to {}; {why}",
-                name(key),
-                range.start(),
-                range.end()
-            ),
-        ))
+        self.within(key, value, range, |n| n.to_string(), why)
     }
 }
 
