@@ -160,3 +160,49 @@ fn config_errors_exit_2_with_a_location() {
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+/// A finding alone, with every probe ok, makes the run unhealthy: exit 1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finding_without_a_failed_probe_exits_1() {
+    let hole = common::SynBlackhole::new();
+    let dir = TempDir::new("matrix-finding");
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node2\"\n[matrix]\nspacing = \"0s\"\n\
+             [[target]]\nname = \"late\"\nurl = \"tcp://{}\"\nnode = \"node1\"\ntimeout = \"10s\"\n",
+            hole.addr
+        ),
+    );
+    let run = tokio::process::Command::new(bin())
+        .args([
+            "matrix",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            "3",
+        ])
+        .args(["--format", "json"])
+        .output();
+    // Every first SYN is dropped; once the listener accepts, the retransmitted
+    // SYNs get through on the 1 s rung and every probe ends ok.
+    let repair = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        hole.repair();
+    };
+    let (out, ()) = tokio::join!(run, repair);
+    let out = out.unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let cells = report["cells"].as_array().unwrap();
+    assert!(cells.iter().all(|c| c["failures"] == 0), "{report:#}");
+    assert!(
+        cells.iter().all(|c| c["syn_retransmits"] == 3),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["findings"][0]["kind"], "syn-retransmit-ladder",
+        "{report:#}"
+    );
+    assert_eq!(out.status.code(), Some(1), "a finding is unhealthy");
+}

@@ -35,6 +35,24 @@ async fn ok_and_http_status() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_not_ok_unless_its_code_is_named_valid() {
+    let s = Server::start(Behaviour::Respond {
+        status: 301,
+        body: 0,
+        delay: Duration::ZERO,
+    })
+    .await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
+    assert_eq!((r.outcome, r.status), (Outcome::HttpStatus, Some(301)));
+    // As blackbox_exporter's valid_status_codes: named codes end ok.
+    let prober = Prober::new("n1", SourceKind::Host);
+    let mut t = Target::parse("t", &s.url("/")).unwrap();
+    t.valid_status = vec![(200, 299), (301, 301)];
+    let r = prober.probe(&Arc::new(t), &CancellationToken::new()).await;
+    assert_eq!(r.outcome, Outcome::Ok);
+}
+
+#[tokio::test]
 async fn refused_when_nothing_listens() {
     // Bind, learn the port, close: nothing listens there now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

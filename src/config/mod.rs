@@ -66,6 +66,8 @@ pub struct ProbeConfig {
     pub timeout: Dur,
     pub connect_timeout: Option<Dur>,
     pub first_byte_timeout: Dur,
+    /// Status codes that end a probe `ok`: "2xx", "301", "200-204".
+    pub valid_status_codes: Vec<StatusRange>,
     pub syn_poll: Dur,
     pub max_in_flight: usize,
     pub max_body_bytes: u64,
@@ -81,6 +83,7 @@ impl Default for ProbeConfig {
             timeout: Dur(t.timeout),
             connect_timeout: None,
             first_byte_timeout: Dur(t.first_byte_timeout),
+            valid_status_codes: vec![StatusRange(200, 299)],
             syn_poll: Dur::millis(200),
             max_in_flight: 4096,
             max_body_bytes: t.max_body_bytes,
@@ -90,6 +93,11 @@ impl Default for ProbeConfig {
 }
 
 impl ProbeConfig {
+    /// The status ranges that end a probe `ok`, for targets that name none.
+    pub fn valid_status(&self) -> Vec<(u16, u16)> {
+        self.valid_status_codes.iter().map(|r| (r.0, r.1)).collect()
+    }
+
     /// The timing and body limit a target gets when it says nothing itself.
     pub fn timing(&self) -> Timing {
         let timeout = self.timeout.get();
@@ -197,7 +205,50 @@ pub struct TargetConfig {
     pub timeout: Option<Dur>,
     pub connect_timeout: Option<Dur>,
     pub first_byte_timeout: Option<Dur>,
+    pub valid_status_codes: Option<Vec<StatusRange>>,
     pub max_body_bytes: Option<u64>,
+}
+
+/// HTTP status codes that count as `ok`: `"2xx"` (a class), `"301"` (one
+/// code) or `"200-204"` (a range).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange(pub u16, pub u16);
+
+impl std::str::FromStr for StatusRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "status \"{s}\" is not a code from 100 to 599, a class like \"2xx\" or a range like \"200-204\""
+            )
+        };
+        let code = |v: &str| v.parse::<u16>().ok().filter(|c| (100..=599).contains(c));
+        let r = if let Some(class) = s.strip_suffix("xx") {
+            let c: u16 = class
+                .parse()
+                .ok()
+                .filter(|c| (1..=5).contains(c))
+                .ok_or_else(bad)?;
+            StatusRange(c * 100, c * 100 + 99)
+        } else if let Some((lo, hi)) = s.split_once('-') {
+            StatusRange(code(lo).ok_or_else(bad)?, code(hi).ok_or_else(bad)?)
+        } else {
+            let c = code(s).ok_or_else(bad)?;
+            StatusRange(c, c)
+        };
+        if r.0 > r.1 {
+            return Err(bad());
+        }
+        Ok(r)
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A parsed, validated configuration and the targets it names.

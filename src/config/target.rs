@@ -38,6 +38,10 @@ pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>
     t.timeout = timeout;
     t.connect_timeout = connect_timeout;
     t.first_byte_timeout = tc.first_byte_timeout.unwrap_or(p.first_byte_timeout).get();
+    t.valid_status = match &tc.valid_status_codes {
+        Some(codes) => codes.iter().map(|r| (r.0, r.1)).collect(),
+        None => p.valid_status(),
+    };
     t.max_body_bytes = tc.max_body_bytes.unwrap_or(p.max_body_bytes);
     Ok(t)
 }

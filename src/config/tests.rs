@@ -204,3 +204,24 @@ fn a_comment_that_names_the_key_does_not_move_the_error() {
     let (l, c, _) = err(&text);
     assert_eq!((l, c), (4, 17));
 }
+
+#[test]
+fn valid_status_codes_take_classes_codes_and_ranges() {
+    let loaded = parse(
+        "c.toml",
+        "[probe]\nvalid_status_codes = [\"2xx\", \"301\"]\n\
+         [[target]]\nname = \"a\"\nurl = \"http://127.0.0.1:81/\"\n\
+         [[target]]\nname = \"b\"\nurl = \"http://127.0.0.1:82/\"\nvalid_status_codes = [\"200-204\"]\n",
+    )
+    .unwrap();
+    let (a, b) = (&loaded.targets[0], &loaded.targets[1]);
+    assert!(a.status_ok(204) && a.status_ok(301) && !a.status_ok(302));
+    assert!(b.status_ok(204) && !b.status_ok(205) && !b.status_ok(301));
+    let (l, _, m) = err(&format!(
+        "[probe]\nvalid_status_codes = [\"6xx\"]\n{TARGET}"
+    ));
+    assert_eq!(l, 2);
+    assert!(m.contains("a class like \"2xx\""), "{m}");
+    let (_, _, m) = err(&format!("[probe]\nvalid_status_codes = []\n{TARGET}"));
+    assert!(m.contains("no probe could end ok"), "{m}");
+}

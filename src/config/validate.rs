@@ -187,6 +187,24 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             "the kernel accepts TCP_SYNCNT from 1 to 127",
         )?;
     }
+    let empty_codes = |codes: &[super::StatusRange]| codes.is_empty();
+    if empty_codes(&p.valid_status_codes) {
+        return Err(k.err(
+            &["probe", "valid_status_codes"],
+            "[probe] valid_status_codes is empty, so no probe could end ok; the default is [\"2xx\"]".into(),
+        ));
+    }
+    if let Some(i) = c
+        .targets
+        .iter()
+        .position(|t| t.valid_status_codes.as_deref().is_some_and(empty_codes))
+    {
+        return Err(k.err(
+            &["target", &i.to_string(), "valid_status_codes"],
+            "valid_status_codes is empty, so no probe could end ok; leave it out for [probe]'s"
+                .into(),
+        ));
+    }
     let s = &c.server;
     k.num(
         &["server", "max_connections"],

@@ -600,3 +600,33 @@ fn a_large_body_is_known_from_what_was_measured_not_the_url() {
     big.body_bytes = 65_536;
     assert_eq!(kinds(&[small, big]), [FindingKind::PmtuBlackhole]);
 }
+
+#[test]
+fn one_lost_syn_in_a_small_cell_raises_nothing() {
+    // One probe in five on the 1 s rung: p is small for so few probes, but a
+    // single unlucky SYN is never a finding (min_rung_probes = 2).
+    let mut probes = repeat(ok(0.5), 4);
+    probes.push((1000.6, 1, Outcome::Ok));
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "http://10.96.0.12/",
+        &probes,
+    )];
+    assert!(detect(&s, &[], &DetectorConfig::default()).is_empty());
+    // Two of five are a finding: the gate is the count, not the share.
+    probes[0] = (1000.7, 1, Outcome::Ok);
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "http://10.96.0.12/",
+        &probes,
+    )];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, FindingKind::SynRetransmitLadder);
+}

@@ -467,10 +467,7 @@ impl Otlp {
 
     /// Whether a probe's trace is kept.
     pub fn keep(&self, r: &ProbeResult) -> bool {
-        !r.outcome.is_ok()
-            || r.syn_retransmits > 0
-            || r.phases.total >= self.cfg.slow.get()
-            || rand::random::<f64>() < self.cfg.healthy_sample_ratio
+        keep(&self.cfg, r, rand::random::<f64>())
     }
 
     /// How often an active alert is sent again.
@@ -660,6 +657,15 @@ impl Otlp {
     }
 }
 
+/// Whether a probe's trace is kept, `draw` being uniform in [0, 1): every
+/// failed, retransmitting or slow probe; healthy ones at the ratio.
+fn keep(cfg: &OtlpConfig, r: &ProbeResult, draw: f64) -> bool {
+    !r.outcome.is_ok()
+        || r.syn_retransmits > 0
+        || r.phases.total >= cfg.slow.get()
+        || draw < cfg.healthy_sample_ratio
+}
+
 /// How long stopping may spend flushing OTLP, all signals together.
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 
@@ -679,5 +685,62 @@ impl super::Exporter for Otlp {
         if r.syn_retransmits > 0 {
             self.retransmits.add(u64::from(r.syn_retransmits), &dims);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Outcome, PathKind, Phases, SourceKind, Target};
+
+    fn result(outcome: Outcome, rtx: u32, total_ms: u64) -> ProbeResult {
+        ProbeResult {
+            target: Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap()),
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: None,
+            path: PathKind::Unknown,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
+            start_lag: Duration::ZERO,
+            phases: Phases {
+                total: Duration::from_millis(total_ms),
+                ..Phases::default()
+            },
+            outcome,
+            status: None,
+            error: None,
+            tcp_info: None,
+            syn_retransmits: rtx,
+            syn_events: vec![],
+            local_addr: None,
+            peer_addr: None,
+            body_bytes: 0,
+            content_length: None,
+            rejected_node_header: false,
+        }
+    }
+
+    #[test]
+    fn every_telling_probe_is_kept_and_healthy_ones_at_one_percent() {
+        let cfg = OtlpConfig::default();
+        assert_eq!(cfg.healthy_sample_ratio, 0.01);
+        // Whatever the draw, a failure, a lost SYN or a slow probe is kept.
+        for draw in [0.0, 0.5, 0.999] {
+            assert!(keep(&cfg, &result(Outcome::Refused, 0, 1), draw));
+            assert!(keep(&cfg, &result(Outcome::Ok, 1, 1), draw));
+            assert!(keep(&cfg, &result(Outcome::Ok, 0, 1000), draw));
+        }
+        // A healthy probe is kept only on a draw under the ratio.
+        let healthy = result(Outcome::Ok, 0, 1);
+        assert!(keep(&cfg, &healthy, 0.0099));
+        assert!(!keep(&cfg, &healthy, 0.01));
+        let kept = (0..10_000)
+            .filter(|i| keep(&cfg, &healthy, f64::from(*i) / 10_000.0))
+            .count();
+        assert_eq!(kept, 100, "one in a hundred over an even spread of draws");
+        assert!(
+            !keep(&cfg, &result(Outcome::Ok, 0, 999), 0.5),
+            "999 ms is under `slow`"
+        );
     }
 }

@@ -150,6 +150,33 @@ mod tests {
     }
 
     #[test]
+    fn the_rung_window_is_pinned_at_both_edges() {
+        let s = SynSchedule::classic();
+        // Rung T matches in [T, 1.13 T + 0.1 s] above the base, and not a
+        // hair outside: a looser window would take jitter for rungs.
+        for (k, t) in s.rungs().iter().enumerate() {
+            let k = k as u32 + 1;
+            let hi = 1.13 * t + 0.1;
+            assert_eq!(s.match_rung(*t, 0.0), Some(k), "{t} s");
+            assert_eq!(s.match_rung(hi - 1e-9, 0.0), Some(k), "{t} s at its top");
+            assert_eq!(s.match_rung(t - 1e-6, 0.0), None, "{t} s early");
+            if k < 6 {
+                assert_ne!(s.match_rung(hi + 1e-3, 0.0), Some(k), "{t} s past its top");
+            }
+        }
+        assert_eq!(
+            s.match_rung(17.06, 0.0),
+            None,
+            "the 15 s rung ends at 17.05 s"
+        );
+        assert_eq!(
+            s.match_rung(71.3, 0.0),
+            None,
+            "the 63 s rung ends at 71.29 s"
+        );
+    }
+
+    #[test]
     fn dns_rungs() {
         assert_eq!(match_dns_rung(5.02), Some(5.0));
         assert_eq!(match_dns_rung(10.3), Some(10.0));

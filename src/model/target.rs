@@ -87,9 +87,19 @@ pub struct Target {
     /// After the connect, the response head must arrive within this.
     pub first_byte_timeout: Duration,
     pub max_body_bytes: u64,
+    /// Status ranges that end a probe `ok` (inclusive); by default 2xx only,
+    /// so a redirect or an error page is never counted as healthy.
+    pub valid_status: Vec<(u16, u16)>,
 }
 
 impl Target {
+    /// Whether `status` ends a probe of this target `ok`.
+    pub fn status_ok(&self, status: u16) -> bool {
+        self.valid_status
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+
     /// A target for `url` with the default probe settings; the scheme
     /// (`http`, `tcp`, `dns`) picks the probe kind.
     pub fn parse(name: &str, url: &str) -> Result<Self, String> {
@@ -157,6 +167,7 @@ impl Target {
             connect_timeout: defaults.timeout,
             first_byte_timeout: defaults.first_byte_timeout,
             max_body_bytes: defaults.max_body_bytes,
+            valid_status: vec![(200, 299)],
         })
     }
 

@@ -203,7 +203,7 @@ impl Prober {
             Some(f) => (f.outcome, Some(f.message)),
             None => match (&target.kind, st.status) {
                 (ProbeKind::Tcp | ProbeKind::Dns(_), _) => (Outcome::Ok, None),
-                (ProbeKind::Http, Some(s)) if (200..300).contains(&s) => (Outcome::Ok, None),
+                (ProbeKind::Http, Some(s)) if target.status_ok(s) => (Outcome::Ok, None),
                 (ProbeKind::Http, Some(s)) => {
                     (Outcome::HttpStatus, Some(format!("HTTP status {s}")))
                 }

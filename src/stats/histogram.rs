@@ -157,6 +157,26 @@ impl PhaseHistograms {
 mod tests {
     use super::*;
 
+    #[test]
+    fn phase_histograms_merge_every_phase() {
+        let p = |dns: u64, c: u64, fb: u64, t: u64| Phases {
+            dns: Some(Duration::from_millis(dns)),
+            connect: Some(Duration::from_millis(c)),
+            first_byte: Some(Duration::from_millis(fb)),
+            total: Duration::from_millis(t),
+        };
+        let mut a = PhaseHistograms::default();
+        a.record(&p(1, 2, 3, 4), true);
+        let mut b = PhaseHistograms::default();
+        b.record(&p(5, 6, 7, 8), true);
+        b.record(&p(5, 63_000, 63_001, 63_002), true);
+        a.merge(&b).unwrap();
+        for phase in Phase::ALL {
+            assert_eq!(a.get(phase).len(), 3, "{phase:?}");
+        }
+        assert!(a.get(Phase::Connect).max().unwrap() >= Duration::from_secs(63));
+    }
+
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)
     }

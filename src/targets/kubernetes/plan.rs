@@ -409,7 +409,11 @@ fn target(
     probe: &ProbeConfig,
 ) -> Result<Target, String> {
     Target::parse(&name, url)
-        .map(|t| t.with_node(node).with_timing(&probe.timing()))
+        .map(|t| {
+            let mut t = t.with_node(node).with_timing(&probe.timing());
+            t.valid_status = probe.valid_status();
+            t
+        })
         .map_err(|e| format!("{name}: {e}"))
 }
 
