@@ -38,6 +38,24 @@ fn main() {
         .filter(|c| tailprobe::detect::detect(&c.series, &c.facts, &Default::default()).is_empty())
         .count();
     println!("healthy cases with no finding: {quiet} of {healthy}");
+    let f = eval_set::fields(&cases);
+    println!("per field (right of judged):");
+    for (name, (right, judged)) in [
+        ("kind", f.kind),
+        ("scope", f.scope),
+        ("dominant rung", f.rung),
+        ("share", f.share),
+        ("first cause", f.cause),
+        ("timing agreement", f.timing),
+        ("healthy quiet", f.quiet),
+    ] {
+        let acc = if judged == 0 {
+            1.0
+        } else {
+            f64::from(right) / f64::from(judged)
+        };
+        println!("  {name:<16} {right:>3} of {judged:<3} {acc:.3}");
+    }
     let wrong: Vec<&str> = cases
         .iter()
         .filter(|c| {

@@ -1,6 +1,14 @@
 //! A labelled evaluation set for the detector: generated series with known
 //! modes and noise, each case labelled with the finding kinds it must raise
-//! (none for the healthy ones). Deterministic: one seed per case.
+//! (none for the healthy ones) and, where it has one, the scope, the rungs,
+//! the share and the first cause. Lost SYNs come from `simulate.rs`, the
+//! client kernel's timer run from first principles, never from the
+//! detector's own tables. Deterministic: one seed per case.
+
+#[path = "simulate.rs"]
+pub mod simulate;
+
+use simulate::{Fault, Kernel};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -8,8 +16,8 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tailprobe::model::{
-    Dims, NodeFacts, Outcome, PathKind, Phases, Sample, SeriesWindow as Series, SourceKind,
-    SynSchedule, Target,
+    Dims, NodeFacts, Outcome, OverlayDevice, PathKind, Phases, Sample, SeriesWindow as Series,
+    SourceKind, Target,
 };
 
 pub struct Case {
@@ -17,17 +25,37 @@ pub struct Case {
     pub series: Vec<Series>,
     pub facts: Vec<NodeFacts>,
     pub expected: BTreeSet<&'static str>,
+    /// Where labelled: the first finding's scope grouping, its rungs (lost
+    /// SYNs), its share within `SHARE_TOLERANCE`, and its first cause.
+    pub label: Option<Label>,
 }
+
+#[derive(Debug, Clone, Default)]
+pub struct Label {
+    pub grouping: &'static str,
+    pub rungs: Vec<u32>,
+    pub share: f64,
+    pub cause: Option<&'static str>,
+    /// Whether every rung probe's timing sits in its rung's window (the
+    /// evidence then says TCP_INFO agrees); false where the timer's slack
+    /// carried probes past the window.
+    pub timing_agrees: bool,
+}
+
+/// How far a finding's share may be from the simulated one.
+pub const SHARE_TOLERANCE: f64 = 0.05;
 
 /// How one probe goes.
 #[derive(Clone, Copy)]
 enum Mode {
     /// Healthy: base connect plus jitter (ms).
     Base { base_ms: f64, jitter_ms: f64 },
-    /// k SYNs lost on this schedule, with timer slack.
+    /// k SYNs lost, the timeline simulated on the case's kernel.
     Rung { k: u32 },
-    /// The resolver's 5 s timeout on the DNS phase.
-    Dns,
+    /// A connect through a path with this fault, simulated.
+    Syn(Fault),
+    /// The resolver's 5 s timeout on the DNS phase (`tries` lost queries).
+    Dns { tries: u32 },
     /// A failed exchange.
     Fail(Outcome),
 }
@@ -38,7 +66,21 @@ fn build(
     target: &str,
     url: &str,
     modes: &[Mode],
-    schedule: SynSchedule,
+    kernel: Kernel,
+    rng: &mut StdRng,
+) -> Series {
+    build_from(src, SourceKind::Host, dst, target, url, modes, kernel, rng)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_from(
+    src: &str,
+    kind: SourceKind,
+    dst: &str,
+    target: &str,
+    url: &str,
+    modes: &[Mode],
+    kernel: Kernel,
     rng: &mut StdRng,
 ) -> Series {
     // What the echo declares for `/bytes/N`; the probe measures it.
@@ -49,21 +91,36 @@ fn build(
     let mut samples = Vec::new();
     for m in modes {
         let jitter = rng.random::<f64>();
+        let rtt = 0.0005 + 0.0005 * jitter;
+        let syn = |fault, rng: &mut StdRng| {
+            let c = simulate::connect(&kernel, fault, rtt, rng);
+            match c.seconds {
+                Some(s) => (s, None, c.retransmits, Outcome::Ok),
+                None => (
+                    c.gave_up_at.unwrap_or(0.0),
+                    None,
+                    c.retransmits,
+                    Outcome::ConnectTimeout,
+                ),
+            }
+        };
         let (connect_s, dns, r, outcome) = match *m {
             Mode::Base { base_ms, jitter_ms } => {
                 ((base_ms + jitter * jitter_ms) / 1e3, None, 0, Outcome::Ok)
             }
-            Mode::Rung { k } => {
-                let t = schedule.rung_seconds(k).unwrap();
-                // Timers fire late by up to about 4 % here.
-                (t * (1.0 + 0.04 * jitter) + 0.0005, None, k, Outcome::Ok)
-            }
-            Mode::Dns => (0.0006, Some(5.0 + 0.02 * jitter), 0, Outcome::Ok),
+            Mode::Rung { k } => syn(Fault::FirstSyns(k), rng),
+            Mode::Syn(fault) => syn(fault, rng),
+            Mode::Dns { tries } => (
+                0.0006,
+                Some(5.0 * f64::from(tries) * (1.0 + 0.004 * jitter)),
+                0,
+                Outcome::Ok,
+            ),
             Mode::Fail(o) => (0.0006, None, 0, o),
         };
         let dns = dns.map(Duration::from_secs_f64);
         let connect = dns.unwrap_or_default() + Duration::from_secs_f64(connect_s);
-        let failed_connect = matches!(m, Mode::Fail(Outcome::Refused));
+        let failed_connect = matches!(outcome, Outcome::Refused | Outcome::ConnectTimeout);
         let phases = Phases {
             dns,
             connect: (!failed_connect).then_some(connect),
@@ -82,7 +139,7 @@ fn build(
     Series {
         dims: Dims {
             source_node: src.into(),
-            source_kind: SourceKind::Host,
+            source_kind: kind,
             destination_node: Some(dst.into()),
             target: target.into(),
             path: if src == dst {
@@ -111,7 +168,7 @@ fn one(
     name: impl Into<String>,
     target: &str,
     modes: &[Mode],
-    schedule: SynSchedule,
+    kernel: Kernel,
     facts: Vec<NodeFacts>,
     expected: BTreeSet<&'static str>,
     r: &mut StdRng,
@@ -124,11 +181,12 @@ fn one(
             target,
             "http://x/",
             modes,
-            schedule,
+            kernel,
             r,
         )],
         facts,
         expected,
+        label: None,
     }
 }
 
@@ -146,9 +204,10 @@ fn mix(n: usize, hits: usize, hit: Mode, base: Mode, rng: &mut StdRng) -> Vec<Mo
     v
 }
 
-/// Every case: generated, then recorded.
+/// Every case: generated, simulated with full labels, then recorded.
 pub fn cases() -> Vec<Case> {
     let mut all = generated();
+    all.extend(labelled());
     all.extend(recorded());
     all
 }
@@ -183,7 +242,7 @@ fn generated() -> Vec<Case> {
             name,
             "t",
             &modes,
-            SynSchedule::classic(),
+            Kernel::linux(0),
             vec![],
             BTreeSet::new(),
             &mut r,
@@ -203,7 +262,7 @@ fn generated() -> Vec<Case> {
             "healthy-mixed-node-service",
             "svc-all",
             &modes,
-            SynSchedule::classic(),
+            Kernel::linux(0),
             vec![],
             BTreeSet::new(),
             &mut r,
@@ -216,7 +275,7 @@ fn generated() -> Vec<Case> {
             format!("healthy-one-unlucky-probe-in-{n}"),
             "t",
             &modes,
-            SynSchedule::classic(),
+            Kernel::linux(0),
             vec![],
             BTreeSet::new(),
             &mut r,
@@ -224,10 +283,10 @@ fn generated() -> Vec<Case> {
     }
     // Ladders: every rung of both schedules, at shares from 1 in 50 up.
     for (schedule, linear, label) in [
-        (SynSchedule::classic(), Some(0), "classic"),
-        (SynSchedule::linux(6, 4), Some(4), "linear"),
+        (Kernel::linux(0), Some(0), "classic"),
+        (Kernel::linux(4), Some(4), "linear"),
     ] {
-        for k in 1..=schedule.rungs().len() as u32 {
+        for k in 1..=schedule.syn_retries {
             for (n, hits) in [(200, 4), (50, 5), (20, 20)] {
                 let mut r = rng();
                 let modes = mix(n, hits, Mode::Rung { k }, base, &mut r);
@@ -245,12 +304,12 @@ fn generated() -> Vec<Case> {
     }
     for hits in [2, 10] {
         let mut r = rng();
-        let modes = mix(100, hits, Mode::Dns, base, &mut r);
+        let modes = mix(100, hits, Mode::Dns { tries: 1 }, base, &mut r);
         out.push(one(
             format!("dns-5s-{hits}of100"),
             "t",
             &modes,
-            SynSchedule::classic(),
+            Kernel::linux(0),
             vec![],
             ["dns-timeout-ladder"].into(),
             &mut r,
@@ -264,7 +323,7 @@ fn generated() -> Vec<Case> {
             "small",
             "http://x/",
             &[base; 20],
-            SynSchedule::classic(),
+            Kernel::linux(0),
             &mut r,
         );
         let big = build(
@@ -273,7 +332,7 @@ fn generated() -> Vec<Case> {
             "big",
             "http://x/bytes/65536",
             &[Mode::Fail(Outcome::TotalTimeout); 20],
-            SynSchedule::classic(),
+            Kernel::linux(0),
             &mut r,
         );
         out.push(Case {
@@ -281,6 +340,7 @@ fn generated() -> Vec<Case> {
             series: vec![small, big],
             facts: vec![],
             expected: ["pmtu-blackhole"].into(),
+            label: None,
         });
     }
     {
@@ -296,7 +356,7 @@ fn generated() -> Vec<Case> {
                 "t",
                 "http://x/",
                 &modes,
-                SynSchedule::classic(),
+                Kernel::linux(0),
                 &mut r,
             );
             for (i, p) in s.samples.iter_mut().enumerate() {
@@ -309,6 +369,7 @@ fn generated() -> Vec<Case> {
             series,
             facts: vec![],
             expected: ["first-contact-delay"].into(),
+            label: None,
         });
     }
     {
@@ -318,7 +379,7 @@ fn generated() -> Vec<Case> {
             "refused",
             "t",
             &modes,
-            SynSchedule::classic(),
+            Kernel::linux(0),
             vec![],
             ["probe-failures"].into(),
             &mut r,
@@ -356,6 +417,7 @@ pub fn recorded() -> Vec<Case> {
                 name: format!("recorded:{}", p.file_stem().unwrap().to_string_lossy()),
                 series: rec.windows(),
                 facts: rec.facts.clone(),
+                label: None,
                 expected: rec
                     .expected
                     .iter()
@@ -394,4 +456,491 @@ pub fn score(cases: &[Case]) -> BTreeMap<&'static str, (u32, u32, u32)> {
         }
     }
     s
+}
+
+const NODES: [&str; 3] = ["node1", "node2", "node3"];
+
+/// A node's facts: its kernel, and a VXLAN device with TX checksum offload
+/// on when `overlay` (the receiver counting checksum errors).
+fn node_facts(node: &str, kernel: &str, linear: Option<u32>, overlay: bool) -> NodeFacts {
+    NodeFacts {
+        node: node.into(),
+        kernel: Some(kernel.into()),
+        syn_retries: Some(6),
+        syn_linear_timeouts: linear,
+        txrehash: Some(0),
+        udp_in_csum_errors: Some(if overlay { 40 } else { 0 }),
+        conntrack_insert_failed: Some(0),
+        overlays: overlay
+            .then(|| OverlayDevice {
+                name: "vxlan.calico".into(),
+                tx_checksumming: Some(true),
+                tx_checksum_ip_generic: Some(true),
+            })
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Every node probes every node's Service from its host and pod network;
+/// `modes` says what each (source, kind, destination) sees.
+fn cluster(
+    kernel: Kernel,
+    n: usize,
+    modes: impl Fn(&str, SourceKind, &str) -> Mode,
+    rng: &mut StdRng,
+) -> Vec<Series> {
+    let mut out = Vec::new();
+    for src in NODES {
+        for kind in [SourceKind::Host, SourceKind::Pod] {
+            for dst in NODES {
+                let m = vec![modes(src, kind, dst); n];
+                out.push(build_from(
+                    src,
+                    kind,
+                    dst,
+                    &format!("svc-{dst}"),
+                    "http://x/",
+                    &m,
+                    kernel,
+                    rng,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Cases simulated on the kernel's timer with every field labelled: kind,
+/// scope, rungs, share and, where one node's evidence names it, the cause.
+fn labelled() -> Vec<Case> {
+    let base = Mode::Base {
+        base_ms: 0.5,
+        jitter_ms: 1.0,
+    };
+    let mut seed = 1000u64;
+    let mut rng = || {
+        seed += 1;
+        StdRng::seed_from_u64(seed)
+    };
+    let mut out = Vec::new();
+    let mut push = |name: &str,
+                    series: Vec<Series>,
+                    facts: Vec<NodeFacts>,
+                    kinds: &[&'static str],
+                    label: Option<Label>| {
+        out.push(Case {
+            name: format!("sim:{name}"),
+            series,
+            facts,
+            expected: kinds.iter().copied().collect(),
+            label,
+        });
+    };
+    let ladder = ["syn-retransmit-ladder"];
+    let label = |grouping, rungs: &[u32], share, cause| {
+        Some(Label {
+            grouping,
+            rungs: rungs.to_vec(),
+            share,
+            cause,
+            timing_agrees: true,
+        })
+    };
+
+    // The double-NAT checksum bug: every cross-node SYN from the host
+    // network rides a NATed conntrack entry until a gap outlasts its timeout.
+    for (name, kernel, linear, kernel_release, fault, rung) in [
+        (
+            "vxlan-classic",
+            Kernel::linux(0),
+            None,
+            "3.10.0-1160.el7.x86_64",
+            Fault::NatExpiry {
+                conntrack_timeout_s: 30.0,
+                rehash: false,
+            },
+            6,
+        ),
+        (
+            "vxlan-linear",
+            Kernel::linux(4),
+            Some(4),
+            "6.6.0",
+            Fault::NatExpiry {
+                conntrack_timeout_s: 30.0,
+                rehash: false,
+            },
+            10,
+        ),
+        (
+            "vxlan-conntrack-10s",
+            Kernel::linux(0),
+            None,
+            "3.10.0",
+            Fault::NatExpiry {
+                conntrack_timeout_s: 10.0,
+                rehash: false,
+            },
+            5,
+        ),
+        (
+            "vxlan-rehash",
+            Kernel::linux(0),
+            None,
+            "3.10.0",
+            Fault::NatExpiry {
+                conntrack_timeout_s: 30.0,
+                rehash: true,
+            },
+            1,
+        ),
+    ] {
+        let mut r = rng();
+        let series = cluster(
+            kernel,
+            20,
+            |s, k, d| {
+                if k == SourceKind::Host && s != d {
+                    Mode::Syn(fault)
+                } else {
+                    base
+                }
+            },
+            &mut r,
+        );
+        let facts = NODES
+            .iter()
+            .map(|n| node_facts(n, kernel_release, linear, true))
+            .collect();
+        push(
+            name,
+            series,
+            facts,
+            &ladder,
+            label("kind-path", &[rung], 1.0, Some("vxlan-checksum-offload")),
+        );
+    }
+    {
+        // A rule on node1 drops the first 2 SYNs of every flow from node2.
+        let mut r = rng();
+        let series = cluster(
+            Kernel::linux(0),
+            20,
+            |s, _, d| {
+                if s == "node2" && d == "node1" {
+                    Mode::Syn(Fault::FirstSyns(2))
+                } else {
+                    base
+                }
+            },
+            &mut r,
+        );
+        push(
+            "drop-syn-2-one-pair",
+            series,
+            vec![],
+            &ladder,
+            label("pair", &[2], 1.0, Some("syn-dropped-on-path")),
+        );
+    }
+    {
+        // 5 % random loss everywhere: mostly one lost SYN, on every path.
+        let mut r = rng();
+        let series = cluster(
+            Kernel::linux(0),
+            200,
+            |_, _, _| Mode::Syn(Fault::Random(0.05)),
+            &mut r,
+        );
+        push(
+            "random-loss-5pct",
+            series,
+            vec![],
+            &ladder,
+            label("kind-path", &[1], 0.05, Some("path-packet-loss")),
+        );
+    }
+    {
+        // A partial, deterministic drop on three sources' cross-node paths:
+        // 6 of every 20 probes per cell, an exact share.
+        let mut r2 = rng();
+        let mut series = Vec::new();
+        for src in NODES {
+            for kind in [SourceKind::Host, SourceKind::Pod] {
+                for dst in NODES {
+                    let mut modes = vec![base; 20];
+                    if kind == SourceKind::Host && src != dst {
+                        for m in modes.iter_mut().step_by(3).take(6) {
+                            *m = Mode::Syn(Fault::FirstSyns(3));
+                        }
+                    }
+                    series.push(build_from(
+                        src,
+                        kind,
+                        dst,
+                        &format!("svc-{dst}"),
+                        "http://x/",
+                        &modes,
+                        Kernel::linux(0),
+                        &mut r2,
+                    ));
+                }
+            }
+        }
+        push(
+            "partial-share-cross-node",
+            series,
+            vec![],
+            &ladder,
+            label("kind-path", &[3], 0.3, None),
+        );
+    }
+    {
+        // Only pod-network sources lose SYNs cross-node.
+        let mut r = rng();
+        let series = cluster(
+            Kernel::linux(0),
+            20,
+            |s, k, d| {
+                if k == SourceKind::Pod && s != d {
+                    Mode::Syn(Fault::FirstSyns(1))
+                } else {
+                    base
+                }
+            },
+            &mut r,
+        );
+        push(
+            "pod-network-only",
+            series,
+            vec![],
+            &ladder,
+            label("kind-path", &[1], 1.0, None),
+        );
+    }
+    // One pair's series: give-ups, timer slack at and past the window's
+    // edge, a Windows client, borderline significance, a delay that is no
+    // loss.
+    let mut single = |name: &str,
+                      kernel: Kernel,
+                      modes: Vec<Mode>,
+                      facts: Vec<NodeFacts>,
+                      kinds: &[&'static str],
+                      l: Option<Label>,
+                      r: &mut StdRng| {
+        let s = build("node1", "node2", "t", "http://x/", &modes, kernel, r);
+        push(name, vec![s], facts, kinds, l);
+    };
+    {
+        let mut r = rng();
+        let mut modes = vec![base; 15];
+        modes.extend([Mode::Syn(Fault::All); 5]);
+        single(
+            "give-ups",
+            Kernel::linux(0),
+            modes,
+            vec![],
+            &ladder,
+            label("cell", &[], 0.25, None),
+            &mut r,
+        );
+    }
+    // Slack up to 12 % of the 4 s timeout keeps the 7 s rung inside its
+    // window; 25 % carries most probes past it, and the kernel's count
+    // still places them, with the disagreement said.
+    for (name, slack, within) in [
+        ("slack-at-window-edge", 0.12, true),
+        ("slack-past-window-edge", 0.25, false),
+    ] {
+        let mut r = rng();
+        let kernel = Kernel {
+            slack,
+            ..Kernel::linux(0)
+        };
+        let mut l = label("cell", &[3], 1.0, None);
+        if let Some(l) = l.as_mut() {
+            l.timing_agrees = within;
+        }
+        single(
+            name,
+            kernel,
+            vec![Mode::Syn(Fault::FirstSyns(3)); 20],
+            vec![],
+            &ladder,
+            l,
+            &mut r,
+        );
+    }
+    {
+        let mut r = rng();
+        single(
+            "windows-client",
+            Kernel::windows(),
+            vec![Mode::Syn(Fault::FirstSyns(2)); 10],
+            vec![NodeFacts {
+                node: "node1".into(),
+                kernel: Some("Windows Server 2022 10.0.20348".into()),
+                ..NodeFacts::default()
+            }],
+            &ladder,
+            label("cell", &[2], 1.0, None),
+            &mut r,
+        );
+    }
+    {
+        let mut r = rng();
+        let modes = mix(2000, 2, Mode::Syn(Fault::FirstSyns(1)), base, &mut r);
+        single(
+            "borderline-2-in-2000",
+            Kernel::linux(0),
+            modes,
+            vec![],
+            &[],
+            None,
+            &mut r,
+        );
+        let mut r = rng();
+        let modes = mix(200, 3, Mode::Syn(Fault::FirstSyns(1)), base, &mut r);
+        single(
+            "borderline-3-in-200",
+            Kernel::linux(0),
+            modes,
+            vec![],
+            &ladder,
+            label("cell", &[1], 0.015, None),
+            &mut r,
+        );
+    }
+    {
+        // Every connect takes just over a second, but no SYN was lost: a
+        // delay timed like a rung, which the kernel's count overrules.
+        let mut r = rng();
+        let modes = vec![
+            Mode::Base {
+                base_ms: 1000.5,
+                jitter_ms: 2.0
+            };
+            40
+        ];
+        single(
+            "delay-not-loss",
+            Kernel::linux(0),
+            modes,
+            vec![],
+            &[],
+            None,
+            &mut r,
+        );
+    }
+    {
+        let mut r = rng();
+        let modes = mix(100, 10, Mode::Dns { tries: 2 }, base, &mut r);
+        single(
+            "dns-10s",
+            Kernel::linux(0),
+            modes,
+            vec![],
+            &["dns-timeout-ladder"],
+            label("source", &[], 0.1, Some("conntrack-dns-race")),
+            &mut r,
+        );
+    }
+    out
+}
+
+/// Per field: (right, judged). Kind over every case; the others over the
+/// labelled cases' first finding.
+#[derive(Debug, Default)]
+pub struct Fields {
+    pub kind: (u32, u32),
+    pub scope: (u32, u32),
+    pub rung: (u32, u32),
+    pub share: (u32, u32),
+    pub cause: (u32, u32),
+    pub timing: (u32, u32),
+    pub quiet: (u32, u32),
+    pub wrong: Vec<String>,
+}
+
+pub fn fields(cases: &[Case]) -> Fields {
+    let mut f = Fields::default();
+    let tally = |field: &mut (u32, u32), ok: bool, wrong: &mut Vec<String>, what: String| {
+        field.1 += 1;
+        if ok {
+            field.0 += 1;
+        } else {
+            wrong.push(what);
+        }
+    };
+    for c in cases {
+        let found = tailprobe::detect::detect(&c.series, &c.facts, &Default::default());
+        let kinds: BTreeSet<String> = found.iter().map(|x| x.kind.as_str().to_string()).collect();
+        let want: BTreeSet<String> = c.expected.iter().map(|k| k.to_string()).collect();
+        tally(
+            &mut f.kind,
+            kinds == want,
+            &mut f.wrong,
+            format!("{}: kinds {kinds:?}", c.name),
+        );
+        if want.is_empty() {
+            tally(
+                &mut f.quiet,
+                found.is_empty(),
+                &mut f.wrong,
+                format!("{}: not quiet", c.name),
+            );
+        }
+        let (Some(l), Some(first)) = (&c.label, found.first()) else {
+            continue;
+        };
+        let grouping = first.scope_key.grouping.as_str();
+        tally(
+            &mut f.scope,
+            grouping == l.grouping,
+            &mut f.wrong,
+            format!("{}: scope {grouping} ({})", c.name, first.scope),
+        );
+        let dominant: Vec<u32> = first
+            .rungs
+            .iter()
+            .max_by_key(|r| r.count)
+            .map(|r| r.retransmits)
+            .into_iter()
+            .collect();
+        tally(
+            &mut f.rung,
+            dominant == l.rungs,
+            &mut f.wrong,
+            format!("{}: rungs {:?}", c.name, first.rungs),
+        );
+        tally(
+            &mut f.share,
+            (first.share - l.share).abs() <= SHARE_TOLERANCE,
+            &mut f.wrong,
+            format!("{}: share {}", c.name, first.share),
+        );
+        if !l.rungs.is_empty() {
+            let agrees = first
+                .evidence
+                .iter()
+                .any(|e| e.starts_with("TCP_INFO agrees"));
+            tally(
+                &mut f.timing,
+                agrees == l.timing_agrees,
+                &mut f.wrong,
+                format!("{}: TCP_INFO agreement {agrees}", c.name),
+            );
+        }
+        if let Some(cause) = l.cause {
+            let top = first.likely_causes.first().map(|c| c.id.as_str());
+            tally(
+                &mut f.cause,
+                top == Some(cause),
+                &mut f.wrong,
+                format!("{}: first cause {top:?}", c.name),
+            );
+        }
+    }
+    f
 }
