@@ -490,3 +490,57 @@ async fn a_black_holed_collector_does_not_delay_shutdown() {
         t0.elapsed()
     );
 }
+
+/// Exporting never hurts probing, whatever the collector does: one that
+/// accepts and never answers, and one whose SYNs are dropped. Probes keep
+/// their schedule and none is skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_hangs_or_drops_syns_costs_probing_nothing() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let hang = Server::start(Behaviour::Hang).await;
+    let hole = SynBlackhole::new();
+    for (what, collector) in [("hangs", hang.addr), ("drops SYNs", hole.addr)] {
+        let dir = TempDir::new("otlp-stuck");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let cfg = dir.file(
+            "c.toml",
+            &format!(
+                "node = \"node1\"\n[probe]\ninterval = \"20ms\"\njitter = \"0s\"\n[server]\nlisten = \"{listen}\"\n\
+                 [otlp]\nendpoint = \"http://{collector}\"\nprotocol = \"http/protobuf\"\nhealthy_sample_ratio = 1.0\nmax_queue = 64\n\
+                 [[target]]\nname = \"a\"\nurl = \"{}\"\nnode = \"node1\"\n\
+                 [[target]]\nname = \"b\"\nurl = \"{}\"\nnode = \"node2\"\n",
+                ok.url("/"),
+                ok.url("/")
+            ),
+        );
+        let (mut child, mut lines) =
+            common::daemon(&cfg, &[("OTEL_METRIC_EXPORT_INTERVAL", "500")]);
+        common::wait_for_line(&mut lines, "Probing.", Duration::from_secs(10)).await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (_, _, text) = common::get(&listen, "/metrics").await;
+        let started = metric(&text, "tailprobe_probe_start_lag_seconds_count");
+        let late = started
+            - metric(
+                &text,
+                "tailprobe_probe_start_lag_seconds_bucket{le=\"0.05\"}",
+            );
+        // Two targets every 20 ms for about 3 s.
+        assert!(
+            started >= 250.0,
+            "collector {what}: {started} probes started"
+        );
+        assert_eq!(late, 0.0, "collector {what}: {late} probes started late");
+        assert_eq!(
+            metric(&text, "tailprobe_probes_skipped_total"),
+            0.0,
+            "collector {what}: no probe skipped"
+        );
+        assert!(
+            metric(&text, "tailprobe_otlp_spans_dropped_total") > 0.0,
+            "collector {what}: the full queue is counted: {text}"
+        );
+        common::terminate(child.id().unwrap());
+        let _ = child.wait().await;
+    }
+}
