@@ -106,6 +106,7 @@ mod tests {
         let s = SynSchedule::classic();
         assert_eq!(s.rungs(), [1.0, 3.0, 7.0, 15.0, 31.0, 63.0]);
         assert_eq!(s.give_up(), 127.0);
+        assert_eq!(s.describe(), "1, 3, 7, 15, 31, 63 s, gives up at 127 s");
     }
 
     #[test]
@@ -142,8 +143,10 @@ mod tests {
         assert_eq!(s.match_rung(0.99, 0.0), None, "early is not a rung");
         assert_eq!(s.match_rung(2.0, 0.0), None, "between rungs");
         assert_eq!(s.match_rung(1.5, 0.0), None);
-        // The path's base time shifts the window.
+        // The path's base time shifts the window up, both edges.
         assert_eq!(s.match_rung(1.25, 0.2), Some(1));
+        assert_eq!(s.match_rung(1.1, 0.2), None, "below 1 s + base");
+        assert_eq!(s.match_rung(1.45, 0.2), None, "above 1.23 s + base");
         let l = SynSchedule::linux(6, 4);
         assert_eq!(l.match_rung(2.05, 0.0), Some(2));
         assert_eq!(l.match_rung(67.5, 0.0), Some(10));
@@ -181,5 +184,15 @@ mod tests {
         assert_eq!(match_dns_rung(5.02), Some(5.0));
         assert_eq!(match_dns_rung(10.3), Some(10.0));
         assert_eq!(match_dns_rung(0.5), None);
+        // The same late-never-early window: [T, 1.13 T + 0.1 s].
+        assert_eq!(
+            match_dns_rung(5.7),
+            Some(5.0),
+            "5.75 s is the 5 s rung's top"
+        );
+        assert_eq!(match_dns_rung(6.0), None);
+        assert_eq!(match_dns_rung(11.35), Some(10.0));
+        assert_eq!(match_dns_rung(11.45), None);
+        assert_eq!(match_dns_rung(4.99), None, "never early");
     }
 }

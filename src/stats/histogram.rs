@@ -158,6 +158,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn phases_are_named_as_the_wire_names_them() {
+        let names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["dns", "connect", "first_byte", "total"]);
+    }
+
+    #[test]
+    fn quantiles_read_the_tail_and_an_empty_histogram_says_so() {
+        let mut l = Latency::default();
+        assert!(l.is_empty() && l.quantile(0.5).is_none() && l.max().is_none());
+        for _ in 0..999 {
+            l.record(Duration::from_millis(1));
+        }
+        l.record(Duration::from_secs(63));
+        assert!(!l.is_empty());
+        let q = |x: f64| l.quantile(x).unwrap().as_secs_f64();
+        assert!((q(0.5) - 0.001).abs() < 0.00001, "{}", q(0.5));
+        assert!((q(1.0) - 63.0).abs() < 0.1, "{}", q(1.0));
+        assert!((l.max().unwrap().as_secs_f64() - 63.0).abs() < 0.1);
+    }
+
+    #[test]
     fn phase_histograms_merge_every_phase() {
         let p = |dns: u64, c: u64, fb: u64, t: u64| Phases {
             dns: Some(Duration::from_millis(dns)),
