@@ -536,3 +536,37 @@ async fn a_token_closes_the_api_but_not_the_health_checks() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A second signal ends the process at once, without waiting out the drain.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_without_draining() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let dir = TempDir::new("hardening-second-signal");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"n1\"\n[server]\nlisten = \"{listen}\"\nheader_read_timeout = \"60s\"\nshutdown_grace = \"60s\"\n\
+             [[target]]\nname = \"ok\"\nurl = \"{}\"\n",
+            ok.url("/")
+        ),
+    );
+    let (mut child, mut stderr) = common::daemon(&cfg, &[]);
+    common::wait_for_line(&mut stderr, "Probing.", Duration::from_secs(10)).await;
+    // Half a request head: the drain would wait the 60 s grace on it.
+    let mut slow = connect(&listen).await;
+    slow.write_all(b"GET /metrics HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap();
+    common::terminate(pid);
+    common::wait_for_line(&mut stderr, "Shutting down.", Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    common::terminate(pid);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the second signal ends the process")
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
