@@ -244,6 +244,7 @@ async fn judge(
         .map(|o| o.alert_resend())
         .unwrap_or(std::time::Duration::from_secs(600));
     let mut alerter = Alerter::new(resend);
+    let mut csum_errors = crate::node::CounterWindow::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -254,7 +255,10 @@ async fn judge(
             .unwrap_or_else(|e| e.into_inner())
             .source_node
             .clone();
-        let facts = crate::node::gather(&node).await;
+        let mut facts = crate::node::gather(&node).await;
+        facts.udp_in_csum_errors_delta = facts
+            .udp_in_csum_errors
+            .and_then(|n| csum_errors.rise(std::time::Instant::now(), n, cfg.window.get()));
         // Copying the window and judging it is CPU work: on the blocking
         // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();

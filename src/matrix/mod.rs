@@ -76,10 +76,14 @@ pub async fn run(
         )?
         .map(Arc::new);
     }
+    let node = prober.source_node.clone();
     let (mut report, series) = run_with(prober, loaded, &opts, cancel, &done).await;
     if let Some(p) = progress {
         p.finish();
     }
+    // Read again: what rose while the probes ran is this node's evidence
+    // as a receiver.
+    let facts = crate::node::with_rise(&facts, crate::node::gather(&node).await);
     report.findings = crate::detect::detect(
         &windows(&series),
         std::slice::from_ref(&facts),

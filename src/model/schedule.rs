@@ -75,6 +75,16 @@ impl SynSchedule {
             .map(|i| i as u32 + 1)
     }
 
+    /// The first retransmission sent after a quiet gap of more than `gap_s`
+    /// (1-based, as rungs are), if any.
+    pub fn first_retransmit_after_gap(&self, gap_s: f64) -> Option<u32> {
+        let t = self.timeouts();
+        t[..t.len() - 1]
+            .iter()
+            .position(|wait| *wait > gap_s)
+            .map(|i| i as u32 + 1)
+    }
+
     /// The rung after `k` lost SYNs, in seconds.
     pub fn rung_seconds(&self, k: u32) -> Option<f64> {
         self.rungs().get((k as usize).checked_sub(1)?).copied()

@@ -61,11 +61,9 @@ fn read_u32(path: &str) -> Option<u32> {
 
 /// Reads this node's facts (in the calling thread's network namespace).
 pub async fn gather(node: &str) -> NodeFacts {
+    let devices = read("/proc/thread-self/net/dev").map(|d| interfaces(&d));
     let mut overlays = Vec::new();
-    for name in interfaces(&read("/proc/thread-self/net/dev").unwrap_or_default())
-        .into_iter()
-        .filter(|n| is_overlay(n))
-    {
+    for name in devices.iter().flatten().filter(|n| is_overlay(n)).cloned() {
         let (tx, generic) = offloads(&name).await.unwrap_or((None, None));
         overlays.push(OverlayDevice {
             name,
@@ -80,10 +78,58 @@ pub async fn gather(node: &str) -> NodeFacts {
         syn_linear_timeouts: read_u32("/proc/sys/net/ipv4/tcp_syn_linear_timeouts"),
         txrehash: read_u32("/proc/sys/net/core/txrehash"),
         udp_in_csum_errors: read("/proc/thread-self/net/snmp").and_then(|s| udp_in_csum_errors(&s)),
+        udp_in_csum_errors_delta: None,
         conntrack_insert_failed: read("/proc/thread-self/net/stat/nf_conntrack")
             .and_then(|s| conntrack_insert_failed(&s)),
+        conntrack_udp_timeout: read_u32("/proc/sys/net/netfilter/nf_conntrack_udp_timeout"),
+        conntrack_udp_timeout_stream: read_u32(
+            "/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream",
+        ),
+        kube_proxy_ipvs: devices.map(|d| d.iter().any(|n| n == "kube-ipvs0")),
         overlays,
     }
+}
+
+/// The rise of `UdpInCsumErrors` over a window: readings are kept for as
+/// long as the window lasts, and the rise is the newest minus the oldest.
+/// A counter that went backwards (a reboot under a long-lived prober) starts
+/// over.
+#[derive(Debug, Default)]
+pub struct CounterWindow {
+    readings: std::collections::VecDeque<(std::time::Instant, u64)>,
+}
+
+impl CounterWindow {
+    /// Records `value` read at `now` and returns the rise over `window`;
+    /// `None` until two readings exist.
+    pub fn rise(
+        &mut self,
+        now: std::time::Instant,
+        value: u64,
+        window: std::time::Duration,
+    ) -> Option<u64> {
+        if self.readings.back().is_some_and(|(_, v)| *v > value) {
+            self.readings.clear();
+        }
+        self.readings.push_back((now, value));
+        // Keep one reading at or before the window's start, so the rise
+        // covers the whole window.
+        while self.readings.len() > 2 && now.duration_since(self.readings[1].0) >= window {
+            self.readings.pop_front();
+        }
+        let (_, first) = self.readings.front()?;
+        (self.readings.len() >= 2).then(|| value - first)
+    }
+}
+
+/// Fills `later.udp_in_csum_errors_delta` from an earlier reading of the
+/// same node: what a one-shot run saw rise while it probed.
+pub fn with_rise(earlier: &NodeFacts, mut later: NodeFacts) -> NodeFacts {
+    later.udp_in_csum_errors_delta = match (earlier.udp_in_csum_errors, later.udp_in_csum_errors) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    later
 }
 
 /// Active TX checksum features over ethtool netlink, as `ethtool -k` reads them.
@@ -135,6 +181,39 @@ mod tests {
         assert!(is_overlay("vxlan.calico") && is_overlay("flannel.1") && !is_overlay("eth0"));
         let dev = "Inter-|   Receive\n face |bytes\n    lo: 0 0\n  eth0: 1 2\nvxlan.calico: 3 4\n";
         assert_eq!(interfaces(dev), ["lo", "eth0", "vxlan.calico"]);
+    }
+
+    #[test]
+    fn counts_the_rise_over_the_window_only() {
+        let t0 = std::time::Instant::now();
+        let s = std::time::Duration::from_secs;
+        let w = s(60);
+        let mut c = CounterWindow::default();
+        assert_eq!(c.rise(t0, 1000, w), None, "one reading is no rise");
+        assert_eq!(c.rise(t0 + s(30), 1004, w), Some(4));
+        assert_eq!(c.rise(t0 + s(60), 1010, w), Some(10));
+        // The reading at 0 s fell out; the one at 30 s opens the window.
+        assert_eq!(c.rise(t0 + s(95), 1010, w), Some(6));
+        assert_eq!(c.rise(t0 + s(200), 1010, w), Some(0));
+        // A counter that went back (a reboot) starts over.
+        assert_eq!(c.rise(t0 + s(210), 3, w), None);
+        assert_eq!(c.rise(t0 + s(220), 5, w), Some(2));
+    }
+
+    #[test]
+    fn a_one_shot_rise_is_later_minus_earlier() {
+        let at = |n| NodeFacts {
+            udp_in_csum_errors: n,
+            ..NodeFacts::default()
+        };
+        assert_eq!(
+            with_rise(&at(Some(7)), at(Some(19))).udp_in_csum_errors_delta,
+            Some(12)
+        );
+        assert_eq!(
+            with_rise(&at(None), at(Some(19))).udp_in_csum_errors_delta,
+            None
+        );
     }
 
     #[tokio::test]
