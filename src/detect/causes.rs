@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::stat::RungShape;
 use super::{Evidence, FindingKind};
 
 /// Which cause: the identity a finding's likely causes and the metrics'
@@ -56,34 +57,44 @@ pub fn has_checksum_fix(v: (u32, u32, u32)) -> bool {
             .any(|(ma, mi, p)| (*ma, *mi) == (major, minor) && patch >= *p)
 }
 
-/// A piece of evidence a cause expects.
+/// A piece of evidence a cause expects. Each is judged present, missing or
+/// unknown; unknown is never taken for missing (see [`rank`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
-    /// Only cross-node paths are hit; same-node paths from the same sources are clean.
+    /// Only cross-node paths are hit; same-node paths from the same sources
+    /// are clean. Unknown when a hit path's destination is unknown.
     CrossNodeOnly,
     /// Host-network sources are hit while pod-network sources are clean.
     HostNetworkOnly,
-    /// Same-node and cross-node paths alike.
-    EveryPathKind,
     /// Every hit path leads to one destination node.
     OneDestination,
-    /// kube-proxy runs in IPVS mode (a prober cannot tell).
+    /// kube-proxy runs in IPVS mode (its `kube-ipvs0` device exists).
     IpvsMode,
     /// The dominant rung is one or two lost SYNs.
     EarlyRung,
-    /// The dominant rung is the sixth (63 s classic, 67 s linear): the
-    /// NATed conntrack entry expired after 30 s.
-    SixthRung,
+    /// The probes escape on the rung where a NATed UDP flow gets a fresh
+    /// conntrack entry: after a quiet gap longer than the node's UDP
+    /// conntrack timeout, or at once when `txrehash` moves the flow.
+    NatEscapeRung,
+    /// The rung is not one NAT state explains.
+    NotNatEscapeRung,
+    /// The hit probes lost the same number of SYNs.
+    DeterministicRungs,
+    /// The lost SYNs spread as independent loss does.
+    GeometricRungs,
     /// Most probes of the hit paths are on a rung.
     MostProbes,
     /// A minority of probes is on a rung.
     FewProbes,
     /// An overlay device on a hit source has TX checksum offload on.
     OverlayTxChecksumOn,
-    /// A hit source runs a kernel without the NAT checksum fix.
+    /// A hit source runs a kernel whose version predates the NAT checksum fix.
     KernelWithoutChecksumFix,
-    /// A receiving node counted UDP checksum errors.
+    /// The destination nodes' `UdpInCsumErrors` rose.
     ReceiverUdpChecksumErrors,
+    /// The source node's own `UdpInCsumErrors` rose: it receives the other
+    /// nodes' overlay traffic. No rise says nothing about its own sends.
+    LocalUdpChecksumErrors,
     /// Lookups sit on the resolver's 5 s / 10 s rungs.
     DnsRung,
     /// conntrack's insert_failed counter is non-zero on a hit source.
@@ -100,12 +111,18 @@ impl Check {
         match self {
             Check::CrossNodeOnly => "only cross-node paths are hit, same-node paths are clean",
             Check::HostNetworkOnly => "host-network probes are hit, pod-network probes are clean",
-            Check::EveryPathKind => "same-node and cross-node paths are hit alike",
             Check::OneDestination => "every hit path leads to one destination node",
-            Check::IpvsMode => "kube-proxy runs in IPVS mode",
+            Check::IpvsMode => "kube-proxy runs in IPVS mode (kube-ipvs0 exists)",
             Check::EarlyRung => "probes sit on the first rungs (one or two lost SYNs)",
-            Check::SixthRung => {
-                "probes sit on the sixth rung (63 s classic): a NATed conntrack entry that expires after 30 s"
+            Check::NatEscapeRung => {
+                "probes escape where a NATed UDP flow gets a new conntrack entry: after a quiet gap longer than nf_conntrack_udp_timeout (63 s classic, 67 s linear with a 30 s timeout), or after 1 s with txrehash = 1"
+            }
+            Check::NotNatEscapeRung => {
+                "the rung is not where conntrack expiry or a rehash would let a NATed flow through"
+            }
+            Check::DeterministicRungs => "the hit probes lost the same number of SYNs",
+            Check::GeometricRungs => {
+                "lost SYNs spread as random loss does (one lost more often than two, two than three)"
             }
             Check::MostProbes => "most probes on the hit paths are on a rung",
             Check::FewProbes => "a minority of probes is on a rung",
@@ -113,10 +130,13 @@ impl Check {
                 "an overlay device on the source has TX checksum offload on"
             }
             Check::KernelWithoutChecksumFix => {
-                "the source kernel predates the fix \"netfilter: nat: never update the UDP checksum when it's 0\""
+                "the source kernel's version predates the fix \"netfilter: nat: never update the UDP checksum when it's 0\" (weak: read from the version only, a distribution backport is invisible)"
             }
             Check::ReceiverUdpChecksumErrors => {
-                "receiving nodes count UDP checksum errors (UdpInCsumErrors)"
+                "receiving nodes' UDP checksum errors (UdpInCsumErrors) rose"
+            }
+            Check::LocalUdpChecksumErrors => {
+                "the source node's own UdpInCsumErrors rose: it receives the other nodes' overlay traffic"
             }
             Check::DnsRung => "lookups sit on the resolver's 5 s / 10 s timeouts",
             Check::ConntrackInsertFailed => "conntrack insert_failed is non-zero",
@@ -128,19 +148,31 @@ impl Check {
     /// `Some(true)` present, `Some(false)` missing, `None` unknown.
     fn holds(self, e: &Evidence) -> Option<bool> {
         match self {
-            Check::CrossNodeOnly => (e.same_node_probed || e.same_node_hit)
-                .then_some(e.cross_node_hit && !e.same_node_hit),
+            Check::CrossNodeOnly => {
+                if e.same_node_hit {
+                    Some(false)
+                } else if e.unknown_path_hit || !e.same_node_probed {
+                    None
+                } else {
+                    Some(e.cross_node_hit)
+                }
+            }
             Check::HostNetworkOnly => e.pod_probed.then_some(e.host_hit && !e.pod_hit),
-            Check::EveryPathKind => Some(e.cross_node_hit && e.same_node_hit),
-            Check::OneDestination => Some(e.one_destination),
-            Check::IpvsMode => None,
+            Check::OneDestination => e.one_destination,
+            Check::IpvsMode => e.kube_proxy_ipvs,
             Check::EarlyRung => e.dominant_rung.map(|k| k <= 2),
-            Check::SixthRung => e.dominant_rung.map(|k| k == 6),
+            Check::NatEscapeRung => e.nat_escape_rung,
+            Check::NotNatEscapeRung => e.nat_escape_rung.map(|x| !x),
+            Check::DeterministicRungs => e.shape.map(|s| s == RungShape::Deterministic),
+            Check::GeometricRungs => e.shape.map(|s| s == RungShape::Geometric),
             Check::MostProbes => Some(e.share >= 0.5),
             Check::FewProbes => Some(e.share < 0.5),
             Check::OverlayTxChecksumOn => e.overlay_tx_checksum_on.as_ref().map(|v| !v.is_empty()),
             Check::KernelWithoutChecksumFix => e.kernel_without_fix,
             Check::ReceiverUdpChecksumErrors => e.receiver_udp_checksum_errors.map(|n| n > 0),
+            Check::LocalUdpChecksumErrors => {
+                e.local_udp_checksum_errors.filter(|n| *n > 0).map(|_| true)
+            }
             Check::DnsRung => Some(e.dns_rung),
             Check::ConntrackInsertFailed => e.conntrack_insert_failed.map(|n| n > 0),
             Check::LargeBodiesOnly => Some(e.large_bodies_only),
@@ -175,12 +207,14 @@ pub const CAUSES: &[CauseSpec] = &[
         kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::CrossNodeOnly, 3.0),
+            (Check::NatEscapeRung, 3.0),
             (Check::HostNetworkOnly, 2.0),
-            (Check::SixthRung, 2.0),
             (Check::OverlayTxChecksumOn, 2.0),
             (Check::ReceiverUdpChecksumErrors, 2.0),
-            (Check::KernelWithoutChecksumFix, 1.0),
+            (Check::DeterministicRungs, 1.0),
+            (Check::LocalUdpChecksumErrors, 1.0),
             (Check::MostProbes, 1.0),
+            (Check::KernelWithoutChecksumFix, 0.5),
         ],
         remediation: &[
             "ethtool --offload {overlay} rx off tx off   (on every node; immediate, not persistent)",
@@ -193,11 +227,13 @@ pub const CAUSES: &[CauseSpec] = &[
     CauseSpec {
         id: CauseId::SynDroppedOnPath,
         title: "SYNs dropped on the way in: a filtering rule, a full queue or a full conntrack table",
-        why: "most probes lose the same first SYNs, deterministically, on the way to one node: a firewall or \
-              NetworkPolicy rule, a full accept queue, or a full conntrack table drops them.",
+        why: "the probes lose the same first SYNs, deterministically, on the way to one node: a firewall or \
+              NetworkPolicy rule, a full accept queue, or a full conntrack table drops them until a retry \
+              gets through.",
         kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
-            (Check::MostProbes, 2.0),
+            (Check::DeterministicRungs, 2.0),
+            (Check::NotNatEscapeRung, 2.0),
             (Check::OneDestination, 2.0),
             (Check::EarlyRung, 1.0),
         ],
@@ -210,12 +246,13 @@ pub const CAUSES: &[CauseSpec] = &[
     CauseSpec {
         id: CauseId::PathPacketLoss,
         title: "Packet loss on the path",
-        why: "random loss costs one SYN now and then, so a few probes sit on the first rung on every kind of path.",
+        why: "random loss costs one SYN now and then, two rarely, three more rarely still: a few probes \
+              sit on the first rungs of the paths that cross the lossy link.",
         kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
-            (Check::FewProbes, 2.0),
-            (Check::EarlyRung, 2.0),
-            (Check::EveryPathKind, 1.0),
+            (Check::GeometricRungs, 3.0),
+            (Check::FewProbes, 1.0),
+            (Check::EarlyRung, 1.0),
         ],
         remediation: &[
             "ip -s link and ethtool -S on the nodes' NICs for drops and errors",
@@ -229,9 +266,9 @@ pub const CAUSES: &[CauseSpec] = &[
               has its SYN dropped: one lost SYN, the 1 s rung, on some new connections.",
         kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
-            (Check::FewProbes, 2.0),
+            (Check::IpvsMode, 3.0),
+            (Check::FewProbes, 1.0),
             (Check::EarlyRung, 2.0),
-            (Check::IpvsMode, 2.0),
         ],
         remediation: &[
             "only on IPVS clusters: sysctl net.ipv4.vs.conn_reuse_mode=0 on the nodes, or a kernel >= 5.9 with kube-proxy >= 1.22",
@@ -281,7 +318,8 @@ pub struct LikelyCause {
     pub id: CauseId,
     pub title: String,
     pub why: String,
-    /// 0..=1: the weighted share of the cause's evidence that is present.
+    /// 0..=1: the weight of the present evidence over the weight judged
+    /// (unknown checks count half).
     pub score: f64,
     pub present: Vec<String>,
     pub missing: Vec<String>,
@@ -290,7 +328,11 @@ pub struct LikelyCause {
 }
 
 /// The causes that fit a finding of `kind`, best first. A cause whose first
-/// (required) check is missing is left out.
+/// (required) check is missing is left out. The score is the weight of the
+/// present evidence over the weight judged, where an unknown check weighs
+/// half: what a node cannot know neither proves a cause nor rules it out,
+/// but a cause known only from a little evidence ranks below one whose
+/// evidence was seen.
 pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
     let mut out: Vec<LikelyCause> = CAUSES
         .iter()
@@ -302,16 +344,22 @@ pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
         })
         .map(|c| {
             let (mut present, mut missing, mut unknown) = (vec![], vec![], vec![]);
-            let (mut got, mut total) = (0.0, 0.0);
+            let (mut got, mut judged) = (0.0, 0.0);
             for (check, weight) in c.checks {
-                total += weight;
                 match check.holds(e) {
                     Some(true) => {
                         got += weight;
+                        judged += weight;
                         present.push(check.describe().to_string());
                     }
-                    Some(false) => missing.push(check.describe().to_string()),
-                    None => unknown.push(check.describe().to_string()),
+                    Some(false) => {
+                        judged += weight;
+                        missing.push(check.describe().to_string());
+                    }
+                    None => {
+                        judged += weight / 2.0;
+                        unknown.push(check.describe().to_string());
+                    }
                 }
             }
             let overlay = e
@@ -323,7 +371,7 @@ pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
                 id: c.id,
                 title: c.title.into(),
                 why: c.why.split_whitespace().collect::<Vec<_>>().join(" "),
-                score: (got / total * 100.0).round() / 100.0,
+                score: (got / judged * 100.0).round() / 100.0,
                 present,
                 missing,
                 unknown,

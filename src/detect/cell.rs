@@ -19,6 +19,10 @@ pub struct Cell<'a> {
     pub w: &'a SeriesWindow,
     pub schedule: SynSchedule,
     pub n: u64,
+    /// Probes the SYN handshake decided: connected, or gave up after
+    /// retransmitting. A refused or unreachable target decides none, so it
+    /// says nothing about a ladder.
+    pub syn_judged: u64,
     /// Lost SYNs -> (probes, probes whose timing agreed with the kernel).
     pub rungs: BTreeMap<u32, (u64, u64)>,
     /// Connect timeouts after retransmitting SYNs: every SYN was lost.
@@ -86,6 +90,7 @@ pub fn analyse<'a>(w: &'a SeriesWindow, schedule: SynSchedule, cfg: &DetectorCon
         w,
         schedule,
         n: probes.len() as u64,
+        syn_judged: 0,
         rungs: BTreeMap::new(),
         give_ups: 0,
         timing_only: 0,
@@ -100,12 +105,14 @@ pub fn analyse<'a>(w: &'a SeriesWindow, schedule: SynSchedule, cfg: &DetectorCon
             .phases
             .connect_only()
             .and_then(|d| schedule.match_rung(d.as_secs_f64(), base));
+        let gave_up = p.syn_retransmits > 0 && p.outcome == Outcome::ConnectTimeout;
+        c.syn_judged += u64::from(p.phases.connect.is_some() || gave_up);
         if p.syn_retransmits > 0 && p.phases.connect.is_some() {
             // The kernel's count is the evidence; timing only confirms it.
             let e = c.rungs.entry(p.syn_retransmits).or_default();
             e.0 += 1;
             e.1 += u64::from(timing == Some(p.syn_retransmits));
-        } else if p.syn_retransmits > 0 && p.outcome == Outcome::ConnectTimeout {
+        } else if gave_up {
             c.give_ups += 1;
         } else if timing.is_some() {
             c.timing_only += 1;
@@ -116,8 +123,7 @@ pub fn analyse<'a>(w: &'a SeriesWindow, schedule: SynSchedule, cfg: &DetectorCon
         {
             c.dns_hits += 1;
         }
-        let explained = p.outcome == Outcome::ConnectTimeout && p.syn_retransmits > 0;
-        if !p.outcome.is_ok() && !explained {
+        if !p.outcome.is_ok() && !gave_up {
             *c.failures.entry(p.outcome).or_default() += 1;
         }
     }

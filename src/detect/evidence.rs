@@ -6,27 +6,44 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::causes::has_checksum_fix;
 use super::cell::Cell;
+use super::stat::{self, RungShape};
 use super::{ratio, syns};
 use crate::model::{DetectorConfig, NodeFacts, PathKind, SourceKind};
 
-/// The facts the causes are judged against (see `causes::Check`).
+/// The facts the causes are judged against (see `causes::Check`). Each
+/// `Option` is `None` when the prober(s) could not know it: one node does
+/// not see the receivers' counters or the other vantage's probes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
     pub cross_node_hit: bool,
     pub same_node_hit: bool,
+    /// Some hit path's destination is unknown: a Service whose backends
+    /// do not say which node answered.
+    pub unknown_path_hit: bool,
     /// Same-node paths were probed from the hit sources at all.
     pub same_node_probed: bool,
     pub host_hit: bool,
     pub pod_hit: bool,
     pub pod_probed: bool,
-    pub one_destination: bool,
+    /// Every hit path leads to one destination node; `None` when some
+    /// destination is unknown.
+    pub one_destination: Option<bool>,
     pub dominant_rung: Option<u32>,
+    pub shape: Option<RungShape>,
+    /// Whether the dominant rung is the one a NATed flow escapes on (see
+    /// `NodeFacts::nat_escape_rung`); `None` without the sources' facts.
+    pub nat_escape_rung: Option<bool>,
     pub share: f64,
     /// Overlay devices with TX checksum offload on, on the hit sources;
     /// `None` when no facts were reported.
     pub overlay_tx_checksum_on: Option<Vec<String>>,
     pub kernel_without_fix: Option<bool>,
+    /// The rise of `UdpInCsumErrors` on the destination nodes.
     pub receiver_udp_checksum_errors: Option<u64>,
+    /// The rise on the hit sources themselves: in a cluster every node
+    /// also receives the others' overlay traffic.
+    pub local_udp_checksum_errors: Option<u64>,
+    pub kube_proxy_ipvs: Option<bool>,
     pub dns_rung: bool,
     pub conntrack_insert_failed: Option<u64>,
     pub large_bodies_only: bool,
@@ -85,7 +102,16 @@ pub fn of_ladder(
     } = spread(m);
     let n: u64 = m.iter().map(|c| c.n).sum();
     let hits: u64 = m.iter().map(|c| c.hits()).sum();
-    let hit_any = |pred: &dyn Fn(&Cell) -> bool| cells.iter().any(|c| c.ladder && pred(c));
+    // Other paths count as hit when they lose SYNs at half the scope's rate
+    // or more: a stray ladder on one small cell (two unlucky probes) does not
+    // make a 100 % host-network ladder "pod network hit too".
+    let hit_any = |pred: &dyn Fn(&Cell) -> bool| {
+        let (h, total) = cells
+            .iter()
+            .filter(|c| pred(c))
+            .fold((0, 0), |(h, t), c| (h + c.hits(), t + c.n));
+        cells.iter().any(|c| c.ladder && pred(c)) && ratio(h, total) * 2.0 >= ratio(hits, n)
+    };
     let same_sources = |c: &Cell| sources.contains(&*c.w.dims.source_node);
     let source_facts: Vec<&NodeFacts> = facts
         .iter()
@@ -95,8 +121,18 @@ pub fn of_ladder(
         .iter()
         .filter(|f| dests.contains(f.node.as_str()))
         .collect();
+    let dominant_rung = rungs.iter().max_by_key(|(_, r)| r.0).map(|(k, _)| *k);
+    let sum = |v: Vec<u64>| (!v.is_empty()).then(|| v.iter().sum());
+    let nat_escapes: Vec<u32> = source_facts
+        .iter()
+        // A known timeout with no gap long enough: the ladder never
+        // escapes, which no dominant rung matches.
+        .filter(|f| f.txrehash == Some(1) || f.conntrack_udp_timeout.is_some())
+        .map(|f| f.nat_escape_rung().unwrap_or(0))
+        .collect();
     Evidence {
         cross_node_hit: m.iter().any(|c| c.w.dims.path == PathKind::CrossNode),
+        unknown_path_hit: m.iter().any(|c| c.w.dims.destination_node.is_none()),
         same_node_hit: hit_any(&|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
         same_node_probed: cells
             .iter()
@@ -108,8 +144,15 @@ pub fn of_ladder(
         pod_probed: cells
             .iter()
             .any(|c| c.w.dims.source_kind == SourceKind::Pod),
-        one_destination: dests.len() == 1,
-        dominant_rung: rungs.iter().max_by_key(|(_, r)| r.0).map(|(k, _)| *k),
+        one_destination: m
+            .iter()
+            .all(|c| c.w.dims.destination_node.is_some())
+            .then_some(dests.len() == 1),
+        dominant_rung,
+        shape: shape(m),
+        nat_escape_rung: dominant_rung
+            .filter(|_| !nat_escapes.is_empty())
+            .map(|k| nat_escapes.contains(&k)),
         share: ratio(hits, n),
         overlay_tx_checksum_on: (!source_facts.is_empty()).then(|| {
             source_facts
@@ -128,15 +171,43 @@ pub fn of_ladder(
                 .collect();
             (!versions.is_empty()).then(|| versions.iter().any(|v| !has_checksum_fix(*v)))
         },
-        receiver_udp_checksum_errors: {
-            let v: Vec<u64> = dest_facts
+        receiver_udp_checksum_errors: sum(dest_facts
+            .iter()
+            .filter_map(|f| f.udp_in_csum_errors_delta)
+            .collect()),
+        local_udp_checksum_errors: sum(source_facts
+            .iter()
+            .filter_map(|f| f.udp_in_csum_errors_delta)
+            .collect()),
+        kube_proxy_ipvs: {
+            let v: Vec<bool> = source_facts
                 .iter()
-                .filter_map(|f| f.udp_in_csum_errors)
+                .filter_map(|f| f.kube_proxy_ipvs)
                 .collect();
-            (!v.is_empty()).then(|| v.iter().sum())
+            (!v.is_empty()).then(|| v.iter().any(|x| *x))
         },
         ..Evidence::default()
     }
+}
+
+/// The shape of the scope's lost SYNs: give-ups lost every SYN their
+/// kernel sends.
+fn shape(m: &[&Cell]) -> Option<RungShape> {
+    let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+    let all_lost = m
+        .iter()
+        .map(|c| c.schedule.retries + c.schedule.linear + 1)
+        .max()
+        .unwrap_or(7);
+    for c in m {
+        for (k, (count, _)) in &c.rungs {
+            *counts.entry(*k).or_default() += count;
+        }
+        if c.give_ups > 0 {
+            *counts.entry(all_lost).or_default() += c.give_ups;
+        }
+    }
+    stat::rung_shape(&counts, m.iter().map(|c| c.syn_judged).sum(), all_lost)
 }
 
 /// The evidence lines of a ladder finding.
@@ -208,9 +279,30 @@ impl LadderText<'_> {
             ));
         }
         let e = self.judged;
+        match e.shape {
+            Some(RungShape::Deterministic) => out.push(
+                "the lost SYNs sit on one rung: deterministic, not the spread random loss gives"
+                    .into(),
+            ),
+            Some(RungShape::Geometric) => out.push(
+                "the lost SYNs spread as random loss does: one lost far more often than two".into(),
+            ),
+            None => {}
+        }
+        if e.nat_escape_rung == Some(true) {
+            out.push(
+                "the probes escape on the rung where a NATed UDP flow gets a new conntrack entry (the conntrack UDP timeout, or txrehash)"
+                    .into(),
+            );
+        }
         if let Some(errors) = e.receiver_udp_checksum_errors.filter(|n| *n > 0) {
             out.push(format!(
-                "receiving nodes counted {errors} UDP checksum errors"
+                "receiving nodes counted {errors} more UDP checksum errors over the window"
+            ));
+        }
+        if let Some(errors) = e.local_udp_checksum_errors.filter(|n| *n > 0) {
+            out.push(format!(
+                "the source node itself counted {errors} more UDP checksum errors over the window, as a receiver"
             ));
         }
         if let Some(devs) = e.overlay_tx_checksum_on.as_ref().filter(|d| !d.is_empty()) {

@@ -1,5 +1,8 @@
-//! The two tests the detector needs, in log space so they hold for
-//! thousands of probes and tiny probabilities.
+//! The statistics the detector needs, in log space so they hold for
+//! thousands of probes and tiny probabilities: the binomial tail, Fisher's
+//! exact test, and the shape of a ladder's rungs.
+
+use std::collections::BTreeMap;
 
 fn ln_gamma(x: f64) -> f64 {
     // Lanczos approximation (g = 7, n = 9), accurate to about 1e-15.
@@ -65,6 +68,59 @@ pub fn fisher_greater(a: u64, n1: u64, b: u64, n2: u64) -> f64 {
         .min(1.0)
 }
 
+/// How a scope's lost SYNs are spread over the rungs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RungShape {
+    /// The probes that lost SYNs lost the same number: a rule, a stale
+    /// state or a timer, not chance.
+    Deterministic,
+    /// What independent loss gives: one lost SYN far more often than two,
+    /// two more than three.
+    Geometric,
+}
+
+/// The rung shape of `counts` (lost SYNs -> probes; give-ups count as
+/// having lost every SYN, `all_lost`) among `judged` probes, or `None` when
+/// the data cannot tell. Two models compete by likelihood:
+/// - geometric: each SYN lost on its own with one probability (its
+///   maximum-likelihood estimate);
+/// - a point mass: a share of the probes loses exactly the dominant number
+///   of SYNs, the rest none, with 5 % of the hits allowed elsewhere.
+///
+/// Deterministic when the point mass is 100 times likelier; geometric when
+/// it is less than 3 times likelier.
+pub fn rung_shape(counts: &BTreeMap<u32, u64>, judged: u64, all_lost: u32) -> Option<RungShape> {
+    const IMPURITY: f64 = 0.05;
+    let hits: u64 = counts.values().sum();
+    if hits < 2 || judged < hits {
+        return None;
+    }
+    let gave_up = counts.get(&all_lost).copied().unwrap_or(0);
+    let lost: f64 = counts.iter().map(|(k, c)| f64::from(*k) * *c as f64).sum();
+    if gave_up == judged {
+        // No SYN got through at all: a wall, not chance.
+        return Some(RungShape::Deterministic);
+    }
+    let passed = (judged - gave_up) as f64;
+    let xlny = |x: f64, y: f64| if x == 0.0 { 0.0 } else { x * y.ln() };
+    let p = lost / (lost + passed);
+    let geometric = xlny(lost, p) + xlny(passed, 1.0 - p);
+    let top = counts.values().max()?;
+    let s = hits as f64 / judged as f64;
+    let elsewhere = (hits - top) as f64;
+    let point = xlny((judged - hits) as f64, 1.0 - s)
+        + xlny(*top as f64, s * (1.0 - IMPURITY))
+        + xlny(elsewhere, s * IMPURITY / f64::from(all_lost.max(2) - 1));
+    let d = point - geometric;
+    if d > 100f64.ln() {
+        Some(RungShape::Deterministic)
+    } else if d < 3f64.ln() {
+        Some(RungShape::Geometric)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +143,30 @@ mod tests {
         assert!(close(fisher_greater(3, 4, 1, 4), 17.0 / 70.0));
         assert!(fisher_greater(20, 20, 0, 40) < 1e-15);
         assert!(close(fisher_greater(0, 20, 0, 40), 1.0));
+    }
+
+    fn shape(counts: &[(u32, u64)], judged: u64) -> Option<RungShape> {
+        rung_shape(&counts.iter().copied().collect(), judged, 7)
+    }
+
+    #[test]
+    fn rung_shapes() {
+        use RungShape::*;
+        // Every probe on the 63 s rung; the same with one in ten escaping.
+        assert_eq!(shape(&[(6, 13)], 13), Some(Deterministic));
+        assert_eq!(shape(&[(6, 9)], 10), Some(Deterministic));
+        // Rehashed: nearly all on the first rung, now and then a second.
+        assert_eq!(shape(&[(1, 27), (2, 3)], 30), Some(Deterministic));
+        // 30 % of probes losing exactly 3, none 1 or 2.
+        assert_eq!(shape(&[(3, 18)], 60), Some(Deterministic));
+        // 10 % random loss over 200 probes: 18 lost one, 2 lost two.
+        assert_eq!(shape(&[(1, 18), (2, 2)], 200), Some(Geometric));
+        // A few single losses among many: chance explains them.
+        assert_eq!(shape(&[(1, 6)], 120), Some(Geometric));
+        // 30 % losing exactly one: either could be it.
+        assert_eq!(shape(&[(1, 18)], 60), None);
+        assert_eq!(shape(&[(1, 1)], 60), None, "one hit says nothing");
+        // Every SYN lost on every probe: a rule, not chance.
+        assert_eq!(shape(&[(7, 10)], 10), Some(Deterministic));
     }
 }

@@ -90,7 +90,11 @@ fn facts(node: &str, kernel: &str, linear: Option<u32>, csum_errors: u64) -> Nod
         syn_linear_timeouts: linear,
         txrehash: Some(0),
         udp_in_csum_errors: Some(csum_errors),
+        udp_in_csum_errors_delta: Some(csum_errors),
         conntrack_insert_failed: Some(0),
+        conntrack_udp_timeout: Some(30),
+        conntrack_udp_timeout_stream: Some(120),
+        kube_proxy_ipvs: Some(false),
         overlays: vec![OverlayDevice {
             name: "vxlan.calico".into(),
             tx_checksumming: Some(true),
@@ -205,6 +209,50 @@ fn a_fixed_kernel_and_no_checksum_errors_are_said_to_be_missing() {
         "{cause:#?}"
     );
     assert!(cause.score < 0.9);
+}
+
+#[test]
+fn two_unlucky_pod_probes_do_not_make_the_pod_network_hit() {
+    let (mut s, f) = incident();
+    // One pod-network cell where 2 of 20 probes lost a SYN: a ladder of its
+    // own, but at a tenth of the host network's rate.
+    let mut probes = repeat(ok(0.6), 18);
+    probes.extend(repeat((1_000.6, 1, Outcome::Ok), 2));
+    s.push(series(
+        "node1",
+        SourceKind::Pod,
+        "node3",
+        "svc-node3-64k",
+        "http://10.96.0.13/bytes/65536",
+        &probes,
+    ));
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let cause = &found[0].likely_causes[0];
+    assert_eq!(cause.id, CauseId::VxlanChecksumOffload);
+    assert!(
+        cause.present.iter().any(|p| p.starts_with("host-network probes are hit")),
+        "{cause:#?}"
+    );
+    // The pod network hit at the host network's rate is hit.
+    let (mut s, f) = incident();
+    for c in s.iter_mut().filter(|c| {
+        c.dims.source_kind == SourceKind::Pod && c.dims.path == PathKind::CrossNode
+    }) {
+        for p in &mut c.samples {
+            p.syn_retransmits = 6;
+            p.phases.connect = Some(Duration::from_secs_f64(64.4));
+        }
+    }
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let cause = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
+        .unwrap();
+    assert!(
+        cause.missing.iter().any(|p| p.starts_with("host-network probes are hit")),
+        "{cause:#?}"
+    );
 }
 
 #[test]

@@ -2,9 +2,9 @@
 //! sit on a rung of its source kernel's schedule that a healthy background
 //! SYN loss cannot explain them (binomial tail), and at least
 //! `min_rung_probes` do. Scope widens from the cell to the broadest group
-//! whose every informative cell is on the ladder: every path of a kind from a
-//! network kind, one destination, one pair, one source's paths of a kind,
-//! one source.
+//! whose every informative cell (enough probes the handshake decided) is on
+//! the ladder: every path of a kind from a network kind, one destination,
+//! one pair, one source's paths of a kind, one source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +15,9 @@ use super::super::{Finding, FindingKind, RungCount, causes, examples, ratio, rou
 use crate::model::{DetectorConfig, NodeFacts, PathKind};
 
 pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {
-    let informative = |c: &Cell| c.n >= cfg.min_rung_probes;
+    // A cell whose probes never reached a SYN verdict (refused, no route)
+    // neither joins nor blocks a ladder's scope: it is reported as failures.
+    let informative = |c: &Cell| c.syn_judged >= cfg.min_rung_probes;
     let mut covered: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     for grouping in Grouping::WIDENING {
