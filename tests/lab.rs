@@ -78,6 +78,39 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// `tailprobe matrix` run by hand inside one node's namespace, on the
+    /// config the lab generates for its host network: that node's prober
+    /// alone, its own probes and facts, as on a real cluster's node.
+    fn node_matrix(&self, node: usize, samples: u32) -> tailprobe::export::report::MatrixReport {
+        let plan = tailprobe::lab::Plan::new(&self.name, 3).unwrap();
+        let config = std::env::temp_dir().join(format!("{}-node{node}.toml", self.name));
+        std::fs::write(
+            &config,
+            tailprobe::lab::run::node_config(&plan, node, SourceKind::Host, samples),
+        )
+        .unwrap();
+        let out = Command::new("ip")
+            .args(["netns", "exec", &plan.node_ns(node)])
+            .arg(bin())
+            .args(["matrix", "--config"])
+            .arg(&config)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&config);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "matrix on node{node}: {stderr}"
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"))
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = tailprobe(&["lab", "down", "--name", &self.name]);
@@ -207,6 +240,58 @@ fn drop_syn_two_from_node2_to_node1_lands_on_the_3s_rung_classic_as_root() {
     drop_syn_case("0", 3.0);
 }
 
+/// A third of node2's flows to node1 lose exactly their first 3 SYNs: a
+/// partial but deterministic drop. node2's prober alone finds it, on the 7 s
+/// rung only, and names a drop, not random loss.
+#[test]
+fn a_partial_drop_judged_by_one_node_is_a_drop_not_random_loss_as_root() {
+    let lab = Lab::up(&["--syn-linear-timeouts", "0"]);
+    lab.run(&[
+        "lab",
+        "fault",
+        "drop-syn",
+        "--from",
+        "node2",
+        "--to",
+        "node1",
+        "--count",
+        "3",
+        "--percent",
+        "30",
+    ]);
+    let r = lab.node_matrix(2, 20);
+    assert_eq!(r.source_node, "node2");
+    let ladder: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::SynRetransmitLadder)
+        .collect();
+    assert!(!ladder.is_empty(), "{:#?}", r.findings);
+    for f in &ladder {
+        assert_eq!(f.destination_node.as_deref(), Some("node1"), "{f:#?}");
+        assert!(
+            f.rungs.iter().all(|r| r.retransmits == 3),
+            "only the 7 s rung: {f:#?}"
+        );
+        assert!(
+            (0.1..0.6).contains(&f.share),
+            "a share of the flows: {f:#?}"
+        );
+        assert_eq!(f.likely_causes[0].id, CauseId::SynDroppedOnPath, "{f:#?}");
+        assert!(
+            !f.likely_causes
+                .iter()
+                .any(|c| c.id == CauseId::PathPacketLoss),
+            "one rung and nothing below it is no random loss: {f:#?}"
+        );
+    }
+    for c in &r.cells {
+        if c.dims.destination_node.as_deref() != Some("node1") {
+            assert!(fast(c), "{c:?}");
+        }
+    }
+}
+
 #[test]
 fn drop_syn_two_lands_on_the_2s_rung_with_linear_timeouts_as_root() {
     assert!(
@@ -216,7 +301,7 @@ fn drop_syn_two_lands_on_the_2s_rung_with_linear_timeouts_as_root() {
     drop_syn_case("4", 2.0);
 }
 
-fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String, LabReport) {
+fn csum_bug_cells(txrehash: &str) -> (Lab, Vec<Cell>, Vec<Cell>, String, LabReport) {
     let lab = Lab::up(&["--syn-linear-timeouts", "0", "--txrehash", txrehash]);
     for on in ["node1", "node2", "node3"] {
         lab.run(&["lab", "fault", "vxlan-csum-bug", "--on", on]);
@@ -232,12 +317,12 @@ fn csum_bug_cells(txrehash: &str) -> (Vec<Cell>, Vec<Cell>, String, LabReport) {
             clean.push(c.clone());
         }
     }
-    (hit, clean, status, r)
+    (lab, hit, clean, status, r)
 }
 
 #[test]
 fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
-    let (hit, clean, status, report) = csum_bug_cells("0");
+    let (_lab, hit, clean, status, report) = csum_bug_cells("0");
     assert!(!hit.is_empty());
     for c in &hit {
         // Six SYNs die on the NATed outer conntrack entry; it expires 30 s
@@ -289,7 +374,7 @@ fn vxlan_checksum_bug_without_rehash_reaches_the_63s_rung_as_root() {
 
 #[test]
 fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
-    let (hit, clean, _, report) = csum_bug_cells("1");
+    let (lab, hit, clean, _, report) = csum_bug_cells("1");
     assert_eq!(report.findings.len(), 1, "{:#?}", report.findings);
     // Now and then a rehashed SYN meets another NATed entry and a probe
     // loses a second SYN; the 1 s rung dominates.
@@ -305,6 +390,20 @@ fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
         report.findings[0].likely_causes[0].id,
         CauseId::VxlanChecksumOffload
     );
+    // node1's prober alone, with its own facts: txrehash = 1 predicts the
+    // 1 s escape, so the checksum bug still ranks first.
+    let alone = lab.node_matrix(1, 5);
+    let f = alone
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::SynRetransmitLadder)
+        .unwrap_or_else(|| panic!("{:#?}", alone.findings));
+    assert_eq!(
+        f.likely_causes[0].id,
+        CauseId::VxlanChecksumOffload,
+        "{f:#?}"
+    );
+    assert_eq!(alone.facts.as_ref().and_then(|f| f.txrehash), Some(1));
     for c in &hit {
         let p50 = c.connect_p50_ms.unwrap();
         assert!(

@@ -117,7 +117,8 @@ impl From<&KnobArgs> for crate::lab::Knobs {
 
 #[derive(Debug, Subcommand)]
 pub enum FaultCommand {
-    /// Drop the first K SYNs of every flow from one node to another (on the overlay).
+    /// Drop the first K SYNs of every flow (or of a share of flows) from
+    /// one node to another (on the overlay).
     DropSyn {
         #[arg(long)]
         from: String,
@@ -125,6 +126,10 @@ pub enum FaultCommand {
         to: String,
         #[arg(long)]
         count: u32,
+        /// The share of flows hit, in percent; the others pass untouched
+        /// (a partial, still deterministic drop).
+        #[arg(long, default_value_t = 100)]
+        percent: u32,
     },
     /// The VXLAN double-NAT checksum bug on a node's outgoing overlay traffic.
     VxlanCsumBug {
@@ -234,10 +239,16 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
         LabCommand::Fault { fault, name } => {
             let plan = lab::find(&name.prefix)?;
             let f = match fault {
-                FaultCommand::DropSyn { from, to, count } => lab::Fault::DropSyn {
+                FaultCommand::DropSyn {
+                    from,
+                    to,
+                    count,
+                    percent,
+                } => lab::Fault::DropSyn {
                     from: node(&plan, &from)?,
                     to: node(&plan, &to)?,
                     count,
+                    percent,
                 },
                 FaultCommand::VxlanCsumBug { on } => lab::Fault::VxlanCsumBug {
                     on: node(&plan, &on)?,

@@ -9,8 +9,14 @@ use super::{LabError, Plan, check_root, delayer, plan, sh, signal, spawn_in, sta
 /// A fault to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fault {
-    /// Drop the first `count` SYNs of every flow from `from` to `to`.
-    DropSyn { from: usize, to: usize, count: u32 },
+    /// Drop the first `count` SYNs of `percent` % of the flows from `from`
+    /// to `to`.
+    DropSyn {
+        from: usize,
+        to: usize,
+        count: u32,
+        percent: u32,
+    },
     /// The VXLAN double-NAT checksum bug on node `on`'s outgoing overlay.
     VxlanCsumBug { on: usize },
     /// Lose `percent` % of packets arriving on node `on`'s underlay.
@@ -29,7 +35,12 @@ pub enum Fault {
 pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
     check_root()?;
     match *fault {
-        Fault::DropSyn { from, to, count } => {
+        Fault::DropSyn {
+            from,
+            to,
+            count,
+            percent,
+        } => {
             if from == to {
                 return Err(LabError::Usage(
                     "drop-syn acts on the overlay, so --from and --to must be different nodes"
@@ -39,7 +50,10 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             if count == 0 {
                 return Err(LabError::Usage("--count must be at least 1".into()));
             }
-            sh::nft(&plan.node_ns(to), &plan.drop_syn_nft(from, count))
+            if !(1..=100).contains(&percent) {
+                return Err(LabError::Usage("--percent must be 1 to 100".into()));
+            }
+            sh::nft(&plan.node_ns(to), &plan.drop_syn_nft(from, count, percent))
         }
         Fault::VxlanCsumBug { on } => {
             // The mark survives encapsulation, so the outer packet is

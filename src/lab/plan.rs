@@ -274,8 +274,9 @@ impl Plan {
     /// the overlay of the node this table is loaded on. A dropped SYN never
     /// confirms its conntrack entry, so counting conntrack packets cannot work;
     /// a ladder of dynamic sets keyed on source address and port remembers
-    /// how many SYNs of each flow were dropped.
-    pub fn drop_syn_nft(&self, from: usize, count: u32) -> String {
+    /// how many SYNs of each flow were dropped. With `percent` below 100, a
+    /// flow's first SYN is picked at random; a flow not picked passes.
+    pub fn drop_syn_nft(&self, from: usize, count: u32, percent: u32) -> String {
         let t = self.fault_table("dropsyn", &format!("from{from}"));
         let sources = format!("{{ {}, 10.244.{from}.0/24 }}", self.tunnel_ip(from));
         let key = "ip saddr . tcp sport";
@@ -300,7 +301,12 @@ impl Plan {
                 k + 1
             );
         }
-        let _ = writeln!(s, "    {m} add @s1 {{ {key} }} counter drop");
+        let pick = if percent < 100 {
+            format!(" numgen random mod 100 < {percent}")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(s, "    {m}{pick} add @s1 {{ {key} }} counter drop");
         let _ = writeln!(s, "  }}\n}}");
         s
     }
@@ -389,7 +395,7 @@ mod tests {
     #[test]
     fn drop_syn_is_a_ladder_of_sets() {
         let p = Plan::new("tp", 3).unwrap();
-        let r = p.drop_syn_nft(2, 3);
+        let r = p.drop_syn_nft(2, 3, 100);
         let rules: Vec<&str> = r.lines().filter(|l| l.contains("iifname")).collect();
         assert_eq!(rules.len(), 4, "{r}");
         assert!(rules[0].ends_with("ip saddr . tcp sport @s3 accept"));
@@ -399,6 +405,16 @@ mod tests {
         assert!(rules[0].contains("ip saddr { 10.245.0.2, 10.244.2.0/24 }"));
         assert!(r.contains("table ip tp-fault-dropsyn-from2"));
         assert!(r.contains("priority raw - 10"));
+        assert!(!r.contains("numgen"), "every flow is hit");
+        // A share of flows: only a flow's first SYN is drawn.
+        let partial = p.drop_syn_nft(2, 3, 30);
+        let rules: Vec<&str> = partial.lines().filter(|l| l.contains("numgen")).collect();
+        assert_eq!(rules.len(), 1, "{partial}");
+        assert!(
+            rules[0].ends_with(
+                "numgen random mod 100 < 30 add @s1 { ip saddr . tcp sport } counter drop"
+            )
+        );
     }
 
     #[test]

@@ -186,7 +186,7 @@ pub async fn matrix_all(
                     .expect("a current-thread runtime builds")
                     .block_on(crate::node::gather(&node))
             })?;
-            *f = fresh;
+            *f = crate::node::with_rise(f, fresh);
         }
     }
     let findings = crate::detect::detect(
@@ -314,7 +314,12 @@ impl Scenario {
                 "the VXLAN double-NAT checksum bug on every node (kube-proxy mark kept through encapsulation, bad outer UDP checksum), classic SYN ladder, txrehash off".into(),
             ),
             Scenario::DropSyn => (
-                vec![Fault::DropSyn { from: 2, to: 1, count: 2 }],
+                vec![Fault::DropSyn {
+                    from: 2,
+                    to: 1,
+                    count: 2,
+                    percent: 100,
+                }],
                 "the first 2 SYNs of every flow from node2 to node1 dropped on node1's overlay".into(),
             ),
             Scenario::Loss => (
