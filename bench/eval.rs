@@ -56,6 +56,30 @@ fn main() {
         };
         println!("  {name:<16} {right:>3} of {judged:<3} {acc:.3}");
     }
+    println!("each node alone (its host-network probes, its own facts):");
+    println!(
+        "  {:<38} {:>9} {:>6} {:>5} {:>7}  blind service",
+        "scenario", "precision", "recall", "top-1", "margin"
+    );
+    for (name, s) in eval_set::views(&cases) {
+        println!(
+            "  {name:<38} {:>9.3} {:>6.3} {:>5.3} {:>7}  {}",
+            s.precision(),
+            s.recall(),
+            s.top1(),
+            s.margin.map(|m| format!("{m:+.2}")).unwrap_or_default(),
+            s.blind
+                .map(|(listed, first)| format!(
+                    "cause {} with its path unknown, {}",
+                    if listed { "listed" } else { "NOT listed" },
+                    if first { "first" } else { "NOT first" }
+                ))
+                .unwrap_or_default()
+        );
+        for w in &s.wrong {
+            println!("    {w}");
+        }
+    }
     let wrong: Vec<&str> = cases
         .iter()
         .filter(|c| {

@@ -28,6 +28,23 @@ pub struct Case {
     /// Where labelled: the first finding's scope grouping, its rungs (lost
     /// SYNs), its share within `SHARE_TOLERANCE`, and its first cause.
     pub label: Option<Label>,
+    /// Where labelled: what each node's prober must conclude alone.
+    pub view: Option<ViewLabel>,
+}
+
+/// What one node's prober, judging only its own host-network probes and its
+/// own facts, must conclude.
+#[derive(Debug, Clone)]
+pub struct ViewLabel {
+    /// The nodes whose own probes the fault hits: each must find a ladder,
+    /// the others nothing.
+    pub hit_sources: Vec<String>,
+    /// The cause each of them must rank first.
+    pub cause: String,
+    /// A Service whose backends sit on every node, judged again with its
+    /// destinations unknown (plain backends): the cause must stay listed,
+    /// its same-versus-cross-node check unknown.
+    pub blind_target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -187,6 +204,7 @@ fn one(
         facts,
         expected,
         label: None,
+        view: None,
     }
 }
 
@@ -341,6 +359,7 @@ fn generated() -> Vec<Case> {
             facts: vec![],
             expected: ["pmtu-blackhole"].into(),
             label: None,
+            view: None,
         });
     }
     {
@@ -370,6 +389,7 @@ fn generated() -> Vec<Case> {
             facts: vec![],
             expected: ["first-contact-delay"].into(),
             label: None,
+            view: None,
         });
     }
     {
@@ -418,6 +438,12 @@ pub fn recorded() -> Vec<Case> {
                 series: rec.windows(),
                 facts: rec.facts.clone(),
                 label: None,
+                view: rec.cause.clone().map(|cause| ViewLabel {
+                    hit_sources: rec.hit_sources.clone(),
+                    // The lab's svc-all has a backend on every node.
+                    blind_target: (cause == "vxlan-checksum-offload").then(|| "svc-all".into()),
+                    cause,
+                }),
                 expected: rec
                     .expected
                     .iter()
@@ -470,7 +496,11 @@ fn node_facts(node: &str, kernel: &str, linear: Option<u32>, overlay: bool) -> N
         syn_linear_timeouts: linear,
         txrehash: Some(0),
         udp_in_csum_errors: Some(if overlay { 40 } else { 0 }),
+        udp_in_csum_errors_delta: Some(if overlay { 40 } else { 0 }),
         conntrack_insert_failed: Some(0),
+        conntrack_udp_timeout: Some(30),
+        conntrack_udp_timeout_stream: Some(120),
+        kube_proxy_ipvs: Some(false),
         overlays: overlay
             .then(|| OverlayDevice {
                 name: "vxlan.calico".into(),
@@ -535,6 +565,7 @@ fn labelled() -> Vec<Case> {
             facts,
             expected: kinds.iter().copied().collect(),
             label,
+            view: None,
         });
     };
     let ladder = ["syn-retransmit-ladder"];
@@ -611,7 +642,20 @@ fn labelled() -> Vec<Case> {
         );
         let facts = NODES
             .iter()
-            .map(|n| node_facts(n, kernel_release, linear, true))
+            .map(|n| {
+                let Fault::NatExpiry {
+                    conntrack_timeout_s,
+                    rehash,
+                } = fault
+                else {
+                    unreachable!("the checksum bug is a NAT-expiry fault")
+                };
+                NodeFacts {
+                    conntrack_udp_timeout: Some(conntrack_timeout_s as u32),
+                    txrehash: Some(u32::from(rehash)),
+                    ..node_facts(n, kernel_release, linear, true)
+                }
+            })
             .collect();
         push(
             name,
@@ -688,12 +732,113 @@ fn labelled() -> Vec<Case> {
                 }
             }
         }
+        // Nodes that report their facts: a 30 s UDP conntrack timeout, no
+        // rehash, no overlay offload.
+        let facts = NODES
+            .iter()
+            .map(|n| node_facts(n, "6.1.0", None, false))
+            .collect();
         push(
             "partial-share-cross-node",
             series,
-            vec![],
+            facts,
             &ladder,
             label("kind-path", &[3], 0.3, None),
+        );
+    }
+    {
+        // The checksum bug behind a Service with a backend on every node and
+        // no echo headers: a third of the probes land on the same node and
+        // pass, the rest wait for the 63 s rung, destination unknown.
+        let mut r = rng();
+        let nat = Fault::NatExpiry {
+            conntrack_timeout_s: 30.0,
+            rehash: false,
+        };
+        let mut series = cluster(
+            Kernel::linux(0),
+            20,
+            |s, k, d| {
+                if k == SourceKind::Host && s != d {
+                    Mode::Syn(nat)
+                } else {
+                    base
+                }
+            },
+            &mut r,
+        );
+        for src in NODES {
+            let modes: Vec<Mode> = (0..30)
+                .map(|i| if i % 3 == 0 { base } else { Mode::Syn(nat) })
+                .collect();
+            let mixed = build(
+                src,
+                src,
+                "svc-all",
+                "http://x/",
+                &modes,
+                Kernel::linux(0),
+                &mut r,
+            );
+            series.extend(blind(vec![mixed], "svc-all"));
+        }
+        let facts = NODES
+            .iter()
+            .map(|n| node_facts(n, "5.10.0", None, true))
+            .collect();
+        push(
+            "vxlan-mixed-service",
+            series,
+            facts,
+            &ladder,
+            label("kind-path", &[6], 1.0, Some("vxlan-checksum-offload")),
+        );
+    }
+    {
+        // The checksum bug, and a Service whose backends are gone (refused)
+        // probed from every node: the refused cells neither join nor split
+        // the ladder's scope.
+        let mut r = rng();
+        let nat = Fault::NatExpiry {
+            conntrack_timeout_s: 30.0,
+            rehash: false,
+        };
+        let mut series = cluster(
+            Kernel::linux(0),
+            20,
+            |s, k, d| {
+                if k == SourceKind::Host && s != d {
+                    Mode::Syn(nat)
+                } else {
+                    base
+                }
+            },
+            &mut r,
+        );
+        for src in NODES {
+            for dst in NODES.iter().filter(|d| **d != src) {
+                let refused = vec![Mode::Fail(Outcome::Refused); 20];
+                series.push(build(
+                    src,
+                    dst,
+                    "svc-gone",
+                    "http://x/",
+                    &refused,
+                    Kernel::linux(0),
+                    &mut r,
+                ));
+            }
+        }
+        let facts = NODES
+            .iter()
+            .map(|n| node_facts(n, "5.10.0", None, true))
+            .collect();
+        push(
+            "failing-cells-beside-ladder",
+            series,
+            facts,
+            &["syn-retransmit-ladder", "probe-failures"],
+            label("kind-path", &[6], 1.0, Some("vxlan-checksum-offload")),
         );
     }
     {
@@ -845,6 +990,218 @@ fn labelled() -> Vec<Case> {
             label("source", &[], 0.1, Some("conntrack-dns-race")),
             &mut r,
         );
+    }
+    // What each node's own prober must conclude.
+    let every: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+    let views: [(&str, &[String], &str, Option<&str>); 9] = [
+        ("vxlan-classic", &every, "vxlan-checksum-offload", None),
+        ("vxlan-linear", &every, "vxlan-checksum-offload", None),
+        (
+            "vxlan-conntrack-10s",
+            &every,
+            "vxlan-checksum-offload",
+            None,
+        ),
+        ("vxlan-rehash", &every, "vxlan-checksum-offload", None),
+        (
+            "vxlan-mixed-service",
+            &every,
+            "vxlan-checksum-offload",
+            Some("svc-all"),
+        ),
+        (
+            "failing-cells-beside-ladder",
+            &every,
+            "vxlan-checksum-offload",
+            None,
+        ),
+        (
+            "drop-syn-2-one-pair",
+            &["node2".to_string()],
+            "syn-dropped-on-path",
+            None,
+        ),
+        ("random-loss-5pct", &every, "path-packet-loss", None),
+        (
+            "partial-share-cross-node",
+            &every,
+            "syn-dropped-on-path",
+            None,
+        ),
+    ];
+    for (name, sources, cause, blind_target) in views {
+        let case = out
+            .iter_mut()
+            .find(|c| c.name == format!("sim:{name}"))
+            .unwrap_or_else(|| panic!("no case {name}"));
+        case.view = Some(ViewLabel {
+            hit_sources: sources.to_vec(),
+            cause: cause.into(),
+            blind_target: blind_target.map(str::to_string),
+        });
+    }
+    out
+}
+
+/// One prober's view of a case: the series `node` recorded from the host
+/// network and that node's facts alone, as `tailprobe run` or `matrix`
+/// there judges them.
+pub fn view(series: &[Series], facts: &[NodeFacts], node: &str) -> (Vec<Series>, Vec<NodeFacts>) {
+    (
+        series
+            .iter()
+            .filter(|s| &*s.dims.source_node == node && s.dims.source_kind == SourceKind::Host)
+            .cloned()
+            .collect(),
+        facts.iter().filter(|f| f.node == node).cloned().collect(),
+    )
+}
+
+/// `target`'s series merged per source with their destinations unknown:
+/// what a prober records when the Service's backends are plain web servers
+/// that do not say which node answered. Other series pass unchanged.
+pub fn blind(series: Vec<Series>, target: &str) -> Vec<Series> {
+    let (hit, mut out): (Vec<Series>, Vec<Series>) =
+        series.into_iter().partition(|s| &*s.dims.target == target);
+    let mut merged: BTreeMap<(String, SourceKind), Series> = BTreeMap::new();
+    for s in hit {
+        let key = (s.dims.source_node.to_string(), s.dims.source_kind);
+        let m = merged.entry(key).or_insert_with(|| Series {
+            dims: Dims {
+                destination_node: None,
+                path: PathKind::Unknown,
+                ..s.dims.clone()
+            },
+            samples: Vec::new(),
+            body_bytes: 0,
+        });
+        m.body_bytes = m.body_bytes.max(s.body_bytes);
+        m.samples.extend(s.samples);
+    }
+    out.extend(merged.into_values());
+    out
+}
+
+/// One scenario judged from each node's view.
+#[derive(Debug, Default, Clone)]
+pub struct ViewScore {
+    /// Views that found a ladder where the fault hit, found one where it
+    /// did not, missed one.
+    pub tp: u32,
+    pub fp: u32,
+    pub missed: u32,
+    /// (views whose every ladder ranks the labelled cause first, views that
+    /// found a ladder where the fault hit)
+    pub top1: (u32, u32),
+    /// The blind view keeps the cause with its path check unknown, and
+    /// ranks it first.
+    pub blind: Option<(bool, bool)>,
+    /// The smallest lead of the labelled cause's score over the next cause,
+    /// over the views that found a ladder where the fault hit.
+    pub margin: Option<f64>,
+    pub wrong: Vec<String>,
+}
+
+impl ViewScore {
+    pub fn precision(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.fp).max(1))
+    }
+    pub fn recall(&self) -> f64 {
+        f64::from(self.tp) / f64::from((self.tp + self.missed).max(1))
+    }
+    pub fn top1(&self) -> f64 {
+        f64::from(self.top1.0) / f64::from(self.top1.1.max(1))
+    }
+}
+
+/// Every case with a view label, judged from each source node's view.
+pub fn views(cases: &[Case]) -> BTreeMap<String, ViewScore> {
+    let cfg = Default::default();
+    let ladders = |series: &[Series], facts: &[NodeFacts]| {
+        tailprobe::detect::detect(series, facts, &cfg)
+            .into_iter()
+            .filter(|f| f.kind == tailprobe::detect::FindingKind::SynRetransmitLadder)
+            .collect::<Vec<_>>()
+    };
+    let mut out = BTreeMap::new();
+    for c in cases {
+        let Some(l) = &c.view else { continue };
+        let mut score = ViewScore::default();
+        let nodes: BTreeSet<String> = c
+            .series
+            .iter()
+            .map(|s| s.dims.source_node.to_string())
+            .collect();
+        for node in &nodes {
+            let (series, facts) = view(&c.series, &c.facts, node);
+            let found = ladders(&series, &facts);
+            let hit = l.hit_sources.contains(node);
+            match (hit, found.is_empty()) {
+                (true, false) => score.tp += 1,
+                (true, true) => {
+                    score.missed += 1;
+                    score.wrong.push(format!("{node}: no ladder"));
+                }
+                (false, false) => {
+                    score.fp += 1;
+                    score.wrong.push(format!("{node}: {}", found[0].headline()));
+                }
+                (false, true) => {}
+            }
+            if hit && !found.is_empty() {
+                score.top1.1 += 1;
+                let firsts: Vec<&str> = found
+                    .iter()
+                    .map(|f| f.likely_causes.first().map_or("none", |c| c.id.as_str()))
+                    .collect();
+                for f in &found {
+                    let right = f.likely_causes.iter().find(|x| x.id.as_str() == l.cause);
+                    let other = f
+                        .likely_causes
+                        .iter()
+                        .filter(|x| x.id.as_str() != l.cause)
+                        .map(|x| x.score)
+                        .fold(0.0, f64::max);
+                    let lead = right.map_or(-1.0, |x| x.score) - other;
+                    score.margin = Some(score.margin.map_or(lead, |m: f64| m.min(lead)));
+                }
+                if firsts.iter().all(|f| *f == l.cause) {
+                    score.top1.0 += 1;
+                } else {
+                    score.wrong.push(format!("{node}: first causes {firsts:?}"));
+                }
+            }
+        }
+        if let (Some(target), Some(node)) = (&l.blind_target, l.hit_sources.first()) {
+            let (series, facts) = view(&c.series, &c.facts, node);
+            let only: Vec<Series> = series
+                .into_iter()
+                .filter(|s| &*s.dims.target == target.as_str())
+                .collect();
+            let found = ladders(&blind(only, target), &facts);
+            let cause = found
+                .first()
+                .and_then(|f| {
+                    f.likely_causes
+                        .iter()
+                        .position(|x| x.id.as_str() == l.cause)
+                })
+                .map(|i| (i, &found[0].likely_causes[i]));
+            let listed = cause.is_some_and(|(_, x)| {
+                x.unknown
+                    .iter()
+                    .any(|u| u.starts_with("only cross-node paths"))
+            });
+            let first = cause.is_some_and(|(i, _)| i == 0);
+            if !(listed && first) {
+                score.wrong.push(format!(
+                    "{node} blind on {target}: {:?}",
+                    found.first().map(|f| &f.likely_causes)
+                ));
+            }
+            score.blind = Some((listed, first));
+        }
+        out.insert(c.name.clone(), score);
     }
     out
 }

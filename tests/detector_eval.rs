@@ -113,3 +113,45 @@ mod simulator {
         assert_eq!(at(w, Fault::FirstSyns(2), &mut r), (Some(9.0), 2));
     }
 }
+
+/// Each node's prober alone, on its own host-network probes and its own
+/// facts: the fault found where it hit and nowhere else, and the right cause
+/// first, for the simulated cases and the recorded lab runs alike.
+#[test]
+fn each_node_alone_ranks_the_right_cause_first() {
+    let cases = eval_set::cases();
+    let scores = eval_set::views(&cases);
+    println!(
+        "{:<40} {:>9} {:>6} {:>5} blind",
+        "scenario (one node's view)", "precision", "recall", "top-1"
+    );
+    for (name, s) in &scores {
+        println!(
+            "{name:<40} {:>9.3} {:>6.3} {:>5.3} {}",
+            s.precision(),
+            s.recall(),
+            s.top1(),
+            s.blind
+                .map(|(listed, first)| format!("listed={listed} first={first}"))
+                .unwrap_or_default()
+        );
+    }
+    assert!(scores.len() >= 9, "{:?}", scores.keys());
+    assert!(
+        scores.keys().filter(|k| k.starts_with("recorded:")).count() >= 6,
+        "the recorded lab runs carry view labels: {:?}",
+        scores.keys()
+    );
+    for (name, s) in &scores {
+        assert_eq!(
+            (s.precision(), s.recall(), s.top1()),
+            (1.0, 1.0, 1.0),
+            "{name}: {:#?}",
+            s.wrong
+        );
+        assert!(s.top1.1 > 0, "{name}: no view judged");
+        if let Some(b) = s.blind {
+            assert_eq!(b, (true, true), "{name}: {:#?}", s.wrong);
+        }
+    }
+}

@@ -87,6 +87,13 @@ pub struct Recording {
     /// Finding kinds a person confirmed this run should raise.
     #[serde(default)]
     pub expected: Vec<String>,
+    /// The cause a person confirmed: every node whose own probes show the
+    /// fault should rank it first from its own view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The nodes whose own probes the fault hits: each must find it alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hit_sources: Vec<String>,
     pub facts: Vec<NodeFacts>,
     pub series: Vec<RecordedSeries>,
 }
@@ -102,6 +109,8 @@ impl Recording {
     pub fn new(series: &[Series], facts: Vec<NodeFacts>) -> Self {
         Self {
             expected: Vec::new(),
+            cause: None,
+            hit_sources: Vec::new(),
             facts,
             series: series
                 .iter()
