@@ -96,6 +96,8 @@ pub async fn run(
     }));
     let state = ApiState {
         source_node: Arc::clone(&prober.source_node),
+        source_kind: prober.source_kind,
+        window: loaded.config.detect.window.get(),
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&stats),
         ready: Arc::clone(&ready),
@@ -410,7 +412,7 @@ fn server_counters(metrics: &Metrics, server: &str) -> crate::server::http::Serv
 }
 
 /// The API's bearer token: the file's content without surrounding space.
-fn read_token(path: &std::path::Path) -> Result<Arc<str>, DaemonError> {
+pub(crate) fn read_token(path: &std::path::Path) -> Result<Arc<str>, DaemonError> {
     let err = |why: String| DaemonError::Token {
         path: path.display().to_string(),
         why,

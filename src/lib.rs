@@ -13,6 +13,7 @@
 //! - [`export`]: Prometheus metrics and the matrix report (table, JSON).
 //! - [`server`]: the daemon's HTTP endpoints and the `echo` target server.
 //! - [`matrix`]: the one-shot run; [`daemon`]: the continuous one.
+//! - [`hub`]: pulls every prober and judges the cluster as one.
 //! - [`lab`]: an emulated cluster in network namespaces, with faults.
 //! - [`slo`]: objectives over probes, multi-window burn-rate alerts, rules.
 //! - [`node`]: read-only facts about the host.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod export;
+pub mod hub;
 pub mod lab;
 pub mod matrix;
 pub mod model;

@@ -49,6 +49,13 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Pull every prober, judge the cluster as one, serve the cluster matrix.
+    Hub(RunArgs),
+    /// The cluster at once, from anywhere that reaches the probers.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The built-in lab: an emulated multi-node cluster on this kernel (root).
     Lab {
         #[command(subcommand)]
@@ -66,6 +73,32 @@ pub struct MatrixArgs {
     /// Probes in flight at once (default: [matrix] concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Merge every prober's current window, judge it as one cluster, print
+    /// the node x node grid and the verdict. Exit 0 healthy, 1 a finding or
+    /// a failed probe, 2 usage, 3 too few probers answered.
+    Matrix(ClusterMatrixArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterMatrixArgs {
+    /// Probers' base URLs, comma-separated (default: [hub] probers).
+    #[arg(long, value_delimiter = ',')]
+    pub probers: Vec<String>,
+    /// [hub] (timeouts, token) and [detect] settings; defaults without it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// The fewest probers that must answer (default: every one).
+    #[arg(long)]
+    pub min_answered: Option<usize>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write the report here instead of standard output.
@@ -144,6 +177,55 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
     Ok(out)
 }
 
+/// `cluster matrix`: one round of the hub, printed.
+fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
+    let mut loaded = match &args.config {
+        Some(path) => load(path)?,
+        None => config::Loaded::defaults(),
+    };
+    if !args.probers.is_empty() {
+        loaded.config.hub.probers = args.probers.clone();
+    }
+    if let Some(problem) = loaded.config.hub.problem() {
+        anyhow::bail!("--probers: {problem}");
+    }
+    let urls = loaded.config.hub.probers.clone();
+    if urls.is_empty() {
+        anyhow::bail!("no probers to ask: give --probers URL,... or [hub] probers in --config");
+    }
+    let token = match &loaded.config.hub.token_file {
+        Some(p) => Some(crate::daemon::read_token(p)?),
+        None => None,
+    };
+    let puller = crate::hub::pull::Puller::new(&loaded.config.hub, token)?;
+    let probers = std::sync::Mutex::default();
+    let m = block_on(crate::hub::round(&puller, &urls, &probers, &loaded))?;
+    let text = match args.format {
+        Format::Table => crate::hub::table::render(&m),
+        Format::Json => serde_json::to_string_pretty(&m)? + "\n",
+    };
+    write_output(args.output.as_deref(), &text)?;
+    let answered = m.probers.get("up").copied().unwrap_or(0);
+    let wanted = args.min_answered.unwrap_or(urls.len());
+    if answered < wanted {
+        for s in probers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .statuses()
+            .iter()
+            .filter(|s| s.error.is_some())
+        {
+            eprintln!("{}", s.error.as_deref().unwrap_or_default());
+        }
+        eprintln!(
+            "{answered} of {} probers answered; wanted {wanted}",
+            urls.len()
+        );
+        return Ok(3);
+    }
+    Ok(if m.healthy() { 0 } else { 1 })
+}
+
 fn load(path: &std::path::Path) -> Result<config::Loaded, ConfigError> {
     config::load(&path.to_string_lossy())
 }
@@ -191,6 +273,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             })??;
             Ok(0)
         }
+        Command::Hub(args) => {
+            let loaded = load(&args.config)?;
+            block_on(async {
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                crate::hub::run(loaded, args.listen, cancel, None).await
+            })??;
+            Ok(0)
+        }
+        Command::Cluster {
+            command: ClusterCommand::Matrix(args),
+        } => cluster_matrix(args),
         Command::Lab { command } => lab::lab(command),
         Command::Rules { config } => {
             let loaded = load(&config)?;

@@ -8,6 +8,7 @@
 
 mod duration;
 mod error;
+mod hub;
 mod kubernetes;
 mod otlp;
 mod selector;
@@ -17,6 +18,7 @@ mod validate;
 
 pub use duration::Dur;
 pub use error::ConfigError;
+pub use hub::HubConfig;
 pub use kubernetes::KubernetesConfig;
 pub use otlp::OtlpConfig;
 pub use selector::LabelSelector;
@@ -51,6 +53,9 @@ pub struct Config {
     pub otlp: Option<OtlpConfig>,
     /// Discovery from the Kubernetes API and the per-node Service.
     pub kubernetes: Option<KubernetesConfig>,
+    /// `tailprobe hub`: the probers it pulls.
+    #[serde(default)]
+    pub hub: HubConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
@@ -259,6 +264,15 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Every default and no target: what `cluster matrix` judges with when
+    /// given no configuration.
+    pub fn defaults() -> Self {
+        Self {
+            config: toml::from_str("").expect("an empty file is every default"),
+            targets: Vec::new(),
+        }
+    }
+
     /// The prober's node: `node` key, else `NODE_NAME`, else the host name.
     pub fn node(&self) -> String {
         self.config
@@ -308,6 +322,10 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
     validate::check(path, text, &config)?;
     if let Some(problem) = config.kubernetes.as_ref().and_then(|k| k.problem()) {
         let offset = validate::locate(text, &["kubernetes"]).unwrap_or(0);
+        return Err(ConfigError::at(path, text, offset, problem));
+    }
+    if let Some(problem) = config.hub.problem() {
+        let offset = validate::locate(text, &["hub", "probers"]).unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
     for (i, slo) in config.slos.iter().enumerate() {

@@ -119,12 +119,12 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// Every bound of the file, in the order the tables are documented.
 pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
     let k = Checker { path, text };
-    if c.targets.is_empty() && c.kubernetes.is_none() {
+    if c.targets.is_empty() && c.kubernetes.is_none() && c.hub.probers.is_empty() {
         return Err(ConfigError::at(
             path,
             text,
             0,
-            "the configuration names nothing to probe; add a [[target]] table, or [kubernetes] to discover targets (config.toml documents both)".into(),
+            "the configuration names nothing to probe; add a [[target]] table, or [kubernetes] to discover targets (config.toml documents both); a hub's configuration lists [hub] probers".into(),
         ));
     }
     if let Some(n) = &c.node
@@ -242,6 +242,37 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
         m.spacing.get(),
         Duration::ZERO..=Duration::from_secs(60),
         "it is the pause between probe starts",
+    )?;
+    let h = &c.hub;
+    k.dur(
+        &["hub", "interval"],
+        h.interval.get(),
+        SEC..=HOUR,
+        "the hub pulls every prober this often",
+    )?;
+    k.dur(
+        &["hub", "timeout"],
+        h.timeout.get(),
+        Duration::from_millis(100)..=h.interval.get(),
+        "one pull must end before the next round (at most [hub] interval)",
+    )?;
+    k.num(
+        &["hub", "max_concurrent"],
+        h.max_concurrent,
+        1..=4096,
+        "each pull in flight holds a connection",
+    )?;
+    k.dur(
+        &["hub", "forget_after"],
+        h.forget_after.get(),
+        h.interval.get()..=DAY,
+        "a silent prober's last data is kept this long (at least one round)",
+    )?;
+    k.num(
+        &["hub", "max_doc_bytes"],
+        h.max_doc_bytes,
+        (64 << 10)..=(1 << 30),
+        "one prober's document is held in memory whole",
     )?;
     let d = &c.detect;
     k.dur(

@@ -1,6 +1,6 @@
 //! The daemon's endpoints: `/metrics`, `/healthz`, `/readyz`,
-//! `/api/v1/histograms` (serialized histograms, for cluster-wide merging),
-//! `/api/v1/findings` and `/api/v1/targets`.
+//! `/api/v1/histograms` (serialized histograms), `/api/v1/window` (the
+//! window document the hub pulls), `/api/v1/findings` and `/api/v1/targets`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +21,9 @@ use crate::stats::{Retention, Stats};
 #[derive(Clone)]
 pub struct ApiState {
     pub source_node: Arc<str>,
+    pub source_kind: crate::model::SourceKind,
+    /// How far back `/api/v1/window` reaches: the detector's window.
+    pub window: Duration,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
     /// Set once probing has started.
@@ -79,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/histograms", get(histograms))
         .route("/api/v1/findings", get(findings))
+        .route("/api/v1/window", get(window))
         .route(
             "/api/v1/targets",
             get(|State(s): State<ApiState>| async move {
@@ -142,6 +146,53 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 async fn findings(State(s): State<ApiState>) -> Response {
     let doc = s.verdict.read().unwrap_or_else(|e| e.into_inner()).clone();
     axum::Json(doc).into_response()
+}
+
+/// The window document, gzipped when the client accepts it (the hub does).
+async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let facts = s
+        .verdict
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .facts
+        .clone();
+    let (node, kind, stats, w) = (
+        Arc::clone(&s.source_node),
+        s.source_kind,
+        Arc::clone(&s.stats),
+        s.window,
+    );
+    // Copying and compressing every series is CPU work: off the runtime's
+    // workers, as for the histograms.
+    let built = tokio::task::spawn_blocking(move || {
+        let doc = crate::hub::doc::WindowDoc::build(&node, kind, &stats, w, facts);
+        if gzip {
+            doc.to_gzip()
+        } else {
+            serde_json::to_vec(&doc).expect("a window document always serializes")
+        }
+    })
+    .await;
+    match built {
+        Ok(body) if gzip => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            body,
+        )
+            .into_response(),
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("building the window failed ({e})\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(s): State<ApiState>) -> Response {

@@ -1,0 +1,122 @@
+//! The cluster view: every prober's window merged (every sample kept, so
+//! the merge is exact) and judged as one, with every node's facts: scopes
+//! span nodes, and one node's receive-side counters are evidence for
+//! another's sends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::doc::WindowDoc;
+use super::pull::ProberState;
+use crate::detect::Finding;
+use crate::export::report::Cell;
+use crate::model::{DetectorConfig, NodeFacts, SeriesWindow, SourceKind};
+use crate::stats::{RecordedSeries, Recording};
+
+/// One cell of the cluster matrix, with the prober that measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterCell {
+    #[serde(flatten)]
+    pub cell: Cell,
+    pub prober: String,
+}
+
+/// `/api/v1/matrix` on the hub, and `cluster matrix --format json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterMatrix {
+    /// When the verdict was reached; absent before the first round.
+    pub generated_at: Option<String>,
+    /// What the verdict rests on, in words.
+    pub rests_on: String,
+    /// Probers per state (`up`, `stale`, `unreachable`).
+    pub probers: BTreeMap<String, usize>,
+    pub cells: Vec<ClusterCell>,
+    /// Every node's facts, one per node.
+    pub facts: Vec<NodeFacts>,
+    pub findings: Vec<Finding>,
+}
+
+impl ClusterMatrix {
+    /// No failed probe, no finding, and every prober heard.
+    pub fn healthy(&self) -> bool {
+        self.findings.is_empty()
+            && self.cells.iter().all(|c| c.cell.failures == 0)
+            && self.probers.get("up").copied().unwrap_or(0) == self.probers.values().sum::<usize>()
+    }
+}
+
+/// "judged on 5 of 6 probers; 1 stale (node3 pod), 0 unreachable".
+pub fn rests_on(counts: &BTreeMap<ProberState, usize>, stale: &[String]) -> String {
+    let n = |s| counts.get(&s).copied().unwrap_or(0);
+    let all: usize = counts.values().sum();
+    let judged = n(ProberState::Up) + n(ProberState::Stale);
+    let mut out = format!(
+        "judged on {judged} of {all} probers; {} stale",
+        n(ProberState::Stale)
+    );
+    if !stale.is_empty() {
+        out += &format!(" (last data kept: {})", stale.join(", "));
+    }
+    out += &format!(", {} unreachable", n(ProberState::Unreachable));
+    out
+}
+
+/// Merges the documents and judges them together.
+pub fn judge(
+    docs: &[(String, Arc<WindowDoc>)],
+    counts: &BTreeMap<ProberState, usize>,
+    stale: &[String],
+    cfg: &DetectorConfig,
+    now: std::time::SystemTime,
+) -> ClusterMatrix {
+    let mut windows: Vec<SeriesWindow> = Vec::new();
+    let mut cells = Vec::new();
+    // One node's facts: its host-network prober's, else any.
+    let mut facts: BTreeMap<String, (SourceKind, NodeFacts)> = BTreeMap::new();
+    for (url, doc) in docs {
+        windows.extend(doc.windows());
+        let rec = Recording {
+            expected: vec![],
+            cause: None,
+            hit_sources: vec![],
+            facts: vec![],
+            series: doc
+                .series
+                .iter()
+                .map(|s| RecordedSeries {
+                    key: s.dims.clone(),
+                    url: s.url.clone(),
+                    samples: s.samples.iter().map(Into::into).collect(),
+                })
+                .collect(),
+        };
+        cells.extend(rec.to_series().iter().map(|s| ClusterCell {
+            cell: Cell::from_series(s),
+            prober: url.clone(),
+        }));
+        if let Some(f) = &doc.facts {
+            let better = facts
+                .get(&f.node)
+                .is_none_or(|(kind, _)| *kind != SourceKind::Host);
+            if better {
+                facts.insert(f.node.clone(), (doc.source_kind, f.clone()));
+            }
+        }
+    }
+    cells.sort_by(|a, b| a.cell.dims.cmp(&b.cell.dims));
+    let facts: Vec<NodeFacts> = facts.into_values().map(|(_, f)| f).collect();
+    let findings = crate::detect::detect(&windows, &facts, cfg);
+    ClusterMatrix {
+        generated_at: Some(humantime::format_rfc3339_millis(now).to_string()),
+        rests_on: rests_on(counts, stale),
+        probers: counts
+            .iter()
+            .map(|(s, n)| (s.as_str().to_string(), *n))
+            .collect(),
+        cells,
+        facts,
+        findings,
+    }
+}

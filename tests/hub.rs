@@ -1,0 +1,309 @@
+//! `tailprobe hub` and `tailprobe cluster matrix` over real probers on
+//! loopback: every prober's cells in one matrix, one verdict over all of
+//! them; a prober that stops answering goes stale (its data still judged,
+//! and said), then unreachable; a restarted hub loses nothing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Behaviour, Server, TempDir, free_port, get};
+use serde_json::Value;
+
+/// A prober on `node` probing one loopback target per node in `nodes`.
+fn prober_config(node: &str, listen: &str, target: &str, nodes: &[&str]) -> String {
+    let mut c = format!(
+        "node = \"{node}\"\n[probe]\ninterval = \"100ms\"\njitter = \"0s\"\n\
+         [server]\nlisten = \"{listen}\"\n[detect]\ninterval = \"200ms\"\n"
+    );
+    for n in nodes {
+        c += &format!("[[target]]\nname = \"svc-{n}\"\nurl = \"{target}\"\nnode = \"{n}\"\n");
+    }
+    c
+}
+
+fn hub(cfg: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(common::bin())
+        .args(["hub", "--config", cfg.to_str().unwrap()])
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+async fn json(addr: &str, path: &str) -> Value {
+    let (status, _, body) = get(addr, path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// A GET that reports a refused connection instead of panicking: the hub
+/// may still be starting.
+async fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
+    let (_, body) = out.split_once("\r\n\r\n")?;
+    Some((status, body.to_string()))
+}
+
+/// Polls `path` until `ok` holds, for up to `within`.
+async fn until(addr: &str, path: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Ok(Some((200, body))) =
+            tokio::time::timeout(Duration::from_secs(2), try_get(addr, path)).await
+            && let Ok(v) = serde_json::from_str::<Value>(&body)
+        {
+            if ok(&v) {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{path} never matched: {v:#}");
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{path} never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn state_of<'a>(probers: &'a Value, node: &str) -> &'a str {
+    probers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["source_node"] == node)
+        .and_then(|p| p["state"].as_str())
+        .unwrap_or("none")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_merges_every_prober_and_says_what_is_missing() {
+    let target = Server::start(Behaviour::ok()).await;
+    let dir = TempDir::new("hub");
+    let nodes = ["n1", "n2", "n3"];
+    let mut probers = Vec::new();
+    let mut urls = Vec::new();
+    for n in nodes {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let cfg = dir.file(
+            &format!("{n}.toml"),
+            &prober_config(n, &listen, &target.url("/"), &nodes),
+        );
+        // Its log is kept open: a closed pipe would stop it.
+        probers.push(common::daemon(&cfg, &[]));
+        urls.push(format!("http://{listen}"));
+    }
+    // A prober that never answers.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let hub_listen = format!("127.0.0.1:{}", free_port());
+    let list = urls
+        .iter()
+        .chain([&dead])
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hub_cfg = dir.file(
+        "hub.toml",
+        &format!(
+            "[server]\nlisten = \"{hub_listen}\"\n[hub]\nprobers = [{list}]\n\
+             interval = \"1s\"\ntimeout = \"500ms\"\nforget_after = \"4s\"\n"
+        ),
+    );
+    let mut h = hub(&hub_cfg);
+
+    // Every prober's cells in one matrix: 3 sources x 3 destinations.
+    let m = until(
+        &hub_listen,
+        "/api/v1/matrix",
+        Duration::from_secs(20),
+        |m| {
+            m["cells"].as_array().is_some_and(|c| c.len() == 9)
+                && m["cells"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|c| c["samples"].as_u64() > Some(2))
+        },
+    )
+    .await;
+    assert_eq!(m["probers"]["up"], 3, "{m:#}");
+    assert_eq!(m["probers"]["unreachable"], 1, "{m:#}");
+    assert!(
+        m["rests_on"]
+            .as_str()
+            .unwrap()
+            .starts_with("judged on 3 of 4 probers"),
+        "{m:#}"
+    );
+    let sources: std::collections::BTreeSet<&str> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["source_node"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources.len(), 3);
+    assert!(m["cells"].as_array().unwrap().iter().all(|c| {
+        c["prober"]
+            .as_str()
+            .is_some_and(|p| urls.contains(&p.to_string()))
+    }));
+    let p = json(&hub_listen, "/api/v1/probers").await;
+    let dead_status = p
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["url"] == dead.as_str())
+        .unwrap();
+    assert_eq!(dead_status["state"], "unreachable");
+    assert!(
+        dead_status["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&dead)),
+        "{dead_status:#}"
+    );
+    for s in p.as_array().unwrap().iter().filter(|s| s["state"] == "up") {
+        let bytes = s["bytes"].as_u64().unwrap();
+        assert!(bytes > 0 && bytes < 32 << 10, "gzipped on the wire: {s:#}");
+    }
+    let (_, _, metrics) = get(&hub_listen, "/metrics").await;
+    assert!(
+        metrics.contains("tailprobe_hub_probers{state=\"up\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tailprobe_hub_pulled_bytes_total"),
+        "{metrics}"
+    );
+
+    // n3 stops: stale, its last data still judged and said; then unreachable.
+    let (mut n3, _) = probers.pop().unwrap();
+    n3.kill().await.unwrap();
+    let p = until(
+        &hub_listen,
+        "/api/v1/probers",
+        Duration::from_secs(10),
+        |p| state_of(p, "n3") == "stale",
+    )
+    .await;
+    let m = json(&hub_listen, "/api/v1/matrix").await;
+    assert!(
+        m["rests_on"]
+            .as_str()
+            .unwrap()
+            .contains("1 stale (last data kept: n3 host)"),
+        "{m:#} {p:#}"
+    );
+    assert!(
+        m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["source_node"] == "n3")
+    );
+    until(
+        &hub_listen,
+        "/api/v1/probers",
+        Duration::from_secs(10),
+        |p| state_of(p, "n3") == "unreachable",
+    )
+    .await;
+    let m = until(&hub_listen, "/api/v1/matrix", Duration::from_secs(5), |m| {
+        m["probers"]["unreachable"] == 2
+    })
+    .await;
+    assert!(
+        !m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["source_node"] == "n3"),
+        "{m:#}"
+    );
+    assert!(
+        m["rests_on"]
+            .as_str()
+            .unwrap()
+            .starts_with("judged on 2 of 4"),
+        "{m:#}"
+    );
+
+    // A restarted hub loses nothing: the probers hold the data.
+    let before: Vec<Value> = m["cells"].as_array().unwrap().clone();
+    h.kill().await.unwrap();
+    let _h = hub(&hub_cfg);
+    let m = until(
+        &hub_listen,
+        "/api/v1/matrix",
+        Duration::from_secs(20),
+        |m| m["cells"].as_array().is_some_and(|c| c.len() == 6),
+    )
+    .await;
+    for c in &before {
+        let again = m["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["source_node"] == c["source_node"] && x["target"] == c["target"])
+            .unwrap_or_else(|| panic!("lost {c:#}"));
+        assert!(
+            again["samples"].as_u64() >= c["samples"].as_u64(),
+            "{again:#} {c:#}"
+        );
+    }
+
+    // The one-shot cluster matrix over the same probers: exit 0 when every
+    // one answers and all is healthy, 3 when too few answer.
+    let live = urls[..2].join(",");
+    let out = tokio::process::Command::new(common::bin())
+        .args(["cluster", "matrix", "--probers", &live, "--format", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(one["cells"].as_array().unwrap().len(), 6);
+    let with_dead = format!("{live},{dead}");
+    let out = tokio::process::Command::new(common::bin())
+        .args(["cluster", "matrix", "--probers", &with_dead])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("judged on 2 of 3 probers") && text.contains("n1 host"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 of 3 probers answered"));
+    let out = tokio::process::Command::new(common::bin())
+        .args([
+            "cluster",
+            "matrix",
+            "--probers",
+            &with_dead,
+            "--min-answered",
+            "2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a silent prober is not healthy");
+}
