@@ -230,14 +230,18 @@ fn two_unlucky_pod_probes_do_not_make_the_pod_network_hit() {
     let cause = &found[0].likely_causes[0];
     assert_eq!(cause.id, CauseId::VxlanChecksumOffload);
     assert!(
-        cause.present.iter().any(|p| p.starts_with("host-network probes are hit")),
+        cause
+            .present
+            .iter()
+            .any(|p| p.starts_with("host-network probes are hit")),
         "{cause:#?}"
     );
     // The pod network hit at the host network's rate is hit.
     let (mut s, f) = incident();
-    for c in s.iter_mut().filter(|c| {
-        c.dims.source_kind == SourceKind::Pod && c.dims.path == PathKind::CrossNode
-    }) {
+    for c in s
+        .iter_mut()
+        .filter(|c| c.dims.source_kind == SourceKind::Pod && c.dims.path == PathKind::CrossNode)
+    {
         for p in &mut c.samples {
             p.syn_retransmits = 6;
             p.phases.connect = Some(Duration::from_secs_f64(64.4));
@@ -250,7 +254,10 @@ fn two_unlucky_pod_probes_do_not_make_the_pod_network_hit() {
         .find(|c| c.id == CauseId::VxlanChecksumOffload)
         .unwrap();
     assert!(
-        cause.missing.iter().any(|p| p.starts_with("host-network probes are hit")),
+        cause
+            .missing
+            .iter()
+            .any(|p| p.starts_with("host-network probes are hit")),
         "{cause:#?}"
     );
 }
