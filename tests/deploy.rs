@@ -99,7 +99,11 @@ fn every_manifest_is_a_valid_typed_object() {
                         assert!(dir.join(r).exists(), "{}: {r} does not exist", f.display());
                     }
                     for g in &k.config_map_generator {
-                        assert_eq!(g.name, "tailprobe-config", "the DaemonSets mount this name");
+                        assert!(
+                            ["tailprobe-config", "tailprobe-hub-config"].contains(&g.name.as_str()),
+                            "the DaemonSets and the hub mount these names: {}",
+                            g.name
+                        );
                         for file in &g.files {
                             assert!(dir.join(file).is_file(), "{}: {file}", f.display());
                         }
@@ -405,7 +409,12 @@ fn kustomize_renders_every_kustomization() {
         let docs = documents(&String::from_utf8(out.stdout).unwrap());
         let cm = docs
             .iter()
-            .find(|d| d["kind"] == "ConfigMap")
+            .find(|d| {
+                d["kind"] == "ConfigMap"
+                    && d["metadata"]["name"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with("tailprobe-config-"))
+            })
             .expect("the ConfigMap");
         let cm: ConfigMap = serde_json::from_value(cm.clone()).unwrap();
         assert_eq!(cm.data.unwrap()["tailprobe.toml"], config);
@@ -482,5 +491,65 @@ fn the_network_policy_selects_the_pod_probers_and_names_their_ports() {
     assert!(
         api.from.as_ref().is_some_and(|f| !f.is_empty()),
         "the API admits only its clients"
+    );
+}
+
+/// The hub's Deployment runs `tailprobe hub` on the ConfigMap's file, that
+/// file checks, and the prober selector it discovers with selects both
+/// DaemonSets' pods but never the hub's own.
+#[test]
+fn the_hub_runs_a_command_line_the_cli_accepts_and_finds_the_probers_not_itself() {
+    let cfg_path = deploy().join("hub/hub.toml");
+    let out = std::process::Command::new(common::bin())
+        .args(["check", "--config", cfg_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let loaded = tailprobe::config::load(cfg_path.to_str().unwrap()).unwrap();
+    assert!(
+        loaded.config.hub.probers.is_empty(),
+        "found through Kubernetes"
+    );
+    let selector = loaded.config.kubernetes.unwrap().prober_selector;
+    let (key, value) = selector.split_once('=').unwrap();
+
+    let text = std::fs::read_to_string(deploy().join("hub/hub.yaml")).unwrap();
+    let doc = documents(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let d: Deployment = typed(&doc, &deploy().join("hub/hub.yaml"));
+    let template = d.spec.unwrap().template;
+    let c = &template.spec.as_ref().unwrap().containers[0];
+    let mut argv = vec!["tailprobe".to_string()];
+    argv.extend(c.args.clone().unwrap());
+    let cli = Cli::try_parse_from(&argv).unwrap();
+    let Command::Hub(run) = cli.command else {
+        panic!("the hub Deployment does not run `tailprobe hub`")
+    };
+    let mount = &c.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(run.config, Path::new(&mount.mount_path).join("hub.toml"));
+    let hub_labels = template.metadata.unwrap().labels.unwrap();
+    assert_ne!(
+        hub_labels.get(key).map(String::as_str),
+        Some(value),
+        "the hub would pull itself"
+    );
+    for (kind, ds) in daemonsets() {
+        let labels = ds.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        assert_eq!(labels.get(key).map(String::as_str), Some(value), "{kind}");
+    }
+    assert!(
+        c.ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|p| p.name.as_deref() == Some("metrics")),
+        "the port the hub serves on"
     );
 }

@@ -568,3 +568,125 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
     assert!(lists >= 2, "services were listed {lists} times");
     let _ = echo_child.kill().await;
 }
+
+/// `tailprobe hub` with no static list finds the prober pods of its
+/// namespace by label, on their `metrics` port, follows them as they come
+/// and go, and asks the API server for nothing its Role in deploy/hub does
+/// not grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hub_finds_the_prober_pods_of_its_namespace() {
+    let api = FakeApi::start().await;
+    let target = common::Server::start(common::Behaviour::ok()).await;
+    let dir = common::TempDir::new("kube-hub");
+    let mut probers = Vec::new();
+    for n in ["a", "b"] {
+        let port = common::free_port();
+        let cfg = dir.file(
+            &format!("{n}.toml"),
+            &format!(
+                "node = \"{n}\"\n[probe]\ninterval = \"200ms\"\n[server]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [[target]]\nname = \"t\"\nurl = \"{}\"\nnode = \"a\"\n",
+                target.url("/")
+            ),
+        );
+        probers.push(common::daemon(&cfg, &[]));
+        let mut pod = prober_pod(&format!("tp-{n}"), n, "127.0.0.1", "host", 1);
+        pod["spec"]["containers"][0]["ports"] = json!([{"name": "metrics", "containerPort": port}]);
+        pod["status"]["phase"] = json!("Running");
+        api.put("pods", pod);
+    }
+    // Another app's pod in the namespace, and a prober elsewhere: not pulled.
+    let mut other = prober_pod("web", "a", "127.0.0.1", "host", 1);
+    other["metadata"]["labels"] = json!({"app": "web"});
+    other["status"]["phase"] = json!("Running");
+    api.put("pods", other);
+    let kubeconfig = dir.file("kubeconfig", &api.kubeconfig());
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let cfg = dir.file(
+        "hub.toml",
+        &format!(
+            "[server]\nlisten = \"{listen}\"\n[hub]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             [kubernetes]\nnamespace = \"{NS}\"\n"
+        ),
+    );
+    let _hub = tokio::process::Command::new(common::bin())
+        .args(["hub", "--config", cfg.to_str().unwrap()])
+        .env("KUBECONFIG", &kubeconfig)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let sources = |m: &Value| -> BTreeSet<String> {
+        m["cells"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["source_node"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let matrix = || async {
+        match tokio::net::TcpStream::connect(&listen).await {
+            Ok(_) => {
+                let (_, _, body) = common::get(&listen, "/api/v1/matrix").await;
+                serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)
+            }
+            Err(_) => Value::Null,
+        }
+    };
+    eventually(
+        "the hub pulls both probers",
+        Duration::from_secs(20),
+        || async {
+            let m = matrix().await;
+            if sources(&m) == set(&["a", "b"])
+            && m["probers"]["up"] == 2
+            && m["probers"]["unreachable"] == 0
+        {
+                Ok(())
+            } else {
+                Err(format!("{m}"))
+            }
+        },
+    )
+    .await;
+    // Prober b's pod goes: the hub stops pulling it at once.
+    api.delete("pods", NS, "tp-b");
+    eventually("the hub forgets b", Duration::from_secs(10), || async {
+        let m = matrix().await;
+        if sources(&m) == set(&["a"]) && m["probers"]["up"] == 1 {
+            Ok(())
+        } else {
+            Err(format!("{m}"))
+        }
+    })
+    .await;
+
+    // RBAC: exactly what deploy/hub grants, in the hub's namespace only.
+    let used: BTreeSet<(String, String, bool)> = api
+        .requests()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.namespace.as_deref(), Some(NS), "{r:?}");
+            (r.verb.clone(), r.resource.clone(), true)
+        })
+        .collect();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/hub/hub.yaml"))
+        .unwrap();
+    let mut granted = BTreeSet::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v["kind"] == "Role" {
+            let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(v).unwrap();
+            for rule in role.rules.into_iter().flatten() {
+                for verb in &rule.verbs {
+                    for res in rule.resources.iter().flatten() {
+                        granted.insert((verb.clone(), res.clone(), true));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        used, granted,
+        "deploy/hub/hub.yaml must grant exactly what the hub uses"
+    );
+}

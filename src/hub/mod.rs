@@ -9,6 +9,7 @@
 //! Endpoints: `/api/v1/matrix`, `/api/v1/probers`, `/metrics`, `/healthz`,
 //! `/readyz` (ready after the first round).
 
+pub mod discover;
 pub mod doc;
 pub mod pull;
 pub mod table;
@@ -45,8 +46,12 @@ pub enum HubError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the hub has no probers to pull; list them in [hub] probers")]
+    #[error(
+        "the hub has no probers to pull; list them in [hub] probers, or add [kubernetes] to find the prober pods"
+    )]
     NoProbers,
+    #[error(transparent)]
+    Kube(#[from] crate::targets::kubernetes::KubeError),
     #[error("cannot build the HTTP client ({0}); this is a bug, please report it")]
     Client(#[from] reqwest::Error),
     #[error(transparent)]
@@ -218,10 +223,22 @@ pub async fn run(
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), HubError> {
     let hub = &loaded.config.hub;
-    let urls = hub.probers.clone();
-    if urls.is_empty() {
-        return Err(HubError::NoProbers);
-    }
+    // A static list, else the prober pods of the hub's namespace.
+    let pods = match (&loaded.config.kubernetes, hub.probers.is_empty()) {
+        (_, false) => None,
+        (Some(k), true) => {
+            let client = crate::targets::kubernetes::client().await?;
+            let ns = k.namespace();
+            tracing::info!(namespace = %ns, selector = %k.prober_selector, "Finding the probers in Kubernetes.");
+            Some(discover::start(
+                client,
+                &ns,
+                &k.prober_selector,
+                cancel.clone(),
+            ))
+        }
+        (None, true) => return Err(HubError::NoProbers),
+    };
     let token = match &hub.token_file {
         Some(p) => Some(crate::daemon::read_token(p)?),
         None => None,
@@ -246,7 +263,7 @@ pub async fn run(
         Default::default(),
         server_stop.clone(),
     ));
-    tracing::info!(listen = %bound, probers = urls.len(), "Hub started.");
+    tracing::info!(listen = %bound, "Hub started.");
     if let Some(tx) = ready {
         let _ = tx.send(bound);
     }
@@ -258,6 +275,10 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         let started = Instant::now();
+        let urls = match &pods {
+            Some(store) => discover::urls(&store.state()),
+            None => hub.probers.clone(),
+        };
         let m = tokio::select! {
             _ = cancel.cancelled() => break,
             m = round(&puller, &urls, &state.probers, &loaded) => m,
