@@ -257,6 +257,123 @@ pub fn human_ms(v: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::{CauseId, FindingKind, LikelyCause, ScopeKey};
+    use crate::model::{Dims, PathKind};
+
+    fn cause(id: CauseId, score: f64, missing: &[&str], unknown: &[&str]) -> LikelyCause {
+        LikelyCause {
+            id,
+            title: format!("title of {id}"),
+            why: "why".into(),
+            score,
+            present: vec!["p1".into(), "p2".into()],
+            missing: missing.iter().map(|s| s.to_string()).collect(),
+            unknown: unknown.iter().map(|s| s.to_string()).collect(),
+            remediation: vec!["do this".into(), "then that".into()],
+        }
+    }
+
+    #[test]
+    fn findings_are_rendered_with_evidence_cause_and_the_others() {
+        assert_eq!(render_findings(&[]), "\nfindings: none\n");
+        let dims = Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: Some("n2".into()),
+            target: "t".into(),
+            path: PathKind::CrossNode,
+        };
+        let mut f = Finding::new(
+            FindingKind::SynRetransmitLadder,
+            ScopeKey::of(crate::detect::Grouping::Cell, &dims),
+            1,
+            1,
+        );
+        f.confidence = 0.87;
+        f.evidence = vec!["e1".into(), "e2".into()];
+        f.likely_causes = vec![
+            cause(CauseId::VxlanChecksumOffload, 0.8, &["m1"], &["u1", "u2"]),
+            cause(CauseId::SynDroppedOnPath, 0.4, &[], &[]),
+        ];
+        let mut g = f.clone();
+        g.likely_causes = vec![cause(CauseId::PathPacketLoss, 1.0, &[], &[])];
+        let text = render_findings(&[f, g]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "");
+        assert_eq!(lines[1], "findings:");
+        assert!(lines[2].starts_with("1. syn-retransmit-ladder: "), "{text}");
+        assert_eq!(lines[3], "   confidence 0.87");
+        assert_eq!(&lines[4..6], ["   - e1", "   - e2"]);
+        assert_eq!(
+            lines[6],
+            "   likely cause: title of vxlan-checksum-offload (evidence score 0.80)"
+        );
+        assert_eq!(lines[7], "     why: why");
+        assert_eq!(lines[8], "     present: p1; p2");
+        assert_eq!(lines[9], "     missing: m1");
+        assert_eq!(lines[10], "     unknown: u1; u2");
+        assert_eq!(
+            &lines[11..14],
+            [
+                "     remediation:",
+                "       - do this",
+                "       - then that"
+            ]
+        );
+        assert_eq!(lines[14], "   other candidates: syn-dropped-on-path (0.40)");
+        // No missing, unknown or other candidates: no such lines.
+        assert!(lines[15].starts_with("2. "), "{text}");
+        assert!(!lines[16..].iter().any(|l| l.contains("missing:")
+            || l.contains("unknown:")
+            || l.contains("other candidates")));
+    }
+
+    #[test]
+    fn names_align_left_and_numbers_right() {
+        let dims = Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: Some("node-with-a-long-name".into()),
+            target: "t".into(),
+            path: PathKind::CrossNode,
+        };
+        let mut r = MatrixReport::new(
+            "n1",
+            SourceKind::Host,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+            1,
+            &[],
+        );
+        let cell = Cell {
+            dims,
+            url: "http://x/".into(),
+            samples: 7,
+            failures: 0,
+            outcomes: BTreeMap::new(),
+            p50_ms: Some(1.0),
+            p90_ms: None,
+            p99_ms: None,
+            max_ms: None,
+            connect_p50_ms: None,
+            connect_max_ms: None,
+            syn_retransmits: 0,
+            histogram: String::new(),
+            connect_histogram: String::new(),
+        };
+        r.cells.push(cell);
+        let table = r.to_table();
+        let lines: Vec<&str> = table.lines().collect();
+        // PATH (third column) is a name, SAMPLES (fourth) a number.
+        assert!(
+            lines[1].starts_with("TARGET  DESTINATION            PATH        SAMPLES"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("t       node-with-a-long-name  cross-node        7"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn human_units() {
