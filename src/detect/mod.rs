@@ -267,12 +267,25 @@ fn examples(cells: &[&Cell], show: impl Fn(&Sample) -> bool) -> Vec<TraceRef> {
 /// Runs the detector over `series` (from one prober or many) with the facts
 /// of whichever nodes reported them.
 pub fn detect(series: &[SeriesWindow], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {
-    let fact = |node: &str| facts.iter().find(|f| f.node == node);
-    let cells: Vec<Cell> = series
+    detect_each(series.iter(), facts, cfg)
+}
+
+/// [`detect`] over series held in several places (the hub's per-prober
+/// windows), without copying them into one slice.
+pub fn detect_each<'a>(
+    series: impl Iterator<Item = &'a SeriesWindow>,
+    facts: &[NodeFacts],
+    cfg: &DetectorConfig,
+) -> Vec<Finding> {
+    let by_node: std::collections::HashMap<&str, SynSchedule> = facts
         .iter()
+        .map(|f| (f.node.as_str(), f.syn_schedule()))
+        .collect();
+    let cells: Vec<Cell> = series
         .map(|w| {
-            let schedule = fact(&w.dims.source_node)
-                .map(NodeFacts::syn_schedule)
+            let schedule = by_node
+                .get(&*w.dims.source_node)
+                .copied()
                 .unwrap_or_else(SynSchedule::classic);
             cell::analyse(w, schedule, cfg)
         })

@@ -17,6 +17,9 @@ pub enum Grouping {
     KindPath,
     /// Every path to one destination node, from several sources.
     Destination,
+    /// Every path of one kind (cross-node) to one destination node, from
+    /// several sources: the destination's own same-node paths may be clean.
+    DestinationPath,
     /// Every path from one source node to one destination node.
     Pair,
     /// One source's paths of one kind, from one network kind.
@@ -34,6 +37,7 @@ impl Grouping {
         match self {
             Grouping::KindPath => "kind-path",
             Grouping::Destination => "destination",
+            Grouping::DestinationPath => "destination-path",
             Grouping::Pair => "pair",
             Grouping::SourceKindPath => "source-kind-path",
             Grouping::Source => "source",
@@ -43,9 +47,10 @@ impl Grouping {
     }
 
     /// The groupings a ladder may widen to, broad first.
-    pub const WIDENING: [Grouping; 5] = [
+    pub const WIDENING: [Grouping; 6] = [
         Grouping::KindPath,
         Grouping::Destination,
+        Grouping::DestinationPath,
         Grouping::Pair,
         Grouping::SourceKindPath,
         Grouping::Source,
@@ -93,6 +98,10 @@ impl ScopeKey {
                 k.path = Some(d.path);
             }
             Grouping::Destination => k.destination_node = dst(),
+            Grouping::DestinationPath => {
+                k.destination_node = dst();
+                k.path = Some(d.path);
+            }
             Grouping::Pair => {
                 k.source_node = src();
                 k.destination_node = dst();
@@ -146,6 +155,7 @@ impl ScopeKey {
                 format!("every {path} path from the {net} of {sources} nodes")
             }
             (Grouping::Destination, _) => format!("every path to {dst}"),
+            (Grouping::DestinationPath, _) => format!("every {path} path to {dst}"),
             (Grouping::Pair, _) => format!("every path from {src} to {dst}"),
             (Grouping::SourceKindPath, _) => format!("{path} paths from {src} ({net})"),
             (Grouping::Source, FindingKind::DnsTimeoutLadder) => {

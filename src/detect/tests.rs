@@ -431,6 +431,19 @@ fn one_destination_from_every_source() {
     assert_eq!(found[0].scope, "every path to node1");
     assert_eq!(found[0].destination_node.as_deref(), Some("node1"));
     assert_eq!(found[0].likely_causes[0].id, CauseId::SynDroppedOnPath);
+
+    // The destination's own same-node path clean: every cross-node path to
+    // it is the scope, not one finding per pair.
+    for c in s.iter_mut().filter(|c| c.dims.path == PathKind::SameNode) {
+        for p in &mut c.samples {
+            p.syn_retransmits = 0;
+            p.phases.connect = Some(Duration::from_micros(500));
+        }
+    }
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].scope, "every cross-node path to node1");
+    assert_eq!(found[0].scope_key.id(), "destination-path/node1/cross-node");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! `min_rung_probes` do. Scope widens from the cell to the broadest group
 //! whose every informative cell (enough probes the handshake decided) is on
 //! the ladder: every path of a kind from a network kind, one destination,
-//! one pair, one source's paths of a kind, one source.
+//! one destination's cross-node paths, one pair, one source's paths of a
+//! kind, one source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,7 +37,9 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
                 .map(|i| &*cells[*i].w.dims.source_node)
                 .collect();
             let wide_enough = match grouping {
-                Grouping::KindPath | Grouping::Destination => sources.len() >= 2,
+                Grouping::KindPath | Grouping::Destination | Grouping::DestinationPath => {
+                    sources.len() >= 2
+                }
                 _ => members.len() >= 2,
             };
             if all_ladder && news && wide_enough {
