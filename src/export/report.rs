@@ -30,9 +30,10 @@ pub struct Cell {
     pub connect_max_ms: Option<f64>,
     /// Sum of SYN retransmissions over the cell's probes (`TCP_INFO`).
     pub syn_retransmits: u64,
-    /// Total latency, HdrHistogram V2 deflate, base64.
+    /// Total latency, HdrHistogram V2 deflate, base64; empty in the hub's
+    /// cluster matrix, whose percentiles come from the samples.
     pub histogram: String,
-    /// Connect mark, same encoding.
+    /// Connect mark, same encoding (empty likewise).
     pub connect_histogram: String,
 }
 
@@ -63,6 +64,51 @@ impl Cell {
             syn_retransmits: s.syn_retransmits,
             histogram: total.to_base64(),
             connect_histogram: connect.to_base64(),
+        }
+    }
+}
+
+/// The value at quantile `q` of sorted `v` (nearest rank).
+fn rank(v: &[Duration], q: f64) -> Option<Duration> {
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+    v.get(i).copied()
+}
+
+impl Cell {
+    /// A cell from raw samples, percentiles exact by nearest rank, without
+    /// histograms: the hub's cells, hundreds of thousands at a time.
+    pub fn from_samples(dims: Dims, url: &str, samples: &[crate::model::Sample]) -> Self {
+        let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+        let (mut totals, mut connects) = (Vec::new(), Vec::new());
+        let (mut failures, mut syn_retransmits) = (0, 0);
+        for s in samples {
+            *outcomes.entry(s.outcome.as_str().to_string()).or_default() += 1;
+            if !s.outcome.is_ok() && s.outcome != crate::model::Outcome::Cancelled {
+                failures += 1;
+            }
+            syn_retransmits += u64::from(s.syn_retransmits);
+            if s.outcome.completed() {
+                totals.push(s.phases.total);
+            }
+            connects.extend(s.phases.connect);
+        }
+        totals.sort_unstable();
+        connects.sort_unstable();
+        Self {
+            dims,
+            url: url.to_string(),
+            samples: samples.len() as u64,
+            failures,
+            outcomes,
+            p50_ms: ms(rank(&totals, 0.5)),
+            p90_ms: ms(rank(&totals, 0.9)),
+            p99_ms: ms(rank(&totals, 0.99)),
+            max_ms: ms(totals.last().copied()),
+            connect_p50_ms: ms(rank(&connects, 0.5)),
+            connect_max_ms: ms(connects.last().copied()),
+            syn_retransmits,
+            histogram: String::new(),
+            connect_histogram: String::new(),
         }
     }
 }
@@ -326,6 +372,43 @@ mod tests {
         assert!(!lines[16..].iter().any(|l| l.contains("missing:")
             || l.contains("unknown:")
             || l.contains("other candidates")));
+    }
+
+    #[test]
+    fn a_cell_from_samples_has_exact_percentiles() {
+        use crate::model::{Outcome, Phases, Sample};
+        let at = |ms: u64, outcome: Outcome, r: u32| Sample {
+            at: SystemTime::UNIX_EPOCH,
+            phases: Phases {
+                dns: None,
+                connect: Some(Duration::from_millis(ms)),
+                first_byte: None,
+                total: Duration::from_millis(ms + 1),
+            },
+            outcome,
+            syn_retransmits: r,
+            body_bytes: 0,
+            trace: None,
+        };
+        let mut v: Vec<Sample> = (1..=100).map(|ms| at(ms, Outcome::Ok, 0)).collect();
+        v.push(at(63_000, Outcome::Ok, 6));
+        v.push(at(5, Outcome::Refused, 0));
+        v.push(at(5, Outcome::Cancelled, 0));
+        let dims = Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: None,
+            target: "t".into(),
+            path: crate::model::PathKind::Unknown,
+        };
+        let c = Cell::from_samples(dims, "http://x/", &v);
+        assert_eq!((c.samples, c.failures, c.syn_retransmits), (103, 1, 6));
+        assert_eq!(c.p50_ms, Some(52.0), "51st of 101 completed totals");
+        assert_eq!(c.p90_ms, Some(92.0));
+        assert_eq!(c.max_ms, Some(63_001.0));
+        assert_eq!(c.connect_max_ms, Some(63_000.0));
+        assert_eq!(c.outcomes["refused"], 1);
+        assert!(c.histogram.is_empty());
     }
 
     #[test]

@@ -117,6 +117,44 @@ impl From<&WireSample> for Sample {
     }
 }
 
+/// A pulled document as the hub keeps it: the samples decoded once, into
+/// the detector's own form, and the wire form dropped.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub source_node: String,
+    pub source_kind: SourceKind,
+    pub facts: Option<NodeFacts>,
+    pub series: Vec<HeldSeries>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeldSeries {
+    pub url: String,
+    pub window: SeriesWindow,
+}
+
+impl From<WindowDoc> for Held {
+    fn from(d: WindowDoc) -> Self {
+        Self {
+            source_node: d.source_node,
+            source_kind: d.source_kind,
+            facts: d.facts,
+            series: d
+                .series
+                .into_iter()
+                .map(|s| HeldSeries {
+                    url: s.url,
+                    window: SeriesWindow {
+                        dims: s.dims,
+                        samples: s.samples.iter().map(Sample::from).collect(),
+                        body_bytes: s.body_bytes,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Why a pulled document was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DocError {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::doc::{DocError, WindowDoc};
+use super::doc::{DocError, Held, WindowDoc};
 use crate::config::HubConfig;
 
 /// Why one pull failed.
@@ -76,7 +76,7 @@ struct Entry {
     status: ProberStatus,
     since: SystemTime,
     last_ok: Option<SystemTime>,
-    doc: Option<Arc<WindowDoc>>,
+    doc: Option<Arc<Held>>,
 }
 
 /// Every prober's state and last document.
@@ -131,7 +131,7 @@ impl Probers {
                 e.status.bytes = bytes;
                 e.status.error = None;
                 e.last_ok = Some(now);
-                e.doc = Some(Arc::new(doc));
+                e.doc = Some(Arc::new(Held::from(doc)));
                 ProberState::Up
             }
             Err(err) => {
@@ -161,7 +161,7 @@ impl Probers {
 
     /// The documents judged, with their probers' URLs: up and stale
     /// probers'.
-    pub fn docs(&self) -> Vec<(String, Arc<WindowDoc>)> {
+    pub fn docs(&self) -> Vec<(String, Arc<Held>)> {
         self.entries
             .iter()
             .filter_map(|(u, e)| Some((u.clone(), e.doc.clone()?)))

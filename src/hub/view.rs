@@ -8,12 +8,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::doc::WindowDoc;
+use super::doc::Held;
 use super::pull::ProberState;
 use crate::detect::Finding;
 use crate::export::report::Cell;
-use crate::model::{DetectorConfig, NodeFacts, SeriesWindow, SourceKind};
-use crate::stats::{RecordedSeries, Recording};
+use crate::model::{DetectorConfig, NodeFacts, SourceKind};
 
 /// One cell of the cluster matrix, with the prober that measured it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,37 +62,22 @@ pub fn rests_on(counts: &BTreeMap<ProberState, usize>, stale: &[String]) -> Stri
     out
 }
 
-/// Merges the documents and judges them together.
+/// Merges the documents and judges them together. The cells' percentiles
+/// are exact over the window's samples; their histograms are left out (a
+/// cluster has hundreds of thousands of cells).
 pub fn judge(
-    docs: &[(String, Arc<WindowDoc>)],
+    docs: &[(String, Arc<Held>)],
     counts: &BTreeMap<ProberState, usize>,
     stale: &[String],
     cfg: &DetectorConfig,
     now: std::time::SystemTime,
 ) -> ClusterMatrix {
-    let mut windows: Vec<SeriesWindow> = Vec::new();
     let mut cells = Vec::new();
     // One node's facts: its host-network prober's, else any.
     let mut facts: BTreeMap<String, (SourceKind, NodeFacts)> = BTreeMap::new();
     for (url, doc) in docs {
-        windows.extend(doc.windows());
-        let rec = Recording {
-            expected: vec![],
-            cause: None,
-            hit_sources: vec![],
-            facts: vec![],
-            series: doc
-                .series
-                .iter()
-                .map(|s| RecordedSeries {
-                    key: s.dims.clone(),
-                    url: s.url.clone(),
-                    samples: s.samples.iter().map(Into::into).collect(),
-                })
-                .collect(),
-        };
-        cells.extend(rec.to_series().iter().map(|s| ClusterCell {
-            cell: Cell::from_series(s),
+        cells.extend(doc.series.iter().map(|s| ClusterCell {
+            cell: Cell::from_samples(s.window.dims.clone(), &s.url, &s.window.samples),
             prober: url.clone(),
         }));
         if let Some(f) = &doc.facts {
@@ -107,7 +91,10 @@ pub fn judge(
     }
     cells.sort_by(|a, b| a.cell.dims.cmp(&b.cell.dims));
     let facts: Vec<NodeFacts> = facts.into_values().map(|(_, f)| f).collect();
-    let findings = crate::detect::detect(&windows, &facts, cfg);
+    let windows = docs
+        .iter()
+        .flat_map(|(_, d)| d.series.iter().map(|s| &s.window));
+    let findings = crate::detect::detect_each(windows, &facts, cfg);
     ClusterMatrix {
         generated_at: Some(humantime::format_rfc3339_millis(now).to_string()),
         rests_on: rests_on(counts, stale),
