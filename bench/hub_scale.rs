@@ -28,7 +28,7 @@ fn node(i: usize) -> String {
 /// Prober `p` of `nodes`: node p / 2, host when p is even.
 fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
     let n = p / 2;
-    let kind = if p % 2 == 0 {
+    let kind = if p.is_multiple_of(2) {
         SourceKind::Host
     } else {
         SourceKind::Pod

@@ -638,9 +638,9 @@ async fn the_hub_finds_the_prober_pods_of_its_namespace() {
         || async {
             let m = matrix().await;
             if sources(&m) == set(&["a", "b"])
-            && m["probers"]["up"] == 2
-            && m["probers"]["unreachable"] == 0
-        {
+                && m["probers"]["up"] == 2
+                && m["probers"]["unreachable"] == 0
+            {
                 Ok(())
             } else {
                 Err(format!("{m}"))
