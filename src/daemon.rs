@@ -94,6 +94,8 @@ pub async fn run(
         source_node: prober.source_node.to_string(),
         ..Default::default()
     }));
+    // What a requested round probes: the targets of the moment.
+    let current = Arc::new(std::sync::RwLock::new(loaded.targets.clone()));
     let state = ApiState {
         source_node: Arc::clone(&prober.source_node),
         source_kind: prober.source_kind,
@@ -113,6 +115,13 @@ pub async fn run(
             Some(path) => Some(read_token(path)?),
             None => None,
         },
+        round: Some(round_fn(
+            Arc::clone(&prober),
+            Arc::clone(&current),
+            &loaded,
+            cancel.clone(),
+        )),
+        round_busy: Arc::default(),
     };
     let listed = Arc::clone(&state.targets);
     // The server outlives probing by a moment, so the cancelled probes are
@@ -194,6 +203,7 @@ pub async fn run(
                 }
                 *listed.write().unwrap_or_else(|e| e.into_inner()) =
                     all.iter().map(|t| api::TargetDoc::from(t.as_ref())).collect();
+                *current.write().unwrap_or_else(|e| e.into_inner()) = all.clone();
                 tracing::debug!(targets = scheduler.len(), "Schedules follow discovery.");
             }
         }
@@ -412,6 +422,41 @@ fn server_counters(metrics: &Metrics, server: &str) -> crate::server::http::Serv
 }
 
 /// The API's bearer token: the file's content without surrounding space.
+/// `POST /api/v1/round`: one fresh round over the current targets, through
+/// the same probe as the schedule (its own stats, so the window is not
+/// touched), the node's facts read before and after.
+fn round_fn(
+    prober: Arc<Prober>,
+    current: Arc<std::sync::RwLock<Vec<Arc<crate::model::Target>>>>,
+    loaded: &Loaded,
+    cancel: CancellationToken,
+) -> api::RoundFn {
+    let base = crate::matrix::MatrixOptions::from_loaded(loaded);
+    Arc::new(move |samples| {
+        let (prober, cancel) = (Arc::clone(&prober), cancel.clone());
+        let targets = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut opts = base.clone();
+        opts.samples = samples;
+        opts.progress = false;
+        Box::pin(async move {
+            let before = crate::node::gather(&prober.source_node).await;
+            let started = std::time::Instant::now();
+            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let (_, series) =
+                crate::matrix::run_with(Arc::clone(&prober), &targets, &opts, &cancel, &done).await;
+            let facts =
+                crate::node::with_rise(&before, crate::node::gather(&prober.source_node).await);
+            crate::hub::doc::WindowDoc::of_round(
+                &prober.source_node,
+                prober.source_kind,
+                &series,
+                started.elapsed(),
+                Some(facts),
+            )
+        })
+    })
+}
+
 pub(crate) fn read_token(path: &std::path::Path) -> Result<Arc<str>, DaemonError> {
     let err = |why: String| DaemonError::Token {
         path: path.display().to_string(),

@@ -259,8 +259,9 @@ async fn the_hub_merges_every_prober_and_says_what_is_missing() {
         );
     }
 
-    // The one-shot cluster matrix over the same probers: exit 0 when every
-    // one answers and all is healthy, 3 when too few answer.
+    // The one-shot cluster matrix over the same probers, a fresh round of
+    // 4 probes per target: exit 0 when every one answers and all is
+    // healthy, 3 when too few answer.
     let live = urls[..2].join(",");
     let out = tokio::process::Command::new(common::bin())
         .args(["cluster", "matrix", "--probers", &live, "--format", "json"])
@@ -306,4 +307,50 @@ async fn the_hub_merges_every_prober_and_says_what_is_missing() {
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "a silent prober is not healthy");
+}
+
+/// A round is one at a time per prober, and bounded: a second request while
+/// one runs gets 429, too many samples 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prober_runs_one_bounded_round_at_a_time() {
+    let hang = Server::start(Behaviour::Hang).await;
+    let dir = TempDir::new("round");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.file(
+        "p.toml",
+        &format!(
+            "node = \"n1\"\n[server]\nlisten = \"{listen}\"\n[[target]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+            hang.url("/")
+        ),
+    );
+    let _p = common::daemon(&cfg, &[]);
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{listen}/api/v1/round?samples=2");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while try_get(&listen, "/readyz").await.map(|r| r.0) != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the prober never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.post(&url).send().await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = client.post(&url).send().await.unwrap();
+    assert_eq!(second.status().as_u16(), 429);
+    assert!(second.headers().contains_key("retry-after"));
+    let first = first.await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let doc: Value = serde_json::from_slice(&first.bytes().await.unwrap()).unwrap();
+    assert_eq!(doc["series"][0]["samples"].as_array().unwrap().len(), 2);
+    assert!(doc["facts"]["node"] == "n1", "{doc:#}");
+    let too_many = client
+        .post(format!("http://{listen}/api/v1/round?samples=21"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_many.status().as_u16(), 400);
 }

@@ -828,7 +828,7 @@ fn the_hub_judges_every_prober_as_one_cluster_as_root() {
         "one facts per node"
     );
 
-    // The one-shot cluster matrix over the same probers, from node1.
+    // The cluster matrix over the same probers' windows, from node1.
     let probers: Vec<String> = hub("/api/v1/probers")
         .unwrap()
         .as_array()
@@ -843,6 +843,7 @@ fn the_hub_judges_every_prober_as_one_cluster_as_root() {
         .args([
             "cluster",
             "matrix",
+            "--from-window",
             "--format",
             "json",
             "--probers",

@@ -82,7 +82,8 @@ pub struct MatrixArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Merge every prober's current window, judge it as one cluster, print
+    /// Ask every prober for a fresh round of probes (or, with
+    /// --from-window, its current window), judge them as one cluster, print
     /// the node x node grid and the verdict. Exit 0 healthy, 1 a finding or
     /// a failed probe, 2 usage, 3 too few probers answered.
     Matrix(ClusterMatrixArgs),
@@ -90,15 +91,27 @@ pub enum ClusterCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct ClusterMatrixArgs {
-    /// Probers' base URLs, comma-separated (default: [hub] probers).
+    /// Probers' base URLs, comma-separated (default: [hub] probers, else
+    /// the prober pods found through the kubeconfig's API server, reached
+    /// through its pod proxy).
     #[arg(long, value_delimiter = ',')]
     pub probers: Vec<String>,
+    /// Where the prober pods run (default: [kubernetes] namespace, else
+    /// "tailprobe").
+    #[arg(long)]
+    pub namespace: Option<String>,
     /// [hub] (timeouts, token) and [detect] settings; defaults without it.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// The fewest probers that must answer (default: every one).
     #[arg(long)]
     pub min_answered: Option<usize>,
+    /// Probes per target in the fresh round (1 to 20).
+    #[arg(long, default_value_t = 3)]
+    pub samples: u32,
+    /// Merge the probers' current windows instead of a fresh round.
+    #[arg(long)]
+    pub from_window: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write the report here instead of standard output.
@@ -189,17 +202,104 @@ fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
     if let Some(problem) = loaded.config.hub.problem() {
         anyhow::bail!("--probers: {problem}");
     }
-    let urls = loaded.config.hub.probers.clone();
-    if urls.is_empty() {
-        anyhow::bail!("no probers to ask: give --probers URL,... or [hub] probers in --config");
-    }
-    let token = match &loaded.config.hub.token_file {
-        Some(p) => Some(crate::daemon::read_token(p)?),
-        None => None,
+    // One runtime for the whole run: the Kubernetes client's worker lives
+    // on the runtime that made it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let (urls, puller) = if loaded.config.hub.probers.is_empty() {
+        // Through the API server: list the prober pods, reach each through
+        // the pod proxy.
+        let selector = loaded
+            .config
+            .kubernetes
+            .as_ref()
+            .map_or("app.kubernetes.io/name=tailprobe".to_string(), |k| {
+                k.prober_selector.clone()
+            });
+        let namespace = args.namespace.clone().unwrap_or_else(|| {
+            loaded
+                .config
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.namespace.clone())
+                .unwrap_or_else(|| "tailprobe".into())
+        });
+        let (client, pods) = rt.block_on(async {
+            let client = crate::targets::kubernetes::client().await?;
+            let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(
+                client.clone(),
+                &namespace,
+            )
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot list the prober pods ({selector}) in namespace {namespace}; check the kubeconfig and that it may list pods there (deploy/hub/operator-rbac.yaml)"
+                )
+            })?;
+            anyhow::Ok((client, pods))
+        })?;
+        let urls = crate::hub::discover::proxy_bases(&namespace, &pods.items);
+        if urls.is_empty() {
+            anyhow::bail!(
+                "no running prober pods ({selector}) in namespace {namespace}; give --namespace, or --probers URL,..."
+            );
+        }
+        (
+            urls,
+            crate::hub::pull::Puller::through_kube(&loaded.config.hub, client),
+        )
+    } else {
+        let token = match &loaded.config.hub.token_file {
+            Some(p) => Some(crate::daemon::read_token(p)?),
+            None => None,
+        };
+        (
+            loaded.config.hub.probers.clone(),
+            crate::hub::pull::Puller::new(&loaded.config.hub, token)?,
+        )
     };
-    let puller = crate::hub::pull::Puller::new(&loaded.config.hub, token)?;
+    if !(1..=crate::server::api::MAX_ROUND_SAMPLES).contains(&args.samples) {
+        anyhow::bail!(
+            "--samples must be 1 to {}",
+            crate::server::api::MAX_ROUND_SAMPLES
+        );
+    }
+    let ask = if args.from_window {
+        crate::hub::pull::Ask::Window
+    } else {
+        // Past the last SYN rung and the give-up of every probe in it.
+        crate::hub::pull::Ask::Round {
+            samples: args.samples,
+            budget: std::time::Duration::from_secs(180),
+        }
+    };
     let probers = std::sync::Mutex::default();
-    let m = block_on(crate::hub::round(&puller, &urls, &probers, &loaded))?;
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let tty = std::io::stderr().is_terminal();
+    let m = rt.block_on(crate::hub::ask_and_judge(
+        &puller,
+        &urls,
+        ask,
+        &probers,
+        &loaded,
+        |r| {
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if tty {
+                eprint!(
+                    "\r{n} of {} probers answered{}",
+                    urls.len(),
+                    if r.is_err() { " (one failed)" } else { "" }
+                );
+            }
+        },
+    ));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    if tty {
+        eprintln!();
+    }
     let text = match args.format {
         Format::Table => crate::hub::table::render(&m),
         Format::Json => serde_json::to_string_pretty(&m)? + "\n",

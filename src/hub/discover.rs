@@ -45,34 +45,54 @@ pub fn start(
     reader
 }
 
-/// The probers' base URLs: every running, not deleted prober pod with an
-/// address, on its `metrics` port (9797 when it names none).
-pub fn urls(pods: &[std::sync::Arc<Pod>]) -> Vec<String> {
+/// A running, not deleted prober pod's address and API port (9797 when
+/// it names no `metrics` port).
+fn reachable(p: &Pod) -> Option<(std::net::IpAddr, u16)> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = p.status.as_ref()?;
+    if status.phase.as_deref() != Some("Running") {
+        return None;
+    }
+    let ip = status.pod_ip.as_deref()?.parse().ok()?;
+    let port = p
+        .spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|port| port.name.as_deref() == Some(API_PORT_NAME))
+        .map_or(9797, |port| port.container_port);
+    Some((ip, u16::try_from(port).ok()?))
+}
+
+/// The probers' base URLs, straight to their addresses.
+pub fn urls<P: std::ops::Deref<Target = Pod>>(pods: &[P]) -> Vec<String> {
     let mut out: Vec<String> = pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| reachable(p))
+        .map(|(ip, port)| format!("http://{}", std::net::SocketAddr::new(ip, port)))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The probers' bases through the API server's pod proxy, for a client
+/// with no route to pod addresses.
+pub fn proxy_bases(namespace: &str, pods: &[Pod]) -> Vec<String> {
+    let mut out: Vec<String> = pods
+        .iter()
         .filter_map(|p| {
-            let status = p.status.as_ref()?;
-            if status.phase.as_deref() != Some("Running") {
-                return None;
-            }
-            let ip: std::net::IpAddr = status.pod_ip.as_deref()?.parse().ok()?;
-            let port = p
-                .spec
-                .as_ref()?
-                .containers
-                .iter()
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|port| port.name.as_deref() == Some(API_PORT_NAME))
-                .map_or(9797, |port| port.container_port);
+            let (_, port) = reachable(p)?;
+            let name = p.metadata.name.as_deref()?;
             Some(format!(
-                "http://{}",
-                std::net::SocketAddr::new(ip, u16::try_from(port).ok()?)
+                "/api/v1/namespaces/{namespace}/pods/{name}:{port}/proxy"
             ))
         })
         .collect();
     out.sort();
-    out.dedup();
     out
 }
 
@@ -106,6 +126,14 @@ mod tests {
                 "http://10.0.0.2:9797",
                 "http://10.0.0.4:9797",
                 "http://[fd00::5]:9000"
+            ]
+        );
+        let plain: Vec<Pod> = pods[..2].iter().map(|p| (**p).clone()).collect();
+        assert_eq!(
+            proxy_bases("tp", &plain),
+            [
+                "/api/v1/namespaces/tp/pods/p:9000/proxy",
+                "/api/v1/namespaces/tp/pods/p:9797/proxy"
             ]
         );
     }

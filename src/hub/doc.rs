@@ -210,6 +210,38 @@ impl WindowDoc {
         }
     }
 
+    /// A one-shot round's series, every sample (at most
+    /// [`MAX_SAMPLES_PER_SERIES`] per series).
+    pub fn of_round(
+        source_node: &str,
+        source_kind: SourceKind,
+        series: &[crate::stats::Series],
+        took: Duration,
+        facts: Option<NodeFacts>,
+    ) -> Self {
+        Self {
+            version: VERSION,
+            source_node: source_node.to_string(),
+            source_kind,
+            generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            window_s: took.as_secs(),
+            facts,
+            series: series
+                .iter()
+                .map(|s| {
+                    let keep = s.recent.len().min(MAX_SAMPLES_PER_SERIES);
+                    WindowSeries {
+                        dims: s.key.clone(),
+                        url: s.url.clone(),
+                        body_bytes: s.body_bytes,
+                        dropped: (s.recent.len() - keep) as u64,
+                        samples: s.recent.iter().take(keep).map(WireSample::from).collect(),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// The series as the detector takes them.
     pub fn windows(&self) -> impl Iterator<Item = SeriesWindow> + '_ {
         self.series.iter().map(|s| SeriesWindow {

@@ -183,12 +183,24 @@ pub async fn round(
     probers: &Mutex<Probers>,
     loaded: &Loaded,
 ) -> ClusterMatrix {
+    ask_and_judge(puller, urls, pull::Ask::Window, probers, loaded, |_| {}).await
+}
+
+/// Asks every prober (`ask`), then merges and judges what is held.
+pub async fn ask_and_judge(
+    puller: &Puller,
+    urls: &[String],
+    ask: pull::Ask,
+    probers: &Mutex<Probers>,
+    loaded: &Loaded,
+    answered: impl Fn(&Result<(doc::WindowDoc, u64), pull::PullError>),
+) -> ClusterMatrix {
     let forget = loaded.config.hub.forget_after.get();
     probers
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(urls);
-    puller.pull_all(urls, probers, forget).await;
+    puller.ask_all(urls, ask, probers, forget, answered).await;
     let (docs, counts, stale) = {
         let p = probers.lock().unwrap_or_else(|e| e.into_inner());
         let stale: Vec<String> = p

@@ -183,74 +183,94 @@ impl Probers {
     }
 }
 
+/// What a pull asks a prober for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Its current window (`GET /api/v1/window`).
+    Window,
+    /// A fresh round of `samples` probes per target (`POST
+    /// /api/v1/round`), waited for up to `budget`.
+    Round { samples: u32, budget: Duration },
+}
+
 /// Pulls window documents.
 #[derive(Clone)]
 pub struct Puller {
-    client: reqwest::Client,
+    via: Via,
     token: Option<Arc<str>>,
+    timeout: Duration,
     max_doc_bytes: u64,
     max_concurrent: usize,
+}
+
+/// How probers are reached.
+#[derive(Clone)]
+enum Via {
+    /// Straight to their addresses.
+    Direct(reqwest::Client),
+    /// Through the API server's pod proxy: from a laptop with a kubeconfig,
+    /// with no route to pod addresses. The bases are proxy paths.
+    Kube(kube::Client),
+}
+
+/// reqwest says "error sending request"; the cause (refused, timed out) is
+/// further down the chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why = format!("{why}: {s}");
+        source = s.source();
+    }
+    why
 }
 
 impl Puller {
     pub fn new(cfg: &HubConfig, token: Option<Arc<str>>) -> Result<Self, reqwest::Error> {
         Ok(Self {
-            client: reqwest::Client::builder()
-                .timeout(cfg.timeout.get())
-                .connect_timeout(cfg.timeout.get())
-                .pool_max_idle_per_host(2)
-                // Probers are pod and node addresses inside the cluster: an
-                // HTTP_PROXY meant for the outside world must not carry them.
-                .no_proxy()
-                .user_agent(concat!("tailprobe-hub/", env!("CARGO_PKG_VERSION")))
-                .build()?,
+            via: Via::Direct(
+                reqwest::Client::builder()
+                    .timeout(cfg.timeout.get())
+                    .connect_timeout(cfg.timeout.get())
+                    .pool_max_idle_per_host(2)
+                    // Probers are pod and node addresses inside the cluster:
+                    // an HTTP_PROXY meant for the outside world must not
+                    // carry them.
+                    .no_proxy()
+                    .user_agent(concat!("tailprobe-hub/", env!("CARGO_PKG_VERSION")))
+                    .build()?,
+            ),
             token,
+            timeout: cfg.timeout.get(),
             max_doc_bytes: cfg.max_doc_bytes,
             max_concurrent: cfg.max_concurrent,
         })
     }
 
-    /// One prober's window: the document and its size on the wire.
-    pub async fn pull(&self, base: &str) -> Result<(WindowDoc, u64), PullError> {
-        let url = format!("{}/api/v1/window", base.trim_end_matches('/'));
-        // reqwest says "error sending request"; the cause (refused, timed
-        // out) is further down the chain.
-        let http = |e: reqwest::Error| {
-            let mut why = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why = format!("{why}: {s}");
-                source = s.source();
-            }
-            PullError::Http {
-                url: url.clone(),
-                why,
-            }
+    /// Reaches probers through the API server's pod proxy; bases are
+    /// `/api/v1/namespaces/NS/pods/NAME:PORT/proxy`.
+    pub fn through_kube(cfg: &HubConfig, client: kube::Client) -> Self {
+        Self {
+            via: Via::Kube(client),
+            token: None,
+            timeout: cfg.timeout.get(),
+            max_doc_bytes: cfg.max_doc_bytes,
+            max_concurrent: cfg.max_concurrent,
+        }
+    }
+
+    /// One prober's window or fresh round: the document and its size on
+    /// the wire.
+    pub async fn ask(&self, base: &str, ask: Ask) -> Result<(WindowDoc, u64), PullError> {
+        let base = base.trim_end_matches('/');
+        let url = match ask {
+            Ask::Window => format!("{base}/api/v1/window"),
+            Ask::Round { samples, .. } => format!("{base}/api/v1/round?samples={samples}"),
         };
-        let mut req = self
-            .client
-            .get(&url)
-            .header(reqwest::header::ACCEPT_ENCODING, "gzip");
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let mut resp = req.send().await.map_err(http)?;
-        if !resp.status().is_success() {
-            return Err(PullError::Status {
-                url,
-                status: resp.status().as_u16(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http)? {
-            if (body.len() + chunk.len()) as u64 > self.max_doc_bytes {
-                return Err(PullError::TooLarge {
-                    url,
-                    max: self.max_doc_bytes,
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = match &self.via {
+            Via::Direct(client) => self.direct(client, &url, ask).await?,
+            Via::Kube(client) => self.proxied(client, &url, ask).await?,
+        };
         let doc = WindowDoc::parse(&body, self.max_doc_bytes).map_err(|source| PullError::Doc {
             url: url.clone(),
             source,
@@ -258,21 +278,119 @@ impl Puller {
         Ok((doc, body.len() as u64))
     }
 
-    /// Pulls every prober, `max_concurrent` at a time, into `probers`.
-    pub async fn pull_all(
+    async fn direct(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        ask: Ask,
+    ) -> Result<Vec<u8>, PullError> {
+        let http = |e: reqwest::Error| PullError::Http {
+            url: url.to_string(),
+            why: chain(&e),
+        };
+        let mut req = match ask {
+            Ask::Window => client.get(url),
+            Ask::Round { budget, .. } => client.post(url).timeout(budget),
+        }
+        .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let mut resp = req.send().await.map_err(http)?;
+        if !resp.status().is_success() {
+            return Err(PullError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http)? {
+            if (body.len() + chunk.len()) as u64 > self.max_doc_bytes {
+                return Err(PullError::TooLarge {
+                    url: url.to_string(),
+                    max: self.max_doc_bytes,
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn proxied(
+        &self,
+        client: &kube::Client,
+        url: &str,
+        ask: Ask,
+    ) -> Result<Vec<u8>, PullError> {
+        use http_body_util::BodyExt;
+        let failed = |why: String| PullError::Http {
+            url: url.to_string(),
+            why,
+        };
+        let (method, budget) = match ask {
+            Ask::Window => (http::Method::GET, self.timeout),
+            Ask::Round { budget, .. } => (http::Method::POST, budget),
+        };
+        let req = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header(http::header::ACCEPT_ENCODING, "gzip")
+            .body(kube::client::Body::from(Vec::new()))
+            .map_err(|e| failed(e.to_string()))?;
+        let resp = tokio::time::timeout(budget, client.send(req))
+            .await
+            .map_err(|_| failed(format!("no answer within {budget:?}")))?
+            .map_err(|e| failed(chain(&e)))?;
+        if !resp.status().is_success() {
+            return Err(PullError::Status {
+                url: url.to_string(),
+                status: resp.status().as_u16(),
+            });
+        }
+        let limit = usize::try_from(self.max_doc_bytes).unwrap_or(usize::MAX);
+        let body = tokio::time::timeout(
+            budget,
+            http_body_util::Limited::new(resp.into_body(), limit).collect(),
+        )
+        .await
+        .map_err(|_| failed(format!("no whole answer within {budget:?}")))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                PullError::TooLarge {
+                    url: url.to_string(),
+                    max: self.max_doc_bytes,
+                }
+            } else {
+                failed(e.to_string())
+            }
+        })?;
+        Ok(body.to_bytes().to_vec())
+    }
+
+    /// Asks every prober, `max_concurrent` at a time (every one at once for
+    /// rounds: a round waits on the probes, not on the hub), into
+    /// `probers`; `answered` hears of each answer as it comes.
+    pub async fn ask_all(
         &self,
         urls: &[String],
+        ask: Ask,
         probers: &std::sync::Mutex<Probers>,
         forget_after: Duration,
+        answered: impl Fn(&Result<(WindowDoc, u64), PullError>),
     ) {
+        let at_once = match ask {
+            Ask::Window => self.max_concurrent.max(1),
+            Ask::Round { .. } => urls.len().max(1),
+        };
         let mut pulls = futures::stream::iter(urls.iter().cloned())
             .map(|url| async move {
                 let started = Instant::now();
-                let r = self.pull(&url).await;
+                let r = self.ask(&url, ask).await;
                 (url, r, started.elapsed())
             })
-            .buffer_unordered(self.max_concurrent.max(1));
+            .buffer_unordered(at_once);
         while let Some((url, r, took)) = pulls.next().await {
+            answered(&r);
             if let Err(e) = &r {
                 tracing::debug!(error = %e, "A prober did not answer.");
             }

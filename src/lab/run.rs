@@ -149,7 +149,7 @@ pub async fn matrix_all(
                         SourceKind::Pod => None,
                     };
                     let (report, series) =
-                        matrix::run_with(prober, &loaded, &opts, &cancel, &done).await;
+                        matrix::run_with(prober, &loaded.targets, &opts, &cancel, &done).await;
                     (report, series, facts)
                 })
             })?);

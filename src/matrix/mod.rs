@@ -77,7 +77,7 @@ pub async fn run(
         .map(Arc::new);
     }
     let node = prober.source_node.clone();
-    let (mut report, series) = run_with(prober, loaded, &opts, cancel, &done).await;
+    let (mut report, series) = run_with(prober, &loaded.targets, &opts, cancel, &done).await;
     if let Some(p) = progress {
         p.finish();
     }
@@ -109,7 +109,7 @@ pub fn windows(series: &[Series]) -> Vec<crate::model::SeriesWindow> {
 /// samples included, for the detector.
 pub async fn run_with(
     prober: Arc<Prober>,
-    loaded: &Loaded,
+    targets: &[Arc<crate::model::Target>],
     opts: &MatrixOptions,
     cancel: &CancellationToken,
     done: &Arc<AtomicU64>,
@@ -125,7 +125,7 @@ pub async fn run_with(
     let tasks = TaskTracker::new();
     // Round-robin over targets, so every target has probes in flight early.
     'launch: for _ in 0..opts.samples {
-        for target in &loaded.targets {
+        for target in targets {
             let permit = tokio::select! {
                 _ = cancel.cancelled() => break 'launch,
                 p = Arc::clone(&limit).acquire_owned() => p.expect("the semaphore is never closed"),

@@ -35,7 +35,21 @@ pub struct ApiState {
     /// When set, every endpoint but the health checks wants
     /// `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
+    /// Runs one fresh round over the prober's current targets, `samples`
+    /// probes each (`POST /api/v1/round`); one at a time.
+    pub round: Option<RoundFn>,
+    pub round_busy: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A fresh one-shot round: `samples` probes per current target, returned as
+/// a window document.
+pub type RoundFn = Arc<
+    dyn Fn(u32) -> futures::future::BoxFuture<'static, crate::hub::doc::WindowDoc> + Send + Sync,
+>;
+
+/// The most probes per target one requested round may take: a round is a
+/// check, not a load test.
+pub const MAX_ROUND_SAMPLES: u32 = 20;
 
 /// One entry of `/api/v1/targets`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -83,6 +97,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histograms", get(histograms))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/window", get(window))
+        .route("/api/v1/round", axum::routing::post(round))
         .route(
             "/api/v1/targets",
             get(|State(s): State<ApiState>| async move {
@@ -192,6 +207,57 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
             format!("building the window failed ({e})\n"),
         )
             .into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RoundQuery {
+    samples: Option<u32>,
+}
+
+/// One fresh round over this prober's current targets, as `cluster matrix`
+/// asks for it: its probes only, samples capped, one round at a time (429
+/// while one runs). The answer is the round's window document.
+async fn round(
+    State(s): State<ApiState>,
+    Query(q): Query<RoundQuery>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(run) = s.round.clone() else {
+        return (StatusCode::NOT_FOUND, "this prober runs no rounds\n").into_response();
+    };
+    let samples = q.samples.unwrap_or(3);
+    if !(1..=MAX_ROUND_SAMPLES).contains(&samples) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("samples must be 1 to {MAX_ROUND_SAMPLES}, not {samples}\n"),
+        )
+            .into_response();
+    }
+    let Ok(_one) = s.round_busy.try_lock() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "30")],
+            "a round is running on this prober; ask again when it ends\n",
+        )
+            .into_response();
+    };
+    let doc = run(samples).await;
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    if gzip {
+        (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CONTENT_ENCODING, "gzip"),
+            ],
+            doc.to_gzip(),
+        )
+            .into_response()
+    } else {
+        axum::Json(doc).into_response()
     }
 }
 

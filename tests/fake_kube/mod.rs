@@ -10,7 +10,9 @@
 //!   merge, owner references merged by uid, and no new resourceVersion when
 //!   nothing changed; `DELETE`;
 //! - stop and start on the same port, for outages;
-//! - a log of every request, to compare with RBAC.
+//! - a log of every request, to compare with RBAC;
+//! - the pod proxy (`pods/NAME:PORT/proxy/...`), forwarding to the pod's
+//!   IP as the real server does.
 //!
 //! One stand-in for kube-proxy: a Service's ClusterIP is the address of the
 //! first endpoint an EndpointSlice gives it (a loopback address in tests), so
@@ -279,6 +281,88 @@ impl Db {
 }
 
 /// The parts of a request path: resource, namespace, name.
+/// `/api/v1/namespaces/NS/pods/NAME[:PORT]/proxy/REST`.
+fn parse_proxy(path: &str) -> Option<(String, String, Option<u16>, String)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let (ns, rest) = rest.split_once("/pods/")?;
+    let (pod, rest) = rest.split_once("/proxy")?;
+    let (name, port) = match pod.split_once(':') {
+        Some((n, p)) => (n, Some(p.parse().ok()?)),
+        None => (pod, None),
+    };
+    Some((ns.into(), name.into(), port, rest.to_string()))
+}
+
+/// The API server's pod proxy: the request goes on to the pod's IP and
+/// port, the answer comes back as it was. RBAC sees `pods/proxy`.
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    s: &Shared,
+    method: &Method,
+    ns: &str,
+    pod: &str,
+    port: Option<u16>,
+    rest: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Response {
+    let verb = if method == Method::GET {
+        "get"
+    } else {
+        "create"
+    };
+    let ip = {
+        let mut db = s.db.lock().unwrap();
+        db.requests.push(Request {
+            verb: verb.into(),
+            resource: "pods/proxy".into(),
+            namespace: Some(ns.into()),
+        });
+        db.objects
+            .get(&("pods".to_string(), ns.to_string(), pod.to_string()))
+            .and_then(|p| p["status"]["podIP"].as_str().map(str::to_string))
+    };
+    let Some(ip) = ip else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            status(404, "NotFound", &format!("pods \"{pod}\" not found")),
+        );
+    };
+    let url = format!(
+        "http://{ip}:{}{rest}{}",
+        port.unwrap_or(80),
+        query.map(|q| format!("?{q}")).unwrap_or_default()
+    );
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let req = client
+        .request(method.clone(), &url)
+        .header("accept-encoding", "gzip")
+        .body(body.to_vec());
+    match req.send().await {
+        Ok(r) => {
+            let code = r.status();
+            let headers = r.headers().clone();
+            let bytes = r.bytes().await.unwrap_or_default();
+            let mut resp = Response::new(Body::from(bytes));
+            *resp.status_mut() = code;
+            for h in ["content-type", "content-encoding", "retry-after"] {
+                if let Some(v) = headers.get(h) {
+                    resp.headers_mut().insert(h, v.clone());
+                }
+            }
+            resp
+        }
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            status(
+                503,
+                "ServiceUnavailable",
+                &format!("error trying to reach service: {e}"),
+            ),
+        ),
+    }
+}
+
 fn parse_path(path: &str) -> Option<(&'static str, Option<String>, Option<String>)> {
     for (plural, prefix, _, _) in RESOURCES {
         let Some(rest) = path.strip_prefix(prefix) else {
@@ -330,6 +414,9 @@ async fn handle(
     Query(q): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    if let Some((ns, pod, port, rest)) = parse_proxy(uri.path()) {
+        return proxy(&s, &method, &ns, &pod, port, &rest, uri.query(), body).await;
+    }
     let Some((resource, namespace, name)) = parse_path(uri.path()) else {
         return reply(
             StatusCode::NOT_FOUND,
