@@ -294,7 +294,7 @@ async fn judge(
         metrics.set_slo(&states);
         let conditions = findings
             .iter()
-            .map(alerts::finding)
+            .map(|f| alerts::finding(f, alerts::Source::Prober))
             .chain(
                 states
                     .iter()

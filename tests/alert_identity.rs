@@ -80,18 +80,29 @@ fn a_node_joining_a_scope_changes_its_words_not_its_identity() {
 
     let mut alerter = Alerter::new(Duration::from_secs(600));
     let t0 = Instant::now();
-    let first = alerter.update(t0, two.iter().map(alerts::finding).collect());
+    let first = alerter.update(
+        t0,
+        two.iter()
+            .map(|f| alerts::finding(f, alerts::Source::Prober))
+            .collect(),
+    );
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].phase, Phase::Raised);
     let later = alerter.update(
         t0 + Duration::from_secs(30),
-        three.iter().map(alerts::finding).collect(),
+        three
+            .iter()
+            .map(|f| alerts::finding(f, alerts::Source::Prober))
+            .collect(),
     );
     assert!(later.is_empty(), "no resolve and no re-raise: {later:#?}");
     // The newest details are kept for the next re-send.
     let resent = alerter.update(
         t0 + Duration::from_secs(601),
-        three.iter().map(alerts::finding).collect(),
+        three
+            .iter()
+            .map(|f| alerts::finding(f, alerts::Source::Prober))
+            .collect(),
     );
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].phase, Phase::Active);

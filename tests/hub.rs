@@ -354,3 +354,52 @@ async fn a_prober_runs_one_bounded_round_at_a_time() {
         .unwrap();
     assert_eq!(too_many.status().as_u16(), 400);
 }
+
+/// Cluster findings go out over OTLP as alert records from the hub
+/// (`tailprobe.alert.source` = hub), to a real receiver.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hub_sends_cluster_findings_as_alerts_from_the_hub() {
+    use common::otlp::{Receiver, attr, log_records};
+    let rx = Receiver::start();
+    let dir = TempDir::new("hub-otlp");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // A target nobody serves: every probe is refused, a finding.
+    let cfg = dir.file(
+        "p.toml",
+        &format!(
+            "node = \"n1\"\n[probe]\ninterval = \"100ms\"\n[server]\nlisten = \"{listen}\"\n\
+             [[target]]\nname = \"gone\"\nurl = \"http://127.0.0.1:{}/\"\nnode = \"n2\"\n",
+            free_port()
+        ),
+    );
+    let _p = common::daemon(&cfg, &[]);
+    let hub_cfg = dir.file(
+        "hub.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\n[hub]\nprobers = [\"http://{listen}\"]\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             [otlp]\nendpoint = \"http://127.0.0.1:{}\"\nprotocol = \"http/protobuf\"\n",
+            free_port(),
+            rx.http
+        ),
+    );
+    let mut h = hub(&hub_cfg);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let record = loop {
+        if let Some(r) = log_records(&rx).into_iter().find(|r| {
+            attr(&r["attributes"], "tailprobe.finding.kind").as_deref() == Some("probe-failures")
+        }) {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no alert record from the hub"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        attr(&record["attributes"], "tailprobe.alert.source").as_deref(),
+        Some("hub"),
+        "{record:#}"
+    );
+    h.kill().await.unwrap();
+}

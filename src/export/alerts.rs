@@ -138,11 +138,34 @@ impl Alerter {
 /// against.
 pub fn raised(findings: &[Finding]) -> Vec<Alert> {
     let mut a = Alerter::new(std::time::Duration::MAX);
-    a.update(Instant::now(), findings.iter().map(finding).collect())
+    a.update(
+        Instant::now(),
+        findings
+            .iter()
+            .map(|f| finding(f, Source::Prober))
+            .collect(),
+    )
+}
+
+/// Who judged: one prober over its own probes, or the hub over every
+/// prober's (`tailprobe.alert.source`). A finding can be raised by both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Prober,
+    Hub,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Prober => "prober",
+            Source::Hub => "hub",
+        }
+    }
 }
 
 /// A finding as a condition, with the finding's severity.
-pub fn finding(f: &Finding) -> Condition {
+pub fn finding(f: &Finding, source: Source) -> Condition {
     let rungs: Vec<String> = f
         .rungs
         .iter()
@@ -150,6 +173,7 @@ pub fn finding(f: &Finding) -> Condition {
         .collect();
     let mut attributes = vec![
         ("tailprobe.alert.kind", "finding".to_string()),
+        ("tailprobe.alert.source", source.as_str().to_string()),
         ("tailprobe.finding.kind", f.kind.as_str().to_string()),
         ("tailprobe.finding.scope", f.scope.clone()),
         ("tailprobe.finding.scope_key", f.scope_key.id()),

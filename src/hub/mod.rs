@@ -56,6 +56,8 @@ pub enum HubError {
     Client(#[from] reqwest::Error),
     #[error(transparent)]
     Token(#[from] crate::daemon::DaemonError),
+    #[error(transparent)]
+    Otlp(#[from] crate::export::otlp::OtlpError),
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -267,6 +269,19 @@ pub async fn run(
         metrics: Arc::new(HubMetrics::new()),
         ready: Arc::default(),
     };
+    // Cluster findings go out as alert records, said to come from the hub.
+    let otlp = crate::export::otlp::Otlp::start(
+        loaded.config.otlp.as_ref(),
+        "tailprobe-hub",
+        crate::model::SynSchedule::classic(),
+        Default::default(),
+    )?
+    .map(Arc::new);
+    let mut alerter = crate::export::alerts::Alerter::new(
+        otlp.as_ref()
+            .map(|o| o.alert_resend())
+            .unwrap_or(std::time::Duration::from_secs(600)),
+    );
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(crate::server::http::serve(
         listener,
@@ -320,9 +335,25 @@ pub async fn run(
                 })
                 .set(1);
         }
-        tracing::info!(findings = m.findings.len(), rests_on = %m.rests_on, took = ?started.elapsed(), "Cluster judged.");
+        tracing::debug!(findings = m.findings.len(), rests_on = %m.rests_on, took = ?started.elapsed(), "Cluster judged.");
+        let conditions = m
+            .findings
+            .iter()
+            .map(|f| crate::export::alerts::finding(f, crate::export::alerts::Source::Hub))
+            .collect();
+        for a in alerter.update(Instant::now(), conditions) {
+            if a.phase == crate::export::alerts::Phase::Raised {
+                tracing::warn!(finding = %a.condition.summary, "Cluster finding raised.");
+            }
+            if let Some(o) = &otlp {
+                o.send(&a);
+            }
+        }
         *state.matrix.write().unwrap_or_else(|e| e.into_inner()) = m;
         state.ready.store(true, Ordering::Relaxed);
+    }
+    if let Some(o) = otlp {
+        let _ = tokio::task::spawn_blocking(move || o.shutdown()).await;
     }
     server_stop.cancel();
     let _ = server.await;
