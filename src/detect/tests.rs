@@ -698,3 +698,187 @@ fn one_lost_syn_in_a_small_cell_raises_nothing() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].kind, FindingKind::SynRetransmitLadder);
 }
+
+/// The causes' checks at their edges, on hand-built evidence.
+mod checks {
+    use super::super::causes::rank;
+    use super::super::stat::RungShape;
+    use super::*;
+
+    fn cause(e: &Evidence, kind: FindingKind, id: CauseId) -> LikelyCause {
+        rank(kind, e)
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap_or_else(|| panic!("{id} not ranked: {e:#?}"))
+    }
+
+    fn has(v: &[String], start: &str) -> bool {
+        v.iter().any(|x| x.starts_with(start))
+    }
+
+    #[test]
+    fn the_first_rungs_are_one_or_two_lost_syns() {
+        let at = |k| Evidence {
+            dominant_rung: Some(k),
+            shape: Some(RungShape::Deterministic),
+            ..Evidence::default()
+        };
+        let ladder = FindingKind::SynRetransmitLadder;
+        let early = "probes sit on the first rungs";
+        assert!(has(
+            &cause(&at(2), ladder, CauseId::SynDroppedOnPath).present,
+            early
+        ));
+        assert!(has(
+            &cause(&at(3), ladder, CauseId::SynDroppedOnPath).missing,
+            early
+        ));
+    }
+
+    #[test]
+    fn half_the_probes_is_most_not_a_minority() {
+        let at = |share| Evidence {
+            share,
+            dominant_rung: Some(1),
+            shape: Some(RungShape::Geometric),
+            ..Evidence::default()
+        };
+        let ladder = FindingKind::SynRetransmitLadder;
+        let few = "a minority of probes";
+        assert!(has(
+            &cause(&at(0.5), ladder, CauseId::PathPacketLoss).missing,
+            few
+        ));
+        assert!(has(
+            &cause(&at(0.49), ladder, CauseId::PathPacketLoss).present,
+            few
+        ));
+    }
+
+    #[test]
+    fn a_local_checksum_rise_is_evidence_and_no_rise_is_unknown() {
+        let with = |n| Evidence {
+            cross_node_hit: true,
+            same_node_probed: true,
+            local_udp_checksum_errors: n,
+            ..Evidence::default()
+        };
+        let ladder = FindingKind::SynRetransmitLadder;
+        let local = "the source node's own UdpInCsumErrors rose";
+        let c = cause(&with(Some(3)), ladder, CauseId::VxlanChecksumOffload);
+        assert!(has(&c.present, local), "{c:#?}");
+        for quiet in [Some(0), None] {
+            let c = cause(&with(quiet), ladder, CauseId::VxlanChecksumOffload);
+            assert!(has(&c.unknown, local) && !has(&c.missing, local), "{c:#?}");
+        }
+    }
+
+    #[test]
+    fn conntrack_insert_failures_count_only_when_there_are_some() {
+        let with = |n| Evidence {
+            dns_rung: true,
+            conntrack_insert_failed: n,
+            ..Evidence::default()
+        };
+        let dns = FindingKind::DnsTimeoutLadder;
+        let failed = "conntrack insert_failed";
+        assert!(has(
+            &cause(&with(Some(0)), dns, CauseId::ConntrackDnsRace).missing,
+            failed
+        ));
+        assert!(has(
+            &cause(&with(Some(1)), dns, CauseId::ConntrackDnsRace).present,
+            failed
+        ));
+        // Unknown weighs half: 3 present of 3 + 2 / 2 judged.
+        let c = cause(&with(None), dns, CauseId::ConntrackDnsRace);
+        assert!(has(&c.unknown, failed));
+        assert_eq!(c.score, 0.75);
+    }
+}
+
+#[test]
+fn a_connect_timeout_without_a_lost_syn_is_a_failure_not_a_give_up() {
+    // A connect budget shorter than the first RTO: nothing was retransmitted.
+    let s = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "u",
+        &repeat((0.0, 0, Outcome::ConnectTimeout), 20),
+    )];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    let kinds: Vec<FindingKind> = found.iter().map(|f| f.kind).collect();
+    assert_eq!(kinds, [FindingKind::ProbeFailures], "{found:#?}");
+    assert_eq!(found[0].share, 1.0);
+    assert!(
+        found[0].evidence[0].contains("20 connect-timeout"),
+        "{:?}",
+        found[0].evidence
+    );
+}
+
+#[test]
+fn probes_timed_like_a_rung_without_a_lost_syn_are_counted_and_said() {
+    // 3 probes lost a SYN; 4 waited a second with none lost; the rest fast.
+    let mut p = repeat((1_000.6, 1, Outcome::Ok), 3);
+    p.extend(repeat((1_000.7, 0, Outcome::Ok), 4));
+    p.extend(repeat(ok(0.5), 13));
+    let s = vec![series("node1", SourceKind::Host, "node2", "t", "u", &p)];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("4 probes were timed like a rung but the kernel saw no SYN")),
+        "{:#?}",
+        found[0].evidence
+    );
+}
+
+/// On a slow path (a 500 ms base), the first-contact window sits above the
+/// base: a connect 0.4 s above it is no first contact, one 3 s above it is.
+#[test]
+fn first_contact_is_judged_above_the_paths_own_base() {
+    let path = |first_ms: f64, dst: &str| {
+        let mut p = vec![(first_ms, 0, Outcome::Ok)];
+        p.extend(repeat(ok(500.0), 10));
+        let mut s = series("node1", SourceKind::Host, dst, dst, "u", &p);
+        at(&mut s, &[0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]);
+        s
+    };
+    let cfg = DetectorConfig::default();
+    assert!(detect(&[path(900.0, "node2"), path(900.0, "node3")], &[], &cfg).is_empty());
+    let found = detect(&[path(3_500.0, "node2"), path(3_500.0, "node3")], &[], &cfg);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, FindingKind::FirstContactDelay);
+}
+
+/// ARP's retries end within 3.3 s of the first probe, plus slack: a slow
+/// probe started 3.3 s in still belongs to the first contact.
+#[test]
+fn the_first_contact_window_holds_its_slack() {
+    let path = |dst: &str| {
+        let mut p = vec![(1_500.0, 0, Outcome::Ok), (1_200.0, 0, Outcome::Ok)];
+        p.extend(repeat(ok(0.5), 8));
+        let mut s = series("node1", SourceKind::Host, dst, dst, "u", &p);
+        // Milliseconds: the second slow probe starts 3.4 s after the first.
+        for (i, p) in s.samples.iter_mut().enumerate() {
+            p.at = SystemTime::UNIX_EPOCH
+                + match i {
+                    0 => Duration::ZERO,
+                    1 => Duration::from_millis(3_400),
+                    n => Duration::from_secs(n as u64 * 10),
+                };
+        }
+        s
+    };
+    let found = detect(
+        &[path("node2"), path("node3")],
+        &[],
+        &DetectorConfig::default(),
+    );
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, FindingKind::FirstContactDelay);
+}
