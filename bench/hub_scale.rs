@@ -14,8 +14,8 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tailprobe::hub::doc::{VERSION, WindowDoc, WindowSeries, WireSample};
 use tailprobe::model::{Dims, Outcome, PathKind, SourceKind};
+use tailprobe::stats::window::{VERSION, WindowDoc, WindowSeries, WireSample};
 
 const REMOTE: usize = 20;
 const SAMPLES: usize = 20;

@@ -31,10 +31,8 @@ pub enum DaemonError {
     Otlp(#[from] crate::export::otlp::OtlpError),
     #[error(transparent)]
     OpenFiles(#[from] crate::probe::limits::FdLimitError),
-    #[error(
-        "cannot read the API token from {path} ({why}); point [server] token_file at a readable file holding the token, such as a mounted Secret"
-    )]
-    Token { path: String, why: String },
+    #[error(transparent)]
+    Token(#[from] crate::server::token::TokenError),
     #[error(transparent)]
     Kube(#[from] crate::targets::kubernetes::KubeError),
     #[error(
@@ -112,7 +110,7 @@ pub async fn run(
                 .collect(),
         )),
         token: match &loaded.config.server.token_file {
-            Some(path) => Some(read_token(path)?),
+            Some(path) => Some(crate::server::token::read(path)?),
             None => None,
         },
         round: Some(round_fn(
@@ -446,7 +444,7 @@ fn round_fn(
                 crate::matrix::run_with(Arc::clone(&prober), &targets, &opts, &cancel, &done).await;
             let facts =
                 crate::node::with_rise(&before, crate::node::gather(&prober.source_node).await);
-            crate::hub::doc::WindowDoc::of_round(
+            crate::stats::window::WindowDoc::of_round(
                 &prober.source_node,
                 prober.source_kind,
                 &series,
@@ -455,19 +453,4 @@ fn round_fn(
             )
         })
     })
-}
-
-pub(crate) fn read_token(path: &std::path::Path) -> Result<Arc<str>, DaemonError> {
-    let err = |why: String| DaemonError::Token {
-        path: path.display().to_string(),
-        why,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let token = text.trim();
-    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(err(
-            "the token must be at least 16 printable characters with no spaces".into(),
-        ));
-    }
-    Ok(token.into())
 }

@@ -253,7 +253,7 @@ fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
         )
     } else {
         let token = match &loaded.config.hub.token_file {
-            Some(p) => Some(crate::daemon::read_token(p)?),
+            Some(p) => Some(crate::server::token::read(p)?),
             None => None,
         };
         (

@@ -2,7 +2,7 @@
 //! cluster as one, so scopes span nodes and every node's facts count.
 //! Stateless: the probers hold the data, so a restarted hub loses nothing.
 //!
-//! - [`doc`]: the window document probers serve and the hub pulls.
+//! - `stats::window`: the window document probers serve and the hub pulls.
 //! - [`pull`]: the pulls, and each prober's state (up, stale, unreachable).
 //! - [`view`]: the merge and the verdict ([`view::ClusterMatrix`]).
 //!
@@ -10,7 +10,6 @@
 //! `/readyz` (ready after the first round).
 
 pub mod discover;
-pub mod doc;
 pub mod pull;
 pub mod table;
 pub mod view;
@@ -55,7 +54,7 @@ pub enum HubError {
     #[error("cannot build the HTTP client ({0}); this is a bug, please report it")]
     Client(#[from] reqwest::Error),
     #[error(transparent)]
-    Token(#[from] crate::daemon::DaemonError),
+    Token(#[from] crate::server::token::TokenError),
     #[error(transparent)]
     Otlp(#[from] crate::export::otlp::OtlpError),
 }
@@ -195,7 +194,7 @@ pub async fn ask_and_judge(
     ask: pull::Ask,
     probers: &Mutex<Probers>,
     loaded: &Loaded,
-    answered: impl Fn(&Result<(doc::WindowDoc, u64), pull::PullError>),
+    answered: impl Fn(&Result<(crate::stats::window::WindowDoc, u64), pull::PullError>),
 ) -> ClusterMatrix {
     let forget = loaded.config.hub.forget_after.get();
     probers
@@ -254,7 +253,7 @@ pub async fn run(
         (None, true) => return Err(HubError::NoProbers),
     };
     let token = match &hub.token_file {
-        Some(p) => Some(crate::daemon::read_token(p)?),
+        Some(p) => Some(crate::server::token::read(p)?),
         None => None,
     };
     let puller = Puller::new(hub, token)?;

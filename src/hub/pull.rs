@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::doc::{DocError, Held, WindowDoc};
 use crate::config::HubConfig;
+use crate::stats::window::{DocError, Held, WindowDoc};
 
 /// Why one pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -412,7 +412,7 @@ mod tests {
 
     fn doc() -> WindowDoc {
         WindowDoc {
-            version: super::super::doc::VERSION,
+            version: crate::stats::window::VERSION,
             source_node: "n1".into(),
             source_kind: SourceKind::Host,
             generated_at: "x".into(),

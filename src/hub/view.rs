@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::doc::Held;
 use super::pull::ProberState;
 use crate::detect::Finding;
 use crate::export::report::Cell;
 use crate::model::{DetectorConfig, NodeFacts, SourceKind};
+use crate::stats::window::Held;
 
 /// One cell of the cluster matrix, with the prober that measured it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

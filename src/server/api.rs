@@ -44,7 +44,9 @@ pub struct ApiState {
 /// A fresh one-shot round: `samples` probes per current target, returned as
 /// a window document.
 pub type RoundFn = Arc<
-    dyn Fn(u32) -> futures::future::BoxFuture<'static, crate::hub::doc::WindowDoc> + Send + Sync,
+    dyn Fn(u32) -> futures::future::BoxFuture<'static, crate::stats::window::WindowDoc>
+        + Send
+        + Sync,
 >;
 
 /// The most probes per target one requested round may take: a round is a
@@ -184,7 +186,7 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
     // Copying and compressing every series is CPU work: off the runtime's
     // workers, as for the histograms.
     let built = tokio::task::spawn_blocking(move || {
-        let doc = crate::hub::doc::WindowDoc::build(&node, kind, &stats, w, facts);
+        let doc = crate::stats::window::WindowDoc::build(&node, kind, &stats, w, facts);
         if gzip {
             doc.to_gzip()
         } else {

@@ -4,6 +4,7 @@
 //! the retention are built from those samples on demand.
 
 pub mod histogram;
+pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

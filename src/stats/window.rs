@@ -1,5 +1,5 @@
-//! The window document: what every prober serves at `/api/v1/window` and
-//! the hub pulls. Versioned; every sample of the window in a compact form,
+//! The window document: what every prober serves at `/api/v1/window` (and
+//! `/api/v1/round`) and the hub pulls. Versioned; every sample of the window in a compact form,
 //! so the hub judges exactly what the prober judges, merged with the other
 //! probers'; and the prober's node facts. Bounded: at most
 //! [`MAX_SAMPLES_PER_SERIES`] newest samples per series.
@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use super::{Series, Stats};
 use crate::model::{Dims, NodeFacts, Outcome, Phases, Sample, SeriesWindow, SourceKind, TraceRef};
-use crate::stats::Stats;
 
 /// The document's version: a hub refuses another.
 pub const VERSION: u32 = 1;
@@ -215,7 +215,7 @@ impl WindowDoc {
     pub fn of_round(
         source_node: &str,
         source_kind: SourceKind,
-        series: &[crate::stats::Series],
+        series: &[Series],
         took: Duration,
         facts: Option<NodeFacts>,
     ) -> Self {
