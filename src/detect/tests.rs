@@ -882,3 +882,67 @@ fn the_first_contact_window_holds_its_slack() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].kind, FindingKind::FirstContactDelay);
 }
+
+/// Every check of the incident's evidence, as judged: all nine of the
+/// checksum cause's present, and the drop cause's one present, three
+/// missing. A check that stops reading its evidence moves a line.
+#[test]
+fn the_incident_is_judged_check_by_check() {
+    let (s, f) = incident();
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let causes = &found[0].likely_causes;
+    let ids: Vec<CauseId> = causes.iter().map(|c| c.id).collect();
+    assert_eq!(
+        ids,
+        [CauseId::VxlanChecksumOffload, CauseId::SynDroppedOnPath]
+    );
+    let vxlan = &causes[0];
+    assert_eq!(vxlan.score, 1.0);
+    assert_eq!(vxlan.present.len(), 9, "{vxlan:#?}");
+    assert!(
+        vxlan.missing.is_empty() && vxlan.unknown.is_empty(),
+        "{vxlan:#?}"
+    );
+    let drop = &causes[1];
+    assert_eq!(
+        drop.present,
+        ["the hit probes lost the same number of SYNs"]
+    );
+    let missing: Vec<&str> = drop
+        .missing
+        .iter()
+        .map(|m| m.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|m| match m.as_str() {
+            "the rung is" => "nat",
+            "every hit path" => "one destination",
+            "probes sit on" => "early",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(missing, ["nat", "one destination", "early"]);
+    assert_eq!(drop.score, 0.29);
+}
+
+#[test]
+fn same_node_paths_hit_too_rule_the_checksum_bug_out() {
+    let (mut s, f) = incident();
+    for c in s
+        .iter_mut()
+        .filter(|c| c.dims.source_kind == SourceKind::Host && c.dims.path == PathKind::SameNode)
+    {
+        for p in &mut c.samples {
+            p.syn_retransmits = 6;
+            p.phases.connect = Some(Duration::from_secs_f64(64.4));
+        }
+    }
+    let found = detect(&s, &f, &DetectorConfig::default());
+    assert!(!found.is_empty());
+    for x in &found {
+        assert!(
+            x.likely_causes
+                .iter()
+                .all(|c| c.id != CauseId::VxlanChecksumOffload),
+            "a bug of the overlay cannot hit same-node paths: {x:#?}"
+        );
+    }
+}
