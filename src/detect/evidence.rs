@@ -94,6 +94,7 @@ pub fn of_ladder(
     path: Option<PathKind>,
     facts: &[NodeFacts],
     rungs: &Rungs,
+    cfg: &DetectorConfig,
 ) -> Evidence {
     let Spread {
         sources,
@@ -102,15 +103,19 @@ pub fn of_ladder(
     } = spread(m);
     let n: u64 = m.iter().map(|c| c.n).sum();
     let hits: u64 = m.iter().map(|c| c.hits()).sum();
-    // Other paths count as hit when they lose SYNs at half the scope's rate
-    // or more: a stray ladder on one small cell (two unlucky probes) does not
-    // make a 100 % host-network ladder "pod network hit too".
+    // Other paths count as hit when, pooled, they lose SYNs beyond what
+    // background loss explains and at half the scope's rate or more: two
+    // unlucky probes in one small cell do not make a 100 % host-network
+    // ladder "pod network hit too", and cells too small for a ladder of
+    // their own still count together.
     let hit_any = |pred: &dyn Fn(&Cell) -> bool| {
         let (h, total) = cells
             .iter()
             .filter(|c| pred(c))
             .fold((0, 0), |(h, t), c| (h + c.hits(), t + c.n));
-        cells.iter().any(|c| c.ladder && pred(c)) && ratio(h, total) * 2.0 >= ratio(hits, n)
+        h >= cfg.min_rung_probes
+            && stat::binomial_tail(total, h, cfg.background_syn_loss) < cfg.alpha
+            && ratio(h, total) * 2.0 >= ratio(hits, n)
     };
     let same_sources = |c: &Cell| sources.contains(&*c.w.dims.source_node);
     let source_facts: Vec<&NodeFacts> = facts

@@ -946,3 +946,78 @@ fn same_node_paths_hit_too_rule_the_checksum_bug_out() {
         );
     }
 }
+
+#[test]
+fn a_rehashing_kernel_predicts_the_one_second_escape_without_conntrack_read() {
+    // txrehash = 1, and no conntrack module loaded (no UDP timeout to read).
+    let mut s = Vec::new();
+    for src in NODES {
+        for dst in NODES.iter().filter(|d| **d != src) {
+            s.push(series(
+                src,
+                SourceKind::Host,
+                dst,
+                &format!("svc-{dst}"),
+                "u",
+                &repeat((1_000.6, 1, Outcome::Ok), 10),
+            ));
+        }
+        s.push(series(
+            src,
+            SourceKind::Host,
+            src,
+            &format!("svc-{src}"),
+            "u",
+            &repeat(ok(0.5), 10),
+        ));
+    }
+    let f: Vec<NodeFacts> = NODES
+        .iter()
+        .map(|n| NodeFacts {
+            txrehash: Some(1),
+            conntrack_udp_timeout: None,
+            ..facts(n, "6.1.0", None, 3)
+        })
+        .collect();
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let vxlan = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
+        .unwrap();
+    assert!(
+        vxlan
+            .present
+            .iter()
+            .any(|p| p.starts_with("probes escape where a NATed UDP flow")),
+        "{vxlan:#?}"
+    );
+}
+
+#[test]
+fn pod_paths_hit_at_the_same_rate_count_even_when_no_pod_cell_is_a_ladder() {
+    // Every pod cross-node cell has one probe of two on the 63 s rung: too
+    // few for a ladder of its own, but the host network's rate.
+    let (mut s, f) = incident();
+    for c in s
+        .iter_mut()
+        .filter(|c| c.dims.source_kind == SourceKind::Pod && c.dims.path == PathKind::CrossNode)
+    {
+        c.samples.truncate(2);
+        c.samples[0].syn_retransmits = 6;
+        c.samples[0].phases.connect = Some(Duration::from_secs_f64(64.4));
+    }
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let vxlan = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
+        .unwrap();
+    assert!(
+        !vxlan
+            .present
+            .iter()
+            .any(|p| p.starts_with("host-network probes are hit")),
+        "half the pod probes stalled: the pod network is not clean: {vxlan:#?}"
+    );
+}

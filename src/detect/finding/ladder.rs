@@ -96,7 +96,7 @@ fn finding(
     let fisher = (out_n > 0).then(|| stat::fisher_greater(hits, n, out_hits, out_n));
     let p_binom = m.iter().map(|c| c.p_value).fold(1.0, f64::min);
 
-    let judged = evidence::of_ladder(cells, &m, key.path, facts, &rungs);
+    let judged = evidence::of_ladder(cells, &m, key.path, facts, &rungs, cfg);
     let lines = LadderText {
         m: &m,
         rungs: &rungs,
