@@ -1021,3 +1021,33 @@ fn pod_paths_hit_at_the_same_rate_count_even_when_no_pod_cell_is_a_ladder() {
         "half the pod probes stalled: the pod network is not clean: {vxlan:#?}"
     );
 }
+
+/// One host prober probing only other nodes: whether same-node paths or the
+/// pod network are clean is not known from here, and is said so.
+#[test]
+fn what_one_prober_did_not_probe_is_unknown() {
+    let (s, f) = incident();
+    let mine: Vec<Series> = s
+        .into_iter()
+        .filter(|c| {
+            &*c.dims.source_node == "node1"
+                && c.dims.source_kind == SourceKind::Host
+                && c.dims.path == PathKind::CrossNode
+        })
+        .collect();
+    let found = detect(&mine, &f[..1], &DetectorConfig::default());
+    let vxlan = found[0]
+        .likely_causes
+        .iter()
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
+        .unwrap();
+    for check in [
+        "only cross-node paths are hit",
+        "host-network probes are hit",
+    ] {
+        assert!(
+            vxlan.unknown.iter().any(|u| u.starts_with(check)),
+            "{check}: {vxlan:#?}"
+        );
+    }
+}
