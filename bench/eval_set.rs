@@ -541,6 +541,28 @@ fn cluster(
     out
 }
 
+/// The checksum bug on the classic ladder with a 30 s UDP timeout: every
+/// host-network cross-node path rides a NATed entry; the rest is `base`.
+fn checksum_cluster(base: Mode, r: &mut StdRng) -> (Fault, Vec<Series>) {
+    let nat = Fault::NatExpiry {
+        conntrack_timeout_s: 30.0,
+        rehash: false,
+    };
+    let series = cluster(
+        Kernel::linux(0),
+        20,
+        |s, k, d| {
+            if k == SourceKind::Host && s != d {
+                Mode::Syn(nat)
+            } else {
+                base
+            }
+        },
+        r,
+    );
+    (nat, series)
+}
+
 /// Cases simulated on the kernel's timer with every field labelled: kind,
 /// scope, rungs, share and, where one node's evidence names it, the cause.
 fn labelled() -> Vec<Case> {
@@ -751,22 +773,7 @@ fn labelled() -> Vec<Case> {
         // no echo headers: a third of the probes land on the same node and
         // pass, the rest wait for the 63 s rung, destination unknown.
         let mut r = rng();
-        let nat = Fault::NatExpiry {
-            conntrack_timeout_s: 30.0,
-            rehash: false,
-        };
-        let mut series = cluster(
-            Kernel::linux(0),
-            20,
-            |s, k, d| {
-                if k == SourceKind::Host && s != d {
-                    Mode::Syn(nat)
-                } else {
-                    base
-                }
-            },
-            &mut r,
-        );
+        let (nat, mut series) = checksum_cluster(base, &mut r);
         for src in NODES {
             let modes: Vec<Mode> = (0..30)
                 .map(|i| if i % 3 == 0 { base } else { Mode::Syn(nat) })
@@ -799,22 +806,7 @@ fn labelled() -> Vec<Case> {
         // probed from every node: the refused cells neither join nor split
         // the ladder's scope.
         let mut r = rng();
-        let nat = Fault::NatExpiry {
-            conntrack_timeout_s: 30.0,
-            rehash: false,
-        };
-        let mut series = cluster(
-            Kernel::linux(0),
-            20,
-            |s, k, d| {
-                if k == SourceKind::Host && s != d {
-                    Mode::Syn(nat)
-                } else {
-                    base
-                }
-            },
-            &mut r,
-        );
+        let (_, mut series) = checksum_cluster(base, &mut r);
         for src in NODES {
             for dst in NODES.iter().filter(|d| **d != src) {
                 let refused = vec![Mode::Fail(Outcome::Refused); 20];

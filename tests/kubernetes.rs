@@ -730,13 +730,7 @@ async fn the_hub_finds_the_prober_pods_of_its_namespace() {
     };
     assert!(!keys(&direct).is_empty());
     assert_eq!(keys(&proxied), keys(&direct));
-    let operator: BTreeSet<(String, String, bool)> = api.requests()[hub_requests.len()..]
-        .iter()
-        .map(|r| {
-            assert_eq!(r.namespace.as_deref(), Some(NS), "{r:?}");
-            (r.verb.clone(), r.resource.clone(), true)
-        })
-        .collect();
+    let operator = in_namespace(&api.requests()[hub_requests.len()..]);
     assert_eq!(
         operator,
         role_grants("deploy/hub/operator-rbac.yaml"),
@@ -744,18 +738,23 @@ async fn the_hub_finds_the_prober_pods_of_its_namespace() {
     );
 
     // RBAC: exactly what deploy/hub grants, in the hub's namespace only.
-    let used: BTreeSet<(String, String, bool)> = hub_requests
-        .iter()
-        .map(|r| {
-            assert_eq!(r.namespace.as_deref(), Some(NS), "{r:?}");
-            (r.verb.clone(), r.resource.clone(), true)
-        })
-        .collect();
+    let used = in_namespace(&hub_requests);
     assert_eq!(
         used,
         role_grants("deploy/hub/hub.yaml"),
         "deploy/hub/hub.yaml must grant exactly what the hub uses"
     );
+}
+
+/// (verb, resource, namespaced) of requests that must all stay in `NS`.
+fn in_namespace(requests: &[Request]) -> BTreeSet<(String, String, bool)> {
+    requests
+        .iter()
+        .map(|r| {
+            assert_eq!(r.namespace.as_deref(), Some(NS), "{r:?}");
+            (r.verb.clone(), r.resource.clone(), true)
+        })
+        .collect()
 }
 
 /// (verb, resource, namespaced) of the Roles in a file under the crate.
