@@ -385,7 +385,14 @@ impl Puller {
         let mut pulls = futures::stream::iter(urls.iter().cloned())
             .map(|url| async move {
                 let started = Instant::now();
-                let r = self.ask(&url, ask).await;
+                let mut r = self.ask(&url, ask).await;
+                // One lost connection is not a silent prober: a window is
+                // cheap to ask again, on a new connection (a new source
+                // port, so a new path through a flow-hashed fault). A round
+                // is not repeated.
+                if r.is_err() && ask == Ask::Window {
+                    r = self.ask(&url, ask).await;
+                }
                 (url, r, started.elapsed())
             })
             .buffer_unordered(at_once);
