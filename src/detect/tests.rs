@@ -1051,3 +1051,66 @@ fn what_one_prober_did_not_probe_is_unknown() {
         );
     }
 }
+
+/// The incident's evidence, line by line; with no checksum errors the
+/// counters' lines go, and nothing else changes.
+#[test]
+fn the_incidents_evidence_is_said_line_by_line() {
+    let first = |f: &[NodeFacts]| {
+        let (s, _) = incident();
+        detect(&s, f, &DetectorConfig::default())[0]
+            .evidence
+            .iter()
+            .map(|e| e.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    let (_, f) = incident();
+    let common = [
+        "120 of 120 probes",
+        "against a background SYN",
+        "TCP_INFO agrees: on all",
+        "SYN schedule of the",
+        "the same sources' other",
+        "the lost SYNs sit",
+        "the probes escape on",
+    ];
+    let mut with = common.to_vec();
+    with.extend([
+        "receiving nodes counted 120",
+        "the source node itself",
+        "TX checksum offload is",
+    ]);
+    assert_eq!(first(&f), with);
+    let quiet: Vec<NodeFacts> = NODES
+        .iter()
+        .map(|n| facts(n, "6.1.0-18-amd64", Some(0), 0))
+        .collect();
+    let mut without = common.to_vec();
+    without.push("TX checksum offload is");
+    assert_eq!(first(&quiet), without);
+    // No overlay offload on: no such line.
+    let bare: Vec<NodeFacts> = f
+        .iter()
+        .map(|x| NodeFacts {
+            overlays: vec![],
+            ..x.clone()
+        })
+        .collect();
+    assert!(!first(&bare).iter().any(|l| l.starts_with("TX checksum")));
+}
+
+#[test]
+fn give_ups_count_in_the_rung_shape() {
+    let mut p = repeat((0.0, 6, Outcome::ConnectTimeout), 3);
+    p.extend(repeat(ok(0.5), 7));
+    let s = vec![series("node1", SourceKind::Host, "node2", "t", "u", &p)];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("the lost SYNs sit on one rung")),
+        "{:#?}",
+        found[0].evidence
+    );
+}
