@@ -875,7 +875,14 @@ fn the_hub_judges_every_prober_as_one_cluster_as_root() {
             })
             .collect()
     };
-    assert_eq!(keys(&one), keys(&m), "the same matrix");
+    // The windows only grow between the two reads: every cell the hub
+    // showed is there (svc-all may have reached one more backend since).
+    let (hub_cells, one_cells) = (keys(&m), keys(&one));
+    assert!(
+        hub_cells.is_subset(&one_cells),
+        "the same matrix: {:?}",
+        hub_cells.difference(&one_cells).collect::<Vec<_>>()
+    );
 
     // node3's pod prober dies: stale, and the verdict says so.
     let p3 = format!("{}-p3", lab.name);
