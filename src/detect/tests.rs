@@ -1036,6 +1036,9 @@ fn what_one_prober_did_not_probe_is_unknown() {
         })
         .collect();
     let found = detect(&mine, &f[..1], &DetectorConfig::default());
+    // One source: its own cross-node paths, never "every path of 1 node".
+    assert_eq!(found[0].scope_key.grouping, Grouping::SourceKindPath);
+    assert_eq!(found[0].scope, "cross-node paths from node1 (host network)");
     let vxlan = found[0]
         .likely_causes
         .iter()
