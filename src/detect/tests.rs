@@ -1117,3 +1117,44 @@ fn give_ups_count_in_the_rung_shape() {
         found[0].evidence
     );
 }
+
+/// The confidence's terms: significance, the kernel's agreement with the
+/// timing (even odds when no probe connected on a rung), and whether the
+/// scope stands out from the same sources' other paths (no other paths:
+/// nothing to stand out from).
+#[test]
+fn confidence_is_made_of_its_terms() {
+    let mut p = repeat((0.0, 6, Outcome::ConnectTimeout), 3);
+    p.extend(repeat(ok(0.5), 7));
+    let give_ups = vec![series("node1", SourceKind::Host, "node2", "t", "u", &p)];
+    let found = detect(&give_ups, &[], &DetectorConfig::default());
+    // 0.5 x 9.92 / 12 + 0.3 x 0.5 + 0.2.
+    assert_eq!(found[0].confidence, 0.76);
+    assert!(
+        !found[0].evidence.iter().any(|e| e.starts_with("TCP_INFO")),
+        "no probe connected on a rung: {:?}",
+        found[0].evidence
+    );
+    let rungs = vec![series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "t",
+        "u",
+        &repeat((3_010.0, 2, Outcome::Ok), 20),
+    )];
+    assert_eq!(
+        detect(&rungs, &[], &DetectorConfig::default())[0].confidence,
+        1.0
+    );
+    let (s, f) = incident();
+    let found = detect(&s, &f, &DetectorConfig::default());
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e.starts_with("the same sources' other paths: 0 of 240 probes lost SYNs")),
+        "{:?}",
+        found[0].evidence
+    );
+}
