@@ -378,7 +378,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
-                crate::hub::run(loaded, args.listen, cancel, None).await
+                crate::hub::run(loaded, args.listen, cancel).await
             })??;
             Ok(0)
         }

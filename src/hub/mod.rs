@@ -227,13 +227,11 @@ pub async fn ask_and_judge(
     })
 }
 
-/// Runs the hub until `cancel` fires. `ready` (if given) receives the
-/// bound address.
+/// Runs the hub until `cancel` fires.
 pub async fn run(
     loaded: Loaded,
     listen: Option<SocketAddr>,
     cancel: CancellationToken,
-    ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), HubError> {
     let hub = &loaded.config.hub;
     // A static list, else the prober pods of the hub's namespace.
@@ -290,9 +288,6 @@ pub async fn run(
         server_stop.clone(),
     ));
     tracing::info!(listen = %bound, "Hub started.");
-    if let Some(tx) = ready {
-        let _ = tx.send(bound);
-    }
     let mut tick = tokio::time::interval(hub.interval.get());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
