@@ -199,7 +199,7 @@ fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
     if !args.probers.is_empty() {
         loaded.config.hub.probers = args.probers.clone();
     }
-    if let Some(problem) = loaded.config.hub.problem() {
+    if let Some((_, problem)) = loaded.config.hub.problem() {
         anyhow::bail!("--probers: {problem}");
     }
     // One runtime for the whole run: the Kubernetes client's worker lives

@@ -42,14 +42,17 @@ impl Default for HubConfig {
 }
 
 impl HubConfig {
-    /// What is wrong with the table, if anything: a prober that is not an
-    /// http(s) base URL.
-    pub fn problem(&self) -> Option<String> {
-        self.probers.iter().find_map(|p| {
+    /// What is wrong with the table, if anything: the index of a prober
+    /// that is not an http(s) base URL, and why.
+    pub fn problem(&self) -> Option<(usize, String)> {
+        self.probers.iter().enumerate().find_map(|(i, p)| {
             let ok = (p.starts_with("http://") || p.starts_with("https://"))
                 && p.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
             (!ok).then(|| {
-                format!("prober \"{p}\" is not a base URL; write it as \"http://HOST:9797\"")
+                (
+                    i,
+                    format!("prober \"{p}\" is not a base URL; write it as \"http://HOST:9797\""),
+                )
             })
         })
     }

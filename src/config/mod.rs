@@ -324,8 +324,11 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
         let offset = validate::locate(text, &["kubernetes"]).unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
-    if let Some(problem) = config.hub.problem() {
-        let offset = validate::locate(text, &["hub", "probers"]).unwrap_or(0);
+    if let Some((i, problem)) = config.hub.problem() {
+        // At the prober itself, in the array.
+        let offset = validate::locate(text, &["hub", "probers", &i.to_string()])
+            .or_else(|| validate::locate(text, &["hub"]))
+            .unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
     for (i, slo) in config.slos.iter().enumerate() {

@@ -117,6 +117,21 @@ fn what_run_cannot_do_is_refused_by_check_with_the_reason() {
         ("".into(), 1, "names nothing to probe"),
         ("# only a comment\n".into(), 1, "names nothing to probe"),
         (
+            "[hub]\nprobers = [\"10.0.0.5:9797\"]\n".into(),
+            2,
+            "prober \"10.0.0.5:9797\" is not a base URL",
+        ),
+        (
+            "[hub]\nprobers = [\"http://a:9797\"]\ninterval = \"2s\"\ntimeout = \"5s\"\n".into(),
+            4,
+            "at most [hub] interval",
+        ),
+        (
+            "[hub]\nprobers = [\"http://a:9797\"]\nforget_after = \"1s\"\n".into(),
+            3,
+            "at least one round",
+        ),
+        (
             format!("[probe]\ntimeout = \"300000000000y\"\n{TARGET}"),
             2,
             "longer than a year",
