@@ -167,6 +167,7 @@ fn build_from(
         },
         samples,
         body_bytes,
+        pending: Vec::new(),
     }
 }
 
@@ -1066,6 +1067,7 @@ pub fn blind(series: Vec<Series>, target: &str) -> Vec<Series> {
             },
             samples: Vec::new(),
             body_bytes: 0,
+            pending: Vec::new(),
         });
         m.body_bytes = m.body_bytes.max(s.body_bytes);
         m.samples.extend(s.samples);

@@ -89,6 +89,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
                 body_bytes: 2,
                 dropped: 0,
                 samples,
+                pending: Vec::new(),
             }
         })
         .collect();

@@ -49,6 +49,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
             })
             .collect(),
         body_bytes: 2,
+        pending: vec![],
     }
 }
 

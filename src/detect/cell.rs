@@ -27,6 +27,12 @@ pub struct Cell<'a> {
     pub rungs: BTreeMap<u32, (u64, u64)>,
     /// Connect timeouts after retransmitting SYNs: every SYN was lost.
     pub give_ups: u64,
+    /// Probes still in SYN_SENT: at least this many SYNs lost -> probes.
+    /// Censored: each counts as a hit, on its rung or beyond.
+    pub pending: BTreeMap<u32, u64>,
+    /// On the ladder from its finished probes alone: a ladder that is not
+    /// settled rests on probes still waiting, and is provisional.
+    pub settled: bool,
     /// Timed like a rung, but the kernel saw no retransmission.
     pub timing_only: u64,
     pub dns_hits: u64,
@@ -39,8 +45,25 @@ pub struct Cell<'a> {
 }
 
 impl Cell<'_> {
+    /// Probes that lost SYNs: landed on a rung, gave up, or still waiting.
     pub fn hits(&self) -> u64 {
+        self.landed_hits() + self.pending_hits()
+    }
+
+    /// Finished probes that lost SYNs.
+    pub fn landed_hits(&self) -> u64 {
         self.rungs.values().map(|(n, _)| n).sum::<u64>() + self.give_ups
+    }
+
+    /// Probes still waiting after losing SYNs.
+    pub fn pending_hits(&self) -> u64 {
+        self.pending.values().sum()
+    }
+
+    /// Probes that say something about the SYN handshake: decided, or
+    /// still waiting after a lost SYN.
+    pub fn syn_informative(&self) -> u64 {
+        self.syn_judged + self.pending_hits()
     }
 
     /// (source node, destination node), `?` for an unknown destination.
@@ -93,6 +116,8 @@ pub fn analyse<'a>(w: &'a SeriesWindow, schedule: SynSchedule, cfg: &DetectorCon
         syn_judged: 0,
         rungs: BTreeMap::new(),
         give_ups: 0,
+        pending: BTreeMap::new(),
+        settled: false,
         timing_only: 0,
         dns_hits: 0,
         failures: BTreeMap::new(),
@@ -127,11 +152,21 @@ pub fn analyse<'a>(w: &'a SeriesWindow, schedule: SynSchedule, cfg: &DetectorCon
             *c.failures.entry(p.outcome).or_default() += 1;
         }
     }
+    for p in w.pending.iter().filter(|p| p.syn_retransmits > 0) {
+        *c.pending.entry(p.syn_retransmits).or_default() += 1;
+    }
+    let landed = (c.n, c.landed_hits());
+    c.n += c.pending_hits();
     let hits = c.hits();
     c.p_value = stat::binomial_tail(c.n, hits, cfg.background_syn_loss);
     let significant = hits >= cfg.min_rung_probes && c.p_value < cfg.alpha;
-    c.first_contact = first_contact_only(&probes, base);
+    // A stall still waiting is a SYN lost now: not the first-contact delay
+    // of probes that all landed fast after it.
+    c.first_contact = c.pending.is_empty() && first_contact_only(&probes, base);
     c.ladder = significant && !c.first_contact;
+    c.settled = c.ladder
+        && landed.1 >= cfg.min_rung_probes
+        && stat::binomial_tail(landed.0, landed.1, cfg.background_syn_loss) < cfg.alpha;
     c
 }
 

@@ -69,6 +69,20 @@ pub fn rungs(m: &[&Cell]) -> Rungs {
     rungs
 }
 
+/// Probes of a scope still waiting: at least k SYNs lost -> (probes, the
+/// rung in seconds they are past).
+pub fn waiting(m: &[&Cell]) -> BTreeMap<u32, (u64, f64)> {
+    let mut out: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
+    for c in m {
+        for (k, count) in &c.pending {
+            out.entry(*k)
+                .or_insert((0, c.schedule.rung_seconds(*k).unwrap_or(f64::NAN)))
+                .0 += count;
+        }
+    }
+    out
+}
+
 /// Where a scope's cells come from and lead to.
 pub struct Spread<'a> {
     pub sources: BTreeSet<&'a str>,
@@ -249,9 +263,21 @@ impl LadderText<'_> {
                 .chain(
                     (give_ups > 0).then(|| format!("{give_ups} gave up after every SYN was lost"))
                 )
+                .chain(waiting(m).iter().rev().map(|(k, w)| format!(
+                    "{} still waiting after losing at least {} (past the {} s rung)",
+                    w.0,
+                    syns(u64::from(*k)),
+                    w.1
+                )))
                 .collect::<Vec<_>>()
                 .join(", ")
         )];
+        if m.iter().any(|c| !c.settled) {
+            out.push(
+                "in progress: the verdict rests on probes still waiting in SYN_SENT (censored: each counts on the rung it is past or beyond); it becomes final when they land on their rung or give up"
+                    .into(),
+            );
+        }
         out.push(format!(
             "against a background SYN loss of {:e} per probe, p = {:.1e}",
             self.cfg.background_syn_loss, self.p_binom

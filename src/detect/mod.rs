@@ -121,6 +121,15 @@ pub struct Finding {
     /// (source, destination) pairs in scope.
     pub pairs: Vec<(String, String)>,
     pub rungs: Vec<RungCount>,
+    /// Probes still waiting in SYN_SENT, by the SYNs they have lost so far
+    /// (`retransmits` is "at least", `seconds` the rung they are past).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<RungCount>,
+    /// The verdict rests on probes still waiting: raised early, before
+    /// they land on their rung or give up, and upgraded in place (same
+    /// identity) when they do.
+    #[serde(default)]
+    pub provisional: bool,
     /// Probes on a rung (or failed) over probes in scope.
     pub share: f64,
     pub samples: u64,
@@ -148,6 +157,8 @@ impl Finding {
             targets: vec![],
             pairs: vec![],
             rungs: vec![],
+            waiting: vec![],
+            provisional: false,
             share: 0.0,
             samples: 0,
             confidence: 0.0,
@@ -172,10 +183,10 @@ impl Finding {
     }
 
     /// Sets the confidence, and the severity it implies: ERROR when the
-    /// detector is confident.
+    /// detector is confident and the verdict final, WARN while provisional.
     fn with_confidence(mut self, confidence: f64) -> Self {
         self.confidence = (confidence * 100.0).round() / 100.0;
-        self.severity = if self.confidence >= 0.9 {
+        self.severity = if self.confidence >= 0.9 && !self.provisional {
             Severity::Error
         } else {
             Severity::Warn
@@ -218,8 +229,16 @@ impl Finding {
             .first()
             .map(|c| format!("; likely: {}", c.title))
             .unwrap_or_default();
+        let waiting: u64 = self.waiting.iter().map(|w| w.count).sum();
+        let in_progress = match self.waiting.iter().map(|w| w.retransmits).min() {
+            Some(k) if self.provisional => format!(
+                " (in progress: {waiting} still waiting after losing at least {})",
+                syns(u64::from(k))
+            ),
+            _ => String::new(),
+        };
         format!(
-            "{}: {} — {:.0}% of {} probes{}{}",
+            "{}: {} — {:.0}% of {} probes{}{}{}",
             self.kind,
             self.scope,
             self.share * 100.0,
@@ -229,6 +248,7 @@ impl Finding {
             } else {
                 format!(" on rungs {}", rungs.join(", "))
             },
+            in_progress,
             cause
         )
     }

@@ -75,6 +75,7 @@ fn series_dns(
         },
         samples,
         body_bytes,
+        pending: vec![],
     }
 }
 
@@ -700,6 +701,8 @@ fn one_lost_syn_in_a_small_cell_raises_nothing() {
 }
 
 /// The causes' checks at their edges, on hand-built evidence.
+mod censored;
+
 mod checks {
     use super::super::causes::rank;
     use super::super::stat::RungShape;

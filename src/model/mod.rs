@@ -15,7 +15,7 @@ mod target;
 pub use facts::{NodeFacts, OverlayDevice, parse_kernel};
 pub use probe::{Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
 pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
-pub use series::{Dims, Sample, SeriesWindow, TraceRef};
+pub use series::{Dims, Pending, Sample, SeriesWindow, TraceRef, attach_pending};
 pub use target::{DnsQuery, ProbeKind, Target, TargetNode, Timing};
 
 use serde::{Deserialize, Serialize};

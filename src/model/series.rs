@@ -3,7 +3,7 @@
 //! ([`SeriesWindow`]).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +73,22 @@ pub struct TraceRef {
     pub span_id: String,
 }
 
+/// A probe still waiting in SYN_SENT after losing SYNs: a censored
+/// observation. It has lost at least `syn_retransmits` SYNs and has not
+/// landed on its rung yet; the detector counts it toward that rung and
+/// beyond, never as a finished probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// When the probe started (the same instant its sample will carry).
+    pub at: SystemTime,
+    /// SYNs lost so far (`TCP_INFO` while in SYN_SENT).
+    pub syn_retransmits: u32,
+    /// When the first lost SYN was seen, from the probe's start.
+    pub stalled_after: Duration,
+    /// How long the probe had waited when this was read.
+    pub waited: Duration,
+}
+
 /// A series' recent samples: what the detector judges.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesWindow {
@@ -82,4 +98,42 @@ pub struct SeriesWindow {
     /// (or that its target declares): a black hole that eats every large
     /// segment leaves its own probes nothing to measure.
     pub body_bytes: u64,
+    /// Probes of this series stalled in SYN_SENT right now.
+    pub pending: Vec<Pending>,
+}
+
+impl SeriesWindow {
+    /// A series with samples and nothing pending.
+    pub fn new(dims: Dims, samples: Vec<Sample>, body_bytes: u64) -> Self {
+        Self {
+            dims,
+            samples,
+            body_bytes,
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// Adds stalls still pending to the windows of their series, creating a
+/// window for a series that has no finished probe yet (a target whose
+/// first probes all stalled). A stall whose probe already landed in the
+/// window (the same start) is left out: the stalls are read before the
+/// samples, so a probe that lands between the two readings shows twice
+/// at worst, never not at all, and the copy is dropped here.
+pub fn attach_pending(windows: &mut Vec<SeriesWindow>, pending: Vec<(Dims, Pending)>) {
+    let mut index: std::collections::HashMap<Dims, usize> = windows
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.dims.clone(), i))
+        .collect();
+    for (dims, p) in pending {
+        let i = *index.entry(dims.clone()).or_insert_with(|| {
+            windows.push(SeriesWindow::new(dims, Vec::new(), 0));
+            windows.len() - 1
+        });
+        let w = &mut windows[i];
+        if !w.samples.iter().any(|s| s.at == p.at) {
+            w.pending.push(p);
+        }
+    }
 }

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::socket;
-use super::{CountGuard, Prober};
-use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
+use super::{CountGuard, Prober, StallHold};
+use crate::model::{Dims, Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
 use crate::model::{ProbeKind, Target, TargetNode};
 use std::sync::Arc;
 
@@ -124,6 +124,10 @@ struct Progress {
     content_length: Option<u64>,
     /// When the connect() call sent the first SYN.
     syn_sent: Option<Instant>,
+    /// The probe's place among the stalls, once it has lost a SYN.
+    hold: StallHold,
+    started_at: SystemTime,
+    t0: Instant,
 }
 
 struct Failure {
@@ -144,6 +148,17 @@ impl Prober {
     /// Runs one probe: a fresh connection, never reused. Returns when the
     /// exchange ends, the target's timeout passes or `cancel` fires.
     pub async fn probe(&self, target: &Arc<Target>, cancel: &CancellationToken) -> ProbeResult {
+        self.probe_held(target, cancel).await.0
+    }
+
+    /// [`Prober::probe`], and the probe's place among the stalls in
+    /// progress: drop it once the result is recorded, so the stall and the
+    /// sample are never both missing.
+    pub async fn probe_held(
+        &self,
+        target: &Arc<Target>,
+        cancel: &CancellationToken,
+    ) -> (ProbeResult, StallHold) {
         let _in_flight = CountGuard::new(&self.in_flight.probes);
         let started_at = SystemTime::now();
         let t0 = Instant::now();
@@ -160,6 +175,9 @@ impl Prober {
             body_bytes: 0,
             content_length: None,
             syn_sent: None,
+            hold: StallHold::default(),
+            started_at,
+            t0,
         };
         let ended = tokio::select! {
             biased;
@@ -220,7 +238,7 @@ impl Prober {
                 (_, Some(_)) => (None, true),
                 (_, None) => (None, false),
             };
-        ProbeResult {
+        let result = ProbeResult {
             path: PathKind::classify(&self.source_node, destination.as_deref()),
             target: Arc::clone(target),
             source_node: Arc::clone(&self.source_node),
@@ -240,7 +258,8 @@ impl Prober {
             body_bytes: st.body_bytes,
             content_length: st.content_length,
             rejected_node_header,
-        }
+        };
+        (result, st.hold)
     }
 
     async fn run(&self, t: &Target, t0: Instant, st: &mut Progress) -> Result<(), Failure> {
@@ -261,7 +280,7 @@ impl Prober {
         }
         st.phase = Phase::Connect;
         let stream = self
-            .connect(addr, Instant::now() + t.connect_timeout, st)
+            .connect(t, addr, Instant::now() + t.connect_timeout, st)
             .await?;
         let connected = Instant::now();
         let info = socket::tcp_info(stream.as_fd()).ok();
@@ -292,6 +311,7 @@ impl Prober {
     /// polling and the connect deadline.
     async fn connect(
         &self,
+        t: &Target,
         addr: SocketAddr,
         deadline: Instant,
         st: &mut Progress,
@@ -318,7 +338,6 @@ impl Prober {
         let stream = TcpStream::from_std(std::net::TcpStream::from(sock)).map_err(local)?;
         let timer = tokio::time::sleep_until((c0 + self.syn_poll).min(deadline));
         tokio::pin!(timer);
-        let mut stalled: Option<CountGuard<'_>> = None;
         loop {
             tokio::select! {
                 biased;
@@ -346,11 +365,32 @@ impl Prober {
                             at: c0.elapsed(),
                             retransmits: info.total_retrans.min(255) as u8,
                         });
-                        stalled.get_or_insert_with(|| CountGuard::new(&self.in_flight.syn_stalled));
+                        st.hold.lost(
+                            &self.in_flight,
+                            info.total_retrans,
+                            (st.started_at, st.t0.into_std()),
+                            || (self.dims_before_answer(t), t.url.to_string()),
+                        );
                     }
                     timer.as_mut().reset((now + self.syn_poll).min(deadline));
                 }
             }
+        }
+    }
+
+    /// A probe's series as known before any answer: the destination its
+    /// target names, else unknown (a mixed Service's answer names it).
+    fn dims_before_answer(&self, t: &Target) -> Dims {
+        let destination: Option<Arc<str>> = match &t.node {
+            TargetNode::Known(n) => Some(n.as_str().into()),
+            _ => None,
+        };
+        Dims {
+            source_node: Arc::clone(&self.source_node),
+            source_kind: self.source_kind,
+            path: PathKind::classify(&self.source_node, destination.as_deref()),
+            destination_node: destination,
+            target: t.name.as_str().into(),
         }
     }
 

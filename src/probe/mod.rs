@@ -8,6 +8,8 @@ pub mod limits;
 pub use http::NODE_HEADER;
 pub mod scheduler;
 pub mod socket;
+mod stalls;
+pub use stalls::StallHold;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,12 +55,14 @@ impl KnownNodes {
     }
 }
 
-/// Probes in flight right now, and how many of them are stuck in SYN
-/// retransmission: what a progress display shows while a 63 s rung runs.
+/// Probes in flight right now, and the ones stalled in SYN retransmission
+/// with what they have lost so far: what a progress display shows while a
+/// 63 s rung runs, and the censored evidence the detector judges before the
+/// probes land (see `model::Pending`).
 #[derive(Debug, Default)]
 pub struct InFlight {
     probes: AtomicUsize,
-    syn_stalled: AtomicUsize,
+    stalls: stalls::Stalls,
 }
 
 impl InFlight {
@@ -66,7 +70,18 @@ impl InFlight {
         self.probes.load(Ordering::Relaxed)
     }
     pub fn syn_stalled(&self) -> usize {
-        self.syn_stalled.load(Ordering::Relaxed)
+        self.stalls.len()
+    }
+    /// Every stall in progress: its series, its target's URL, and what it
+    /// has lost so far.
+    pub fn pending(&self) -> Vec<(crate::model::Dims, String, crate::model::Pending)> {
+        self.stalls.pending()
+    }
+    /// Resolves when a stall begins or ends (its probe recorded): when a
+    /// verdict may have changed. One waiter; a change while no one waits
+    /// is kept for the next.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.stalls.changed()
     }
 }
 

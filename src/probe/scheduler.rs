@@ -155,9 +155,11 @@ async fn schedule(
         );
         tasks.spawn(async move {
             let start_lag = due.elapsed();
-            let mut result = prober.probe(&target, &cancel).await;
+            let (mut result, stall) = prober.probe_held(&target, &cancel).await;
             result.start_lag = start_lag;
             sink.record(&result);
+            // Only now: the stall stays visible until its sample is.
+            drop(stall);
             drop(permit);
         });
     }

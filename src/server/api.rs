@@ -26,6 +26,8 @@ pub struct ApiState {
     pub window: Duration,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
+    /// The probes in flight, and the stalls among them the window carries.
+    pub in_flight: Arc<crate::probe::InFlight>,
     /// Set once probing has started.
     pub ready: Arc<AtomicBool>,
     /// The detector's latest verdict.
@@ -183,10 +185,13 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
         Arc::clone(&s.stats),
         s.window,
     );
+    // The stalls before the samples: a probe landing in between shows
+    // twice at worst (and is deduplicated), never not at all.
+    let pending = s.in_flight.pending();
     // Copying and compressing every series is CPU work: off the runtime's
     // workers, as for the histograms.
     let built = tokio::task::spawn_blocking(move || {
-        let doc = crate::stats::window::WindowDoc::build(&node, kind, &stats, w, facts);
+        let doc = crate::stats::window::WindowDoc::build(&node, kind, &stats, pending, w, facts);
         if gzip {
             doc.to_gzip()
         } else {

@@ -59,16 +59,15 @@ impl Series {
 
     /// The samples at or after `since`: what the detector judges.
     pub fn window_samples(&self, since: SystemTime) -> SeriesWindow {
-        SeriesWindow {
-            dims: self.key.clone(),
-            samples: self
-                .recent
+        SeriesWindow::new(
+            self.key.clone(),
+            self.recent
                 .iter()
                 .filter(|s| s.at >= since)
                 .cloned()
                 .collect(),
-            body_bytes: self.body_bytes,
-        }
+            self.body_bytes,
+        )
     }
 
     /// Histograms of the samples newer than `since`.

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::{Series, Stats};
-use crate::model::{Dims, NodeFacts, Outcome, Phases, Sample, SeriesWindow, SourceKind, TraceRef};
+use crate::model::{
+    Dims, NodeFacts, Outcome, Pending, Phases, Sample, SeriesWindow, SourceKind, TraceRef,
+};
 
 /// The document's version: a hub refuses another.
 pub const VERSION: u32 = 1;
@@ -18,6 +20,10 @@ pub const VERSION: u32 = 1;
 /// The newest samples kept per series in one document: ten minutes of a
 /// 1 s interval, with room to spare.
 pub const MAX_SAMPLES_PER_SERIES: usize = 1_000;
+
+/// The stalls in progress kept per series: a 1 s interval has at most 130
+/// probes pending past the last classic rung.
+pub const MAX_PENDING_PER_SERIES: usize = 256;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WindowDoc {
@@ -45,6 +51,52 @@ pub struct WindowSeries {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropped: u64,
     pub samples: Vec<WireSample>,
+    /// Probes stalled in SYN_SENT when the document was made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<WirePending>,
+}
+
+/// A stall in progress on the wire: start in milliseconds since the epoch,
+/// SYNs lost so far, when the first was seen and how long it has waited,
+/// in milliseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WirePending {
+    pub t: u64,
+    pub r: u32,
+    pub s: u64,
+    pub w: u64,
+}
+
+impl From<&Pending> for WirePending {
+    fn from(p: &Pending) -> Self {
+        Self {
+            t: epoch_ms(p.at),
+            r: p.syn_retransmits,
+            s: ms(p.stalled_after),
+            w: ms(p.waited),
+        }
+    }
+}
+
+impl From<&WirePending> for Pending {
+    fn from(w: &WirePending) -> Self {
+        Self {
+            at: SystemTime::UNIX_EPOCH + Duration::from_millis(w.t),
+            syn_retransmits: w.r,
+            stalled_after: Duration::from_millis(w.s),
+            waited: Duration::from_millis(w.w),
+        }
+    }
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(ms)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -83,10 +135,7 @@ fn us(d: Duration) -> u64 {
 impl From<&Sample> for WireSample {
     fn from(s: &Sample) -> Self {
         Self {
-            t: s.at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0),
+            t: epoch_ms(s.at),
             dns: s.phases.dns.map(us),
             c: s.phases.connect.map(us),
             fb: s.phases.first_byte.map(us),
@@ -148,6 +197,7 @@ impl From<WindowDoc> for Held {
                         dims: s.dims,
                         samples: s.samples.iter().map(Sample::from).collect(),
                         body_bytes: s.body_bytes,
+                        pending: s.pending.iter().map(Pending::from).collect(),
                     },
                 })
                 .collect(),
@@ -173,11 +223,14 @@ pub enum DocError {
 }
 
 impl WindowDoc {
-    /// The last `window` of every series in `stats`.
+    /// The last `window` of every series in `stats`, with the stalls still
+    /// pending (read before the samples: see `model::attach_pending`), each
+    /// with its target's URL.
     pub fn build(
         source_node: &str,
         source_kind: SourceKind,
         stats: &Stats,
+        pending: Vec<(Dims, String, Pending)>,
         window: Duration,
         facts: Option<NodeFacts>,
     ) -> Self {
@@ -197,8 +250,32 @@ impl WindowDoc {
                     .iter()
                     .map(|p| WireSample::from(*p))
                     .collect(),
+                pending: Vec::new(),
             });
         });
+        let mut index: std::collections::HashMap<Dims, usize> = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.dims.clone(), i))
+            .collect();
+        for (dims, url, p) in pending {
+            let i = *index.entry(dims.clone()).or_insert_with(|| {
+                series.push(WindowSeries {
+                    dims,
+                    url,
+                    body_bytes: 0,
+                    dropped: 0,
+                    samples: Vec::new(),
+                    pending: Vec::new(),
+                });
+                series.len() - 1
+            });
+            let s = &mut series[i];
+            let at = epoch_ms(p.at);
+            if s.pending.len() < MAX_PENDING_PER_SERIES && !s.samples.iter().any(|x| x.t == at) {
+                s.pending.push(WirePending::from(&p));
+            }
+        }
         Self {
             version: VERSION,
             source_node: source_node.to_string(),
@@ -236,6 +313,7 @@ impl WindowDoc {
                         body_bytes: s.body_bytes,
                         dropped: (s.recent.len() - keep) as u64,
                         samples: s.recent.iter().take(keep).map(WireSample::from).collect(),
+                        pending: Vec::new(),
                     }
                 })
                 .collect(),
@@ -248,6 +326,7 @@ impl WindowDoc {
             dims: s.dims.clone(),
             samples: s.samples.iter().map(Sample::from).collect(),
             body_bytes: s.body_bytes,
+            pending: s.pending.iter().map(Pending::from).collect(),
         })
     }
 

@@ -18,7 +18,7 @@ use crate::model::{DetectorConfig, NodeFacts, PathKind};
 pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {
     // A cell whose probes never reached a SYN verdict (refused, no route)
     // neither joins nor blocks a ladder's scope: it is reported as failures.
-    let informative = |c: &Cell| c.syn_judged >= cfg.min_rung_probes;
+    let informative = |c: &Cell| c.syn_informative() >= cfg.min_rung_probes;
     let mut covered: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     for grouping in Grouping::WIDENING {
@@ -136,6 +136,15 @@ fn finding(
                 count: r.0,
             })
             .collect(),
+        waiting: evidence::waiting(&m)
+            .iter()
+            .map(|(k, w)| RungCount {
+                retransmits: *k,
+                seconds: w.1,
+                count: w.0,
+            })
+            .collect(),
+        provisional: m.iter().any(|c| !c.settled),
         share: round3(ratio(hits, n)),
         samples: n,
         evidence: lines,

@@ -1,0 +1,119 @@
+//! The probes stalled in SYN_SENT right now, each with the SYNs it has lost
+//! so far. A stall is registered on its first lost SYN and held until its
+//! probe's result has been recorded, so a reader that takes the stalls
+//! before the samples never misses a probe between the two.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::model::{Dims, Pending};
+
+#[derive(Debug)]
+struct Stall {
+    dims: Dims,
+    url: String,
+    at: SystemTime,
+    t0: Instant,
+    syn_retransmits: u32,
+    stalled_after: Duration,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Stalls {
+    map: Mutex<HashMap<u64, Stall>>,
+    next: AtomicU64,
+    changed: Notify,
+}
+
+impl Stalls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stall>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(super) fn pending(&self) -> Vec<(Dims, String, Pending)> {
+        let now = Instant::now();
+        self.lock()
+            .values()
+            .map(|s| {
+                (
+                    s.dims.clone(),
+                    s.url.clone(),
+                    Pending {
+                        at: s.at,
+                        syn_retransmits: s.syn_retransmits,
+                        stalled_after: s.stalled_after,
+                        waited: now.saturating_duration_since(s.t0),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub(super) fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// A probe's place in the stalls: empty until its first lost SYN, removed
+/// when dropped. The probe's driver drops it after recording the result.
+#[derive(Debug, Default)]
+pub struct StallHold {
+    held: Option<(std::sync::Arc<super::InFlight>, u64)>,
+}
+
+impl StallHold {
+    /// Records that the probe has lost `syn_retransmits` SYNs so far;
+    /// `describe` gives its series and URL the first time.
+    pub(super) fn lost(
+        &mut self,
+        in_flight: &std::sync::Arc<super::InFlight>,
+        syn_retransmits: u32,
+        (at, t0): (SystemTime, Instant),
+        describe: impl FnOnce() -> (Dims, String),
+    ) {
+        let stalls = &in_flight.stalls;
+        match &self.held {
+            Some((_, id)) => {
+                // Another SYN lost changes how far the probe is, not
+                // whether it stalled: no one is woken for it.
+                if let Some(s) = stalls.lock().get_mut(id) {
+                    s.syn_retransmits = syn_retransmits;
+                }
+            }
+            None => {
+                let id = stalls.next.fetch_add(1, Ordering::Relaxed);
+                let (dims, url) = describe();
+                stalls.lock().insert(
+                    id,
+                    Stall {
+                        dims,
+                        url,
+                        at,
+                        t0,
+                        syn_retransmits,
+                        stalled_after: t0.elapsed(),
+                    },
+                );
+                self.held = Some((std::sync::Arc::clone(in_flight), id));
+                stalls.changed.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for StallHold {
+    fn drop(&mut self) {
+        if let Some((in_flight, id)) = self.held.take() {
+            in_flight.stalls.lock().remove(&id);
+            in_flight.stalls.changed.notify_one();
+        }
+    }
+}
