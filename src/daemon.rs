@@ -100,6 +100,7 @@ pub async fn run(
         window: loaded.config.detect.window.get(),
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&stats),
+        in_flight: Arc::clone(&prober.in_flight),
         ready: Arc::clone(&ready),
         verdict: Arc::clone(&verdict),
         targets: Arc::new(std::sync::RwLock::new(
@@ -155,6 +156,7 @@ pub async fn run(
     };
     let judge = tokio::spawn(judge(
         Arc::clone(&stats),
+        Arc::clone(&prober.in_flight),
         metrics,
         verdict,
         (slos, epoch),
@@ -226,12 +228,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the detector over the window every `[detect] interval`, off the
-/// probing path, publishes the verdict, and turns findings and firing SLO
-/// alerts into alerts: raised once, re-sent while active, resolved once; in
-/// the log, and over OTLP as log records when configured.
+/// The shortest gap between two judge runs woken by stalls, and how many
+/// times the last run's duration the gap is at least: judging woken by a
+/// storm of stalls takes at most a tenth of one core.
+const EVENT_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+const EVENT_GAP_FACTOR: u32 = 10;
+
+/// Runs the detector over the window every `[detect] interval`, and within
+/// a second of a probe stalling in SYN_SENT or a stalled probe landing (the
+/// stalls judged as censored evidence), off the probing path; publishes the
+/// verdict, and turns findings and firing SLO alerts into alerts: raised
+/// once (provisional ones "in progress", updated once when final), re-sent
+/// while active, resolved once; in the log, and over OTLP as log records
+/// when configured.
+#[allow(clippy::too_many_arguments)]
 async fn judge(
     stats: Arc<Stats>,
+    in_flight: Arc<crate::probe::InFlight>,
     metrics: Arc<Metrics>,
     verdict: Arc<std::sync::RwLock<crate::server::api::FindingsDoc>>,
     (slos, epoch): (
@@ -248,6 +261,8 @@ async fn judge(
         .get()
         .max(std::time::Duration::from_millis(100));
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = (tokio::time::Instant::now(), std::time::Duration::ZERO);
     let detector = cfg.detector();
     let resend = otlp
         .as_ref()
@@ -259,7 +274,18 @@ async fn judge(
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            // A provisional finding settling is judged again before it
+            // would be raised.
+            _ = tokio::time::sleep(EVENT_GAP), if alerter.settling() => {}
+            _ = in_flight.changed() => {
+                let gap = EVENT_GAP.max(last.1 * EVENT_GAP_FACTOR);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep_until(last.0 + gap) => {}
+                }
+            }
         }
+        let began = tokio::time::Instant::now();
         let node = verdict
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -273,8 +299,15 @@ async fn judge(
         // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();
         let (judged, f, d) = (Arc::clone(&stats), facts.clone(), detector.clone());
+        // The stalls before the samples (see `model::attach_pending`).
+        let pending = in_flight.pending();
         let findings = match tokio::task::spawn_blocking(move || {
-            crate::detect::detect(&judged.windows(since), std::slice::from_ref(&f), &d)
+            let mut windows = judged.windows(since);
+            crate::model::attach_pending(
+                &mut windows,
+                pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
+            );
+            crate::detect::detect(&windows, std::slice::from_ref(&f), &d)
         })
         .await
         {
@@ -303,8 +336,14 @@ async fn judge(
         for a in alerter.update(std::time::Instant::now(), conditions) {
             let slo = matches!(a.condition.key, alerts::AlertKey::Slo { .. });
             match (a.phase, slo) {
+                (Phase::Raised, false) if a.condition.provisional => {
+                    tracing::warn!(finding = %a.condition.summary, "Finding raised, in progress.")
+                }
                 (Phase::Raised, false) => {
                     tracing::warn!(finding = %a.condition.summary, "Finding raised.")
+                }
+                (Phase::Updated, _) => {
+                    tracing::warn!(finding = %a.condition.summary, "Finding confirmed.")
                 }
                 (Phase::Resolved, false) => {
                     tracing::info!(finding = %a.condition.summary, "Finding cleared.")
@@ -328,6 +367,8 @@ async fn judge(
             Some(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
         v.facts = Some(facts);
         v.findings = findings;
+        drop(v);
+        last = (began, began.elapsed());
     }
 }
 

@@ -33,6 +33,8 @@ impl AlertKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     Raised,
+    /// A provisional alert became final: the same alert, updated in place.
+    Updated,
     Active,
     Resolved,
 }
@@ -41,6 +43,7 @@ impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Raised => "raised",
+            Phase::Updated => "updated",
             Phase::Active => "active",
             Phase::Resolved => "resolved",
         }
@@ -57,6 +60,9 @@ pub struct Condition {
     pub summary: String,
     pub attributes: Vec<(&'static str, String)>,
     pub examples: Vec<TraceRef>,
+    /// Raised on evidence still coming in (probes still waiting): sent as
+    /// "in progress" and updated once, in place, when it becomes final.
+    pub provisional: bool,
 }
 
 /// An alert to send.
@@ -68,11 +74,20 @@ pub struct Alert {
     pub condition: Condition,
 }
 
+/// How long a provisional condition must hold, under the same identity,
+/// before it is raised: the first stalls of a fault arrive path by path,
+/// and the scope they make settles within a second or two of probes. An
+/// alert raised on the first path alone would be resolved and raised again
+/// under the wider scope.
+pub const PROVISIONAL_SETTLE: Duration = Duration::from_secs(2);
+
 /// Remembers what is active and when it was last sent.
 #[derive(Debug)]
 pub struct Alerter {
     resend: Duration,
     active: BTreeMap<AlertKey, (Instant, Condition)>,
+    /// Provisional conditions not raised yet, and since when they hold.
+    settling: BTreeMap<AlertKey, Instant>,
 }
 
 impl Alerter {
@@ -80,12 +95,38 @@ impl Alerter {
         Self {
             resend,
             active: BTreeMap::new(),
+            settling: BTreeMap::new(),
         }
+    }
+
+    /// Whether a provisional condition waits to settle: the caller should
+    /// evaluate again within [`PROVISIONAL_SETTLE`].
+    pub fn settling(&self) -> bool {
+        !self.settling.is_empty()
     }
 
     /// Compares what holds `now` with what was active; returns what to send.
     pub fn update(&mut self, now: Instant, current: Vec<Condition>) -> Vec<Alert> {
         let mut out = Vec::new();
+        // A provisional condition is raised once it has held for
+        // PROVISIONAL_SETTLE; one that is gone before then is forgotten.
+        self.settling
+            .retain(|k, _| current.iter().any(|c| &c.key == k));
+        let current: Vec<Condition> = current
+            .into_iter()
+            .filter(|c| {
+                if !c.provisional || self.active.contains_key(&c.key) {
+                    self.settling.remove(&c.key);
+                    return true;
+                }
+                let since = *self.settling.entry(c.key.clone()).or_insert(now);
+                let settled = now.duration_since(since) >= PROVISIONAL_SETTLE;
+                if settled {
+                    self.settling.remove(&c.key);
+                }
+                settled
+            })
+            .collect();
         let keys: BTreeSet<&AlertKey> = current.iter().map(|c| &c.key).collect();
         let gone: Vec<AlertKey> = self
             .active
@@ -98,13 +139,14 @@ impl Alerter {
             out.push(Alert {
                 phase: Phase::Resolved,
                 severity: Severity::Info,
-                body: format!("Resolved: {}", c.summary),
+                body: body(Phase::Resolved, &c),
                 condition: c,
             });
         }
         for c in current {
             let due = match self.active.get(&c.key) {
                 None => Some(Phase::Raised),
+                Some((_, was)) if was.provisional && !c.provisional => Some(Phase::Updated),
                 Some((sent, _)) if now.duration_since(*sent) >= self.resend => Some(Phase::Active),
                 Some(_) => None,
             };
@@ -113,10 +155,7 @@ impl Alerter {
                     out.push(Alert {
                         phase,
                         severity: c.severity,
-                        body: match phase {
-                            Phase::Raised => format!("Raised: {}", c.summary),
-                            _ => format!("Still active: {}", c.summary),
-                        },
+                        body: body(phase, &c),
                         condition: c.clone(),
                     });
                     self.active.insert(c.key.clone(), (now, c));
@@ -133,18 +172,34 @@ impl Alerter {
     }
 }
 
-/// Every finding raised at once: what a one-shot run (matrix, lab matrix,
-/// lab demo) sends at its end, since it has no later evaluation to resolve
-/// against.
+/// An alert record's body: its phase, in progress or not, and the summary.
+fn body(phase: Phase, c: &Condition) -> String {
+    match phase {
+        Phase::Raised if c.provisional => format!("Raised, in progress: {}", c.summary),
+        Phase::Raised => format!("Raised: {}", c.summary),
+        Phase::Updated => format!("Confirmed: {}", c.summary),
+        Phase::Active => format!("Still active: {}", c.summary),
+        Phase::Resolved => format!("Resolved: {}", c.summary),
+    }
+}
+
+/// Every finding raised at once, provisional ones too (a run that ended
+/// on its verdict has nothing to settle): what a one-shot run (matrix, lab
+/// matrix, lab demo) sends at its end, since it has no later evaluation to
+/// resolve against.
 pub fn raised(findings: &[Finding]) -> Vec<Alert> {
-    let mut a = Alerter::new(std::time::Duration::MAX);
-    a.update(
-        Instant::now(),
-        findings
-            .iter()
-            .map(|f| finding(f, Source::Prober))
-            .collect(),
-    )
+    findings
+        .iter()
+        .map(|f| {
+            let c = finding(f, Source::Prober);
+            Alert {
+                phase: Phase::Raised,
+                severity: c.severity,
+                body: body(Phase::Raised, &c),
+                condition: c,
+            }
+        })
+        .collect()
 }
 
 /// Who judged: one prober over its own probes, or the hub over every
@@ -186,6 +241,15 @@ pub fn finding(f: &Finding, source: Source) -> Condition {
         ("tailprobe.finding.samples", f.samples.to_string()),
         ("tailprobe.finding.confidence", f.confidence.to_string()),
         ("tailprobe.finding.evidence", f.evidence.join("\n")),
+        (
+            "tailprobe.finding.status",
+            if f.provisional {
+                "in-progress"
+            } else {
+                "final"
+            }
+            .to_string(),
+        ),
     ];
     if let Some(c) = f.likely_causes.first() {
         attributes.push(("tailprobe.cause.id", c.id.as_str().to_string()));
@@ -202,6 +266,7 @@ pub fn finding(f: &Finding, source: Source) -> Condition {
         summary: f.headline(),
         attributes,
         examples: f.examples.clone(),
+        provisional: f.provisional,
     }
 }
 
@@ -227,6 +292,7 @@ pub fn slo(s: &AlertState, a: &BurnAlert) -> Condition {
             ("tailprobe.slo.factor", s.factor.to_string()),
         ],
         examples: vec![],
+        provisional: false,
     }
 }
 
@@ -244,6 +310,7 @@ mod tests {
             summary: format!("{key} happens"),
             attributes: vec![],
             examples: vec![],
+            provisional: false,
         }
     }
 
@@ -286,6 +353,67 @@ mod tests {
         let sent = a.update(t0, vec![cond("y")]);
         let phases: Vec<Phase> = sent.iter().map(|s| s.phase).collect();
         assert_eq!(phases, [Phase::Resolved, Phase::Raised]);
+    }
+
+    #[test]
+    fn a_provisional_alert_is_updated_once_when_final_never_raised_again() {
+        let mut a = Alerter::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let early = Condition {
+            severity: Severity::Warn,
+            provisional: true,
+            ..cond("x")
+        };
+        assert!(a.update(t0, vec![early.clone()]).is_empty(), "settling");
+        assert!(a.settling());
+        let t1 = t0 + PROVISIONAL_SETTLE;
+        let sent = a.update(t1, vec![early.clone()]);
+        assert_eq!(
+            (sent.len(), sent[0].phase, sent[0].severity),
+            (1, Phase::Raised, Severity::Warn)
+        );
+        assert!(!a.settling());
+        assert!(sent[0].body.starts_with("Raised, in progress: "));
+        assert!(
+            a.update(t1 + Duration::from_secs(1), vec![early])
+                .is_empty()
+        );
+        let fin = a.update(t0 + Duration::from_secs(60), vec![cond("x")]);
+        assert_eq!(
+            (fin.len(), fin[0].phase, fin[0].severity),
+            (1, Phase::Updated, Severity::Error)
+        );
+        assert_eq!(fin[0].body, "Confirmed: x happens");
+        assert!(
+            a.update(t0 + Duration::from_secs(61), vec![cond("x")])
+                .is_empty(),
+            "updated once"
+        );
+    }
+
+    #[test]
+    fn a_provisional_scope_that_widens_before_it_settles_is_raised_once() {
+        let mut a = Alerter::new(Duration::from_secs(600));
+        let t0 = Instant::now();
+        let early = |k: &str| Condition {
+            provisional: true,
+            ..cond(k)
+        };
+        // The first path's stalls, then the scope they widen into.
+        assert!(a.update(t0, vec![early("cell")]).is_empty());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(a.update(t1, vec![early("wide")]).is_empty());
+        let sent = a.update(t1 + PROVISIONAL_SETTLE, vec![early("wide")]);
+        let keys: Vec<String> = sent.iter().map(|s| s.condition.key.id()).collect();
+        assert_eq!(
+            keys,
+            ["slo/wide/page"],
+            "never raised, never resolved: the cell"
+        );
+        // A final condition is raised at once.
+        let sent = a.update(t1 + PROVISIONAL_SETTLE, vec![early("wide"), cond("y")]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].phase, Phase::Raised);
     }
 
     #[test]

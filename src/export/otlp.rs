@@ -490,6 +490,9 @@ impl Otlp {
         rec.set_timestamp(std::time::SystemTime::now());
         rec.set_body(AnyValue::from(a.body.clone()));
         rec.add_attribute("tailprobe.alert.phase", a.phase.as_str());
+        // The alert's identity: a backend deduplicates raised, updated,
+        // re-sent and resolved records of one alert on it.
+        rec.add_attribute("tailprobe.alert.key", a.condition.key.id());
         for (k, v) in &a.condition.attributes {
             rec.add_attribute(*k, v.clone());
         }

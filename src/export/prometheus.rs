@@ -68,6 +68,14 @@ struct PathLabels {
     path: String,
 }
 
+/// A stalled probe's series and the SYNs it has lost so far.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StallLabels {
+    #[prometheus(flatten)]
+    path: PathLabels,
+    syns_lost: String,
+}
+
 impl PathLabels {
     fn of(d: &Dims) -> Self {
         Self {
@@ -133,6 +141,7 @@ pub struct Metrics {
     slo_alert: Family<BurnLabels, Gauge>,
     in_flight: Gauge,
     syn_stalled: Gauge,
+    stalled: Family<StallLabels, Gauge>,
     start_lag: Histogram,
     in_flight_source: Arc<InFlight>,
     node_header_rejected: Family<TargetLabels, Counter>,
@@ -211,6 +220,12 @@ impl Metrics {
             "Probes now waiting on SYN retransmission",
             syn_stalled.clone(),
         );
+        let stalled = Family::<StallLabels, Gauge>::default();
+        registry.register(
+            "probes_stalled",
+            "Probes now waiting in SYN_SENT, by series and SYNs lost so far: a path losing SYNs, seconds before its probes land on a rung",
+            stalled.clone(),
+        );
         let start_lag = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
         registry.register(
             "probe_start_lag_seconds",
@@ -280,6 +295,7 @@ impl Metrics {
             slo_alert,
             in_flight: in_flight_g,
             syn_stalled,
+            stalled,
             start_lag,
             in_flight_source: in_flight,
             node_header_rejected,
@@ -413,8 +429,18 @@ impl Metrics {
     /// The text exposition format.
     pub fn encode(&self) -> String {
         self.in_flight.set(self.in_flight_source.probes() as i64);
-        self.syn_stalled
-            .set(self.in_flight_source.syn_stalled() as i64);
+        let pending = self.in_flight_source.pending();
+        self.syn_stalled.set(pending.len() as i64);
+        // Rebuilt at every scrape: a stall that ended leaves no series.
+        self.stalled.clear();
+        for (dims, _, p) in &pending {
+            self.stalled
+                .get_or_create(&StallLabels {
+                    path: PathLabels::of(dims),
+                    syns_lost: p.syn_retransmits.to_string(),
+                })
+                .inc();
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -15,8 +15,9 @@ fn human(ms: f64) -> String {
     }
 }
 
-/// A grid cell: the slowest probe (ms), SYN retransmits, failures.
-type Worst = (f64, u64, u64);
+/// A grid cell: the slowest probe (ms), SYN retransmits, failures, probes
+/// still waiting in SYN_SENT.
+type Worst = (f64, u64, u64, u64);
 
 pub fn render(m: &ClusterMatrix) -> String {
     let mut out = String::new();
@@ -41,14 +42,15 @@ pub fn render(m: &ClusterMatrix) -> String {
             .entry((d.source_node.to_string(), d.source_kind.as_str()))
             .or_default()
             .entry(dest)
-            .or_insert((0.0, 0, 0));
+            .or_insert((0.0, 0, 0, 0));
         e.0 = e.0.max(c.cell.max_ms.unwrap_or(0.0));
         e.1 += c.cell.syn_retransmits;
         e.2 += c.cell.failures;
+        e.3 += c.cell.waiting.values().sum::<u64>();
     }
     let _ = writeln!(
         out,
-        "node x node: slowest probe (SYN retransmits after +, failures after !; = same node)"
+        "node x node: slowest probe (SYN retransmits after +, failures after !, probes still waiting on SYN retransmission after ~; = same node)"
     );
     let mut header = format!("{:<22}", "source");
     for d in &dests {
@@ -60,13 +62,16 @@ pub fn render(m: &ClusterMatrix) -> String {
         for d in &dests {
             let cell = match row.get(d) {
                 None => "-".to_string(),
-                Some((ms, rtx, failed)) => {
+                Some((ms, rtx, failed, waiting)) => {
                     let mut s = human(*ms);
                     if *rtx > 0 {
                         let _ = write!(s, " +{rtx}");
                     }
                     if *failed > 0 {
                         let _ = write!(s, " {failed}!");
+                    }
+                    if *waiting > 0 {
+                        let _ = write!(s, " ~{waiting}");
                     }
                     if src == d {
                         s += " =";

@@ -76,9 +76,16 @@ pub fn judge(
     // One node's facts: its host-network prober's, else any.
     let mut facts: BTreeMap<String, (SourceKind, NodeFacts)> = BTreeMap::new();
     for (url, doc) in docs {
-        cells.extend(doc.series.iter().map(|s| ClusterCell {
-            cell: Cell::from_samples(s.window.dims.clone(), &s.url, &s.window.samples),
-            prober: url.clone(),
+        cells.extend(doc.series.iter().map(|s| {
+            let mut cell = Cell::from_samples(s.window.dims.clone(), &s.url, &s.window.samples);
+            // Stalls in progress, as the prober last reported them.
+            for p in s.window.pending.iter().filter(|p| p.syn_retransmits > 0) {
+                *cell.waiting.entry(p.syn_retransmits).or_default() += 1;
+            }
+            ClusterCell {
+                cell,
+                prober: url.clone(),
+            }
         }));
         if let Some(f) = &doc.facts {
             let better = facts
