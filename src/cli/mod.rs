@@ -73,6 +73,12 @@ pub struct MatrixArgs {
     /// Probes in flight at once (default: [matrix] concurrency).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// End as soon as the verdict is certain at the configured
+    /// significance, judging probes still waiting in SYN_SENT as "at least
+    /// k SYNs lost" (seconds, not the 63 s rung); the probes then in
+    /// flight are stopped.
+    #[arg(long)]
+    pub until_verdict: bool,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write the report here instead of standard output.
@@ -352,6 +358,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 opts.concurrency = c;
             }
             opts.progress = std::io::stderr().is_terminal();
+            opts.until_verdict = args.until_verdict;
             let report = block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());

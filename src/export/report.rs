@@ -35,6 +35,11 @@ pub struct Cell {
     pub histogram: String,
     /// Connect mark, same encoding (empty likewise).
     pub connect_histogram: String,
+    /// Probes still waiting in SYN_SENT, by SYNs lost so far (at least):
+    /// when a one-shot run ended on its verdict (stopped, counted as
+    /// cancelled), or when the hub last pulled the prober.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub waiting: BTreeMap<u32, u64>,
 }
 
 fn ms(d: Option<Duration>) -> Option<f64> {
@@ -64,6 +69,7 @@ impl Cell {
             syn_retransmits: s.syn_retransmits,
             histogram: total.to_base64(),
             connect_histogram: connect.to_base64(),
+            waiting: BTreeMap::new(),
         }
     }
 }
@@ -109,6 +115,7 @@ impl Cell {
             syn_retransmits,
             histogram: String::new(),
             connect_histogram: String::new(),
+            waiting: BTreeMap::new(),
         }
     }
 }
@@ -125,6 +132,19 @@ pub struct MatrixReport {
     pub findings: Vec<Finding>,
     /// The prober's node, as it saw itself.
     pub facts: Option<NodeFacts>,
+    /// Set when the run ended as soon as its verdict was certain
+    /// (`--until-verdict`), before every probe landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_early: Option<EndedEarly>,
+}
+
+/// A run that ended on its verdict: when, and what it stopped waiting for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndedEarly {
+    /// Seconds from the start to the verdict.
+    pub after_s: f64,
+    /// Probes still waiting in SYN_SENT then (in `cells[].waiting`).
+    pub waiting: u64,
 }
 
 impl MatrixReport {
@@ -145,7 +165,27 @@ impl MatrixReport {
             cells: series.iter().map(Cell::from_series).collect(),
             findings: Vec::new(),
             facts: None,
+            ended_early: None,
         }
+    }
+
+    /// Records that the run ended on its verdict `after` its start, judged
+    /// on `windows`: each cell's probes then waiting, by SYNs lost so far.
+    pub fn mark_early(&mut self, after: Duration, windows: &[crate::model::SeriesWindow]) {
+        let mut waiting = 0;
+        for w in windows {
+            let Some(c) = self.cells.iter_mut().find(|c| c.dims == w.dims) else {
+                continue;
+            };
+            for p in w.pending.iter().filter(|p| p.syn_retransmits > 0) {
+                *c.waiting.entry(p.syn_retransmits).or_default() += 1;
+                waiting += 1;
+            }
+        }
+        self.ended_early = Some(EndedEarly {
+            after_s: (after.as_secs_f64() * 10.0).round() / 10.0,
+            waiting,
+        });
     }
 
     /// No failed probe and no finding.
@@ -174,7 +214,15 @@ impl MatrixReport {
             self.started_at,
             self.finished_at
         );
-        let header = [
+        if let Some(e) = &self.ended_early {
+            let _ = writeln!(
+                out,
+                "ended on its verdict after {:.1} s: {} probes were still waiting in SYN_SENT (WAITING: probes, at least how many SYNs each had lost)",
+                e.after_s, e.waiting
+            );
+        }
+        let with_waiting = self.cells.iter().any(|c| !c.waiting.is_empty());
+        let mut header = vec![
             "TARGET",
             "DESTINATION",
             "PATH",
@@ -186,11 +234,14 @@ impl MatrixReport {
             "FAILURES",
             "SYN-RTX",
         ];
-        let rows: Vec<[String; 10]> = self
+        if with_waiting {
+            header.push("WAITING");
+        }
+        let rows: Vec<Vec<String>> = self
             .cells
             .iter()
             .map(|c| {
-                [
+                let mut row = vec![
                     c.dims.target.to_string(),
                     c.dims.destination_or_unknown().to_string(),
                     c.dims.path.as_str().into(),
@@ -201,7 +252,11 @@ impl MatrixReport {
                     human_ms(c.max_ms),
                     c.failures.to_string(),
                     c.syn_retransmits.to_string(),
-                ]
+                ];
+                if with_waiting {
+                    row.push(waiting_text(&c.waiting));
+                }
+                row
             })
             .collect();
         let widths: Vec<usize> = (0..header.len())
@@ -288,6 +343,14 @@ pub fn render_findings(findings: &[Finding]) -> String {
         }
     }
     out
+}
+
+/// `8 >=2`: probes waiting and the fewest SYNs any had lost; `-` for none.
+fn waiting_text(w: &BTreeMap<u32, u64>) -> String {
+    match w.keys().next() {
+        Some(k) => format!("{} >={k}", w.values().sum::<u64>()),
+        None => "-".into(),
+    }
 }
 
 /// `0.68ms`, `63.42s`, `-` for nothing.
@@ -443,6 +506,7 @@ mod tests {
             syn_retransmits: 0,
             histogram: String::new(),
             connect_histogram: String::new(),
+            waiting: BTreeMap::new(),
         };
         r.cells.push(cell);
         let table = r.to_table();

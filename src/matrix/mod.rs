@@ -28,7 +28,53 @@ pub struct MatrixOptions {
     pub progress: bool,
     /// Where probe traces and metrics go, when OTLP is configured.
     pub otlp: Option<Arc<Otlp>>,
+    /// End the run as soon as the verdict is certain, judging the probes
+    /// still waiting in SYN_SENT as censored evidence.
+    pub until_verdict: bool,
+    /// What the verdict watch judges with (set by [`run`]).
+    watch: Option<Arc<UntilVerdict>>,
 }
+
+/// What `--until-verdict` judges with, and what it found.
+#[derive(Debug)]
+pub struct UntilVerdict {
+    pub facts: crate::model::NodeFacts,
+    pub detector: crate::model::DetectorConfig,
+    reached: std::sync::Mutex<Option<Early>>,
+}
+
+/// The verdict a run ended on before its probes landed.
+#[derive(Debug, Clone)]
+pub struct Early {
+    pub after: Duration,
+    /// The windows judged, with the stalls then pending.
+    pub windows: Vec<crate::model::SeriesWindow>,
+    pub findings: Vec<crate::detect::Finding>,
+}
+
+impl UntilVerdict {
+    pub fn new(facts: crate::model::NodeFacts, detector: crate::model::DetectorConfig) -> Self {
+        Self {
+            facts,
+            detector,
+            reached: Default::default(),
+        }
+    }
+
+    /// The verdict the run ended on, if it ended early.
+    pub fn reached(&self) -> Option<Early> {
+        self.reached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// How often `--until-verdict` judges, and for how long the same findings
+/// must hold before the run ends: a verdict that survives a second of new
+/// probes and stalls, not the first two unlucky SYNs of a cell.
+const VERDICT_POLL: Duration = Duration::from_millis(500);
+const VERDICT_HOLD: Duration = Duration::from_secs(1);
 
 impl MatrixOptions {
     pub fn from_loaded(loaded: &Loaded) -> Self {
@@ -39,6 +85,8 @@ impl MatrixOptions {
             spacing: m.spacing.get(),
             progress: false,
             otlp: None,
+            until_verdict: false,
+            watch: None,
         }
     }
 }
@@ -77,6 +125,12 @@ pub async fn run(
         .map(Arc::new);
     }
     let node = prober.source_node.clone();
+    if opts.until_verdict {
+        opts.watch = Some(Arc::new(UntilVerdict::new(
+            facts.clone(),
+            loaded.config.detect.detector(),
+        )));
+    }
     let (mut report, series) = run_with(prober, &loaded.targets, &opts, cancel, &done).await;
     if let Some(p) = progress {
         p.finish();
@@ -84,11 +138,24 @@ pub async fn run(
     // Read again: what rose while the probes ran is this node's evidence
     // as a receiver.
     let facts = crate::node::with_rise(&facts, crate::node::gather(&node).await);
-    report.findings = crate::detect::detect(
-        &windows(&series),
-        std::slice::from_ref(&facts),
-        &loaded.config.detect.detector(),
-    );
+    let early = opts.watch.as_ref().and_then(|u| u.reached());
+    report.findings = match &early {
+        // The windows the verdict was reached on: the probes it stopped
+        // are cancelled in the series, but were waiting on a rung then.
+        Some(e) => crate::detect::detect(
+            &e.windows,
+            std::slice::from_ref(&facts),
+            &loaded.config.detect.detector(),
+        ),
+        None => crate::detect::detect(
+            &windows(&series),
+            std::slice::from_ref(&facts),
+            &loaded.config.detect.detector(),
+        ),
+    };
+    if let Some(e) = &early {
+        report.mark_early(e.after, &e.windows);
+    }
     crate::export::finish_one_shot(opts.otlp.clone(), &report.findings).await;
     report.facts = Some(facts);
     Ok(report)
@@ -123,6 +190,16 @@ pub async fn run_with(
     let started = SystemTime::now();
     let limit = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let tasks = TaskTracker::new();
+    // Cancelled by the caller, or by the verdict watch once it is certain.
+    let cancel = &cancel.child_token();
+    let watch = opts.watch.as_ref().map(|u| {
+        tokio::spawn(watch_verdict(
+            Arc::clone(u),
+            Arc::clone(&stats),
+            Arc::clone(&prober.in_flight),
+            cancel.clone(),
+        ))
+    });
     // Round-robin over targets, so every target has probes in flight early.
     'launch: for _ in 0..opts.samples {
         for target in targets {
@@ -137,8 +214,9 @@ pub async fn run_with(
                 cancel.clone(),
             );
             tasks.spawn(async move {
-                let r = prober.probe(&target, &cancel).await;
+                let (r, stall) = prober.probe_held(&target, &cancel).await;
                 recorder.record(&r);
+                drop(stall);
                 drop(permit);
             });
             if !opts.spacing.is_zero() {
@@ -148,6 +226,9 @@ pub async fn run_with(
     }
     tasks.close();
     tasks.wait().await;
+    if let Some(w) = watch {
+        w.abort();
+    }
     let series = stats.snapshot();
     let report = MatrixReport::new(
         &prober.source_node,
@@ -160,8 +241,63 @@ pub async fn run_with(
     (report, series)
 }
 
-/// A progress bar that says how many probes wait on SYN retransmission, so a
-/// person watching a 63 s rung knows why nothing moves.
+/// Judges the run every [`VERDICT_POLL`] (and when a stall begins or
+/// ends), the stalls as censored evidence; once the same findings have held
+/// for [`VERDICT_HOLD`], keeps them and ends the run.
+async fn watch_verdict(
+    until: Arc<UntilVerdict>,
+    stats: Arc<Stats>,
+    in_flight: Arc<InFlight>,
+    cancel: CancellationToken,
+) {
+    let t0 = std::time::Instant::now();
+    let mut held: Option<(Vec<crate::detect::FindingKey>, std::time::Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(VERDICT_POLL) => {}
+            _ = in_flight.changed() => {}
+        }
+        let pending = in_flight.pending();
+        let mut windows: Vec<_> = stats
+            .snapshot()
+            .iter()
+            .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
+            .collect();
+        crate::model::attach_pending(
+            &mut windows,
+            pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
+        );
+        let findings = crate::detect::detect(
+            &windows,
+            std::slice::from_ref(&until.facts),
+            &until.detector,
+        );
+        let keys: Vec<_> = findings.iter().map(|f| f.key()).collect();
+        if keys.is_empty() {
+            held = None;
+            continue;
+        }
+        let now = std::time::Instant::now();
+        match &held {
+            Some((k, since)) if *k == keys && now.duration_since(*since) >= VERDICT_HOLD => {
+                *until.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Early {
+                    after: t0.elapsed(),
+                    windows,
+                    findings,
+                });
+                cancel.cancel();
+                return;
+            }
+            Some((k, _)) if *k == keys => {}
+            _ => held = Some((keys, now)),
+        }
+    }
+}
+
+/// A progress bar that says how many probes wait on SYN retransmission, and
+/// on which paths, so a person watching a 63 s rung knows why nothing
+/// moves and where.
 pub struct Progress {
     bar: indicatif::ProgressBar,
     ticker: tokio::task::JoinHandle<()>,
@@ -180,14 +316,16 @@ impl Progress {
         let ticker = tokio::spawn(async move {
             loop {
                 b.set_position(done.load(Ordering::Relaxed));
-                let stalled = in_flight.syn_stalled();
-                b.set_message(if stalled > 0 {
-                    format!(
-                        "({} in flight, {stalled} waiting on SYN retransmission)",
-                        in_flight.probes()
-                    )
-                } else {
+                let stalled = in_flight.pending();
+                b.set_message(if stalled.is_empty() {
                     format!("({} in flight)", in_flight.probes())
+                } else {
+                    format!(
+                        "({} in flight, {} waiting on SYN retransmission: {})",
+                        in_flight.probes(),
+                        stalled.len(),
+                        stalls_by_path(&stalled)
+                    )
                 });
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -200,4 +338,29 @@ impl Progress {
         self.ticker.abort();
         self.bar.finish_and_clear();
     }
+}
+
+/// The stalls by destination and path, most first, three at most:
+/// "node2 cross-node 8 (>=2 SYNs lost), node3 cross-node 7 (>=1)".
+pub fn stalls_by_path(stalled: &[(crate::model::Dims, String, crate::model::Pending)]) -> String {
+    let mut by: std::collections::BTreeMap<(String, &str), (usize, u32)> = Default::default();
+    for (d, _, p) in stalled {
+        let e = by
+            .entry((d.destination_or_unknown().to_string(), d.path.as_str()))
+            .or_insert((0, u32::MAX));
+        e.0 += 1;
+        e.1 = e.1.min(p.syn_retransmits);
+    }
+    let mut v: Vec<_> = by.into_iter().collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1.0));
+    let more = v.len().saturating_sub(3);
+    let mut out: Vec<String> = v
+        .into_iter()
+        .take(3)
+        .map(|((dest, path), (n, k))| format!("{dest} {path} {n} (>={k} SYNs lost)"))
+        .collect();
+    if more > 0 {
+        out.push(format!("{more} more paths"));
+    }
+    out.join(", ")
 }

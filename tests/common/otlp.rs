@@ -22,9 +22,23 @@ impl Receiver {
     }
 
     pub fn start_on(grpc: u16, http: u16) -> Self {
+        Self::start_in(None, grpc, http)
+    }
+
+    /// A receiver on `ns`'s loopback (a lab node's namespace), or this
+    /// namespace's when `None`.
+    pub fn start_in(ns: Option<&str>, grpc: u16, http: u16) -> Self {
         let dir = TempDir::new("otlp");
         let file = dir.0.join("received.jsonl");
-        let mut child = Command::new("python3")
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "python3"]);
+                c
+            }
+            None => Command::new("python3"),
+        };
+        let mut child = cmd
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/otlp_receiver.py"
