@@ -403,3 +403,154 @@ async fn the_hub_sends_cluster_findings_as_alerts_from_the_hub() {
     );
     h.kill().await.unwrap();
 }
+
+/// A prober that only serves one window document, whatever is asked.
+async fn serve_doc(doc: tailprobe::stats::window::WindowDoc) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = serde_json::to_vec(&doc).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A prober's window with its stalls in progress: its cross-node probes
+/// have landed nothing yet and wait after losing 2 SYNs; same-node is
+/// clean. `cluster matrix --until-verdict` answers from the stalls, in
+/// progress, seconds before any rung completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
+    use std::time::SystemTime;
+    use tailprobe::model::{Dims, Outcome, PathKind, SourceKind};
+    use tailprobe::stats::window::{VERSION, WindowDoc, WindowSeries, WirePending, WireSample};
+    let now_ms = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let dims = |dst: &str| Dims {
+        source_node: "node1".into(),
+        source_kind: SourceKind::Host,
+        destination_node: Some(dst.into()),
+        target: format!("svc-{dst}").into(),
+        path: if dst == "node1" {
+            PathKind::SameNode
+        } else {
+            PathKind::CrossNode
+        },
+    };
+    let series = ["node1", "node2", "node3"]
+        .into_iter()
+        .map(|dst| {
+            let cross = dst != "node1";
+            WindowSeries {
+                dims: dims(dst),
+                url: format!("http://svc-{dst}/"),
+                body_bytes: 2,
+                dropped: 0,
+                samples: if cross {
+                    vec![]
+                } else {
+                    (0..5)
+                        .map(|i| WireSample {
+                            t: now_ms - 5_000 + i * 1_000,
+                            dns: None,
+                            c: Some(700),
+                            fb: Some(900),
+                            z: 1_000,
+                            o: Outcome::Ok,
+                            r: 0,
+                            b: 2,
+                            x: None,
+                        })
+                        .collect()
+                },
+                pending: if cross {
+                    (0..3)
+                        .map(|i| WirePending {
+                            t: now_ms - 5_000 + i * 1_000,
+                            r: 2,
+                            s: 1_000,
+                            w: 5_000 - i * 1_000,
+                        })
+                        .collect()
+                } else {
+                    vec![]
+                },
+            }
+        })
+        .collect();
+    let url = serve_doc(WindowDoc {
+        version: VERSION,
+        source_node: "node1".into(),
+        source_kind: SourceKind::Host,
+        generated_at: "now".into(),
+        window_s: 300,
+        facts: None,
+        series,
+    })
+    .await;
+    let t0 = std::time::Instant::now();
+    let out = tokio::process::Command::new(common::bin())
+        .args(["cluster", "matrix", "--until-verdict", "--format", "json"])
+        .args(["--probers", &url])
+        .output()
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let m: Value = serde_json::from_str(&stdout).unwrap();
+    let f = &m["findings"][0];
+    assert_eq!(m["findings"].as_array().unwrap().len(), 1, "{m:#}");
+    assert_eq!(
+        (&f["kind"], &f["provisional"], &f["path"]),
+        (
+            &Value::from("syn-retransmit-ladder"),
+            &Value::from(true),
+            &Value::from("cross-node")
+        ),
+        "{f:#}"
+    );
+    assert_eq!(
+        f["waiting"],
+        serde_json::json!([{"retransmits": 2, "seconds": 3.0, "count": 6}])
+    );
+    let waiting: Vec<&Value> = m["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["waiting"])
+        .collect();
+    assert_eq!(
+        waiting.iter().filter(|w| w["2"] == 3).count(),
+        2,
+        "{waiting:?}"
+    );
+    // The table marks the cells still waiting.
+    let out = tokio::process::Command::new(common::bin())
+        .args(["cluster", "matrix", "--until-verdict", "--probers", &url])
+        .output()
+        .await
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(" ~3"), "{table}");
+    assert!(table.contains("in progress"), "{table}");
+}

@@ -83,6 +83,16 @@ impl Lab {
     /// config the lab generates for its host network: that node's prober
     /// alone, its own probes and facts, as on a real cluster's node.
     fn node_matrix(&self, node: usize, samples: u32) -> tailprobe::export::report::MatrixReport {
+        self.node_matrix_with(node, samples, &[])
+    }
+
+    /// [`Lab::node_matrix`] with more arguments to `matrix`.
+    fn node_matrix_with(
+        &self,
+        node: usize,
+        samples: u32,
+        extra: &[&str],
+    ) -> tailprobe::export::report::MatrixReport {
         let plan = tailprobe::lab::Plan::new(&self.name, 3).unwrap();
         let config = std::env::temp_dir().join(format!("{}-node{node}.toml", self.name));
         std::fs::write(
@@ -96,6 +106,7 @@ impl Lab {
             .args(["matrix", "--config"])
             .arg(&config)
             .args(["--format", "json"])
+            .args(extra)
             .output()
             .unwrap();
         let _ = std::fs::remove_file(&config);
@@ -466,6 +477,14 @@ fn underlay_delay_and_jitter_slow_one_node_and_raise_nothing_as_root() {
         r.findings.is_empty(),
         "a delay is not a loss: {:#?}",
         r.findings
+    );
+    // Judged as it goes, stalls and all, the delay raises nothing early
+    // either: the run ends when its probes do.
+    let early = lab.node_matrix_with(1, 5, &["--until-verdict"]);
+    assert!(
+        early.findings.is_empty() && early.ended_early.is_none(),
+        "{:#?}",
+        early.findings
     );
     for (src, kind, c) in cells(&r) {
         assert_eq!(

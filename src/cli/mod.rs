@@ -118,6 +118,15 @@ pub struct ClusterMatrixArgs {
     /// Merge the probers' current windows instead of a fresh round.
     #[arg(long)]
     pub from_window: bool,
+    /// Judge the probers' windows, stalls in progress included, once a
+    /// second until the same verdict has held for a second (at most
+    /// --max-wait): a verdict seconds after the first lost SYNs, not after
+    /// the 63 s rung. Implies --from-window.
+    #[arg(long)]
+    pub until_verdict: bool,
+    /// How long --until-verdict waits for a verdict.
+    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
+    pub max_wait: std::time::Duration,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Write the report here instead of standard output.
@@ -197,6 +206,59 @@ fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output> {
 }
 
 /// `cluster matrix`: one round of the hub, printed.
+/// `cluster matrix --until-verdict`: the probers' windows, stalls in
+/// progress included, judged once a second until the same findings have
+/// held for a second or `max_wait` has passed; the stalls per path shown
+/// as they happen.
+async fn until_cluster_verdict(
+    puller: &crate::hub::pull::Puller,
+    urls: &[String],
+    probers: &std::sync::Mutex<crate::hub::pull::Probers>,
+    loaded: &config::Loaded,
+    max_wait: std::time::Duration,
+    tty: bool,
+) -> crate::hub::view::ClusterMatrix {
+    let t0 = std::time::Instant::now();
+    let mut held: Option<(Vec<crate::detect::FindingKey>, std::time::Instant)> = None;
+    loop {
+        let m = crate::hub::ask_and_judge(
+            puller,
+            urls,
+            crate::hub::pull::Ask::Window,
+            probers,
+            loaded,
+            |_| {},
+        )
+        .await;
+        if tty {
+            let waiting: u64 = m
+                .cells
+                .iter()
+                .map(|c| c.cell.waiting.values().sum::<u64>())
+                .sum();
+            eprint!(
+                "\r[{:>3}s] {} findings, {waiting} probes waiting on SYN retransmission   ",
+                t0.elapsed().as_secs(),
+                m.findings.len()
+            );
+        }
+        let keys: Vec<_> = m.findings.iter().map(|f| f.key()).collect();
+        let now = std::time::Instant::now();
+        match &held {
+            Some((k, since)) if *k == keys && !keys.is_empty() => {
+                if now.duration_since(*since) >= std::time::Duration::from_secs(1) {
+                    return m;
+                }
+            }
+            _ => held = (!keys.is_empty()).then_some((keys, now)),
+        }
+        if t0.elapsed() >= max_wait {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
 fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
     let mut loaded = match &args.config {
         Some(path) => load(path)?,
@@ -285,23 +347,34 @@ fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
     let probers = std::sync::Mutex::default();
     let answered = std::sync::atomic::AtomicUsize::new(0);
     let tty = std::io::stderr().is_terminal();
-    let m = rt.block_on(crate::hub::ask_and_judge(
-        &puller,
-        &urls,
-        ask,
-        &probers,
-        &loaded,
-        |r| {
-            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if tty {
-                eprint!(
-                    "\r{n} of {} probers answered{}",
-                    urls.len(),
-                    if r.is_err() { " (one failed)" } else { "" }
-                );
-            }
-        },
-    ));
+    let m = if args.until_verdict {
+        rt.block_on(until_cluster_verdict(
+            &puller,
+            &urls,
+            &probers,
+            &loaded,
+            args.max_wait,
+            tty,
+        ))
+    } else {
+        rt.block_on(crate::hub::ask_and_judge(
+            &puller,
+            &urls,
+            ask,
+            &probers,
+            &loaded,
+            |r| {
+                let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if tty {
+                    eprint!(
+                        "\r{n} of {} probers answered{}",
+                        urls.len(),
+                        if r.is_err() { " (one failed)" } else { "" }
+                    );
+                }
+            },
+        ))
+    };
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     if tty {
         eprintln!();

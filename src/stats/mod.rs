@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(stats.forget(|t| t == "t", now), 1);
     }
 
-    fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
+    pub(crate) fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
         ProbeResult {
             target: Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap()),
             source_node: "n1".into(),

@@ -393,6 +393,61 @@ mod tests {
     }
 
     #[test]
+    fn stalls_in_progress_travel_with_their_series() {
+        let stats = Stats::new(super::super::Retention::ONE_SHOT);
+        let t = SystemTime::now();
+        let landed = super::super::tests::result(3_000, Outcome::Ok, t);
+        stats.record(&landed);
+        let dims = Dims::of(&landed);
+        let stall = |at: SystemTime| Pending {
+            at,
+            syn_retransmits: 2,
+            stalled_after: Duration::from_millis(1_200),
+            waited: Duration::from_secs(4),
+        };
+        let mut elsewhere = dims.clone();
+        elsewhere.target = "svc-new".into();
+        let earlier = t - Duration::from_secs(1);
+        let pending = vec![
+            // The landed probe's own stall, read before it landed: once.
+            (dims.clone(), "u".to_string(), stall(t)),
+            (dims.clone(), "u".to_string(), stall(earlier)),
+            // A series whose probes have all stalled so far.
+            (elsewhere.clone(), "http://new/".to_string(), stall(t)),
+        ];
+        let doc = WindowDoc::build(
+            "n1",
+            SourceKind::Host,
+            &stats,
+            pending,
+            Duration::from_secs(60),
+            None,
+        );
+        let doc = WindowDoc::parse(&doc.to_gzip(), 1 << 20).unwrap();
+        let windows: Vec<SeriesWindow> = doc.windows().collect();
+        let of = |d: &Dims| windows.iter().find(|w| w.dims == *d).unwrap();
+        assert_eq!(of(&dims).samples.len(), 1);
+        assert_eq!(of(&dims).pending.len(), 1);
+        assert_eq!(of(&dims).pending[0].syn_retransmits, 2);
+        assert_eq!(
+            (of(&elsewhere).samples.len(), of(&elsewhere).pending.len()),
+            (0, 1)
+        );
+        assert_eq!(
+            doc.series.iter().find(|s| s.dims == elsewhere).unwrap().url,
+            "http://new/"
+        );
+        let held = Held::from(doc);
+        assert_eq!(
+            held.series
+                .iter()
+                .map(|s| s.window.pending.len())
+                .sum::<usize>(),
+            2
+        );
+    }
+
+    #[test]
     fn refuses_another_version_too_much_and_garbage() {
         let doc = WindowDoc {
             version: VERSION,
