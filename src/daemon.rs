@@ -268,7 +268,9 @@ async fn judge(
         .as_ref()
         .map(|o| o.alert_resend())
         .unwrap_or(std::time::Duration::from_secs(600));
-    let mut alerter = Alerter::new(resend);
+    // The judge runs as stalls arrive, a second apart: a scope that widens
+    // between two runs must not raise, resolve and raise again.
+    let mut alerter = Alerter::new(resend).settle_all(crate::export::alerts::PROVISIONAL_SETTLE);
     let mut csum_errors = crate::node::CounterWindow::default();
     loop {
         tokio::select! {

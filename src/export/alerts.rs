@@ -86,8 +86,11 @@ pub const PROVISIONAL_SETTLE: Duration = Duration::from_secs(2);
 pub struct Alerter {
     resend: Duration,
     active: BTreeMap<AlertKey, (Instant, Condition)>,
-    /// Provisional conditions not raised yet, and since when they hold.
+    /// New conditions not raised yet, and since when they hold.
     settling: BTreeMap<AlertKey, Instant>,
+    /// How long every new condition must hold before it is raised
+    /// (provisional ones at least [`PROVISIONAL_SETTLE`]).
+    settle: Duration,
 }
 
 impl Alerter {
@@ -96,7 +99,17 @@ impl Alerter {
             resend,
             active: BTreeMap::new(),
             settling: BTreeMap::new(),
+            settle: Duration::ZERO,
         }
+    }
+
+    /// Every new condition, final ones too, must hold for `settle` before
+    /// it is raised: for an evaluator that runs as evidence arrives (the
+    /// daemon's stall-driven judge), where a scope widens between runs a
+    /// second apart.
+    pub fn settle_all(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
     }
 
     /// Whether a provisional condition waits to settle: the caller should
@@ -108,19 +121,24 @@ impl Alerter {
     /// Compares what holds `now` with what was active; returns what to send.
     pub fn update(&mut self, now: Instant, current: Vec<Condition>) -> Vec<Alert> {
         let mut out = Vec::new();
-        // A provisional condition is raised once it has held for
-        // PROVISIONAL_SETTLE; one that is gone before then is forgotten.
+        // A new condition is raised once it has held for its settle time;
+        // one that is gone before then is forgotten.
         self.settling
             .retain(|k, _| current.iter().any(|c| &c.key == k));
         let current: Vec<Condition> = current
             .into_iter()
             .filter(|c| {
-                if !c.provisional || self.active.contains_key(&c.key) {
+                let need = if c.provisional {
+                    PROVISIONAL_SETTLE.max(self.settle)
+                } else {
+                    self.settle
+                };
+                if need.is_zero() || self.active.contains_key(&c.key) {
                     self.settling.remove(&c.key);
                     return true;
                 }
                 let since = *self.settling.entry(c.key.clone()).or_insert(now);
-                let settled = now.duration_since(since) >= PROVISIONAL_SETTLE;
+                let settled = now.duration_since(since) >= need;
                 if settled {
                     self.settling.remove(&c.key);
                 }
@@ -414,6 +432,26 @@ mod tests {
         let sent = a.update(t1 + PROVISIONAL_SETTLE, vec![early("wide"), cond("y")]);
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].phase, Phase::Raised);
+    }
+
+    #[test]
+    fn settling_every_new_condition_holds_final_ones_too() {
+        let mut a = Alerter::new(Duration::from_secs(600)).settle_all(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert!(a.update(t0, vec![cond("cell")]).is_empty());
+        assert!(a.settling());
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(a.update(t1, vec![cond("wide")]).is_empty());
+        assert!(
+            a.update(t1 + Duration::from_millis(1_999), vec![cond("wide")])
+                .is_empty()
+        );
+        let sent = a.update(t1 + Duration::from_secs(2), vec![cond("wide")]);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].condition.key.id(), "slo/wide/page");
+        // Once raised, it is never held again; gone, it resolves at once.
+        let gone = a.update(t1 + Duration::from_secs(3), vec![]);
+        assert_eq!(gone[0].phase, Phase::Resolved);
     }
 
     #[test]

@@ -238,6 +238,9 @@ impl Prober {
                 (_, Some(_)) => (None, true),
                 (_, None) => (None, false),
             };
+        if st.syn_retransmits > 0 {
+            st.hold.wake_on_drop(&self.in_flight);
+        }
         let result = ProbeResult {
             path: PathKind::classify(&self.source_node, destination.as_deref()),
             target: Arc::clone(target),

@@ -77,8 +77,8 @@ impl InFlight {
     pub fn pending(&self) -> Vec<(crate::model::Dims, String, crate::model::Pending)> {
         self.stalls.pending()
     }
-    /// Resolves when a stall begins or ends (its probe recorded): when a
-    /// verdict may have changed. One waiter; a change while no one waits
+    /// Resolves when a stall begins or ends, or a probe that lost SYNs is
+    /// recorded: when a verdict may have changed. One waiter; a change while no one waits
     /// is kept for the next.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.stalls.changed()

@@ -64,12 +64,23 @@ impl Stalls {
 
 /// A probe's place in the stalls: empty until its first lost SYN, removed
 /// when dropped. The probe's driver drops it after recording the result.
+/// A probe that lost SYNs but landed before it was seen stalled (the 1 s
+/// escape of a rehashed flow) wakes the judge all the same.
 #[derive(Debug, Default)]
 pub struct StallHold {
     held: Option<(std::sync::Arc<super::InFlight>, u64)>,
+    wake: Option<std::sync::Arc<super::InFlight>>,
 }
 
 impl StallHold {
+    /// Wakes the judge when dropped: the probe lost SYNs, and its result,
+    /// recorded by then, may change the verdict.
+    pub(super) fn wake_on_drop(&mut self, in_flight: &std::sync::Arc<super::InFlight>) {
+        if self.held.is_none() {
+            self.wake = Some(std::sync::Arc::clone(in_flight));
+        }
+    }
+
     /// Records that the probe has lost `syn_retransmits` SYNs so far;
     /// `describe` gives its series and URL the first time.
     pub(super) fn lost(
@@ -113,6 +124,8 @@ impl Drop for StallHold {
     fn drop(&mut self) {
         if let Some((in_flight, id)) = self.held.take() {
             in_flight.stalls.lock().remove(&id);
+            in_flight.stalls.changed.notify_one();
+        } else if let Some(in_flight) = self.wake.take() {
             in_flight.stalls.changed.notify_one();
         }
     }
