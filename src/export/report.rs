@@ -35,6 +35,15 @@ pub struct Cell {
     pub histogram: String,
     /// Connect mark, same encoding (empty likewise).
     pub connect_histogram: String,
+    /// The connect marks on a log scale: `[upper bound in ms, probes]` for
+    /// each non-empty bucket, 20 buckets a decade from 10 µs (12 % wide):
+    /// the cell's histogram as the page draws it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connect_log_hist: Vec<(f64, u64)>,
+    /// Trace ids of up to three probes that lost SYNs or failed, else of
+    /// the slowest: the cell's example traces.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
     /// Probes still waiting in SYN_SENT, by SYNs lost so far (at least):
     /// when a one-shot run ended on its verdict (stopped, counted as
     /// cancelled), or when the hub last pulled the prober.
@@ -69,9 +78,50 @@ impl Cell {
             syn_retransmits: s.syn_retransmits,
             histogram: total.to_base64(),
             connect_histogram: connect.to_base64(),
+            connect_log_hist: log_hist(connect.counts()),
+            examples: examples(s.recent.iter()),
             waiting: BTreeMap::new(),
         }
     }
+}
+
+/// Buckets a decade on the page's log time axis.
+const LOG_BUCKETS_PER_DECADE: f64 = 20.0;
+/// The lower bound of the first bucket, in ms.
+const LOG_FLOOR_MS: f64 = 0.01;
+
+/// Durations with counts, bucketed on a log scale: `[upper ms, count]`.
+fn log_hist(values: impl Iterator<Item = (Duration, u64)>) -> Vec<(f64, u64)> {
+    let mut buckets: BTreeMap<i32, u64> = BTreeMap::new();
+    for (d, n) in values {
+        let ms = (d.as_secs_f64() * 1e3).max(LOG_FLOOR_MS);
+        let i = ((ms / LOG_FLOOR_MS).log10() * LOG_BUCKETS_PER_DECADE).floor() as i32;
+        *buckets.entry(i).or_default() += n;
+    }
+    buckets
+        .into_iter()
+        .map(|(i, n)| {
+            let upper = LOG_FLOOR_MS * 10f64.powf(f64::from(i + 1) / LOG_BUCKETS_PER_DECADE);
+            ((upper * 1e3).round() / 1e3, n)
+        })
+        .collect()
+}
+
+/// Up to three trace ids: probes that lost SYNs or failed first, then the
+/// slowest.
+fn examples<'a>(samples: impl Iterator<Item = &'a crate::model::Sample>) -> Vec<String> {
+    let mut traced: Vec<&crate::model::Sample> = samples.filter(|s| s.trace.is_some()).collect();
+    traced.sort_by(|a, b| {
+        let bad = |s: &crate::model::Sample| s.syn_retransmits > 0 || !s.outcome.is_ok();
+        bad(b)
+            .cmp(&bad(a))
+            .then(b.phases.total.cmp(&a.phases.total))
+    });
+    traced
+        .into_iter()
+        .take(3)
+        .filter_map(|s| s.trace.as_ref().map(|t| t.trace_id.clone()))
+        .collect()
 }
 
 /// The value at quantile `q` of sorted `v` (nearest rank).
@@ -115,9 +165,101 @@ impl Cell {
             syn_retransmits,
             histogram: String::new(),
             connect_histogram: String::new(),
+            connect_log_hist: log_hist(
+                samples
+                    .iter()
+                    .filter_map(|s| s.phases.connect)
+                    .map(|d| (d, 1)),
+            ),
+            examples: examples(samples.iter()),
             waiting: BTreeMap::new(),
         }
     }
+}
+
+/// One cell of the cluster matrix, with the prober that measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterCell {
+    #[serde(flatten)]
+    pub cell: Cell,
+    pub prober: String,
+}
+
+/// `/api/v1/matrix` (the hub's, and each prober's own rows), `cluster
+/// matrix --format json`, and what the page draws.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterMatrix {
+    /// When the verdict was reached; absent before the first round.
+    pub generated_at: Option<String>,
+    /// What the verdict rests on, in words.
+    pub rests_on: String,
+    /// Probers per state (`up`, `stale`, `unreachable`).
+    pub probers: BTreeMap<String, usize>,
+    pub cells: Vec<ClusterCell>,
+    /// Every node's facts, one per node.
+    pub facts: Vec<NodeFacts>,
+    pub findings: Vec<Finding>,
+    /// The window the cells cover (`10m`, `1m`, `cumulative`, `run`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub window: String,
+    /// The windows this endpoint offers (`?window=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<String>,
+    /// Each source node's SYN rungs in seconds, from its kernel's schedule:
+    /// where the page marks a cell's histogram.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rungs: BTreeMap<String, Vec<f64>>,
+    /// A link to a trace by id, `{trace_id}` replaced (`[ui] trace_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
+    /// Each node's labels as its prober reported them
+    /// (`TAILPROBE_NODE_LABELS`): what the page groups and collapses by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl ClusterMatrix {
+    /// No failed probe, no finding, and every prober heard.
+    pub fn healthy(&self) -> bool {
+        self.findings.is_empty()
+            && self.cells.iter().all(|c| c.cell.failures == 0)
+            && self.probers.get("up").copied().unwrap_or(0) == self.probers.values().sum::<usize>()
+    }
+
+    /// One-shot runs, one report per prober, as one matrix: what the page
+    /// of `matrix --format html` and `lab demo --html` draws.
+    pub fn of_reports(reports: &[MatrixReport], findings: &[Finding], facts: &[NodeFacts]) -> Self {
+        let mut cells = Vec::new();
+        for r in reports {
+            cells.extend(r.cells.iter().map(|c| ClusterCell {
+                cell: c.clone(),
+                prober: format!("{} {}", r.source_node, r.source_kind.as_str()),
+            }));
+        }
+        cells.sort_by(|a, b| a.cell.dims.cmp(&b.cell.dims));
+        let generated_at = reports.iter().map(|r| r.finished_at.clone()).max();
+        Self {
+            generated_at,
+            rests_on: format!("a one-shot run from {} probers", reports.len()),
+            probers: [("up".to_string(), reports.len())].into(),
+            cells,
+            rungs: rungs_of(facts),
+            facts: facts.to_vec(),
+            findings: findings.to_vec(),
+            window: "run".into(),
+            windows: vec![],
+            trace_url: None,
+            node_labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// Each node's SYN rungs in seconds, from its facts.
+pub fn rungs_of(facts: &[NodeFacts]) -> BTreeMap<String, Vec<f64>> {
+    facts
+        .iter()
+        .map(|f| (f.node.clone(), f.syn_schedule().rungs()))
+        .collect()
 }
 
 /// A whole one-shot run.
@@ -506,6 +648,8 @@ mod tests {
             syn_retransmits: 0,
             histogram: String::new(),
             connect_histogram: String::new(),
+            connect_log_hist: vec![],
+            examples: vec![],
             waiting: BTreeMap::new(),
         };
         r.cells.push(cell);

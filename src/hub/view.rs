@@ -6,45 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::pull::ProberState;
-use crate::detect::Finding;
 use crate::export::report::Cell;
 use crate::model::{DetectorConfig, NodeFacts, SourceKind};
 use crate::stats::window::Held;
 
-/// One cell of the cluster matrix, with the prober that measured it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClusterCell {
-    #[serde(flatten)]
-    pub cell: Cell,
-    pub prober: String,
-}
-
-/// `/api/v1/matrix` on the hub, and `cluster matrix --format json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ClusterMatrix {
-    /// When the verdict was reached; absent before the first round.
-    pub generated_at: Option<String>,
-    /// What the verdict rests on, in words.
-    pub rests_on: String,
-    /// Probers per state (`up`, `stale`, `unreachable`).
-    pub probers: BTreeMap<String, usize>,
-    pub cells: Vec<ClusterCell>,
-    /// Every node's facts, one per node.
-    pub facts: Vec<NodeFacts>,
-    pub findings: Vec<Finding>,
-}
-
-impl ClusterMatrix {
-    /// No failed probe, no finding, and every prober heard.
-    pub fn healthy(&self) -> bool {
-        self.findings.is_empty()
-            && self.cells.iter().all(|c| c.cell.failures == 0)
-            && self.probers.get("up").copied().unwrap_or(0) == self.probers.values().sum::<usize>()
-    }
-}
+pub use crate::export::report::{ClusterCell, ClusterMatrix};
 
 /// "judged on 5 of 6 probers; 1 stale (node3 pod), 0 unreachable".
 pub fn rests_on(counts: &BTreeMap<ProberState, usize>, stale: &[String]) -> String {
@@ -73,6 +40,7 @@ pub fn judge(
     now: std::time::SystemTime,
 ) -> ClusterMatrix {
     let mut cells = Vec::new();
+    let mut node_labels = BTreeMap::new();
     // One node's facts: its host-network prober's, else any.
     let mut facts: BTreeMap<String, (SourceKind, NodeFacts)> = BTreeMap::new();
     for (url, doc) in docs {
@@ -87,6 +55,9 @@ pub fn judge(
                 prober: url.clone(),
             }
         }));
+        if !doc.labels.is_empty() {
+            node_labels.insert(doc.source_node.clone(), doc.labels.clone());
+        }
         if let Some(f) = &doc.facts {
             let better = facts
                 .get(&f.node)
@@ -110,7 +81,10 @@ pub fn judge(
             .map(|(s, n)| (s.as_str().to_string(), *n))
             .collect(),
         cells,
+        rungs: crate::export::report::rungs_of(&facts),
         facts,
         findings,
+        node_labels,
+        ..ClusterMatrix::default()
     }
 }

@@ -83,6 +83,17 @@ impl Latency {
         (!self.0.is_empty()).then(|| Duration::from_micros(self.0.max()))
     }
 
+    /// Every recorded value with its count (values equal within the
+    /// histogram's precision are one entry).
+    pub fn counts(&self) -> impl Iterator<Item = (Duration, u64)> + '_ {
+        self.0.iter_recorded().map(|v| {
+            (
+                Duration::from_micros(v.value_iterated_to()),
+                v.count_at_value(),
+            )
+        })
+    }
+
     /// Adds every count of `other`: merging is exact.
     pub fn merge(&mut self, other: &Latency) -> Result<(), HistogramError> {
         self.0
