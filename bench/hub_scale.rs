@@ -99,6 +99,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
         source_kind: kind,
         generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
         window_s: 600,
+        labels: Default::default(),
         facts: Some(tailprobe::model::NodeFacts {
             node: node(n),
             kernel: Some("6.1.0-18-amd64".into()),

@@ -502,6 +502,7 @@ async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
         source_kind: SourceKind::Host,
         generated_at: "now".into(),
         window_s: 300,
+        labels: Default::default(),
         facts: None,
         series,
     })

@@ -14,6 +14,7 @@ mod otlp;
 mod selector;
 mod slo;
 mod target;
+mod ui;
 mod validate;
 
 pub use duration::Dur;
@@ -23,6 +24,7 @@ pub use kubernetes::KubernetesConfig;
 pub use otlp::OtlpConfig;
 pub use selector::LabelSelector;
 pub use slo::{BurnAlert, SloConfig};
+pub use ui::UiConfig;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +58,9 @@ pub struct Config {
     /// `tailprobe hub`: the probers it pulls.
     #[serde(default)]
     pub hub: HubConfig,
+    /// The page's links out (a trace viewer).
+    #[serde(default)]
+    pub ui: UiConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
@@ -329,6 +334,10 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
         let offset = validate::locate(text, &["hub", "probers", &i.to_string()])
             .or_else(|| validate::locate(text, &["hub"]))
             .unwrap_or(0);
+        return Err(ConfigError::at(path, text, offset, problem));
+    }
+    if let Some(problem) = config.ui.problem() {
+        let offset = validate::locate(text, &["ui", "trace_url"]).unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
     for (i, slo) in config.slos.iter().enumerate() {

@@ -424,6 +424,7 @@ mod tests {
             source_kind: SourceKind::Host,
             generated_at: "x".into(),
             window_s: 600,
+            labels: Default::default(),
             facts: None,
             series: vec![],
         }

@@ -90,6 +90,31 @@ pub async fn gather(node: &str) -> NodeFacts {
     }
 }
 
+/// The most labels a node reports, and the longest key and value: what a
+/// person sets, bounded, since the hub keeps every node's.
+const MAX_LABELS: usize = 16;
+const MAX_LABEL_LEN: usize = 253;
+
+/// This node's labels from `TAILPROBE_NODE_LABELS` ("zone=a,pool=b"): the
+/// Kubernetes downward API cannot expose a node's labels, so deploy files
+/// (or a person) pass the ones worth grouping by, such as the zone.
+pub fn labels_from_env() -> std::collections::BTreeMap<String, String> {
+    parse_labels(&std::env::var("TAILPROBE_NODE_LABELS").unwrap_or_default())
+}
+
+/// "k=v,k2=v2": pairs without `=`, empty keys, over-long keys or values and
+/// pairs past the sixteenth are left out.
+pub fn parse_labels(s: &str) -> std::collections::BTreeMap<String, String> {
+    s.split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .filter(|(k, v)| !k.is_empty() && k.len() <= MAX_LABEL_LEN && v.len() <= MAX_LABEL_LEN)
+        .filter(|(k, v)| !k.chars().chain(v.chars()).any(char::is_control))
+        .take(MAX_LABELS)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// The rise of `UdpInCsumErrors` over a window: readings are kept for as
 /// long as the window lasts, and the rise is the newest minus the oldest.
 /// A counter that went backwards (a reboot under a long-lived prober) starts
@@ -160,6 +185,23 @@ async fn offloads(dev: &str) -> Option<(Option<bool>, Option<bool>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_pairs_bounded_and_clean() {
+        let l = parse_labels("topology.kubernetes.io/zone=eu-1a, pool = gpu ,bad,=x,ctl=a\u{7}b");
+        assert_eq!(
+            l.into_iter().collect::<Vec<_>>(),
+            [
+                ("pool".to_string(), "gpu".to_string()),
+                (
+                    "topology.kubernetes.io/zone".to_string(),
+                    "eu-1a".to_string()
+                )
+            ]
+        );
+        let many: String = (0..40).map(|i| format!("k{i}=v,")).collect();
+        assert_eq!(parse_labels(&many).len(), MAX_LABELS);
+    }
 
     #[test]
     fn reads_udp_checksum_errors() {

@@ -4,6 +4,7 @@
 //! probers'; and the prober's node facts. Bounded: at most
 //! [`MAX_SAMPLES_PER_SERIES`] newest samples per series.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime};
 
@@ -36,6 +37,10 @@ pub struct WindowDoc {
     /// The prober's node, as it last read itself; `None` before the first
     /// reading.
     pub facts: Option<NodeFacts>,
+    /// The node's labels, as the prober was told them
+    /// (`TAILPROBE_NODE_LABELS`): what the page groups by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub series: Vec<WindowSeries>,
 }
 
@@ -173,6 +178,7 @@ pub struct Held {
     pub source_node: String,
     pub source_kind: SourceKind,
     pub facts: Option<NodeFacts>,
+    pub labels: BTreeMap<String, String>,
     pub series: Vec<HeldSeries>,
 }
 
@@ -188,6 +194,7 @@ impl From<WindowDoc> for Held {
             source_node: d.source_node,
             source_kind: d.source_kind,
             facts: d.facts,
+            labels: d.labels,
             series: d
                 .series
                 .into_iter()
@@ -283,6 +290,7 @@ impl WindowDoc {
             generated_at: humantime::format_rfc3339_millis(now).to_string(),
             window_s: window.as_secs(),
             facts,
+            labels: BTreeMap::new(),
             series,
         }
     }
@@ -303,6 +311,7 @@ impl WindowDoc {
             generated_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             window_s: took.as_secs(),
             facts,
+            labels: BTreeMap::new(),
             series: series
                 .iter()
                 .map(|s| {
@@ -456,6 +465,7 @@ mod tests {
             generated_at: "x".into(),
             window_s: 600,
             facts: None,
+            labels: BTreeMap::new(),
             series: vec![],
         };
         let gz = doc.to_gzip();
