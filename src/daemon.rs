@@ -101,6 +101,8 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&stats),
         in_flight: Arc::clone(&prober.in_flight),
+        trace_url: loaded.config.ui.trace_url.clone(),
+        node_labels: crate::node::labels_from_env(),
         ready: Arc::clone(&ready),
         verdict: Arc::clone(&verdict),
         targets: Arc::new(std::sync::RwLock::new(

@@ -78,6 +78,9 @@ pub enum LabCommand {
         name: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Also write the page, the report inside, to this file.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
     },
 }
 
@@ -300,6 +303,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             keep,
             name,
             format,
+            html,
         } => {
             let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
             let scenario = run::Scenario::parse(&fault)?;
@@ -308,9 +312,14 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 run::demo(&plan, scenario, samples, keep, progress, &cancel).await
             })??;
+            if let Some(path) = &html {
+                std::fs::write(path, crate::export::page::report(&run::page_of(&report)))
+                    .with_context(|| format!("cannot write the page to {}", path.display()))?;
+            }
             match format {
                 Format::Table => print!("{text}"),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Html => print!("{}", crate::export::page::report(&run::page_of(&report))),
             }
             Ok(0)
         }
@@ -359,6 +368,7 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
             t
         }
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Html => crate::export::page::report(&run::page_of(&report)),
     };
     write_output(args.output.as_deref(), &text)?;
     Ok(if report.healthy() { 0 } else { 1 })

@@ -138,6 +138,8 @@ pub struct ClusterMatrixArgs {
 pub enum Format {
     Table,
     Json,
+    /// The page, the report inside: one file that opens offline.
+    Html,
 }
 
 #[derive(Debug, clap::Args)]
@@ -382,6 +384,11 @@ fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
     let text = match args.format {
         Format::Table => crate::hub::table::render(&m),
         Format::Json => serde_json::to_string_pretty(&m)? + "\n",
+        Format::Html => {
+            let mut m = m.clone();
+            m.trace_url = loaded.config.ui.trace_url.clone();
+            crate::export::page::report(&m)
+        }
     };
     write_output(args.output.as_deref(), &text)?;
     let answered = m.probers.get("up").copied().unwrap_or(0);
@@ -440,6 +447,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let text = match args.format {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",
+                Format::Html => {
+                    let mut m = crate::export::report::ClusterMatrix::of_reports(
+                        std::slice::from_ref(&report),
+                        &report.findings,
+                        report.facts.as_slice(),
+                    );
+                    m.trace_url = loaded.config.ui.trace_url.clone();
+                    let labels = crate::node::labels_from_env();
+                    if !labels.is_empty() {
+                        m.node_labels.insert(report.source_node.clone(), labels);
+                    }
+                    crate::export::page::report(&m)
+                }
             };
             write_output(args.output.as_deref(), &text)?;
             Ok(report.exit_code())

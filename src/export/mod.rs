@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod otlp;
+pub mod page;
 pub mod prometheus;
 pub mod report;
 

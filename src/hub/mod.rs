@@ -131,6 +131,7 @@ struct HubState {
 
 fn router(state: HubState) -> Router {
     Router::new()
+        .route("/", get(crate::server::page::page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -343,6 +344,8 @@ pub async fn run(
                 o.send(&a);
             }
         }
+        let mut m = m;
+        m.trace_url = loaded.config.ui.trace_url.clone();
         *state.matrix.write().unwrap_or_else(|e| e.into_inner()) = m;
         state.ready.store(true, Ordering::Relaxed);
     }

@@ -54,6 +54,26 @@ impl LabReport {
     }
 }
 
+/// What the page draws of a lab run: every prober's cells, the verdict,
+/// each node in a zone (node1 and node2 in zone-a, the rest in zone-b) so
+/// that grouping by a label is there to try.
+pub fn page_of(r: &LabReport) -> crate::export::report::ClusterMatrix {
+    let mut m = crate::export::report::ClusterMatrix::of_reports(&r.reports, &r.findings, &r.facts);
+    m.rests_on = format!(
+        "lab {}: {} nodes, host and pod network",
+        r.lab,
+        r.nodes.len()
+    );
+    for (i, n) in r.nodes.iter().enumerate() {
+        let zone = if i < 2 { "zone-a" } else { "zone-b" };
+        m.node_labels.insert(
+            n.clone(),
+            [("topology.kubernetes.io/zone".to_string(), zone.to_string())].into(),
+        );
+    }
+    m
+}
+
 /// The configuration a prober in node `i` uses, as TOML: written to the
 /// state directory too, so a person can rerun it by hand.
 pub fn node_config(plan: &Plan, i: usize, kind: SourceKind, samples: u32) -> String {

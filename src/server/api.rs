@@ -2,6 +2,7 @@
 //! `/api/v1/histograms` (serialized histograms), `/api/v1/window` (the
 //! window document the hub pulls), `/api/v1/findings` and `/api/v1/targets`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,11 @@ pub struct ApiState {
     pub stats: Arc<Stats>,
     /// The probes in flight, and the stalls among them the window carries.
     pub in_flight: Arc<crate::probe::InFlight>,
+    /// `[ui] trace_url`, for the page.
+    pub trace_url: Option<String>,
+    /// This node's labels (`TAILPROBE_NODE_LABELS`), for the page and the
+    /// hub.
+    pub node_labels: BTreeMap<String, String>,
     /// Set once probing has started.
     pub ready: Arc<AtomicBool>,
     /// The detector's latest verdict.
@@ -101,6 +107,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/histograms", get(histograms))
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/window", get(window))
+        .route("/api/v1/matrix", get(super::page::matrix))
         .route("/api/v1/round", axum::routing::post(round))
         .route(
             "/api/v1/targets",
@@ -110,9 +117,12 @@ pub fn router(state: ApiState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer));
     // Liveness and readiness stay open: the kubelet carries no token.
+    // The page itself holds no data: it asks for the token when the API
+    // wants one.
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/", get(super::page::page))
         .merge(guarded)
         .with_state(state)
 }
@@ -188,10 +198,13 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
     // The stalls before the samples: a probe landing in between shows
     // twice at worst (and is deduplicated), never not at all.
     let pending = s.in_flight.pending();
+    let labels = s.node_labels.clone();
     // Copying and compressing every series is CPU work: off the runtime's
     // workers, as for the histograms.
     let built = tokio::task::spawn_blocking(move || {
-        let doc = crate::stats::window::WindowDoc::build(&node, kind, &stats, pending, w, facts);
+        let mut doc =
+            crate::stats::window::WindowDoc::build(&node, kind, &stats, pending, w, facts);
+        doc.labels = labels;
         if gzip {
             doc.to_gzip()
         } else {

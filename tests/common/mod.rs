@@ -2,6 +2,7 @@
 //! on purpose. Every socket here is on 127.0.0.1.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod otlp;
 
 use std::net::SocketAddr;
