@@ -937,13 +937,32 @@ fn lab_matrix_and_demo_send_their_findings_as_otlp_alerts_as_root() {
 
     let rx = common::otlp::Receiver::start();
     let name = format!("td{}", std::process::id() % 100_000);
+    let dir = common::TempDir::new("lab-demo-html");
+    let page = dir.0.join("demo.html");
     let out = Command::new(bin())
         .args(["lab", "demo", "--fault", "drop-syn", "--samples", "3"])
-        .args(["--name", &name])
+        .args(["--name", &name, "--html"])
+        .arg(&page)
         .envs(env(&rx))
         .output()
         .unwrap();
     let _ = tailprobe(&["lab", "down", "--name", &name]);
+    // The page, the demo's verdict and every prober's cells inside.
+    let html = std::fs::read_to_string(&page).unwrap();
+    let start = html.find("type=\"application/json\">").unwrap() + 24;
+    let end = start + html[start..].find("</script>").unwrap();
+    let m: tailprobe::export::report::ClusterMatrix =
+        serde_json::from_str(&html[start..end]).unwrap();
+    assert!(
+        m.findings
+            .iter()
+            .any(|f| f.kind == FindingKind::SynRetransmitLadder),
+        "{:#?}",
+        m.findings
+    );
+    let sources: std::collections::BTreeSet<&str> =
+        m.cells.iter().map(|c| c.prober.as_str()).collect();
+    assert_eq!(sources.len(), 6, "three nodes, host and pod: {sources:?}");
     assert!(
         matches!(out.status.code(), Some(0 | 1)),
         "{}",

@@ -206,3 +206,52 @@ async fn a_finding_without_a_failed_probe_exits_1() {
     );
     assert_eq!(out.status.code(), Some(1), "a finding is unhealthy");
 }
+
+/// `--format html`: the page with the run inside, one file, its data the
+/// run's cells and this node's rungs.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_html_report_carries_the_run() {
+    let ok = Server::start(Behaviour::ok()).await;
+    let dir = TempDir::new("matrix-html");
+    let cfg = dir.file(
+        "c.toml",
+        &config(&[
+            ("far", ok.url("/"), Some("node1")),
+            ("near", ok.url("/"), Some("node2")),
+        ]),
+    );
+    let out = dir.0.join("report.html");
+    let status = tokio::process::Command::new(bin())
+        .args([
+            "matrix",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--samples",
+            "3",
+        ])
+        .args(["--format", "html", "--output"])
+        .arg(&out)
+        .env("TAILPROBE_NODE_LABELS", "topology.kubernetes.io/zone=eu-1a")
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.starts_with("<!doctype html>"));
+    let start = html.find("type=\"application/json\">").unwrap() + 24;
+    let end = start + html[start..].find("</script>").unwrap();
+    let m: tailprobe::export::report::ClusterMatrix =
+        serde_json::from_str(&html[start..end]).unwrap();
+    assert_eq!(m.cells.len(), 2);
+    assert!(
+        m.cells.iter().all(|c| c.cell.samples == 3
+            && c.cell.connect_log_hist.iter().map(|b| b.1).sum::<u64>() == 3)
+    );
+    assert_eq!(m.cells[0].prober, "node2 host");
+    assert_eq!(m.window, "run");
+    assert!(m.rungs["node2"].len() >= 5, "{:?}", m.rungs);
+    assert_eq!(
+        m.node_labels["node2"]["topology.kubernetes.io/zone"],
+        "eu-1a"
+    );
+}

@@ -101,17 +101,29 @@ fn incident() -> ClusterMatrix {
     }
     let facts: Vec<NodeFacts> = NODES.iter().map(|n| facts(n)).collect();
     let findings = tailprobe::detect::detect(&windows, &facts, &DetectorConfig::default());
+    let mut cells: Vec<ClusterCell> = windows
+        .iter()
+        .map(|w| ClusterCell {
+            cell: Cell::from_samples(w.dims.clone(), "http://10.96.0.11/", &w.samples),
+            prober: format!("{} {}", w.dims.source_node, w.dims.source_kind.as_str()),
+        })
+        .collect();
+    // node2's pod network to node3: three probes stalled right now.
+    cells
+        .iter_mut()
+        .find(|c| {
+            &*c.cell.dims.source_node == "node2"
+                && c.cell.dims.source_kind == SourceKind::Pod
+                && c.cell.dims.destination_node.as_deref() == Some("node3")
+        })
+        .unwrap()
+        .cell
+        .waiting = [(2, 3)].into();
     ClusterMatrix {
         generated_at: Some("2026-12-01T12:00:00.000Z".into()),
         rests_on: "judged on 6 of 6 probers".into(),
         probers: [("up".to_string(), 6)].into(),
-        cells: windows
-            .iter()
-            .map(|w| ClusterCell {
-                cell: Cell::from_samples(w.dims.clone(), "http://10.96.0.11/", &w.samples),
-                prober: format!("{} {}", w.dims.source_node, w.dims.source_kind.as_str()),
-            })
-            .collect(),
+        cells,
         rungs: rungs_of(&facts),
         facts,
         findings,
@@ -177,14 +189,24 @@ async fn the_report_shows_the_incident_at_a_glance_and_in_detail() {
         lum(&cross) > lum(&same) + 200,
         "slow is light: {cross} vs {same}"
     );
-    // The rung and the failure are written on the cells.
-    let text = b
+    // Pointing at a cell says what it holds: stalls in progress too
+    // (row 3 is node2 pod, column 2 node3).
+    let said = b
         .exec(
-            "return document.getElementById('cursor-info').textContent",
+            "const c = document.getElementById('heatmap'); const g = JSON.parse(c.dataset.geom); const r = c.getBoundingClientRect(); \
+             c.dispatchEvent(new MouseEvent('mousemove', {clientX: r.left + g.label + 2.5 * g.size, clientY: r.top + g.top + 3.5 * g.size})); \
+             return document.getElementById('cursor-info').textContent;",
             json!([]),
         )
         .await;
-    assert_eq!(text, "");
+    assert!(
+        said.as_str().unwrap().starts_with("node2 pod → node3")
+            && said
+                .as_str()
+                .unwrap()
+                .contains("3 still waiting on SYN retransmission"),
+        "{said}"
+    );
     // Keyboard: focus the heatmap, move right, open the cell.
     b.keys("#heatmap", "\u{E014}").await;
     let said = b
