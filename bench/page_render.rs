@@ -10,7 +10,7 @@
 //!   cargo bench --bench page_render -- 1000      one size
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 
 use std::time::Duration;
