@@ -132,6 +132,11 @@ fn what_run_cannot_do_is_refused_by_check_with_the_reason() {
             "at least one round",
         ),
         (
+            format!("{TARGET}[ui]\ntrace_url = \"http://jaeger/trace/\"\n"),
+            TARGET.lines().count() + 2,
+            "with {trace_id} in it",
+        ),
+        (
             format!("[probe]\ntimeout = \"300000000000y\"\n{TARGET}"),
             2,
             "longer than a year",
