@@ -8,6 +8,8 @@
 //!
 //!   cargo bench --bench page_render              100, 1000 and 5000 nodes
 //!   cargo bench --bench page_render -- 1000      one size
+//!
+//! Under `cargo test --all-targets`, 100 nodes only.
 
 #[path = "../tests/common/mod.rs"]
 #[allow(unused_imports)]
@@ -90,14 +92,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![100, 1000, 5000]
-    } else {
-        sizes
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    // `cargo test --all-targets` runs this without --bench: one small size,
+    // so the benchmark is known to work.
+    let benching = args.iter().any(|a| a == "--bench");
+    let sizes = match (sizes.is_empty(), benching) {
+        (false, _) => sizes,
+        (true, true) => vec![100, 1000, 5000],
+        (true, false) => vec![100],
     };
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
