@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::socket;
 use super::{CountGuard, Prober, StallHold};
-use crate::model::{Dims, Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
+use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
 use crate::model::{ProbeKind, Target, TargetNode};
 use std::sync::Arc;
 
@@ -265,7 +265,7 @@ impl Prober {
         (result, st.hold)
     }
 
-    async fn run(&self, t: &Target, t0: Instant, st: &mut Progress) -> Result<(), Failure> {
+    async fn run(&self, t: &Arc<Target>, t0: Instant, st: &mut Progress) -> Result<(), Failure> {
         let addr = match t.ip {
             Some(ip) => SocketAddr::new(ip, t.port),
             None => {
@@ -314,7 +314,7 @@ impl Prober {
     /// polling and the connect deadline.
     async fn connect(
         &self,
-        t: &Target,
+        t: &Arc<Target>,
         addr: SocketAddr,
         deadline: Instant,
         st: &mut Progress,
@@ -372,28 +372,12 @@ impl Prober {
                             &self.in_flight,
                             info.total_retrans,
                             (st.started_at, st.t0.into_std()),
-                            || (self.dims_before_answer(t), t.url.to_string()),
+                            (t, &self.source_node, self.source_kind),
                         );
                     }
                     timer.as_mut().reset((now + self.syn_poll).min(deadline));
                 }
             }
-        }
-    }
-
-    /// A probe's series as known before any answer: the destination its
-    /// target names, else unknown (a mixed Service's answer names it).
-    fn dims_before_answer(&self, t: &Target) -> Dims {
-        let destination: Option<Arc<str>> = match &t.node {
-            TargetNode::Known(n) => Some(n.as_str().into()),
-            _ => None,
-        };
-        Dims {
-            source_node: Arc::clone(&self.source_node),
-            source_kind: self.source_kind,
-            path: PathKind::classify(&self.source_node, destination.as_deref()),
-            destination_node: destination,
-            target: t.name.as_str().into(),
         }
     }
 

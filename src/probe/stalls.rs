@@ -4,18 +4,37 @@
 //! before the samples never misses a probe between the two.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::model::{Dims, Pending};
+use crate::model::{Dims, PathKind, Pending, SourceKind, Target, TargetNode};
 
+/// A probe's series as known before any answer: the destination its
+/// target names, else unknown (a mixed Service's answer names it).
+fn dims_before_answer(source_node: &Arc<str>, source_kind: SourceKind, t: &Target) -> Dims {
+    let destination: Option<Arc<str>> = match &t.node {
+        TargetNode::Known(n) => Some(n.as_str().into()),
+        _ => None,
+    };
+    Dims {
+        source_node: Arc::clone(source_node),
+        source_kind,
+        path: PathKind::classify(source_node, destination.as_deref()),
+        destination_node: destination,
+        target: t.name.as_str().into(),
+    }
+}
+
+/// One stall, kept small: a probe stuck in SYN_SENT costs this on top of
+/// its socket and task, so the series is built when the stalls are read.
 #[derive(Debug)]
 struct Stall {
-    dims: Dims,
-    url: String,
+    target: Arc<Target>,
+    source_node: Arc<str>,
+    source_kind: SourceKind,
     at: SystemTime,
     t0: Instant,
     syn_retransmits: u32,
@@ -44,8 +63,8 @@ impl Stalls {
             .values()
             .map(|s| {
                 (
-                    s.dims.clone(),
-                    s.url.clone(),
+                    dims_before_answer(&s.source_node, s.source_kind, &s.target),
+                    s.target.url.clone(),
                     Pending {
                         at: s.at,
                         syn_retransmits: s.syn_retransmits,
@@ -68,27 +87,27 @@ impl Stalls {
 /// escape of a rehashed flow) wakes the judge all the same.
 #[derive(Debug, Default)]
 pub struct StallHold {
-    held: Option<(std::sync::Arc<super::InFlight>, u64)>,
-    wake: Option<std::sync::Arc<super::InFlight>>,
+    held: Option<(Arc<super::InFlight>, u64)>,
+    wake: Option<Arc<super::InFlight>>,
 }
 
 impl StallHold {
     /// Wakes the judge when dropped: the probe lost SYNs, and its result,
     /// recorded by then, may change the verdict.
-    pub(super) fn wake_on_drop(&mut self, in_flight: &std::sync::Arc<super::InFlight>) {
+    pub(super) fn wake_on_drop(&mut self, in_flight: &Arc<super::InFlight>) {
         if self.held.is_none() {
-            self.wake = Some(std::sync::Arc::clone(in_flight));
+            self.wake = Some(Arc::clone(in_flight));
         }
     }
 
-    /// Records that the probe has lost `syn_retransmits` SYNs so far;
-    /// `describe` gives its series and URL the first time.
+    /// Records that the probe of `target` from `source_node` has lost
+    /// `syn_retransmits` SYNs so far.
     pub(super) fn lost(
         &mut self,
-        in_flight: &std::sync::Arc<super::InFlight>,
+        in_flight: &Arc<super::InFlight>,
         syn_retransmits: u32,
         (at, t0): (SystemTime, Instant),
-        describe: impl FnOnce() -> (Dims, String),
+        (target, source_node, source_kind): (&Arc<Target>, &Arc<str>, SourceKind),
     ) {
         let stalls = &in_flight.stalls;
         match &self.held {
@@ -101,19 +120,19 @@ impl StallHold {
             }
             None => {
                 let id = stalls.next.fetch_add(1, Ordering::Relaxed);
-                let (dims, url) = describe();
                 stalls.lock().insert(
                     id,
                     Stall {
-                        dims,
-                        url,
+                        target: Arc::clone(target),
+                        source_node: Arc::clone(source_node),
+                        source_kind,
                         at,
                         t0,
                         syn_retransmits,
                         stalled_after: t0.elapsed(),
                     },
                 );
-                self.held = Some((std::sync::Arc::clone(in_flight), id));
+                self.held = Some((Arc::clone(in_flight), id));
                 stalls.changed.notify_one();
             }
         }
