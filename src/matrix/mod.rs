@@ -47,9 +47,9 @@ pub struct UntilVerdict {
 #[derive(Debug, Clone)]
 pub struct Early {
     pub after: Duration,
-    /// The windows judged, with the stalls then pending.
+    /// The windows judged, with the stalls then pending: the report
+    /// judges them again with the node's facts read at the end.
     pub windows: Vec<crate::model::SeriesWindow>,
-    pub findings: Vec<crate::detect::Finding>,
 }
 
 impl UntilVerdict {
@@ -259,20 +259,30 @@ async fn watch_verdict(
             _ = in_flight.changed() => {}
         }
         let pending = in_flight.pending();
-        let mut windows: Vec<_> = stats
-            .snapshot()
-            .iter()
-            .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
-            .collect();
-        crate::model::attach_pending(
-            &mut windows,
-            pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
-        );
-        let findings = crate::detect::detect(
-            &windows,
-            std::slice::from_ref(&until.facts),
-            &until.detector,
-        );
+        // Copying and judging is CPU work: off the runtime's workers, so
+        // the probes' timers keep time.
+        let (stats, until_) = (Arc::clone(&stats), Arc::clone(&until));
+        let Ok((windows, findings)) = tokio::task::spawn_blocking(move || {
+            let mut windows: Vec<_> = stats
+                .snapshot()
+                .iter()
+                .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
+                .collect();
+            crate::model::attach_pending(
+                &mut windows,
+                pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
+            );
+            let findings = crate::detect::detect(
+                &windows,
+                std::slice::from_ref(&until_.facts),
+                &until_.detector,
+            );
+            (windows, findings)
+        })
+        .await
+        else {
+            return;
+        };
         let keys: Vec<_> = findings.iter().map(|f| f.key()).collect();
         if keys.is_empty() {
             held = None;
@@ -284,7 +294,6 @@ async fn watch_verdict(
                 *until.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Early {
                     after: t0.elapsed(),
                     windows,
-                    findings,
                 });
                 cancel.cancel();
                 return;

@@ -78,8 +78,8 @@ impl InFlight {
         self.stalls.pending()
     }
     /// Resolves when a stall begins or ends, or a probe that lost SYNs is
-    /// recorded: when a verdict may have changed. One waiter; a change while no one waits
-    /// is kept for the next.
+    /// recorded: when a verdict may have changed. One waiter; a change
+    /// while no one waits is kept for the next.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.stalls.changed()
     }
