@@ -10,6 +10,9 @@
 //!   cargo bench --bench hub_scale                  100, 1000 and 5000 nodes
 //!   cargo bench --bench hub_scale -- 5000          one size
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -268,16 +271,9 @@ async fn main() {
         (true, true) => vec![100, 1000, 5000],
         (true, false) => vec![60],
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
     println!(
-        "hub scale on {cpu}, {} CPUs: probers host and pod, {REMOTE} remote nodes + self, {SAMPLES} probes per series; fault: every path to {PLANTED} loses 2 SYNs",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "hub scale on {}: probers host and pod, {REMOTE} remote nodes + self, {SAMPLES} probes per series; fault: every path to {PLANTED} loses 2 SYNs",
+        machine::describe()
     );
     println!(
         "targets: a round within 15 s, hub RSS under 1536 MiB, at most 32 KiB per prober per pull"

@@ -15,6 +15,9 @@
 #[allow(unused_imports)]
 mod common;
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::time::Duration;
 
 use serde_json::json;
@@ -102,21 +105,14 @@ async fn main() {
         (true, true) => vec![100, 1000, 5000],
         (true, false) => vec![100],
     };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
     let chromium = std::process::Command::new("/usr/bin/chromium")
         .arg("--version")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     println!(
-        "page render on {cpu}, {} CPUs, {chromium} headless, 1400x1000; target: 1,000 nodes drawn within 1 s",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "page render on {}, {chromium} headless, 1400x1000; target: 1,000 nodes drawn within 1 s",
+        machine::describe()
     );
     println!(
         "{:>6} {:>8} {:>9} {:>14} {:>10}",

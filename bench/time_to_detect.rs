@@ -12,6 +12,9 @@
 //!
 //! Under `cargo test --all-targets`, the 3 s rung shape only (about 10 s).
 
+#[path = "machine.rs"]
+mod machine;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -203,18 +206,9 @@ fn main() {
     if !benching && filter.is_empty() {
         filter.push("2 SYNs dropped".into());
     }
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "time to detect on {cpu}, {} CPUs, Linux {}: daemon in node1, probes every 1 s, [detect] interval 30 s",
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-        kernel.trim()
+        "time to detect on {}: daemon in node1, probes every 1 s, [detect] interval 30 s",
+        machine::describe()
     );
     println!(
         "{:<52} {:>7} {:>9} {:>9} {:>7}  scope",
