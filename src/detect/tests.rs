@@ -702,6 +702,7 @@ fn one_lost_syn_in_a_small_cell_raises_nothing() {
 
 /// The causes' checks at their edges, on hand-built evidence.
 mod censored;
+mod edges;
 
 mod checks {
     use super::super::causes::rank;
