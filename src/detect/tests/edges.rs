@@ -99,3 +99,97 @@ fn dns_timeouts_quote_the_source_nodes_own_conntrack_counter() {
         f.evidence
     );
 }
+
+#[test]
+fn a_pmtu_finding_explains_only_its_own_failures() {
+    let cell = |src: &str, kind, target: &str, url: &str, p: P| {
+        series(src, kind, "node2", target, url, &repeat(p, 5))
+    };
+    let s = vec![
+        cell(
+            "node1",
+            SourceKind::Host,
+            "svc-node2",
+            "http://10.96.0.12/",
+            ok(0.5),
+        ),
+        cell(
+            "node1",
+            SourceKind::Host,
+            "svc-node2-64k",
+            "http://10.96.0.12/bytes/65536",
+            (0.5, 0, Outcome::TotalTimeout),
+        ),
+        // The same source, kind and destination, another target.
+        cell(
+            "node1",
+            SourceKind::Host,
+            "other",
+            "u",
+            (0.0, 0, Outcome::Refused),
+        ),
+        // Another source and kind, the same destination.
+        cell(
+            "node3",
+            SourceKind::Pod,
+            "zzz",
+            "u",
+            (0.0, 0, Outcome::Refused),
+        ),
+    ];
+    let found = detect(&s, &[], &DetectorConfig::default());
+    let mut got: Vec<(FindingKind, Vec<String>)> =
+        found.iter().map(|f| (f.kind, f.targets.clone())).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                FindingKind::PmtuBlackhole,
+                vec!["svc-node2-64k".to_string()]
+            ),
+            (FindingKind::ProbeFailures, vec!["other".to_string()]),
+            (FindingKind::ProbeFailures, vec!["zzz".to_string()]),
+        ]
+    );
+}
+
+#[test]
+fn a_dns_finding_says_where_how_many_and_why() {
+    let mut s = series_dns(
+        "node1",
+        SourceKind::Pod,
+        "node2",
+        "t",
+        "u",
+        &repeat(ok(0.5), 5),
+        Some(5_003.0),
+    );
+    for (i, p) in s.samples.iter_mut().enumerate() {
+        p.trace = Some(crate::model::TraceRef {
+            trace_id: format!("{:032x}", i + 1),
+            span_id: format!("{:016x}", i + 1),
+        });
+    }
+    let mut f = facts("node1", "5.4.0", None, 0);
+    f.conntrack_insert_failed = Some(12);
+    let x = &detect(&[s], &[f], &DetectorConfig::default())[0];
+    assert_eq!(x.kind, FindingKind::DnsTimeoutLadder);
+    assert_eq!(x.source_node.as_deref(), Some("node1"));
+    assert_eq!(
+        (x.targets.as_slice(), x.samples),
+        (&["t".to_string()][..], 5)
+    );
+    assert_eq!(
+        x.evidence[0],
+        "5 of 5 lookups took the resolver's 5 s or 10 s timeout"
+    );
+    assert_eq!(x.examples.len(), 3);
+    let c = &x.likely_causes[0];
+    assert!(
+        c.present
+            .iter()
+            .any(|p| p.starts_with("conntrack insert_failed is non-zero")),
+        "{c:#?}"
+    );
+}
