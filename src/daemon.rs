@@ -59,7 +59,10 @@ pub async fn run(
         max_age: Some(loaded.config.detect.window.get()),
         ..Retention::DAEMON
     }));
-    let metrics = Arc::new(Metrics::new(Arc::clone(&prober.in_flight)));
+    let metrics = Arc::new(Metrics::new(
+        Arc::clone(&prober.in_flight),
+        &loaded.config.metrics,
+    ));
     let facts = crate::node::gather(&prober.source_node).await;
     let otlp = crate::export::otlp::Otlp::start(
         loaded.config.otlp.as_ref(),
@@ -159,7 +162,7 @@ pub async fn run(
     let judge = tokio::spawn(judge(
         Arc::clone(&stats),
         Arc::clone(&prober.in_flight),
-        metrics,
+        Arc::clone(&metrics),
         verdict,
         (slos, epoch),
         otlp.clone(),
@@ -200,6 +203,10 @@ pub async fn run(
                 scheduler.sync(&all);
                 let since = std::time::SystemTime::now() - loaded.config.detect.window.get();
                 let forgotten = stats.forget(|t| all.iter().any(|a| *a.name == *t), since);
+                let dropped = metrics.retain_targets(|t| all.iter().any(|a| *a.name == *t));
+                if dropped > 0 {
+                    tracing::debug!(dropped, "Dropped the metric series of targets no longer probed.");
+                }
                 if forgotten > 0 {
                     tracing::debug!(forgotten, "Dropped the series of targets no longer probed.");
                 }

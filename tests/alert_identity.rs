@@ -122,7 +122,7 @@ fn a_node_joining_a_scope_changes_its_words_not_its_identity() {
     );
 
     // Prometheus: the same label set before and after, no prose in it.
-    let metrics = Metrics::new(Arc::default());
+    let metrics = Metrics::new(Arc::default(), &Default::default());
     metrics.set_findings(&two);
     let before = finding_lines(&metrics.encode());
     metrics.set_findings(&three);

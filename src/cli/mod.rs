@@ -490,7 +490,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let loaded = load(&config)?;
             print!(
                 "{}",
-                crate::slo::rules::prometheus_rule(&loaded.config.slos)
+                crate::slo::rules::prometheus_rule(
+                    &loaded.config.slos,
+                    &loaded.config.ui.runbook_base
+                )
             );
             Ok(0)
         }

@@ -10,6 +10,7 @@ mod duration;
 mod error;
 mod hub;
 mod kubernetes;
+mod metrics;
 mod otlp;
 mod selector;
 mod slo;
@@ -21,6 +22,7 @@ pub use duration::Dur;
 pub use error::ConfigError;
 pub use hub::HubConfig;
 pub use kubernetes::KubernetesConfig;
+pub use metrics::{Buckets, Grain, MetricPhase, MetricsConfig};
 pub use otlp::OtlpConfig;
 pub use selector::LabelSelector;
 pub use slo::{BurnAlert, SloConfig};
@@ -61,6 +63,9 @@ pub struct Config {
     /// The page's links out (a trace viewer).
     #[serde(default)]
     pub ui: UiConfig,
+    /// What `/metrics` spends on series.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
@@ -336,8 +341,8 @@ pub fn parse(path: &str, text: &str) -> Result<Loaded, ConfigError> {
             .unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
-    if let Some(problem) = config.ui.problem() {
-        let offset = validate::locate(text, &["ui", "trace_url"]).unwrap_or(0);
+    if let Some((key, problem)) = config.ui.problem() {
+        let offset = validate::locate(text, &["ui", key]).unwrap_or(0);
         return Err(ConfigError::at(path, text, offset, problem));
     }
     for (i, slo) in config.slos.iter().enumerate() {

@@ -245,3 +245,30 @@ fn valid_status_codes_take_classes_codes_and_ranges() {
     let (_, _, m) = err(&format!("[probe]\nvalid_status_codes = []\n{TARGET}"));
     assert!(m.contains("no probe could end ok"), "{m}");
 }
+
+#[test]
+fn metrics_and_ui_tables_are_checked_and_located() {
+    let t = "[[target]]\nname = \"a\"\nurl = \"http://127.0.0.1/\"\n";
+    let loaded = parse(
+        "c.toml",
+        &format!(
+            "[metrics]\nphases = [\"connect\", \"total\"]\nbuckets = \"fine\"\nper = \"path\"\n{t}"
+        ),
+    )
+    .unwrap();
+    let m = &loaded.config.metrics;
+    assert_eq!(m.phases, [MetricPhase::Connect, MetricPhase::Total]);
+    assert_eq!((m.buckets, m.per), (Buckets::Fine, Grain::Path));
+    let (l, _, m) = err(&format!("[metrics]\nbuckets = \"all\"\n{t}"));
+    assert_eq!(l, 2);
+    assert!(m.contains("rungs") && m.contains("none"), "{m}");
+    let (l, _, m) = err(&format!("[metrics]\nphases = [\"connect\", \"tls\"]\n{t}"));
+    assert_eq!(l, 2);
+    assert!(m.contains("first_byte"), "{m}");
+    // A comment naming the key above the table does not take the error.
+    let (l, c, m) = err(&format!(
+        "# runbook_base = \"x\"\n[ui]\nrunbook_base = \"README.md#kubernetes\"\n{t}"
+    ));
+    assert_eq!((l, c), (3, 16));
+    assert!(m.contains("without a #fragment"), "{m}");
+}

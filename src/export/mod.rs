@@ -4,6 +4,7 @@
 //! blocks probing: the fan-out only touches memory and bounded queues.
 
 pub mod alerts;
+pub mod exposition;
 pub mod otlp;
 pub mod page;
 pub mod prometheus;

@@ -1,9 +1,16 @@
-//! `/metrics` in the Prometheus text format. Latency buckets have fine edges
-//! below one second and edges just below and above every SYN-retransmit rung
-//! (classic 1, 3, 7, 15, 31, 63 s; linear 1, 2, 3, 4, 5, 7, 11, 19, 35, 67 s;
-//! Windows 3, 9 s), so each rung lands in a bucket of its own.
+//! `/metrics`, in OpenMetrics or the text format as the scraper asks
+//! ([`super::exposition`]). Latency buckets have edges just below and above
+//! every SYN-retransmit rung (classic 1, 3, 7, 15, 31, 63 s; linear 1, 2, 3,
+//! 4, 5, 7, 11, 19, 35, 67 s), so each rung lands in a bucket of its own.
+//!
+//! Series are a budget ([`crate::config::MetricsConfig`]): by default one
+//! histogram (connect) per path and target, 35 series for a target probed
+//! over one path. Every path's counters start at zero when the path is first
+//! seen, so `rate()` reads 0 rather than nothing; a target no longer probed
+//! loses its series ([`Metrics::retain_targets`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,14 +19,37 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::model::Target;
+use crate::config::{Buckets, Grain, MetricPhase, MetricsConfig};
 use crate::model::{Dims, ProbeResult};
+use crate::model::{Outcome, Target};
 use crate::probe::InFlight;
 use crate::probe::scheduler::SkipReason;
 use crate::stats::Phase;
 
-/// Bucket upper bounds in seconds. A rung at T arrives in [T, 1.13 T + 0.1 s]
-/// (timers fire late, never early), so each rung's bucket opens just below T.
+/// `buckets = "rungs"`, upper bounds in seconds. A rung at T arrives in
+/// [T, 1.13 T + 0.1 s] (timers fire late, never early), so each rung's
+/// bucket opens just below T; below a second, a decade is enough to tell a
+/// healthy connect from a slow one.
+pub const RUNG_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.025, 0.1, 0.5, //
+    0.95, 1.25, // 1 s
+    1.95, 2.35, // 2 s (linear)
+    2.95, 3.5, // 3 s (classic total, linear)
+    3.95, 4.6, // 4 s (linear)
+    4.95, 5.75, // 5 s (linear)
+    6.95, 8.0, // 7 s
+    10.95, 12.5, // 11 s (linear)
+    14.95, 17.0, // 15 s
+    18.95, 21.6, // 19 s (linear)
+    30.95, 34.9, // 31 s
+    39.7, // 35 s (linear)
+    62.95, 66.9, // 63 s
+    75.8, // 67 s (linear)
+    135.0,
+];
+
+/// `buckets = "fine"`: the rungs, sub-second detail, the DNS timeouts (5,
+/// 10 s) and the Windows rungs (3, 9 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, //
     0.95, 1.25, // 1 s
@@ -123,8 +153,21 @@ struct SkipLabels {
     reason: String,
 }
 
-fn latency_histogram() -> Histogram {
+fn rung_histogram() -> Histogram {
+    Histogram::new(RUNG_BUCKETS.iter().copied())
+}
+
+fn fine_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS.iter().copied())
+}
+
+fn phase_of(p: MetricPhase) -> Phase {
+    match p {
+        MetricPhase::Dns => Phase::Dns,
+        MetricPhase::Connect => Phase::Connect,
+        MetricPhase::FirstByte => Phase::FirstByte,
+        MetricPhase::Total => Phase::Total,
+    }
 }
 
 /// The registry and handles to every metric.
@@ -144,6 +187,15 @@ pub struct Metrics {
     stalled: Family<StallLabels, Gauge>,
     start_lag: Histogram,
     in_flight_source: Arc<InFlight>,
+    /// The phases with a histogram (none with `buckets = "none"`).
+    phases: Vec<Phase>,
+    grain: Grain,
+    /// Every path seen: its counters were started at zero, and its series
+    /// go when its target does.
+    paths: Mutex<HashSet<PathLabels>>,
+    /// Targets with per-target counters outside their paths (skips, rejected
+    /// node headers), for the same reason.
+    named: Mutex<HashSet<String>>,
     node_header_rejected: Family<TargetLabels, Counter>,
     connections_refused: Family<ServerLabels, Counter>,
     connections_cut: Family<ServerLabels, Counter>,
@@ -154,18 +206,35 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(in_flight: Arc<InFlight>) -> Self {
+    pub fn new(in_flight: Arc<InFlight>, cfg: &MetricsConfig) -> Self {
         let mut registry = Registry::with_prefix("tailprobe");
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register("probes", "Probes finished, by outcome", probes.clone());
         let duration = Family::<PhaseLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
+            match cfg.buckets {
+                Buckets::Fine => fine_histogram,
+                Buckets::Rungs | Buckets::None => rung_histogram,
+            },
         );
-        registry.register(
-            "probe_duration_seconds",
-            "Time from probe start to the end of each phase (dns, connect, first_byte, total)",
-            duration.clone(),
-        );
+        let mut phases: Vec<Phase> = Vec::new();
+        if cfg.buckets != Buckets::None {
+            for p in cfg.phases.iter().map(|p| phase_of(*p)) {
+                if !phases.contains(&p) {
+                    phases.push(p);
+                }
+            }
+        }
+        if !phases.is_empty() {
+            let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
+            registry.register(
+                "probe_duration_seconds",
+                format!(
+                    "Time from probe start to the end of each phase ([metrics] phases: {})",
+                    names.join(", ")
+                ),
+                duration.clone(),
+            );
+        }
         let syn_retransmits = Family::<PathLabels, Counter>::default();
         registry.register(
             "syn_retransmits",
@@ -298,6 +367,10 @@ impl Metrics {
             stalled,
             start_lag,
             in_flight_source: in_flight,
+            phases,
+            grain: cfg.per,
+            paths: Mutex::new(HashSet::new()),
+            named: Mutex::new(HashSet::new()),
             node_header_rejected,
             connections_refused,
             connections_cut,
@@ -307,7 +380,19 @@ impl Metrics {
     }
 
     pub fn observe(&self, r: &ProbeResult) {
-        let path = PathLabels::of(&Dims::of(r));
+        let mut path = PathLabels::of(&Dims::of(r));
+        if self.grain == Grain::Path {
+            path.destination_node.clear();
+            path.target.clear();
+        }
+        if !self
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&path)
+        {
+            self.start_path(&path);
+        }
         let phase_labels = |phase: Phase| PhaseLabels {
             source_node: path.source_node.clone(),
             source_kind: path.source_kind.clone(),
@@ -324,6 +409,9 @@ impl Metrics {
             (Phase::FirstByte, p.first_byte),
             (Phase::Total, completed.then_some(p.total)),
         ] {
+            if !self.phases.contains(&phase) {
+                continue;
+            }
             if let Some(v) = value {
                 self.duration
                     .get_or_create(&phase_labels(phase))
@@ -337,9 +425,10 @@ impl Metrics {
         }
         self.start_lag.observe(r.start_lag.as_secs_f64());
         if r.rejected_node_header {
+            self.name(&r.target.name);
             self.node_header_rejected
                 .get_or_create(&TargetLabels {
-                    target: path.target.clone(),
+                    target: r.target.name.clone(),
                 })
                 .inc();
         }
@@ -355,6 +444,88 @@ impl Metrics {
             .inc();
     }
 
+    /// A path's first probe: its counters start at zero, so a rate over
+    /// them reads 0 before anything went wrong.
+    fn start_path(&self, path: &PathLabels) {
+        let _ = self.syn_retransmits.get_or_create(path);
+        let _ = self.probes.get_or_create(&ProbeLabels {
+            source_node: path.source_node.clone(),
+            source_kind: path.source_kind.clone(),
+            destination_node: path.destination_node.clone(),
+            target: path.target.clone(),
+            path: path.path.clone(),
+            outcome: Outcome::Ok.as_str().into(),
+        });
+        self.paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone());
+    }
+
+    fn name(&self, target: &str) {
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        if !named.contains(target) {
+            named.insert(target.to_string());
+        }
+    }
+
+    /// Drops every series of the targets `keep` refuses (a target that left
+    /// with its node, or rotated out of the pinglist): series never probed
+    /// again would otherwise stay until restart. Returns the paths dropped.
+    pub fn retain_targets(&self, keep: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<PathLabels> = {
+            let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = paths
+                .iter()
+                .filter(|p| !p.target.is_empty() && !keep(&p.target))
+                .cloned()
+                .collect();
+            paths.retain(|p| p.target.is_empty() || keep(&p.target));
+            gone
+        };
+        let named: Vec<String> = {
+            let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+            let gone = named.iter().filter(|t| !keep(t)).cloned().collect();
+            named.retain(|t| keep(t));
+            gone
+        };
+        for p in &gone {
+            for outcome in Outcome::ALL {
+                self.probes.remove(&ProbeLabels {
+                    source_node: p.source_node.clone(),
+                    source_kind: p.source_kind.clone(),
+                    destination_node: p.destination_node.clone(),
+                    target: p.target.clone(),
+                    path: p.path.clone(),
+                    outcome: outcome.as_str().into(),
+                });
+            }
+            for phase in Phase::ALL {
+                self.duration.remove(&PhaseLabels {
+                    source_node: p.source_node.clone(),
+                    source_kind: p.source_kind.clone(),
+                    destination_node: p.destination_node.clone(),
+                    target: p.target.clone(),
+                    path: p.path.clone(),
+                    phase: phase.as_str().into(),
+                });
+            }
+            self.syn_retransmits.remove(p);
+        }
+        for target in &named {
+            for reason in SkipReason::ALL {
+                self.skipped.remove(&SkipLabels {
+                    target: target.clone(),
+                    reason: reason.as_str().into(),
+                });
+            }
+            self.node_header_rejected.remove(&TargetLabels {
+                target: target.clone(),
+            });
+        }
+        gone.len()
+    }
+
     /// The counters a server of this name reports into: connections refused
     /// at the limit, and cut at shutdown.
     pub fn server_counters(&self, server: &str) -> (Counter, Counter) {
@@ -368,6 +539,7 @@ impl Metrics {
     }
 
     pub fn skipped(&self, target: &Target, reason: SkipReason) {
+        self.name(&target.name);
         self.skipped
             .get_or_create(&SkipLabels {
                 target: target.name.clone(),
@@ -426,7 +598,7 @@ impl Metrics {
         }
     }
 
-    /// The text exposition format.
+    /// The exposition in OpenMetrics (what the registry encodes).
     pub fn encode(&self) -> String {
         self.in_flight.set(self.in_flight_source.probes() as i64);
         let pending = self.in_flight_source.pending();
@@ -462,16 +634,11 @@ impl super::Exporter for Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_rung_has_its_own_bucket() {
-        assert!(
-            LATENCY_BUCKETS.windows(2).all(|w| w[0] < w[1]),
-            "bounds ascend"
-        );
-        let bucket = |v: f64| LATENCY_BUCKETS.iter().position(|b| v <= *b).unwrap();
-        let rungs = [
-            1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 15.0, 19.0, 31.0, 35.0, 63.0, 67.0,
-        ];
+    /// Every rung lands in one bucket of its own, apart from faster probes
+    /// and from the next rung.
+    fn each_rung_alone(bounds: &[f64], rungs: &[f64]) {
+        assert!(bounds.windows(2).all(|w| w[0] < w[1]), "bounds ascend");
+        let bucket = |v: f64| bounds.iter().position(|b| v <= *b).unwrap();
         for (i, t) in rungs.iter().enumerate() {
             // Seen on real kernels: a rung is late by up to about 4 %.
             let (early, late) = (bucket(*t), bucket(t * 1.04));
@@ -489,5 +656,105 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_rung_has_its_own_bucket() {
+        // Classic and linear (tcp_syn_linear_timeouts) connect rungs.
+        let linux = [
+            1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0, 15.0, 19.0, 31.0, 35.0, 63.0, 67.0,
+        ];
+        each_rung_alone(RUNG_BUCKETS, &linux);
+        // Fine adds the Windows 9 s rung and the resolver's 10 s.
+        each_rung_alone(
+            LATENCY_BUCKETS,
+            &[
+                1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 9.0, 11.0, 15.0, 19.0, 31.0, 35.0, 63.0, 67.0,
+            ],
+        );
+    }
+
+    fn result(target: &str, outcome: Outcome, syns: u32) -> ProbeResult {
+        let mut r = crate::stats::tests::result(5, outcome, std::time::SystemTime::now());
+        r.target = Arc::new(Target::parse(target, "http://127.0.0.1:1/").unwrap());
+        r.syn_retransmits = syns;
+        r
+    }
+
+    /// The series one target's family lines hold, by name prefix.
+    fn series(text: &str, target: &str) -> usize {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&format!("target=\"{target}\"")))
+            .count()
+    }
+
+    #[test]
+    fn a_target_costs_35_series_by_default_and_starts_at_zero() {
+        let m = Metrics::new(Arc::default(), &MetricsConfig::default());
+        m.observe(&result("a", Outcome::Ok, 0));
+        let text = m.encode();
+        assert_eq!(series(&text, "a"), 35, "{text}");
+        let zero = text
+            .lines()
+            .find(|l| l.starts_with("tailprobe_syn_retransmits_total{") && l.contains("\"a\""))
+            .expect("the counter exists before the first retransmit");
+        assert!(zero.ends_with(" 0"), "{zero}");
+        // A failure adds its outcome, nothing else.
+        m.observe(&result("a", Outcome::ConnectTimeout, 6));
+        assert_eq!(series(&m.encode(), "a"), 36);
+
+        let fine = MetricsConfig {
+            buckets: Buckets::Fine,
+            phases: vec![MetricPhase::Connect, MetricPhase::Total],
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(Arc::default(), &fine);
+        m.observe(&result("a", Outcome::Ok, 0));
+        assert_eq!(
+            series(&m.encode(), "a"),
+            2 * (LATENCY_BUCKETS.len() + 3) + 2
+        );
+
+        let none = MetricsConfig {
+            buckets: Buckets::None,
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(Arc::default(), &none);
+        m.observe(&result("a", Outcome::Ok, 0));
+        let text = m.encode();
+        assert_eq!(series(&text, "a"), 2);
+        assert!(!text.contains("probe_duration_seconds"), "{text}");
+    }
+
+    #[test]
+    fn per_path_series_drop_the_target_and_destination() {
+        let cfg = MetricsConfig {
+            per: Grain::Path,
+            ..MetricsConfig::default()
+        };
+        let m = Metrics::new(Arc::default(), &cfg);
+        for t in ["a", "b", "c"] {
+            m.observe(&result(t, Outcome::Ok, 0));
+        }
+        let text = m.encode();
+        assert_eq!(series(&text, ""), 35, "three targets, one path: {text}");
+        assert!(!text.contains("destination_node=\"node1\""), "{text}");
+    }
+
+    #[test]
+    fn a_target_that_leaves_takes_its_series_along() {
+        let m = Metrics::new(Arc::default(), &MetricsConfig::default());
+        m.observe(&result("stays", Outcome::Ok, 0));
+        m.observe(&result("goes", Outcome::Ok, 0));
+        m.observe(&result("goes", Outcome::Refused, 0));
+        let gone = result("goes", Outcome::Ok, 0);
+        m.skipped(&gone.target, SkipReason::InFlightLimit);
+        assert_eq!(m.retain_targets(|t| t == "stays"), 1);
+        let text = m.encode();
+        assert_eq!(series(&text, "goes"), 0, "{text}");
+        assert_eq!(series(&text, "stays"), 35);
+        // Probed again, it starts over from zero.
+        m.observe(&result("goes", Outcome::Ok, 0));
+        assert_eq!(series(&m.encode(), "goes"), 35);
     }
 }

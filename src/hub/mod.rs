@@ -21,8 +21,8 @@ use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -164,18 +164,11 @@ fn router(state: HubState) -> Router {
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HubState>) -> Response {
+async fn metrics(State(s): State<HubState>, headers: axum::http::HeaderMap) -> Response {
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry)
         .expect("writing to a String cannot fail");
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    crate::export::exposition::respond(&headers, out)
 }
 
 /// One round: pull every prober, then merge and judge what is held.

@@ -32,6 +32,8 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 1] = [SkipReason::InFlightLimit];
+
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::InFlightLimit => "in-flight-limit",

@@ -161,15 +161,8 @@ async fn bearer(
     }
 }
 
-async fn metrics(State(s): State<ApiState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        s.metrics.encode(),
-    )
-        .into_response()
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    crate::export::exposition::respond(&headers, s.metrics.encode())
 }
 
 async fn findings(State(s): State<ApiState>) -> Response {

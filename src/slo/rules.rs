@@ -1,6 +1,8 @@
 //! `tailprobe rules`: the SLO alerts as a PrometheusRule, over the exact
 //! counters the prober exports (`tailprobe_slo_good_total`,
-//! `tailprobe_slo_probes_total`), so Prometheus and the prober agree.
+//! `tailprobe_slo_probes_total`), so Prometheus and the prober agree; and
+//! the alerts on what the detector finds and on tailprobe's own health.
+//! Every alert carries a `runbook_url` into the README's sections.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -19,8 +21,57 @@ pub fn prometheus_duration(d: Duration) -> String {
     format!("{s}s")
 }
 
-/// The YAML of one PrometheusRule with a group per SLO.
-pub fn prometheus_rule(slos: &[SloConfig]) -> String {
+/// A figure as people write it: 14.4 * 0.001 is 0.014400000000000001 in
+/// binary, 0.0144 in an alert.
+fn clean(x: f64) -> f64 {
+    (x * 1e12).round() / 1e12
+}
+
+/// Alerts that hold whatever the SLOs: a finding raised by a prober or the
+/// hub, discovery down, probers the hub cannot reach. Each (alert, `for`,
+/// severity, expression, summary, description, README anchor).
+const HEALTH: &[(&str, &str, &str, &str, &str, &str, &str)] = &[
+    (
+        "TailprobeFinding",
+        "1m",
+        "page",
+        "max by (kind, scope, cause) (tailprobe_findings) > 0",
+        "tailprobe finds {{ $labels.kind }} on {{ $labels.scope }}",
+        "A prober's detector raised {{ $labels.kind }} on {{ $labels.scope }}; likeliest cause {{ $labels.cause }}. The probers' /api/v1/findings carry the evidence and the remediation.",
+        "how-the-detector-decides",
+    ),
+    (
+        "TailprobeClusterFinding",
+        "1m",
+        "page",
+        "max by (kind, scope, cause) (tailprobe_hub_findings) > 0",
+        "tailprobe's hub finds {{ $labels.kind }} on {{ $labels.scope }}",
+        "The hub, judging every prober's window, raised {{ $labels.kind }} on {{ $labels.scope }}; likeliest cause {{ $labels.cause }}. The hub's page and /api/v1/matrix show the cells.",
+        "the-cluster-view",
+    ),
+    (
+        "TailprobeDiscoveryDown",
+        "10m",
+        "ticket",
+        "min by (namespace, pod, resource) (tailprobe_kubernetes_watch_up) == 0",
+        "tailprobe cannot watch {{ $labels.resource }}",
+        "The prober {{ $labels.pod }} keeps probing its last targets, but new nodes and Services go unprobed until the watch of {{ $labels.resource }} works again (API server unreachable, or RBAC).",
+        "kubernetes",
+    ),
+    (
+        "TailprobeProbersUnreachable",
+        "10m",
+        "ticket",
+        "max(tailprobe_hub_probers{state=\"unreachable\"}) > 0",
+        "tailprobe's hub cannot reach {{ $value }} probers",
+        "Their rows are missing from the cluster matrix and the cluster verdict; the hub's /api/v1/probers says why and since when.",
+        "the-cluster-view",
+    ),
+];
+
+/// The YAML of one PrometheusRule: a group per SLO, then tailprobe's own
+/// alerts. `runbook` is the README's URL; anchors follow it.
+pub fn prometheus_rule(slos: &[SloConfig], runbook: &str) -> String {
     let mut y = String::new();
     let _ = writeln!(
         y,
@@ -34,15 +85,11 @@ pub fn prometheus_rule(slos: &[SloConfig]) -> String {
     let _ = writeln!(y, "  labels:");
     let _ = writeln!(y, "    app.kubernetes.io/name: tailprobe");
     let _ = writeln!(y, "spec:");
-    if slos.is_empty() {
-        let _ = writeln!(y, "  groups: []");
-        return y;
-    }
     let _ = writeln!(y, "  groups:");
     for slo in slos {
         let name = &slo.name;
         // 1 - 0.999 is 0.0010000000000000009 in binary; people write 0.001.
-        let budget = ((1.0 - slo.objective) * 1e12).round() / 1e12;
+        let budget = clean(1.0 - slo.objective);
         let windows: BTreeSet<Duration> = slo
             .alerts
             .iter()
@@ -93,13 +140,27 @@ pub fn prometheus_rule(slos: &[SloConfig]) -> String {
             );
             let _ = writeln!(
                 y,
-                "            description: \"Over {long} and {short}, more than {} of probes ({}x the budget of {:.4}%) were not ok within {}. See /api/v1/findings on the probers for the cause.\"",
-                a.factor * budget,
+                "            description: \"Over {long} and {short}, more than {} of probes ({}x the budget of {}%) were not ok within {}. See /api/v1/findings on the probers for the cause.\"",
+                clean(a.factor * budget),
                 a.factor,
-                budget * 100.0,
+                clean(budget * 100.0),
                 slo.threshold
             );
+            let _ = writeln!(y, "            runbook_url: {runbook}#slos");
         }
+    }
+    let _ = writeln!(y, "    - name: tailprobe");
+    let _ = writeln!(y, "      rules:");
+    for (alert, for_, severity, expr, summary, description, anchor) in HEALTH {
+        let _ = writeln!(y, "        - alert: {alert}");
+        let _ = writeln!(y, "          expr: {expr}");
+        let _ = writeln!(y, "          for: {for_}");
+        let _ = writeln!(y, "          labels:");
+        let _ = writeln!(y, "            severity: {severity}");
+        let _ = writeln!(y, "          annotations:");
+        let _ = writeln!(y, "            summary: \"{summary}\"");
+        let _ = writeln!(y, "            description: \"{description}\"");
+        let _ = writeln!(y, "            runbook_url: {runbook}#{anchor}");
     }
     y
 }

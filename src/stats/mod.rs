@@ -296,7 +296,7 @@ impl Stats {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{PathKind, Phases, SourceKind, Target};
 
