@@ -24,9 +24,13 @@ use crate::matrix::{self, MatrixOptions};
     about = "Fresh-connection latency prober that finds SYN-retransmit tails and names their cause"
 )]
 pub struct Cli {
-    /// Log filter, such as `info` or `tailprobe=debug`.
+    /// Log filter, such as `info` or `tailprobe=debug,kube=warn`.
     #[arg(long, global = true, env = "TAILPROBE_LOG", default_value = "info")]
     pub log: String,
+    /// Log lines as text (coloured on a terminal unless NO_COLOR is set) or
+    /// as one JSON object per line, for log pipelines.
+    #[arg(long, global = true, env = "TAILPROBE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -135,6 +139,12 @@ pub struct ClusterMatrixArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Json,
@@ -170,7 +180,10 @@ pub struct EchoArgs {
 /// documented contract (0 healthy, 1 unhealthy, 2 usage or config error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log);
+    if let Err(e) = init_logging(&cli.log, cli.log_format) {
+        eprintln!("tailprobe: {e}");
+        return ExitCode::from(2);
+    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -184,14 +197,39 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+/// The log filter, refused when it would not mean what was typed: a
+/// misspelt level (`--log debgu`) parses as a target name and silences
+/// everything.
+pub fn log_filter(filter: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+        let bare = !d.contains('=') && !d.contains('[');
+        if (bare || d.contains('=')) && !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "--log: \"{d}\" is not a level; use one of {} or TARGET=LEVEL, such as tailprobe=debug",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        format!("--log: \"{filter}\" is not a log filter ({e}); such as info or tailprobe=debug")
+    })
+}
+
+fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
+    let filter = log_filter(filter)?;
+    // https://no-color.org: set and not empty means no colour.
+    let color = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(color).try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
+    Ok(())
 }
 
 /// Runs `f` to completion on a multi-threaded runtime, then gives blocking
@@ -432,18 +470,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let loaded = load(&args.config)?;
             let mut opts = MatrixOptions::from_loaded(&loaded);
             if let Some(n) = args.samples {
+                if n == 0 {
+                    anyhow::bail!("--samples 0 probes nothing; give 1 or more");
+                }
                 opts.samples = n;
             }
             if let Some(c) = args.concurrency {
+                if c == 0 {
+                    anyhow::bail!("--concurrency 0 starts nothing; give 1 or more");
+                }
                 opts.concurrency = c;
             }
             opts.progress = std::io::stderr().is_terminal();
             opts.until_verdict = args.until_verdict;
             let report = block_on(async {
                 let cancel = CancellationToken::new();
-                crate::shutdown::cancel_on_signals(cancel.clone());
-                matrix::run(&loaded, &opts, &cancel).await
+                let caught = crate::shutdown::cancel_on_signals(cancel.clone());
+                let report = matrix::run(&loaded, &opts, &cancel).await;
+                report.map(|mut r| {
+                    r.interrupted = caught.name().map(str::to_string);
+                    r
+                })
             })??;
+            if report.interrupted.is_some() {
+                eprintln!(
+                    "tailprobe: interrupted by {}: the report is partial",
+                    report.interrupted.as_deref().unwrap_or_default()
+                );
+            }
             let text = match args.format {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",

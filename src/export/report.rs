@@ -278,6 +278,10 @@ pub struct MatrixReport {
     /// (`--until-verdict`), before every probe landed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_early: Option<EndedEarly>,
+    /// Set when a signal (SIGINT, SIGTERM) stopped the run: the report is
+    /// partial, its probes in flight were cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 /// A run that ended on its verdict: when, and what it stopped waiting for.
@@ -308,6 +312,7 @@ impl MatrixReport {
             findings: Vec::new(),
             facts: None,
             ended_early: None,
+            interrupted: None,
         }
     }
 
@@ -336,8 +341,15 @@ impl MatrixReport {
     }
 
     /// The process exit code for this report: 0 healthy, 1 otherwise.
+    /// 0 healthy, 1 not, 128 + the signal when one stopped the run (130
+    /// for SIGINT, as a shell reports it): a partial run is never healthy.
     pub fn exit_code(&self) -> u8 {
-        if self.healthy() { 0 } else { 1 }
+        match self.interrupted.as_deref() {
+            Some("SIGINT") => 130,
+            Some(_) => 143,
+            None if self.healthy() => 0,
+            None => 1,
+        }
     }
 
     pub fn to_json(&self) -> String {
@@ -356,6 +368,12 @@ impl MatrixReport {
             self.started_at,
             self.finished_at
         );
+        if let Some(signal) = &self.interrupted {
+            let _ = writeln!(
+                out,
+                "INTERRUPTED by {signal}: a partial run; the probes then in flight were cancelled and the verdict covers only what landed"
+            );
+        }
         if let Some(e) = &self.ended_early {
             let _ = writeln!(
                 out,
