@@ -13,6 +13,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde::Deserialize;
 use serde_json::Value;
 use tailprobe::cli::{Cli, Command};
@@ -72,6 +73,7 @@ struct Kustomization {
     images: Vec<Value>,
     #[serde(default)]
     patches: Vec<Value>,
+    generator_options: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -120,6 +122,7 @@ fn every_manifest_is_a_valid_typed_object() {
                 "Service" => drop(typed::<Service>(&doc, f)),
                 "ConfigMap" => drop(typed::<ConfigMap>(&doc, f)),
                 "NetworkPolicy" => drop(typed::<NetworkPolicy>(&doc, f)),
+                "PriorityClass" => drop(typed::<PriorityClass>(&doc, f)),
                 // Prometheus operator kinds: no k8s-openapi type; check the
                 // group and the parts the operator requires.
                 "ServiceMonitor" | "PrometheusRule" => {
@@ -287,10 +290,6 @@ fn daemonsets_run_a_command_line_the_cli_accepts_with_a_config_that_checks() {
                 res.requests.as_ref().unwrap().contains_key(k),
                 "{kind}: request {k}"
             );
-            assert!(
-                res.limits.as_ref().unwrap().contains_key(k),
-                "{kind}: limit {k}"
-            );
         }
         let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
             p.as_ref()
@@ -374,6 +373,119 @@ fn the_jaeger_overlay_points_both_daemonsets_at_jaeger() {
     assert_eq!(endpoint, want, "the gRPC port of the jaeger Service");
 }
 
+/// Every object under deploy/ but the kustomizations.
+fn objects() -> Vec<(PathBuf, Value)> {
+    let mut files = Vec::new();
+    yaml_files(&deploy(), &mut files);
+    files
+        .into_iter()
+        .flat_map(|f| {
+            documents(&std::fs::read_to_string(&f).unwrap())
+                .into_iter()
+                .filter(|d| d["kind"] != "Kustomization")
+                .map(move |d| (f.clone(), d))
+        })
+        .collect()
+}
+
+/// The labels Kubernetes recommends, on every object: what it is, which
+/// installation, what it belongs to, what manages it.
+fn has_recommended_labels(d: &Value) -> Result<(), String> {
+    let labels = &d["metadata"]["labels"];
+    for key in ["name", "instance", "part-of", "managed-by"] {
+        let k = format!("app.kubernetes.io/{key}");
+        if !labels[&k].is_string() {
+            return Err(format!("{} {} lacks {k}", d["kind"], d["metadata"]["name"]));
+        }
+    }
+    Ok(())
+}
+
+/// The ClusterRole reads only what discovery must see cluster-wide; pods
+/// (whose specs carry env values) only through a Role in the namespace.
+fn cluster_scope_is_least(docs: &[Value]) {
+    for d in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
+        let role: ClusterRole = serde_json::from_value(d.clone()).unwrap();
+        for rule in role.rules.iter().flatten() {
+            for res in rule.resources.iter().flatten() {
+                assert!(
+                    ["nodes", "services", "endpointslices"].contains(&res.as_str()),
+                    "the ClusterRole grants {res} cluster-wide"
+                );
+            }
+            for verb in &rule.verbs {
+                assert!(
+                    ["list", "watch"].contains(&verb.as_str()),
+                    "the ClusterRole may {verb}"
+                );
+            }
+        }
+    }
+    let pods = docs
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "tailprobe")
+        .map(|d| serde_json::from_value::<Role>(d.clone()).unwrap())
+        .flat_map(|r| r.rules.unwrap_or_default())
+        .any(|r| {
+            r.resources
+                .unwrap_or_default()
+                .contains(&"pods".to_string())
+        });
+    assert!(pods, "the probers watch their own pods through a Role");
+}
+
+#[test]
+fn objects_carry_the_recommended_labels_and_the_probers_fit_every_linux_node() {
+    let all = objects();
+    for (f, d) in &all {
+        if let Err(e) = has_recommended_labels(d) {
+            panic!("{}: {e}", f.display());
+        }
+    }
+    let docs: Vec<Value> = all.iter().map(|(_, d)| d.clone()).collect();
+    cluster_scope_is_least(&docs);
+    let kustomization =
+        documents(&std::fs::read_to_string(deploy().join("base/kustomization.yaml")).unwrap())
+            .remove(0);
+    let tag = kustomization["images"][0]["newTag"].as_str().unwrap();
+    assert_eq!(
+        tag,
+        env!("CARGO_PKG_VERSION"),
+        "the image tag is this version"
+    );
+    let classes: Vec<String> = docs
+        .iter()
+        .filter(|d| d["kind"] == "PriorityClass")
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for (kind, ds) in daemonsets() {
+        let version = ds.metadata.labels.as_ref().unwrap()["app.kubernetes.io/version"].clone();
+        assert_eq!(version, tag, "{kind}: the version label is the image tag");
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        assert_eq!(
+            pod.node_selector
+                .unwrap_or_default()
+                .get("kubernetes.io/os")
+                .map(String::as_str),
+            Some("linux"),
+            "{kind}: a Linux image runs on Linux nodes only"
+        );
+        let class = pod.priority_class_name.expect("a priority class");
+        assert!(classes.contains(&class), "{kind}: {class} is shipped");
+        let res = pod.containers[0].resources.clone().unwrap();
+        let limits = res.limits.unwrap_or_default();
+        assert!(
+            !limits.contains_key("cpu"),
+            "{kind}: a CPU limit throttles the prober inside its own measurements"
+        );
+        assert!(
+            limits.contains_key("memory"),
+            "{kind}: memory stays bounded"
+        );
+        assert!(res.requests.unwrap_or_default().contains_key("cpu"));
+    }
+}
+
 /// kustomize itself, where kubectl is installed: every kustomization renders,
 /// and what it renders parses; the ConfigMap carries the checked config.
 #[test]
@@ -435,6 +547,19 @@ fn kustomize_renders_every_kustomization() {
                 "deploy/{dir}"
             );
         }
+        // The rendered objects keep their labels and RBAC scope, the
+        // namespaced ones land in tailprobe's namespace.
+        for d in &docs {
+            if let Err(e) = has_recommended_labels(d) {
+                panic!("deploy/{dir}: {e}");
+            }
+            if ["Role", "RoleBinding", "DaemonSet", "ServiceAccount"]
+                .contains(&d["kind"].as_str().unwrap_or_default())
+            {
+                assert_eq!(d["metadata"]["namespace"], "tailprobe", "deploy/{dir}: {d}");
+            }
+        }
+        cluster_scope_is_least(&docs);
         let subjects = docs
             .iter()
             .filter(|d| d["kind"] == "ClusterRoleBinding")

@@ -83,7 +83,14 @@ pub fn prometheus_rule(slos: &[SloConfig], runbook: &str) -> String {
     let _ = writeln!(y, "metadata:");
     let _ = writeln!(y, "  name: tailprobe-slos");
     let _ = writeln!(y, "  labels:");
-    let _ = writeln!(y, "    app.kubernetes.io/name: tailprobe");
+    for label in [
+        "name: tailprobe",
+        "instance: tailprobe",
+        "part-of: tailprobe",
+        "managed-by: kustomize",
+    ] {
+        let _ = writeln!(y, "    app.kubernetes.io/{label}");
+    }
     let _ = writeln!(y, "spec:");
     let _ = writeln!(y, "  groups:");
     for slo in slos {

@@ -68,10 +68,13 @@ pub fn start(
         )
         .modify(clear_managed_fields),
     );
+    // Only the prober pods of this namespace are trusted (see `plan`), so
+    // only they are watched: a cluster-wide pod watch would hand every
+    // prober every pod spec in the cluster, env values included.
     let pods = w.spawn(
         "pods",
         watcher::watcher(
-            Api::<Pod>::all(client.clone()),
+            Api::<Pod>::namespaced(client.clone(), &me.namespace),
             watcher::Config::default().labels(&cfg.prober_selector),
         )
         .modify(clear_managed_fields),
