@@ -40,3 +40,11 @@ pub mod targets;
 
 /// The version reported in metrics, the `User-Agent` and traces.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Makes ring the process's rustls crypto provider, once; every HTTP client
+/// that may speak TLS (the hub's pulls, OTLP over HTTPS) is built after it.
+/// ring is the one provider compiled in (kube brings it), and rustls will
+/// not guess one for a client that does not name it.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

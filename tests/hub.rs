@@ -324,7 +324,10 @@ async fn a_prober_runs_one_bounded_round_at_a_time() {
         ),
     );
     let _p = common::daemon(&cfg, &[]);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = {
+        tailprobe::install_crypto();
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    };
     let url = format!("http://{listen}/api/v1/round?samples=2");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while try_get(&listen, "/readyz").await.map(|r| r.0) != Some(200) {

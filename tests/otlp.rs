@@ -82,7 +82,7 @@ fn http_export_configured_only_by_otel_variables() {
     let spans = rx.spans("http");
     let roots: Vec<&(Value, Value)> = spans
         .iter()
-        .filter(|(_, s)| s["name"].as_str().unwrap().starts_with("probe "))
+        .filter(|(_, s)| s["name"].as_str().unwrap().starts_with("GET "))
         .collect();
     assert_eq!(roots.len(), 4, "failed probes are always kept: {spans:#?}");
     for (res, s) in &roots {
@@ -102,7 +102,7 @@ fn http_export_configured_only_by_otel_variables() {
     }
     let refused = roots
         .iter()
-        .find(|(_, s)| s["name"] == "probe refused")
+        .find(|(_, s)| s["name"] == "GET refused")
         .unwrap();
     assert_eq!(
         attr(&refused.1["attributes"], "error.type").as_deref(),
@@ -116,7 +116,7 @@ fn http_export_configured_only_by_otel_variables() {
     // event, and a connect child span under it.
     let stalled = &roots
         .iter()
-        .find(|(_, s)| s["name"] == "probe stalled")
+        .find(|(_, s)| s["name"] == "GET stalled")
         .unwrap()
         .1;
     let a = &stalled["attributes"];
@@ -196,7 +196,7 @@ fn grpc_export_configured_in_the_file_keeps_healthy_probes_at_its_ratio() {
     let roots: Vec<&Value> = spans
         .iter()
         .map(|(_, s)| s)
-        .filter(|s| s["name"] == "probe fine")
+        .filter(|s| s["name"] == "GET fine")
         .collect();
     assert_eq!(roots.len(), 2, "{spans:#?}");
     for root in roots {

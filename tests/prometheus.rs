@@ -147,7 +147,10 @@ async fn a_running_daemon_passes_promtool_and_a_real_scrape_keeps_types() {
         .kill_on_drop(true)
         .spawn()
         .expect("prometheus (Debian's prometheus package) runs");
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = {
+        tailprobe::install_crypto();
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    };
     let get = |path: String| {
         let client = client.clone();
         let url = format!("http://{web}{path}");

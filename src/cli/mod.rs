@@ -180,6 +180,7 @@ pub struct EchoArgs {
 /// documented contract (0 healthy, 1 unhealthy, 2 usage or config error).
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::install_crypto();
     if let Err(e) = init_logging(&cli.log, cli.log_format) {
         eprintln!("tailprobe: {e}");
         return ExitCode::from(2);

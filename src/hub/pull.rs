@@ -227,6 +227,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 impl Puller {
     pub fn new(cfg: &HubConfig, token: Option<Arc<str>>) -> Result<Self, reqwest::Error> {
+        crate::install_crypto();
         Ok(Self {
             via: Via::Direct(
                 reqwest::Client::builder()

@@ -35,7 +35,10 @@ impl Browser {
             .spawn()
             .expect("chromedriver starts");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = {
+            tailprobe::install_crypto();
+            reqwest::Client::builder().no_proxy().build().unwrap()
+        };
         let ready = async {
             loop {
                 if let Ok(r) = http.get(format!("{base}/status")).send().await

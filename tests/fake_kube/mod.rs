@@ -333,7 +333,10 @@ async fn proxy(
         port.unwrap_or(80),
         query.map(|q| format!("?{q}")).unwrap_or_default()
     );
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = {
+        tailprobe::install_crypto();
+        reqwest::Client::builder().no_proxy().build().unwrap()
+    };
     let req = client
         .request(method.clone(), &url)
         .header("accept-encoding", "gzip")

@@ -1,15 +1,28 @@
-//! OTLP: one trace per probe and probe metrics, to any OpenTelemetry
-//! collector (Jaeger reads the traces). Configured the OpenTelemetry way:
+//! OTLP: one trace per probe, probe metrics and alert records, to any
+//! OpenTelemetry collector. Configured the OpenTelemetry way:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL` (grpc or
-//! http/protobuf), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME`,
-//! `OTEL_RESOURCE_ATTRIBUTES` and the per-signal variants work with no
-//! config entry; `[otlp]` can set the endpoint and protocol too.
+//! http/protobuf), `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! the TLS files ([`tls`]), `OTEL_SERVICE_NAME` and
+//! `OTEL_RESOURCE_ATTRIBUTES` ([`resource`]), `OTEL_TRACES_SAMPLER`
+//! ([`sampler`]), `OTEL_SDK_DISABLED` and the per-signal variants work with
+//! no config entry; `[otlp]` can set the endpoint and protocol too.
 //!
 //! Spans are built after a probe ends, with its real timestamps, so sampling
-//! is decided on the outcome: every failed, slow or SYN-retransmitting probe
-//! is kept, healthy ones at `healthy_sample_ratio`. The SDK's batch processor
-//! holds at most `max_queue` spans and drops past that: exporting never
-//! blocks probing.
+//! is decided on the outcome ([`sampler`]). The SDK's batch processor holds
+//! at most `max_queue` spans and drops past that: exporting never blocks
+//! probing.
+//!
+//! Span names follow the HTTP semantic conventions' `{method} {target}`
+//! for clients, with the probe target's name standing for the URL template
+//! (bounded, chosen by the operator): `GET svc-on-node1`; a TCP probe is
+//! `connect NAME`, a DNS probe `query NAME`. `error.type` is the status
+//! code for an HTTP status outside the valid ranges, else the outcome
+//! (`refused`, `connect-timeout`, ...), low-cardinality as the conventions
+//! ask.
+
+mod resource;
+pub mod sampler;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +38,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
+use self::sampler::Sampling;
 use crate::config::OtlpConfig;
 use crate::model::ProbeKind;
 use crate::model::SynSchedule;
@@ -43,6 +57,8 @@ pub enum OtlpError {
         signal: &'static str,
         message: String,
     },
+    #[error("OTLP TLS: {0}")]
+    Tls(String),
 }
 
 fn env(name: &str) -> Option<String> {
@@ -265,7 +281,36 @@ pub struct Otlp {
     probes: Counter<u64>,
     retransmits: Counter<u64>,
     cfg: OtlpConfig,
+    sampling: Sampling,
     schedule: SynSchedule,
+}
+
+/// The collector endpoint one signal goes to: `[otlp] endpoint`, else the
+/// per-signal variable, else the general one.
+fn endpoint(cfg: &OtlpConfig, signal: &str) -> Option<String> {
+    cfg.endpoint
+        .clone()
+        .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
+        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+}
+
+/// The TLS files of a signal whose endpoint is `https://`; `None` for a
+/// plain one (where certificate files are said to be ignored).
+fn tls_for(cfg: &OtlpConfig, signal: &str) -> Option<tls::TlsFiles> {
+    let files = tls::TlsFiles::from_env(signal, &env);
+    let https = endpoint(cfg, signal).is_some_and(|e| e.starts_with("https://"));
+    if !https && files.any() {
+        tracing::warn!(
+            signal,
+            "OTLP certificate files are set but the endpoint is not https://; they are ignored."
+        );
+    }
+    https.then_some(files)
+}
+
+/// `OTEL_SDK_DISABLED=true`: the specification's switch for every signal.
+fn sdk_disabled() -> bool {
+    env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 impl std::fmt::Debug for Otlp {
@@ -280,14 +325,16 @@ impl Otlp {
     /// Whether OTLP is configured at all: an `[otlp]` table, or an endpoint
     /// in the standard variables.
     pub fn configured(cfg: Option<&OtlpConfig>) -> bool {
-        cfg.is_some()
-            || [
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-            ]
-            .iter()
-            .any(|v| env(v).is_some())
+        !sdk_disabled()
+            && (cfg.is_some()
+                || [
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                ]
+                .iter()
+                .any(|v| env(v).is_some()))
     }
 
     /// Builds the pipeline; call it inside the tokio runtime (the gRPC
@@ -299,20 +346,20 @@ impl Otlp {
         counters: ExportCounters,
     ) -> Result<Option<Self>, OtlpError> {
         if !Self::configured(cfg) {
+            if sdk_disabled() {
+                tracing::info!("OTEL_SDK_DISABLED is true: no OTLP export.");
+            }
             return Ok(None);
         }
+        // The exporter's HTTP client is built with TLS compiled in, which
+        // wants the provider named.
+        crate::install_crypto();
         let cfg = cfg.cloned().unwrap_or_default();
-        let mut attrs = vec![
-            KeyValue::new("service.version", crate::VERSION),
-            KeyValue::new("k8s.node.name", node.to_string()),
-        ];
-        if let Some(pod) = env("POD_NAME") {
-            attrs.push(KeyValue::new("k8s.pod.name", pod));
+        let resource = resource::resource(node, &env);
+        let (sampling, warning) = Sampling::from_env(cfg.healthy_sample_ratio, &env);
+        if let Some(w) = warning {
+            tracing::warn!("{w}");
         }
-        if env("OTEL_SERVICE_NAME").is_none() {
-            attrs.push(KeyValue::new("service.name", "tailprobe"));
-        }
-        let resource = Resource::builder().with_attributes(attrs).build();
         let url = |path: &str| {
             cfg.endpoint
                 .as_ref()
@@ -325,11 +372,15 @@ impl Otlp {
             }
         };
 
+        use opentelemetry_otlp::{WithHttpConfig, WithTonicConfig};
         let spans = match wire(&cfg, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")? {
             Wire::Grpc => {
                 let mut b = SpanExporter::builder().with_tonic();
                 if let Some(e) = &cfg.endpoint {
                     b = b.with_endpoint(e.clone());
+                }
+                if let Some(files) = tls_for(&cfg, "TRACES") {
+                    b = b.with_tls_config(tls::grpc(&files)?);
                 }
                 b.build()
             }
@@ -339,6 +390,9 @@ impl Otlp {
                     .with_protocol(Protocol::HttpBinary);
                 if let Some(e) = url("/v1/traces") {
                     b = b.with_endpoint(e);
+                }
+                if let Some(files) = tls_for(&cfg, "TRACES") {
+                    b = b.with_http_client(tls::http(&files, tls::timeout("TRACES", &env))?);
                 }
                 b.build()
             }
@@ -365,7 +419,10 @@ impl Otlp {
             max,
             dropped: counters.dropped.clone(),
         };
+        // tailprobe decides on the outcome (`sampler`); the SDK's head
+        // sampler, left to OTEL_TRACES_SAMPLER, would decide again blind.
         let traces = SdkTracerProvider::builder()
+            .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
             .with_span_processor(processor)
             .with_resource(resource.clone())
             .build();
@@ -376,6 +433,9 @@ impl Otlp {
                 if let Some(e) = &cfg.endpoint {
                     b = b.with_endpoint(e.clone());
                 }
+                if let Some(files) = tls_for(&cfg, "METRICS") {
+                    b = b.with_tls_config(tls::grpc(&files)?);
+                }
                 b.build()
             }
             Wire::Http => {
@@ -384,6 +444,9 @@ impl Otlp {
                     .with_protocol(Protocol::HttpBinary);
                 if let Some(e) = url("/v1/metrics") {
                     b = b.with_endpoint(e);
+                }
+                if let Some(files) = tls_for(&cfg, "METRICS") {
+                    b = b.with_http_client(tls::http(&files, tls::timeout("METRICS", &env))?);
                 }
                 b.build()
             }
@@ -395,6 +458,9 @@ impl Otlp {
                 if let Some(e) = &cfg.endpoint {
                     b = b.with_endpoint(e.clone());
                 }
+                if let Some(files) = tls_for(&cfg, "LOGS") {
+                    b = b.with_tls_config(tls::grpc(&files)?);
+                }
                 b.build()
             }
             Wire::Http => {
@@ -403,6 +469,9 @@ impl Otlp {
                     .with_protocol(Protocol::HttpBinary);
                 if let Some(e) = url("/v1/logs") {
                     b = b.with_endpoint(e);
+                }
+                if let Some(files) = tls_for(&cfg, "LOGS") {
+                    b = b.with_http_client(tls::http(&files, tls::timeout("LOGS", &env))?);
                 }
                 b.build()
             }
@@ -461,13 +530,15 @@ impl Otlp {
                 .build(),
             meters,
             cfg,
+            sampling,
             schedule,
         }))
     }
 
     /// Whether a probe's trace is kept.
     pub fn keep(&self, r: &ProbeResult) -> bool {
-        keep(&self.cfg, r, rand::random::<f64>())
+        self.sampling
+            .keep(telling(&self.cfg, r), rand::random::<f64>())
     }
 
     /// How often an active alert is sent again.
@@ -548,7 +619,12 @@ impl Otlp {
             attrs.push(KeyValue::new("network.local.port", i64::from(l.port())));
         }
         if !r.outcome.is_ok() {
-            attrs.push(KeyValue::new("error.type", r.outcome.as_str()));
+            // The conventions: the status code for an HTTP status error.
+            let kind = match (r.outcome, r.status) {
+                (Outcome::HttpStatus, Some(code)) => code.to_string(),
+                _ => r.outcome.as_str().to_string(),
+            };
+            attrs.push(KeyValue::new("error.type", kind));
         }
         if let Some(rung) = self.schedule.rung_seconds(r.syn_retransmits) {
             attrs.push(KeyValue::new("tailprobe.rung_seconds", rung));
@@ -556,7 +632,11 @@ impl Otlp {
         let start = r.started_at;
         let root = self
             .tracer
-            .span_builder(format!("probe {}", t.name))
+            .span_builder(match t.kind {
+                ProbeKind::Http => format!("GET {}", t.name),
+                ProbeKind::Tcp => format!("connect {}", t.name),
+                ProbeKind::Dns(_) => format!("query {}", t.name),
+            })
             .with_kind(SpanKind::Client)
             .with_start_time(start)
             .with_attributes(attrs)
@@ -660,13 +740,16 @@ impl Otlp {
     }
 }
 
-/// Whether a probe's trace is kept, `draw` being uniform in [0, 1): every
-/// failed, retransmitting or slow probe; healthy ones at the ratio.
+/// A probe whose trace is evidence: failed, retransmitting or slow.
+fn telling(cfg: &OtlpConfig, r: &ProbeResult) -> bool {
+    !r.outcome.is_ok() || r.syn_retransmits > 0 || r.phases.total >= cfg.slow.get()
+}
+
+/// Whether a probe's trace is kept under `[otlp]` alone, `draw` being
+/// uniform in [0, 1).
+#[cfg(test)]
 fn keep(cfg: &OtlpConfig, r: &ProbeResult, draw: f64) -> bool {
-    !r.outcome.is_ok()
-        || r.syn_retransmits > 0
-        || r.phases.total >= cfg.slow.get()
-        || draw < cfg.healthy_sample_ratio
+    Sampling::Healthy(cfg.healthy_sample_ratio).keep(telling(cfg, r), draw)
 }
 
 /// How long stopping may spend flushing OTLP, all signals together.
