@@ -20,6 +20,7 @@
 //! (`refused`, `connect-timeout`, ...), low-cardinality as the conventions
 //! ask.
 
+mod exporters;
 mod resource;
 pub mod sampler;
 mod tls;
@@ -33,7 +34,6 @@ use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{MetricExporter, Protocol, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
@@ -63,26 +63,6 @@ pub enum OtlpError {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Wire {
-    Grpc,
-    Http,
-}
-
-fn wire(cfg: &OtlpConfig, signal_var: &str) -> Result<Wire, OtlpError> {
-    let p = cfg
-        .protocol
-        .clone()
-        .or_else(|| env(signal_var))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .unwrap_or_else(|| "http/protobuf".into());
-    match p.as_str() {
-        "grpc" => Ok(Wire::Grpc),
-        "http/protobuf" => Ok(Wire::Http),
-        other => Err(OtlpError::Protocol(other.into())),
-    }
 }
 
 /// What the OTLP pipeline delivered and every way it lost something, shared
@@ -282,30 +262,12 @@ pub struct Otlp {
     retransmits: Counter<u64>,
     cfg: OtlpConfig,
     sampling: Sampling,
+    /// Signals with an endpoint of their own or a general one, and not
+    /// turned off (`OTEL_TRACES_EXPORTER=none`): a signal without one is
+    /// not sent anywhere, so a traces-only backend is never sent metrics.
+    traces_on: bool,
+    logs_on: bool,
     schedule: SynSchedule,
-}
-
-/// The collector endpoint one signal goes to: `[otlp] endpoint`, else the
-/// per-signal variable, else the general one.
-fn endpoint(cfg: &OtlpConfig, signal: &str) -> Option<String> {
-    cfg.endpoint
-        .clone()
-        .or_else(|| env(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")))
-        .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-}
-
-/// The TLS files of a signal whose endpoint is `https://`; `None` for a
-/// plain one (where certificate files are said to be ignored).
-fn tls_for(cfg: &OtlpConfig, signal: &str) -> Option<tls::TlsFiles> {
-    let files = tls::TlsFiles::from_env(signal, &env);
-    let https = endpoint(cfg, signal).is_some_and(|e| e.starts_with("https://"));
-    if !https && files.any() {
-        tracing::warn!(
-            signal,
-            "OTLP certificate files are set but the endpoint is not https://; they are ignored."
-        );
-    }
-    https.then_some(files)
 }
 
 /// `OTEL_SDK_DISABLED=true`: the specification's switch for every signal.
@@ -354,146 +316,46 @@ impl Otlp {
         // The exporter's HTTP client is built with TLS compiled in, which
         // wants the provider named.
         crate::install_crypto();
+        let table = cfg.is_some();
         let cfg = cfg.cloned().unwrap_or_default();
         let resource = resource::resource(node, &env);
         let (sampling, warning) = Sampling::from_env(cfg.healthy_sample_ratio, &env);
         if let Some(w) = warning {
             tracing::warn!("{w}");
         }
-        let url = |path: &str| {
-            cfg.endpoint
-                .as_ref()
-                .map(|e| format!("{}{path}", e.trim_end_matches('/')))
-        };
-        let build = |signal: &'static str| {
-            move |e: opentelemetry_otlp::ExporterBuildError| OtlpError::Build {
-                signal,
-                message: e.to_string(),
-            }
-        };
-
-        use opentelemetry_otlp::{WithHttpConfig, WithTonicConfig};
-        let spans = match wire(&cfg, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")? {
-            Wire::Grpc => {
-                let mut b = SpanExporter::builder().with_tonic();
-                if let Some(e) = &cfg.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if let Some(files) = tls_for(&cfg, "TRACES") {
-                    b = b.with_tls_config(tls::grpc(&files)?);
-                }
-                b.build()
-            }
-            Wire::Http => {
-                let mut b = SpanExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary);
-                if let Some(e) = url("/v1/traces") {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(files) = tls_for(&cfg, "TRACES") {
-                    b = b.with_http_client(tls::http(&files, tls::timeout("TRACES", &env))?);
-                }
-                b.build()
-            }
-        }
-        .map_err(build("trace"))?;
-        let pending = Arc::new(AtomicUsize::new(0));
-        let spans = Counting {
-            inner: spans,
-            counters: counters.clone(),
-            pending: Arc::clone(&pending),
-            log: crate::ratelimit::RateLimit::new(10),
-        };
-        let max = cfg.max_queue.max(1);
-        let processor = BoundedQueue {
-            inner: BatchSpanProcessor::builder(spans)
-                .with_batch_config(
-                    BatchConfigBuilder::default()
-                        .with_max_queue_size(max)
-                        .with_scheduled_delay(Duration::from_secs(1))
-                        .build(),
-                )
-                .build(),
-            pending,
-            max,
-            dropped: counters.dropped.clone(),
-        };
+        let on = |signal: &str| exporters::on(&cfg, table, signal);
+        let traces_on = on("TRACES");
         // tailprobe decides on the outcome (`sampler`); the SDK's head
         // sampler, left to OTEL_TRACES_SAMPLER, would decide again blind.
-        let traces = SdkTracerProvider::builder()
+        let mut traces = SdkTracerProvider::builder()
             .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
-            .with_span_processor(processor)
-            .with_resource(resource.clone())
-            .build();
-
-        let metrics = match wire(&cfg, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")? {
-            Wire::Grpc => {
-                let mut b = MetricExporter::builder().with_tonic();
-                if let Some(e) = &cfg.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if let Some(files) = tls_for(&cfg, "METRICS") {
-                    b = b.with_tls_config(tls::grpc(&files)?);
-                }
-                b.build()
-            }
-            Wire::Http => {
-                let mut b = MetricExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary);
-                if let Some(e) = url("/v1/metrics") {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(files) = tls_for(&cfg, "METRICS") {
-                    b = b.with_http_client(tls::http(&files, tls::timeout("METRICS", &env))?);
-                }
-                b.build()
-            }
+            .with_resource(resource.clone());
+        if traces_on {
+            let pending = Arc::new(AtomicUsize::new(0));
+            let spans = Counting {
+                inner: exporters::spans(&cfg)?,
+                counters: counters.clone(),
+                pending: Arc::clone(&pending),
+                log: crate::ratelimit::RateLimit::new(10),
+            };
+            let max = cfg.max_queue.max(1);
+            traces = traces.with_span_processor(BoundedQueue {
+                inner: BatchSpanProcessor::builder(spans)
+                    .with_batch_config(
+                        BatchConfigBuilder::default()
+                            .with_max_queue_size(max)
+                            .with_scheduled_delay(Duration::from_secs(1))
+                            .build(),
+                    )
+                    .build(),
+                pending,
+                max,
+                dropped: counters.dropped.clone(),
+            });
         }
-        .map_err(build("metric"))?;
-        let log_exporter = match wire(&cfg, "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL")? {
-            Wire::Grpc => {
-                let mut b = opentelemetry_otlp::LogExporter::builder().with_tonic();
-                if let Some(e) = &cfg.endpoint {
-                    b = b.with_endpoint(e.clone());
-                }
-                if let Some(files) = tls_for(&cfg, "LOGS") {
-                    b = b.with_tls_config(tls::grpc(&files)?);
-                }
-                b.build()
-            }
-            Wire::Http => {
-                let mut b = opentelemetry_otlp::LogExporter::builder()
-                    .with_http()
-                    .with_protocol(Protocol::HttpBinary);
-                if let Some(e) = url("/v1/logs") {
-                    b = b.with_endpoint(e);
-                }
-                if let Some(files) = tls_for(&cfg, "LOGS") {
-                    b = b.with_http_client(tls::http(&files, tls::timeout("LOGS", &env))?);
-                }
-                b.build()
-            }
-        }
-        .map_err(build("log"))?;
-        let log_exporter = CountingLogs {
-            inner: log_exporter,
-            failed: counters.log_records_failed.clone(),
-            log: crate::ratelimit::RateLimit::new(10),
-        };
-        let metrics = CountingMetrics {
-            inner: metrics,
-            failed: counters.metric_exports_failed.clone(),
-            log: crate::ratelimit::RateLimit::new(10),
-        };
-        let logs = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
-            .with_batch_exporter(log_exporter)
+        let traces = traces.build();
+        let mut meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())
-            .build();
-        let meters = SdkMeterProvider::builder()
-            .with_periodic_exporter(metrics)
-            .with_resource(resource)
             .with_view(|i: &Instrument| {
                 (i.name() == "tailprobe.probe.duration")
                     .then(|| {
@@ -507,8 +369,38 @@ impl Otlp {
                             .ok()
                     })
                     .flatten()
-            })
-            .build();
+            });
+        if on("METRICS") {
+            meters = meters.with_periodic_exporter(CountingMetrics {
+                inner: exporters::metrics(&cfg)?,
+                failed: counters.metric_exports_failed.clone(),
+                log: crate::ratelimit::RateLimit::new(10),
+            });
+        }
+        let meters = meters.build();
+        let logs_on = on("LOGS");
+        let mut logs =
+            opentelemetry_sdk::logs::SdkLoggerProvider::builder().with_resource(resource);
+        if logs_on {
+            logs = logs.with_batch_exporter(CountingLogs {
+                inner: exporters::logs(&cfg)?,
+                failed: counters.log_records_failed.clone(),
+                log: crate::ratelimit::RateLimit::new(10),
+            });
+        }
+        let logs = logs.build();
+        let metrics_on = on("METRICS");
+        tracing::info!(
+            traces = traces_on,
+            metrics = metrics_on,
+            alerts = logs_on,
+            "OTLP export."
+        );
+        if !logs_on {
+            tracing::warn!(
+                "OTLP log records are not exported (no endpoint for them): alerts go to this log and /metrics only."
+            );
+        }
         let meter = meters.meter("tailprobe");
         Ok(Some(Self {
             logger: opentelemetry::logs::LoggerProvider::logger(&logs, "tailprobe"),
@@ -531,6 +423,8 @@ impl Otlp {
             meters,
             cfg,
             sampling,
+            traces_on,
+            logs_on,
             schedule,
         }))
     }
@@ -548,6 +442,9 @@ impl Otlp {
 
     /// Sends an alert as a log record, linked to its first example trace.
     pub fn send(&self, a: &crate::export::alerts::Alert) {
+        if !self.logs_on {
+            return;
+        }
         use crate::export::alerts::Severity as S;
         use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, Severity};
         let mut rec = self.logger.create_log_record();
@@ -594,7 +491,8 @@ impl Otlp {
 
     /// Exports a finished probe's trace when it is kept; returns it.
     pub fn trace(&self, r: &ProbeResult) -> Option<TraceRef> {
-        (r.outcome != Outcome::Cancelled && self.keep(r)).then(|| self.span(r, Self::dims(r)))
+        (self.traces_on && r.outcome != Outcome::Cancelled && self.keep(r))
+            .then(|| self.span(r, Self::dims(r)))
     }
 
     fn span(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> TraceRef {

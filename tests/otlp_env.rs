@@ -1,11 +1,12 @@
-//! OTLP the way production collectors take it, against the real receiver
-//! (oteltest) behind a TLS front that demands a client certificate: gRPC
-//! and HTTP over TLS with `OTEL_EXPORTER_OTLP_CERTIFICATE` and a client
+//! OTLP configured the OpenTelemetry way, against the real receiver
+//! (oteltest): gRPC and HTTP over mutual TLS through a TLS front that
+//! demands a client certificate (`OTEL_EXPORTER_OTLP_CERTIFICATE`, client
 //! certificate and key; without the client certificate nothing gets
-//! through. The same runs check the resource's precedence (service name
-//! from `OTEL_RESOURCE_ATTRIBUTES`, Kubernetes attributes from the downward
-//! API's variables), `OTEL_TRACES_SAMPLER` (always_on keeps every healthy
-//! probe, always_off none) and `OTEL_SDK_DISABLED`.
+//! through); the resource's precedence (service name from
+//! `OTEL_RESOURCE_ATTRIBUTES`, Kubernetes attributes from the downward
+//! API's variables); `OTEL_TRACES_SAMPLER` (always_on keeps every healthy
+//! probe, always_off none); `OTEL_SDK_DISABLED`; each signal sent only
+//! where it has an endpoint.
 
 mod common;
 
@@ -368,4 +369,70 @@ async fn always_off_keeps_no_trace_and_sdk_disabled_sends_nothing() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A traces-only backend (Jaeger) gets traces only: a signal without an
+/// endpoint of its own or a general one is not sent, and
+/// `OTEL_METRICS_EXPORTER=none` turns one signal off.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_signal_goes_only_where_it_has_an_endpoint() {
+    let dir = TempDir::new("otlp-signals");
+    let closed = common::free_port();
+    let cfg = dir.file(
+        "c.toml",
+        &format!(
+            "node = \"node2\"\n[matrix]\nspacing = \"0s\"\n\
+             [[target]]\nname = \"refused\"\nurl = \"http://127.0.0.1:{closed}/\"\nnode = \"node1\"\n"
+        ),
+    );
+    let signals = |rx: &Receiver| {
+        let mut s: Vec<String> = rx
+            .received()
+            .iter()
+            .map(|r| r["signal"].as_str().unwrap().to_string())
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    let rx = Receiver::start();
+    let out = matrix(
+        &cfg,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                format!("http://127.0.0.1:{}/v1/traces", rx.http),
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    wait_until(|| !rx.spans("http").is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(signals(&rx), ["traces"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("OTLP log records are not exported"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let rx = Receiver::start();
+    let out = matrix(
+        &cfg,
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://127.0.0.1:{}", rx.http),
+            ),
+            ("OTEL_METRICS_EXPORTER", "none".into()),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500".into()),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    wait_until(|| signals(&rx).len() >= 2).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(signals(&rx), ["logs", "traces"]);
 }
