@@ -24,16 +24,33 @@ fn deploy() -> PathBuf {
     Path::new(ROOT).join("deploy")
 }
 
+/// Every manifest: the YAML files under `dir`, but those a
+/// configMapGenerator reads (data, not objects).
 fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let inputs = generator_inputs(dir);
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         if p.is_dir() {
             yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml") {
+        } else if p.extension().is_some_and(|x| x == "yaml") && !inputs.contains(&p) {
             out.push(p);
         }
     }
     out.sort();
+}
+
+/// The files a directory's kustomization turns into ConfigMaps (`KEY=FILE`
+/// or `FILE`).
+fn generator_inputs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(dir.join("kustomization.yaml")) else {
+        return Vec::new();
+    };
+    let k: Kustomization = serde_norway::from_str(&text).unwrap();
+    k.config_map_generator
+        .iter()
+        .flat_map(|g| g.files.iter())
+        .map(|f| dir.join(f.rsplit('=').next().unwrap()))
+        .collect()
 }
 
 fn documents(text: &str) -> Vec<Value> {
@@ -102,11 +119,13 @@ fn every_manifest_is_a_valid_typed_object() {
                     }
                     for g in &k.config_map_generator {
                         assert!(
-                            ["tailprobe-config", "tailprobe-hub-config"].contains(&g.name.as_str()),
-                            "the DaemonSets and the hub mount these names: {}",
+                            ["tailprobe-config", "tailprobe-hub-config", "otel-collector-config"]
+                                .contains(&g.name.as_str()),
+                            "the DaemonSets, the hub and the collector mount these names: {}",
                             g.name
                         );
                         for file in &g.files {
+                            let file = file.rsplit('=').next().unwrap();
                             assert!(dir.join(file).is_file(), "{}: {file}", f.display());
                         }
                     }
@@ -337,40 +356,171 @@ fn the_image_runs_as_the_daemonsets_user_with_the_cli_as_entrypoint() {
     }
 }
 
-#[test]
-fn the_jaeger_overlay_points_both_daemonsets_at_jaeger() {
-    let k: Kustomization = serde_norway::from_str(
-        &std::fs::read_to_string(deploy().join("jaeger/kustomization.yaml")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(k.patches.len(), 1);
-    assert_eq!(
-        k.patches[0]["target"]["kind"], "DaemonSet",
-        "both DaemonSets"
-    );
-    let ops: Vec<Value> = serde_norway::from_str(k.patches[0]["patch"].as_str().unwrap()).unwrap();
-    let env = |name: &str| {
-        ops.iter()
-            .find(|op| op["value"]["name"] == name)
-            .and_then(|op| op["value"]["value"].as_str())
-            .unwrap_or_else(|| panic!("no {name} in the patch"))
-            .to_string()
-    };
-    assert_eq!(env("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc");
-    let docs = documents(&std::fs::read_to_string(deploy().join("jaeger/jaeger.yaml")).unwrap());
-    let svc: Service = typed(&docs[1], Path::new("jaeger.yaml"));
-    let ports: Vec<i32> = svc
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()
+/// The overlays' objects: every YAML document their resources name,
+/// followed into directories, and the ConfigMaps their generators make (as
+/// (name, file) pairs).
+fn overlay(dir: &Path) -> (Vec<Value>, Vec<(String, PathBuf)>) {
+    let k: Kustomization =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    let mut docs = Vec::new();
+    let mut maps: Vec<(String, PathBuf)> = k
+        .config_map_generator
         .iter()
-        .map(|p| p.port)
+        .flat_map(|g| {
+            g.files
+                .iter()
+                .map(|f| (g.name.clone(), dir.join(f.rsplit('=').next().unwrap())))
+        })
         .collect();
-    assert_eq!(ports, vec![4317, 4318, 16686]);
-    let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT");
-    let want = format!("http://{}.tailprobe.svc:4317", svc.metadata.name.unwrap());
-    assert_eq!(endpoint, want, "the gRPC port of the jaeger Service");
+    for r in &k.resources {
+        let p = dir.join(r);
+        if p.is_dir() {
+            let (d, m) = overlay(&p);
+            docs.extend(d);
+            maps.extend(m);
+        } else {
+            docs.extend(documents(&std::fs::read_to_string(&p).unwrap()));
+        }
+    }
+    (docs, maps)
+}
+
+/// What the workload behind `host:port` (a Service of the overlay) takes
+/// over OTLP: Jaeger v2 traces only; a collector the signals whose
+/// pipelines read an OTLP receiver.
+fn accepted(docs: &[Value], maps: &[(String, PathBuf)], host: &str, port: u16) -> Vec<String> {
+    let name = host.split('.').next().unwrap();
+    let svc = docs
+        .iter()
+        .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Service {name} in the overlay"));
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"] == port),
+        "Service {name} has no port {port}"
+    );
+    let selector = &svc["spec"]["selector"];
+    let deploy = docs
+        .iter()
+        .find(|d| {
+            d["kind"] == "Deployment"
+                && d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+                    == selector["app.kubernetes.io/name"]
+        })
+        .unwrap_or_else(|| panic!("no Deployment behind Service {name}"));
+    let image = deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    if image.starts_with("jaegertracing/") {
+        assert!(
+            image.starts_with("jaegertracing/jaeger:2."),
+            "Jaeger v1 ({image}) reached end of life; use v2"
+        );
+        return vec!["traces".into()];
+    }
+    assert!(
+        image.starts_with("otel/opentelemetry-collector"),
+        "unknown OTLP receiver {image}"
+    );
+    let volume = deploy["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+        .as_str()
+        .unwrap();
+    let file = &maps.iter().find(|(n, _)| n == volume).unwrap().1;
+    let config: Value = serde_norway::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let pipelines = config["service"]["pipelines"].as_object().unwrap();
+    let mut out: Vec<String> = pipelines
+        .iter()
+        .filter(|(_, p)| {
+            p["receivers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.as_str().unwrap().split('/').next() == Some("otlp"))
+        })
+        .map(|(k, _)| k.split('/').next().unwrap().to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    // What the collector forwards must be taken where it goes.
+    for (signal, p) in pipelines {
+        for e in p["exporters"].as_array().unwrap() {
+            let e = e.as_str().unwrap();
+            if !e.starts_with("otlp") {
+                continue;
+            }
+            let endpoint = config["exporters"][e]["endpoint"].as_str().unwrap();
+            let (h, port) = endpoint.rsplit_once(':').unwrap();
+            let signal = signal.split('/').next().unwrap();
+            assert!(
+                accepted(docs, maps, h, port.parse().unwrap()).contains(&signal.to_string()),
+                "the collector sends {signal} to {endpoint}, which does not take them"
+            );
+        }
+    }
+    out
+}
+
+/// In every overlay that sets the probers' OTLP variables, each signal
+/// either has no endpoint (and is not sent) or goes to a workload that
+/// takes it: Jaeger is never sent metrics or alert records.
+#[test]
+fn every_signal_is_sent_only_where_it_is_taken() {
+    for dir in ["jaeger", "otel-collector"] {
+        let k: Kustomization = serde_norway::from_str(
+            &std::fs::read_to_string(deploy().join(dir).join("kustomization.yaml")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(k.patches[0]["target"]["kind"], "DaemonSet", "both DaemonSets");
+        let ops: Vec<Value> =
+            serde_norway::from_str(k.patches[0]["patch"].as_str().unwrap()).unwrap();
+        let env = |name: &str| {
+            ops.iter()
+                .find(|op| op["value"]["name"] == name)
+                .and_then(|op| op["value"]["value"].as_str())
+                .map(str::to_string)
+        };
+        let (docs, maps) = overlay(&deploy().join(dir));
+        let mut sent = Vec::new();
+        for signal in ["traces", "metrics", "logs"] {
+            let upper = signal.to_uppercase();
+            if env(&format!("OTEL_{upper}_EXPORTER")).as_deref() == Some("none") {
+                continue;
+            }
+            let Some(endpoint) = env(&format!("OTEL_EXPORTER_OTLP_{upper}_ENDPOINT"))
+                .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+            else {
+                continue;
+            };
+            let protocol = env(&format!("OTEL_EXPORTER_OTLP_{upper}_PROTOCOL"))
+                .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
+            let authority = endpoint.strip_prefix("http://").unwrap();
+            let (host, port) = authority.split_once(':').unwrap();
+            let port: u16 = port.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap();
+            assert_eq!(
+                (protocol.as_deref(), port),
+                (Some("grpc"), 4317),
+                "deploy/{dir}: {signal} over gRPC to the gRPC port"
+            );
+            assert!(
+                host.ends_with(".tailprobe.svc"),
+                "deploy/{dir}: {signal} to a Service of the namespace"
+            );
+            assert!(
+                accepted(&docs, &maps, host, port).contains(&signal.to_string()),
+                "deploy/{dir}: {signal} would be sent to {endpoint}, which refuses them"
+            );
+            sent.push(signal);
+        }
+        let want: &[&str] = match dir {
+            "jaeger" => &["traces"],
+            _ => &["traces", "metrics", "logs"],
+        };
+        assert_eq!(sent, want, "deploy/{dir}");
+    }
 }
 
 /// Every object under deploy/ but the kustomizations.
@@ -508,7 +658,7 @@ fn kustomize_renders_every_kustomization() {
         return;
     }
     let config = std::fs::read_to_string(deploy().join("base/tailprobe.toml")).unwrap();
-    for dir in ["", "jaeger", "prometheus-operator"] {
+    for dir in ["", "jaeger", "otel-collector", "prometheus-operator"] {
         let out = std::process::Command::new("kubectl")
             .args(["kustomize", deploy().join(dir).to_str().unwrap()])
             .output()
@@ -542,8 +692,8 @@ fn kustomize_renders_every_kustomization() {
             );
             let env = serde_json::to_string(&pod.containers[0].env).unwrap();
             assert_eq!(
-                env.contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                dir == "jaeger",
+                env.contains("OTEL_EXPORTER_OTLP"),
+                ["jaeger", "otel-collector"].contains(&dir),
                 "deploy/{dir}"
             );
         }
