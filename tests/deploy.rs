@@ -119,8 +119,13 @@ fn every_manifest_is_a_valid_typed_object() {
                     }
                     for g in &k.config_map_generator {
                         assert!(
-                            ["tailprobe-config", "tailprobe-hub-config", "otel-collector-config"]
-                                .contains(&g.name.as_str()),
+                            [
+                                "tailprobe-config",
+                                "tailprobe-hub-config",
+                                "otel-collector-config",
+                                "tailprobe-grafana-dashboard"
+                            ]
+                            .contains(&g.name.as_str()),
                             "the DaemonSets, the hub and the collector mount these names: {}",
                             g.name
                         );
@@ -474,7 +479,10 @@ fn every_signal_is_sent_only_where_it_is_taken() {
             &std::fs::read_to_string(deploy().join(dir).join("kustomization.yaml")).unwrap(),
         )
         .unwrap();
-        assert_eq!(k.patches[0]["target"]["kind"], "DaemonSet", "both DaemonSets");
+        assert_eq!(
+            k.patches[0]["target"]["kind"], "DaemonSet",
+            "both DaemonSets"
+        );
         let ops: Vec<Value> =
             serde_norway::from_str(k.patches[0]["patch"].as_str().unwrap()).unwrap();
         let env = |name: &str| {
@@ -499,7 +507,10 @@ fn every_signal_is_sent_only_where_it_is_taken() {
                 .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"));
             let authority = endpoint.strip_prefix("http://").unwrap();
             let (host, port) = authority.split_once(':').unwrap();
-            let port: u16 = port.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().unwrap();
+            let port: u16 = port
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap();
             assert_eq!(
                 (protocol.as_deref(), port),
                 (Some("grpc"), 4317),
