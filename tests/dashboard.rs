@@ -72,7 +72,7 @@ fn metric_names(expr: &str) -> Vec<String> {
         }
         // Inside a string (a label value) it is not a metric.
         let quotes = expr[..start].matches('"').count();
-        if boundary && quotes % 2 == 0 {
+        if boundary && quotes.is_multiple_of(2) {
             out.push(expr[start..end].to_string());
         }
         i = end.max(start + 1);
