@@ -425,6 +425,7 @@ async fn start_kubernetes(
         echo_counters,
         server_stop,
     ));
+    let deleted = Arc::new(tokio::sync::Notify::new());
     let registration = match register::PodIdentity::from_env(
         namespace.clone(),
         node.clone(),
@@ -437,6 +438,7 @@ async fn start_kubernetes(
             k.node_service_port,
             k.reapply.get(),
             metrics.clone(),
+            Arc::clone(&deleted),
             cancel.clone(),
         )),
         Err(e) => {
@@ -452,6 +454,7 @@ async fn start_kubernetes(
             node,
             namespace,
             echo_port,
+            deleted,
         },
         metrics,
         cancel.clone(),

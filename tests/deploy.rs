@@ -562,37 +562,42 @@ fn has_recommended_labels(d: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The ClusterRole reads only what discovery must see cluster-wide; pods
-/// (whose specs carry env values) only through a Role in the namespace.
+/// The probers need nothing cluster-wide: any ClusterRole (the opt-in one
+/// for other namespaces' Services) only reads Services and EndpointSlices,
+/// and no Role of the probers touches pods (whose specs carry env values)
+/// or nodes (whose every heartbeat would reach every prober).
 fn cluster_scope_is_least(docs: &[Value]) {
     for d in docs.iter().filter(|d| d["kind"] == "ClusterRole") {
         let role: ClusterRole = serde_json::from_value(d.clone()).unwrap();
         for rule in role.rules.iter().flatten() {
             for res in rule.resources.iter().flatten() {
                 assert!(
-                    ["nodes", "services", "endpointslices"].contains(&res.as_str()),
-                    "the ClusterRole grants {res} cluster-wide"
+                    ["services", "endpointslices"].contains(&res.as_str()),
+                    "a ClusterRole grants {res}"
                 );
             }
             for verb in &rule.verbs {
                 assert!(
                     ["list", "watch"].contains(&verb.as_str()),
-                    "the ClusterRole may {verb}"
+                    "a ClusterRole may {verb}"
                 );
             }
         }
     }
-    let pods = docs
+    let probers: Vec<Role> = docs
         .iter()
         .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == "tailprobe")
         .map(|d| serde_json::from_value::<Role>(d.clone()).unwrap())
-        .flat_map(|r| r.rules.unwrap_or_default())
-        .any(|r| {
-            r.resources
-                .unwrap_or_default()
-                .contains(&"pods".to_string())
-        });
-    assert!(pods, "the probers watch their own pods through a Role");
+        .collect();
+    assert_eq!(probers.len(), 1, "the probers' Role");
+    for r in probers[0].rules.iter().flatten() {
+        for res in r.resources.iter().flatten() {
+            assert!(
+                ["services", "endpointslices"].contains(&res.as_str()),
+                "the probers' Role grants {res}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -619,6 +624,18 @@ fn objects_carry_the_recommended_labels_and_the_probers_fit_every_linux_node() {
         .filter(|d| d["kind"] == "PriorityClass")
         .map(|d| d["metadata"]["name"].as_str().unwrap().to_string())
         .collect();
+    // Every pod in the namespace of the per-node Services: no service links.
+    for (f, d) in &all {
+        if ["DaemonSet", "Deployment"].contains(&d["kind"].as_str().unwrap_or_default()) {
+            assert_eq!(
+                d["spec"]["template"]["spec"]["enableServiceLinks"],
+                false,
+                "{}: {}",
+                f.display(),
+                d["metadata"]["name"]
+            );
+        }
+    }
     for (kind, ds) in daemonsets() {
         let version = ds.metadata.labels.as_ref().unwrap()["app.kubernetes.io/version"].clone();
         assert_eq!(version, tag, "{kind}: the version label is the image tag");
@@ -709,7 +726,17 @@ fn kustomize_renders_every_kustomization() {
             );
         }
         // The rendered objects keep their labels and RBAC scope, the
-        // namespaced ones land in tailprobe's namespace.
+        // namespaced ones land in tailprobe's namespace, and no pod of the
+        // namespace gets the per-node Services as environment variables.
+        for d in docs.iter().filter(|d| {
+            ["DaemonSet", "Deployment"].contains(&d["kind"].as_str().unwrap_or_default())
+        }) {
+            assert_eq!(
+                d["spec"]["template"]["spec"]["enableServiceLinks"], false,
+                "deploy/{dir}: {} {}",
+                d["kind"], d["metadata"]["name"]
+            );
+        }
         for d in &docs {
             if let Err(e) = has_recommended_labels(d) {
                 panic!("deploy/{dir}: {e}");
@@ -721,11 +748,11 @@ fn kustomize_renders_every_kustomization() {
             }
         }
         cluster_scope_is_least(&docs);
-        let subjects = docs
-            .iter()
-            .filter(|d| d["kind"] == "ClusterRoleBinding")
-            .count();
-        assert_eq!(subjects, 1);
+        assert!(
+            !docs.iter().any(|d| d["kind"] == "ClusterRole"),
+            "deploy/{dir}: the probers and the hub need nothing cluster-wide"
+        );
+        assert!(!docs.iter().any(|d| d["kind"] == "ClusterRoleBinding"));
     }
 }
 

@@ -1,19 +1,29 @@
 //! Watches the API server and keeps the target list current.
 //!
-//! One watch per kind, each through kube's watcher (list, then watch from the
-//! list's resourceVersion, relist on 410 Gone, exponential backoff on errors)
-//! into a reflector store. A relist replaces a store only once it is complete,
-//! so an outage leaves the last known objects in place: probing goes on with
-//! the last targets while `tailprobe_kubernetes_watch_up` shows 0.
+//! Only what tailprobe needs, where it lives: the Services and
+//! EndpointSlices labelled `tailprobe.io/probe=true`, in the prober's own
+//! namespace and in each of `[kubernetes] service_namespaces` (cluster-wide
+//! only for `"*"`). The node set comes from the per-node Services, the
+//! pod-network probers' addresses from their registration slices: no Node
+//! or Pod watch, whose every heartbeat and status write would reach every
+//! prober (at 5,000 nodes, each node's status written every few minutes,
+//! to 10,000 probers).
+//!
+//! Each watch runs through kube's watcher (list, then watch from the list's
+//! resourceVersion, relist on 410 Gone, exponential backoff on errors) into
+//! a reflector store, managedFields dropped. A relist replaces a store only
+//! once it is complete, so an outage leaves the last known objects in
+//! place: probing goes on with the last targets while
+//! `tailprobe_kubernetes_watch_up` shows 0. A 410 is routine: counted in
+//! `tailprobe_kubernetes_watch_relists_total`, not as an error.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
@@ -40,6 +50,9 @@ pub struct Identity {
     pub node: String,
     pub namespace: String,
     pub echo_port: u16,
+    /// Fired when a watch sees this node's Service or one of its slices
+    /// deleted: registration applies them again at once.
+    pub deleted: Arc<Notify>,
 }
 
 /// Starts the watches and the planner; they stop with `cancel`.
@@ -56,49 +69,37 @@ pub fn start(
         changed: Arc::clone(&changed),
         metrics: metrics.clone(),
         cancel: cancel.clone(),
+        own: (
+            me.namespace.clone(),
+            super::names::node_service(&me.node),
+            Arc::clone(&me.deleted),
+        ),
     };
     let on = format!("{}=true", labels::PROBE);
-    let nodes = w.spawn(
-        "nodes",
-        // Metadata only: a Node's status (images, conditions) is large, and
-        // only names matter here.
-        watcher::watcher(
-            Api::<PartialObjectMeta<Node>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .modify(clear_managed_fields),
-    );
-    // Only the prober pods of this namespace are trusted (see `plan`), so
-    // only they are watched: a cluster-wide pod watch would hand every
-    // prober every pod spec in the cluster, env values included.
-    let pods = w.spawn(
-        "pods",
-        watcher::watcher(
-            Api::<Pod>::namespaced(client.clone(), &me.namespace),
-            watcher::Config::default().labels(&cfg.prober_selector),
-        )
-        .modify(clear_managed_fields),
-    );
-    let services = w.spawn(
-        "services",
-        watcher::watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default().labels(&on),
-        )
-        .modify(clear_managed_fields),
-    );
-    let slices = w.spawn(
-        "endpointslices",
-        watcher::watcher(
-            Api::<EndpointSlice>::all(client),
-            watcher::Config::default().labels(&on),
-        )
-        .modify(clear_managed_fields),
-    );
+    let config = || watcher::Config::default().labels(&on);
+    let namespaces = watched_namespaces(&cfg, &me.namespace);
+    let (mut services, mut slices) = (Vec::new(), Vec::new());
+    for ns in &namespaces {
+        let (svc_api, slice_api) = match ns {
+            Some(ns) => (
+                Api::<Service>::namespaced(client.clone(), ns),
+                Api::<EndpointSlice>::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        let at = ns.as_deref().unwrap_or("*");
+        services.push(w.spawn(
+            format!("services/{at}"),
+            watcher::watcher(svc_api, config()).modify(clear_managed_fields),
+        ));
+        slices.push(w.spawn(
+            format!("endpointslices/{at}"),
+            watcher::watcher(slice_api, config()).modify(clear_managed_fields),
+        ));
+    }
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     let stores = Stores {
-        nodes,
-        pods,
+        namespace: me.namespace.clone(),
         services,
         slices,
     };
@@ -106,6 +107,21 @@ pub fn start(
         stores, cfg, probe, me, changed, tx, metrics, cancel,
     ));
     rx
+}
+
+/// The namespaces to watch: the prober's own and each of
+/// `service_namespaces`; `None` in the list is every namespace (`"*"`).
+fn watched_namespaces(cfg: &KubernetesConfig, own: &str) -> Vec<Option<String>> {
+    if cfg.service_namespaces.iter().any(|n| n == "*") {
+        return vec![None];
+    }
+    let mut out = vec![Some(own.to_string())];
+    for n in &cfg.service_namespaces {
+        if !out.iter().any(|o| o.as_deref() == Some(n)) {
+            out.push(Some(n.clone()));
+        }
+    }
+    out
 }
 
 fn clear_managed_fields<K: ResourceExt>(o: &mut K) {
@@ -116,13 +132,16 @@ struct Watches {
     changed: Arc<Notify>,
     metrics: KubeMetrics,
     cancel: CancellationToken,
+    /// This node's namespace, Service name, and whom to tell when it or
+    /// one of its slices is deleted.
+    own: (String, String, Arc<Notify>),
 }
 
 impl Watches {
     /// Runs one watch into a store until cancelled; every change wakes the planner.
-    fn spawn<K, S>(&self, resource: &'static str, stream: S) -> Store<K>
+    fn spawn<K, S>(&self, resource: String, stream: S) -> Store<K>
     where
-        K: kube::runtime::reflector::Lookup + Clone + Send + Sync + 'static,
+        K: kube::runtime::reflector::Lookup + kube::Resource + Clone + Send + Sync + 'static,
         <K as kube::runtime::reflector::Lookup>::DynamicType:
             Eq + std::hash::Hash + Clone + Default + Send + Sync,
         S: Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
@@ -133,6 +152,15 @@ impl Watches {
             self.metrics.clone(),
             self.cancel.clone(),
         );
+        let (own_ns, own_service, deleted) = self.own.clone();
+        let ours = move |o: &K| {
+            let name = o.name_any();
+            o.namespace().as_deref() == Some(own_ns.as_str())
+                && (name == own_service
+                    || name
+                        .strip_prefix(own_service.as_str())
+                        .is_some_and(|k| k == "-host" || k == "-pod"))
+        };
         tokio::spawn(async move {
             let log = RateLimit::new(10);
             let mut events = std::pin::pin!(reflector::reflector(writer, stream.default_backoff()));
@@ -143,16 +171,28 @@ impl Watches {
                 };
                 match next {
                     None => return,
-                    Some(Ok(Event::Apply(_) | Event::Delete(_) | Event::InitDone)) => {
-                        metrics.watch_up(resource, true);
+                    Some(Ok(Event::Delete(o))) => {
+                        if ours(&o) {
+                            deleted.notify_one();
+                        }
+                        metrics.watch_up(&resource, true);
                         changed.notify_one();
                     }
-                    Some(Ok(_)) => metrics.watch_up(resource, true),
+                    Some(Ok(Event::Apply(_) | Event::InitDone)) => {
+                        metrics.watch_up(&resource, true);
+                        changed.notify_one();
+                    }
+                    Some(Ok(_)) => metrics.watch_up(&resource, true),
+                    // The resourceVersion expired: the watcher relists, and
+                    // the store stays whole until the new list is complete.
+                    Some(Err(watcher::Error::WatchError(status))) if status.code == 410 => {
+                        metrics.relist(&resource);
+                    }
                     Some(Err(e)) => {
-                        metrics.watch_error(resource);
+                        metrics.watch_error(&resource);
                         if let Some(suppressed) = log.allow() {
                             tracing::warn!(
-                                resource,
+                                resource = %resource,
                                 error = %e,
                                 suppressed,
                                 "Kubernetes watch failed; probing goes on with the last known targets."
@@ -167,43 +207,40 @@ impl Watches {
 }
 
 struct Stores {
-    nodes: Store<PartialObjectMeta<Node>>,
-    pods: Store<Pod>,
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    /// The prober's own namespace: the per-node Services and the probers'
+    /// registration slices live there.
+    namespace: String,
+    services: Vec<Store<Service>>,
+    slices: Vec<Store<EndpointSlice>>,
 }
 
 impl Stores {
     async fn ready(&self) {
-        let _ = self.nodes.wait_until_ready().await;
-        let _ = self.pods.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
+        for s in &self.services {
+            let _ = s.wait_until_ready().await;
+        }
+        for s in &self.slices {
+            let _ = s.wait_until_ready().await;
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut nodes: Vec<String> = self.nodes.state().iter().map(|n| n.name_any()).collect();
-        nodes.sort();
+        let services: Vec<ServiceInfo> = self
+            .services
+            .iter()
+            .flat_map(|s| s.state())
+            .map(|s| ServiceInfo::from(s.as_ref()))
+            .collect();
+        let slices: Vec<Arc<EndpointSlice>> = self.slices.iter().flat_map(|s| s.state()).collect();
         Snapshot {
-            nodes,
-            probers: self
-                .pods
-                .state()
+            nodes: plan::nodes_of(&services, &self.namespace),
+            probers: slices
                 .iter()
-                .filter_map(|p| ProberInfo::from_pod(p))
+                .filter(|s| s.metadata.namespace.as_deref() == Some(self.namespace.as_str()))
+                .filter_map(|s| ProberInfo::from_slice(s))
                 .collect(),
-            services: self
-                .services
-                .state()
-                .iter()
-                .map(|s| ServiceInfo::from(s.as_ref()))
-                .collect(),
-            slices: self
-                .slices
-                .state()
-                .iter()
-                .map(|s| SliceInfo::from(s.as_ref()))
-                .collect(),
+            slices: slices.iter().map(|s| SliceInfo::from(s.as_ref())).collect(),
+            services,
         }
     }
 }

@@ -23,6 +23,7 @@ struct ResultLabels {
 pub struct KubeMetrics {
     watch_up: Family<ResourceLabels, Gauge>,
     watch_errors: Family<ResourceLabels, Counter>,
+    relists: Family<ResourceLabels, Counter>,
     targets: Gauge,
     targets_over_limit: Gauge,
     remote_nodes: Gauge,
@@ -36,6 +37,7 @@ impl KubeMetrics {
         let m = Self {
             watch_up: Family::default(),
             watch_errors: Family::default(),
+            relists: Family::default(),
             targets: Gauge::default(),
             targets_over_limit: Gauge::default(),
             remote_nodes: Gauge::default(),
@@ -50,8 +52,13 @@ impl KubeMetrics {
         );
         registry.register(
             "kubernetes_watch_errors",
-            "Errors of the watch of each resource (API server unreachable, 410 Gone, forbidden)",
+            "Errors of the watch of each resource (API server unreachable, forbidden); a routine 410 Gone is a relist, not an error",
             m.watch_errors.clone(),
+        );
+        registry.register(
+            "kubernetes_watch_relists",
+            "Relists after 410 Gone (the watch's resourceVersion expired): routine, the store stays whole meanwhile",
+            m.relists.clone(),
         );
         registry.register(
             "kubernetes_targets",
@@ -97,6 +104,15 @@ impl KubeMetrics {
     pub fn watch_error(&self, resource: &str) {
         self.watch_up(resource, false);
         self.watch_errors
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .inc();
+    }
+
+    /// A 410 Gone: the watcher relists; the watch is not down.
+    pub fn relist(&self, resource: &str) {
+        self.relists
             .get_or_create(&ResourceLabels {
                 resource: resource.into(),
             })

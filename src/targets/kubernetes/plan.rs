@@ -3,14 +3,18 @@
 //! no I/O and no clock (the round number is an input).
 //!
 //! Every target knows its destination node before the first probe: a per-node
-//! Service by its `tailprobe.io/node` annotation, a prober pod by its
-//! `nodeName`, and an opted-in Service by the `nodeName` of its ready
-//! EndpointSlice endpoints (one node: known; several: mixed, and the echo's
-//! response header decides per probe; none: unknown).
+//! Service by its `tailprobe.io/node` annotation, a pod-network prober by the
+//! `nodeName` of its registration slice, and an opted-in Service by the
+//! `nodeName` of its ready EndpointSlice endpoints (one node: known; several:
+//! mixed, and the echo's response header decides per probe; none: unknown).
+//!
+//! The node set is the per-node Services' nodes: a node that runs no prober
+//! (Windows, virtual-kubelet, Fargate) has no Service, so it takes no
+//! pinglist slot and counts in no coverage.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::config::KubernetesConfig;
@@ -63,11 +67,14 @@ pub struct SliceInfo {
     pub ready_addresses: Vec<String>,
 }
 
+/// A prober, from the EndpointSlice it registered for its node's Service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProberInfo {
     pub namespace: String,
-    /// Controlled by a DaemonSet, as both tailprobe DaemonSets' pods are.
-    pub daemonset_owned: bool,
+    /// A registration slice as probers write them: managed by tailprobe.io
+    /// and naming its pod. Only the probers' ServiceAccount may write
+    /// slices in their namespace (deploy/base/rbac.yaml).
+    pub registered: bool,
     pub node: String,
     pub ip: String,
     pub kind: SourceKind,
@@ -173,9 +180,9 @@ pub fn plan(
     }
     if cfg.pod_ip_targets {
         for p in &snap.probers {
-            // A pod is a prober only in this namespace and under a DaemonSet:
-            // a pod elsewhere that copies the labels takes no target over.
-            let trusted = p.namespace == me.namespace && p.daemonset_owned;
+            // A prober only in this namespace and by its own registration:
+            // a slice elsewhere that copies the labels takes no target over.
+            let trusted = p.namespace == me.namespace && p.registered;
             if p.kind != SourceKind::Pod
                 || !p.ready
                 || !trusted
@@ -462,42 +469,45 @@ impl From<&EndpointSlice> for SliceInfo {
     }
 }
 
+/// The nodes with a per-node Service in `own` (the prober's namespace):
+/// the nodes that run a prober, sorted.
+pub fn nodes_of(services: &[ServiceInfo], own: &str) -> Vec<String> {
+    let nodes: BTreeSet<String> = services
+        .iter()
+        .filter(|s| s.namespace == own)
+        .filter(|s| s.labels.get(labels::ROLE).map(String::as_str) == Some("node"))
+        .filter_map(|s| s.annotations.get(labels::NODE).cloned())
+        .collect();
+    nodes.into_iter().collect()
+}
+
 impl ProberInfo {
-    pub fn from_pod(p: &Pod) -> Option<Self> {
-        let spec = p.spec.as_ref()?;
-        let status = p.status.as_ref()?;
-        let kind = p
-            .metadata
-            .labels
-            .as_ref()?
-            .get(labels::SOURCE_KIND)?
-            .parse()
-            .ok()?;
-        let echo_port = spec
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter().flatten())
-            .find(|port| port.name.as_deref() == Some(ECHO_PORT_NAME))
-            .and_then(|port| u16::try_from(port.container_port).ok());
-        let ready = p.metadata.deletion_timestamp.is_none()
-            && status
-                .conditions
+    /// A prober's registration slice (`register::node_slice`): its kind, node,
+    /// address, echo port and readiness; `None` for any other slice.
+    pub fn from_slice(s: &EndpointSlice) -> Option<Self> {
+        let l = s.metadata.labels.as_ref()?;
+        if l.get(labels::ROLE).map(String::as_str) != Some("node") {
+            return None;
+        }
+        let kind = l.get(labels::SOURCE_KIND)?.parse().ok()?;
+        let e = s.endpoints.first()?;
+        let registered = l
+            .get("endpointslice.kubernetes.io/managed-by")
+            .map(String::as_str)
+            == Some("tailprobe.io")
+            && e.target_ref.as_ref().and_then(|r| r.kind.as_deref()) == Some("Pod");
+        let ready = e.conditions.as_ref().and_then(|c| c.ready) != Some(false);
+        Some(Self {
+            namespace: s.metadata.namespace.clone().unwrap_or_default(),
+            registered,
+            node: e.node_name.clone()?,
+            ip: e.addresses.first().cloned().filter(|ip| !ip.is_empty())?,
+            kind,
+            echo_port: s
+                .ports
                 .iter()
                 .flatten()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-        let daemonset_owned = p
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.kind == "DaemonSet" && o.controller == Some(true));
-        Some(Self {
-            namespace: p.metadata.namespace.clone().unwrap_or_default(),
-            daemonset_owned,
-            node: spec.node_name.clone()?,
-            ip: status.pod_ip.clone().filter(|ip| !ip.is_empty())?,
-            kind,
-            echo_port,
+                .find_map(|p| p.port.and_then(|n| u16::try_from(n).ok())),
             ready,
         })
     }

@@ -50,7 +50,7 @@ fn cluster(nodes: &[&str]) -> Snapshot {
         s.services.push(ns);
         s.probers.push(ProberInfo {
             namespace: "tailprobe".into(),
-            daemonset_owned: true,
+            registered: true,
             node: n.to_string(),
             ip: format!("10.244.{}.5", n.len()),
             kind: SourceKind::Pod,
@@ -307,22 +307,23 @@ fn large_clusters_rotate_a_bounded_pinglist_that_covers_every_pair() {
 }
 
 #[test]
-fn pods_become_prober_infos() {
-    let pod: Pod = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "tp-x", "namespace": "tailprobe",
-            "labels": {"tailprobe.io/source-kind": "pod"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
-                "name": "tailprobe-pod", "uid": "u1", "controller": true}]},
-        "spec": {"nodeName": "b", "containers": [{"name": "tailprobe",
-            "ports": [{"name": "echo", "containerPort": 9798}]}]},
-        "status": {"podIP": "10.244.1.7", "conditions": [{"type": "Ready", "status": "True"}]}
-    }))
-    .unwrap();
+fn registration_slices_become_prober_infos_and_nodes_come_from_node_services() {
+    use crate::targets::kubernetes::register::{PodIdentity, node_service, node_slice};
+    let id = PodIdentity {
+        namespace: "tailprobe".into(),
+        pod_name: "tp-x".into(),
+        pod_uid: "u1".into(),
+        pod_ip: "10.244.1.7".into(),
+        node: "b".into(),
+        kind: SourceKind::Pod,
+        echo_port: 9798,
+    };
+    let slice = node_slice(&id);
     assert_eq!(
-        ProberInfo::from_pod(&pod),
+        ProberInfo::from_slice(&slice),
         Some(ProberInfo {
             namespace: "tailprobe".into(),
-            daemonset_owned: true,
+            registered: true,
             node: "b".into(),
             ip: "10.244.1.7".into(),
             kind: SourceKind::Pod,
@@ -330,9 +331,27 @@ fn pods_become_prober_infos() {
             ready: true,
         })
     );
-    let mut pending = pod.clone();
-    pending.status.as_mut().unwrap().pod_ip = None;
-    assert_eq!(ProberInfo::from_pod(&pending), None);
+    // A slice of any other Service is no prober.
+    let mut other = slice.clone();
+    other.metadata.labels.as_mut().unwrap().remove(labels::ROLE);
+    assert_eq!(ProberInfo::from_slice(&other), None);
+    // A copy that tailprobe.io does not manage is not registered.
+    let mut copy = slice.clone();
+    copy.metadata.labels.as_mut().unwrap().insert(
+        "endpointslice.kubernetes.io/managed-by".into(),
+        "someone".into(),
+    );
+    assert!(!ProberInfo::from_slice(&copy).unwrap().registered);
+
+    // The node set: nodes with a per-node Service in the prober's namespace.
+    let own = ServiceInfo::from(&node_service(&id, 80));
+    let mut elsewhere = own.clone();
+    elsewhere.namespace = "shop".into();
+    elsewhere
+        .annotations
+        .insert(labels::NODE.into(), "z".into());
+    let plain = svc("tailprobe", "web", &[(labels::PROBE, "true")], &[]);
+    assert_eq!(nodes_of(&[own, elsewhere, plain], "tailprobe"), ["b"]);
 }
 
 #[test]
@@ -362,7 +381,7 @@ fn only_trusted_services_and_prober_pods_become_targets() {
     impostor.namespace = "shop".into();
     impostor.ip = "10.9.9.9".into();
     let mut loose = snap.probers[1].clone();
-    loose.daemonset_owned = false;
+    loose.registered = false;
     loose.ip = "10.9.9.8".into();
     snap.probers.retain(|p| p.node != "b");
     snap.probers.extend([impostor, loose]);

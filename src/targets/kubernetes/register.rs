@@ -103,6 +103,11 @@ pub fn node_service(id: &PodIdentity, port: u16) -> Service {
         },
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
+            // The slice's family: on a dual-stack cluster whose primary
+            // family differs from the pod's address, a Service left to the
+            // default would get a VIP with no endpoint.
+            ip_families: Some(vec![family(&id.pod_ip).into()]),
+            ip_family_policy: Some("SingleStack".into()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: i32::from(port),
@@ -114,6 +119,11 @@ pub fn node_service(id: &PodIdentity, port: u16) -> Service {
         }),
         status: None,
     }
+}
+
+/// `IPv4` or `IPv6`, as Services and EndpointSlices name address families.
+fn family(ip: &str) -> &'static str {
+    if ip.contains(':') { "IPv6" } else { "IPv4" }
 }
 
 /// This pod's EndpointSlice for its node's Service.
@@ -134,11 +144,7 @@ pub fn node_slice(id: &PodIdentity) -> EndpointSlice {
             owner_references: Some(vec![id.owner()]),
             ..Default::default()
         },
-        address_type: if id.pod_ip.contains(':') {
-            "IPv6".into()
-        } else {
-            "IPv4".into()
-        },
+        address_type: family(&id.pod_ip).into(),
         endpoints: vec![Endpoint {
             addresses: vec![id.pod_ip.clone()],
             conditions: Some(EndpointConditions {
@@ -214,14 +220,17 @@ pub async fn withdraw(client: &Client, id: &PodIdentity) -> Result<(), KubeError
     }
 }
 
-/// Applies at start, then every `every` until cancelled, then withdraws.
-/// Failures are counted and retried at the next turn, never fatal.
+/// Applies at start, then every `every` until cancelled, then withdraws;
+/// at once when `deleted` fires (discovery saw this node's Service or this
+/// pod's slice deleted by hand), rather than at the next turn. Failures are
+/// counted and retried at the next turn, never fatal.
 pub async fn keep(
     client: Client,
     id: PodIdentity,
     port: u16,
     every: std::time::Duration,
     metrics: super::metrics::KubeMetrics,
+    deleted: std::sync::Arc<tokio::sync::Notify>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut registered = false;
@@ -255,6 +264,9 @@ pub async fn keep(
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
+            _ = deleted.notified() => {
+                tracing::info!("This node's Service or this pod's slice was deleted; applying again.");
+            }
         }
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), withdraw(&client, &id)).await {
@@ -297,7 +309,21 @@ mod tests {
             ..id()
         });
         assert_eq!(v6.address_type, "IPv6");
+        let v6_svc = node_service(
+            &PodIdentity {
+                pod_ip: "fd00::10".into(),
+                ..id()
+            },
+            80,
+        );
+        let spec = v6_svc.spec.unwrap();
+        assert_eq!(spec.ip_families, Some(vec!["IPv6".to_string()]));
+        assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
         let svc = node_service(&id(), 80);
+        assert_eq!(
+            svc.spec.as_ref().unwrap().ip_families,
+            Some(vec!["IPv4".to_string()])
+        );
         assert_eq!(
             svc.metadata.owner_references.as_ref().unwrap()[0].uid,
             "0b6c"
