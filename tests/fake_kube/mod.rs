@@ -78,6 +78,10 @@ struct Shared {
     events: broadcast::Sender<Change>,
     /// Cancelled to end every open watch (server stop, compaction).
     up: Arc<Mutex<CancellationToken>>,
+    /// Watch events sent, and objects sent in list responses, to every
+    /// client: what the API server spends on its watchers.
+    sent: Arc<std::sync::atomic::AtomicU64>,
+    listed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub struct FakeApi {
@@ -95,8 +99,10 @@ impl FakeApi {
                 rv: 1,
                 ..Default::default()
             })),
-            events: broadcast::channel(4096).0,
+            events: broadcast::channel(65_536).0,
             up: Arc::new(Mutex::new(CancellationToken::new())),
+            sent: Arc::default(),
+            listed: Arc::default(),
         };
         let api = Self {
             addr,
@@ -215,6 +221,15 @@ impl FakeApi {
                 name.to_string(),
             ))
             .cloned()
+    }
+
+    /// (watch events, listed objects) sent so far, to all clients.
+    pub fn sent(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.shared.sent.load(Relaxed),
+            self.shared.listed.load(Relaxed),
+        )
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -451,6 +466,8 @@ async fn handle(
                 .map(|(_, o)| o.clone())
                 .collect();
             let kind = RESOURCES.iter().find(|r| r.0 == resource).unwrap().2;
+            s.listed
+                .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
             reply(
                 StatusCode::OK,
                 json!({"kind": kind, "apiVersion": "v1",
@@ -523,6 +540,7 @@ fn watch_stream(
         (backlog, gone)
     };
     let stop = s.up.lock().unwrap().clone();
+    let sent = Arc::clone(&s.sent);
     let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     tokio::spawn(async move {
         let line = |kind: &str, object: &Value| {
@@ -562,6 +580,7 @@ fn watch_stream(
                 continue;
             }
             last = c.rv;
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if tx.send(line(c.kind, &c.object)).await.is_err() {
                 return;
             }
