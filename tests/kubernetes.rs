@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fake_kube::{FakeApi, Request};
+use fake_kube::{FakeApi, Request, rules_of};
 use serde_json::{Value, json};
 use tailprobe::server::api::TargetDoc;
 
@@ -70,7 +70,7 @@ impl Prober {
         env: &[(&str, &str)],
     ) -> Self {
         let dir = common::TempDir::new("kube");
-        let kubeconfig = dir.file("kubeconfig", &api.kubeconfig());
+        let kubeconfig = dir.file("kubeconfig", &api.kubeconfig_as("tailprobe"));
         let port = common::free_port();
         let cfg = dir.file(
             "config.toml",
@@ -181,6 +181,8 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_node_services_give_every_prober_every_node_through_its_vip() {
     let api = FakeApi::start().await;
+    // RBAC as deploy/ grants it: anything else is 403.
+    api.authorize("tailprobe", rules_of("deploy/base/rbac.yaml", NS));
     let echo_port = common::free_port();
     for n in ["a", "b"] {
         api.put("nodes", node(n));
@@ -362,6 +364,7 @@ async fn per_node_services_give_every_prober_every_node_through_its_vip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_deleted_by_hand_comes_back_at_once() {
     let api = FakeApi::start().await;
+    api.authorize("tailprobe", rules_of("deploy/base/rbac.yaml", NS));
     let echo_port = common::free_port();
     let p = Prober::start(
         &api,
@@ -434,6 +437,11 @@ fn rbac_grants() -> BTreeSet<(String, String, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
     let api = FakeApi::start().await;
+    // Every namespace: the base Role and the opt-in ClusterRole, bound
+    // cluster-wide.
+    let mut rules = rules_of("deploy/base/rbac.yaml", NS);
+    rules.extend(rules_of("deploy/service-namespaces/rbac.yaml", NS));
+    api.authorize("tailprobe", rules);
     let echo_port = common::free_port();
     let mut echo_child = tokio::process::Command::new(common::bin())
         .args([
@@ -654,6 +662,8 @@ async fn targets_follow_services_and_endpoints_and_outlive_api_outages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hub_finds_the_prober_pods_of_its_namespace() {
     let api = FakeApi::start().await;
+    api.authorize("tailprobe-hub", rules_of("deploy/hub/hub.yaml", NS));
+    api.authorize("operator", rules_of("deploy/hub/operator-rbac.yaml", NS));
     let target = common::Server::start(common::Behaviour::ok()).await;
     let dir = common::TempDir::new("kube-hub");
     let mut probers = Vec::new();
@@ -680,7 +690,8 @@ async fn the_hub_finds_the_prober_pods_of_its_namespace() {
     other["metadata"]["labels"] = json!({"app": "web"});
     other["status"]["phase"] = json!("Running");
     api.put("pods", other);
-    let kubeconfig = dir.file("kubeconfig", &api.kubeconfig());
+    let kubeconfig = dir.file("kubeconfig", &api.kubeconfig_as("tailprobe-hub"));
+    let operator = dir.file("operator-kubeconfig", &api.kubeconfig_as("operator"));
     let listen = format!("127.0.0.1:{}", common::free_port());
     let cfg = dir.file(
         "hub.toml",
@@ -750,7 +761,7 @@ async fn the_hub_finds_the_prober_pods_of_its_namespace() {
         all.extend_from_slice(args);
         std::process::Command::new(common::bin())
             .args(&all)
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", &operator)
             .output()
             .unwrap()
     };

@@ -1,14 +1,20 @@
 //! A fake Kubernetes API server for tests: real Kubernetes JSON over HTTP on
 //! loopback, enough of it for tailprobe's discovery and self-registration.
 //!
-//! - list (`resourceVersion` in the list metadata) and watch (streamed
+//! - list (`resourceVersion` in the list metadata; pages of `limit` with a
+//!   `continue` token, as the real server serves them) and watch (streamed
 //!   `{"type","object"}` lines from a given resourceVersion), with equality
-//!   label selectors;
+//!   label selectors; an object that starts or stops matching a watch's
+//!   selector arrives as ADDED or DELETED there, as from the real server's
+//!   watch cache; BOOKMARK events when the client allows them;
 //! - a compaction that makes older resourceVersions answer `410 Gone` in the
 //!   watch stream, as the real server does, so clients must relist;
 //! - server-side apply (`PATCH` with `application/apply-patch+yaml`): create or
-//!   merge, owner references merged by uid, and no new resourceVersion when
-//!   nothing changed; `DELETE`;
+//!   merge, owner references merged by uid and owned per field manager (an
+//!   owner reference a manager stops applying is removed), and no new
+//!   resourceVersion when nothing changed; `DELETE`;
+//! - RBAC when asked ([`FakeApi::authorize`]): each bearer token's rules,
+//!   403 Forbidden for anything they do not grant;
 //! - stop and start on the same port, for outages;
 //! - a log of every request, to compare with RBAC;
 //! - the pod proxy (`pods/NAME:PORT/proxy/...`), forwarding to the pod's
@@ -70,6 +76,8 @@ struct Db {
     log: Vec<Change>,
     requests: Vec<Request>,
     uid: u64,
+    /// The owner reference uids each field manager applied to an object.
+    owners: BTreeMap<((String, String, String), String), Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -82,6 +90,60 @@ struct Shared {
     /// client: what the API server spends on its watchers.
     sent: Arc<std::sync::atomic::AtomicU64>,
     listed: Arc<std::sync::atomic::AtomicU64>,
+    /// Bearer token to what it may do; empty: everything is allowed.
+    rbac: Arc<Mutex<BTreeMap<String, Vec<Rule>>>>,
+}
+
+/// One RBAC rule: verbs on resources, in one namespace (a Role) or in all
+/// (`None`: a ClusterRole bound cluster-wide).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub verbs: Vec<String>,
+    pub resources: Vec<String>,
+    pub namespace: Option<String>,
+}
+
+impl Rule {
+    fn allows(&self, r: &Request) -> bool {
+        self.verbs.iter().any(|v| v == &r.verb)
+            && self.resources.iter().any(|x| x == &r.resource)
+            && match (&self.namespace, &r.namespace) {
+                (None, _) => true,
+                (Some(a), Some(b)) => a == b,
+                (Some(_), None) => false,
+            }
+    }
+}
+
+/// The rules of every Role and ClusterRole in a deploy/ file, Roles bound
+/// in `namespace`.
+pub fn rules_of(file: &str, namespace: &str) -> Vec<Rule> {
+    let text = std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let ns = match v["kind"].as_str() {
+            Some("Role") => Some(namespace.to_string()),
+            Some("ClusterRole") => None,
+            _ => continue,
+        };
+        for rule in v["rules"].as_array().into_iter().flatten() {
+            let strings = |k: &str| -> Vec<String> {
+                rule[k]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            };
+            out.push(Rule {
+                verbs: strings("verbs"),
+                resources: strings("resources"),
+                namespace: ns.clone(),
+            });
+        }
+    }
+    out
 }
 
 pub struct FakeApi {
@@ -103,6 +165,7 @@ impl FakeApi {
             up: Arc::new(Mutex::new(CancellationToken::new())),
             sent: Arc::default(),
             listed: Arc::default(),
+            rbac: Arc::default(),
         };
         let api = Self {
             addr,
@@ -223,6 +286,22 @@ impl FakeApi {
             .cloned()
     }
 
+    /// From now on, requests with `token` may do what `rules` grant and
+    /// nothing else (403 Forbidden); any other token is refused outright.
+    pub fn authorize(&self, token: &str, rules: Vec<Rule>) {
+        self.shared
+            .rbac
+            .lock()
+            .unwrap()
+            .insert(token.to_string(), rules);
+    }
+
+    /// A kubeconfig for this server with its own bearer token.
+    pub fn kubeconfig_as(&self, token: &str) -> String {
+        self.kubeconfig()
+            .replace("token: test", &format!("token: {token}"))
+    }
+
     /// (watch events, listed objects) sent so far, to all clients.
     pub fn sent(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -243,6 +322,14 @@ impl FakeApi {
             self.addr
         )
     }
+}
+
+fn object_key(o: &Value) -> (String, String) {
+    let meta = &o["metadata"];
+    (
+        meta["namespace"].as_str().unwrap_or("").to_string(),
+        meta["name"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 fn key_of(resource: &str, o: &Value) -> (String, String, String) {
@@ -416,6 +503,42 @@ fn matches(object: &Value, namespace: &Option<String>, selector: &str) -> bool {
         })
 }
 
+/// 403 unless the token's rules grant the request (no rules at all: the
+/// fake is not enforcing RBAC).
+fn forbidden(s: &Shared, token: &str, r: &Request) -> Option<Response> {
+    let rbac = s.rbac.lock().unwrap();
+    if rbac.is_empty()
+        || rbac
+            .get(token)
+            .is_some_and(|rules| rules.iter().any(|x| x.allows(r)))
+    {
+        return None;
+    }
+    let at = r
+        .namespace
+        .as_deref()
+        .map_or("at the cluster scope".to_string(), |n| {
+            format!("in the namespace \"{n}\"")
+        });
+    Some(reply(
+        StatusCode::FORBIDDEN,
+        status(
+            403,
+            "Forbidden",
+            &format!(
+                "{} \"{token}\" cannot {} resource \"{}\" {at}",
+                if rbac.contains_key(token) {
+                    "user"
+                } else {
+                    "unknown user"
+                },
+                r.verb,
+                r.resource
+            ),
+        ),
+    ))
+}
+
 fn status(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
            "message": message, "reason": reason, "code": code})
@@ -429,10 +552,30 @@ async fn handle(
     State(s): State<Shared>,
     method: Method,
     uri: Uri,
+    headers: axum::http::HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
     if let Some((ns, pod, port, rest)) = parse_proxy(uri.path()) {
+        let request = Request {
+            verb: if method == Method::GET {
+                "get"
+            } else {
+                "create"
+            }
+            .into(),
+            resource: "pods/proxy".into(),
+            namespace: Some(ns.clone()),
+        };
+        if let Some(denied) = forbidden(&s, &token, &request) {
+            return denied;
+        }
         return proxy(&s, &method, &ns, &pod, port, &rest, uri.query(), body).await;
     }
     let Some((resource, namespace, name)) = parse_path(uri.path()) else {
@@ -450,28 +593,70 @@ async fn handle(
         (&Method::DELETE, _, _) => "delete",
         _ => "other",
     };
-    s.db.lock().unwrap().requests.push(Request {
+    let request = Request {
         verb: verb.into(),
         resource: resource.into(),
         namespace: namespace.clone(),
-    });
+    };
+    if let Some(denied) = forbidden(&s, &token, &request) {
+        return denied;
+    }
+    s.db.lock().unwrap().requests.push(request);
     let selector = q.get("labelSelector").cloned().unwrap_or_default();
     match verb {
         "list" => {
             let db = s.db.lock().unwrap();
-            let items: Vec<Value> = db
+            // A continued list carries the first page's resourceVersion
+            // and where it stopped; an expired one is 410, as for a watch.
+            let (rv, offset) = match q.get("continue") {
+                Some(c) => match c.split_once(':').and_then(|(rv, off)| {
+                    Some((rv.parse::<u64>().ok()?, off.parse::<usize>().ok()?))
+                }) {
+                    Some((rv, _)) if rv < db.compacted => {
+                        return reply(
+                            StatusCode::GONE,
+                            status(410, "Expired", "the continue token has expired"),
+                        );
+                    }
+                    Some(t) => t,
+                    None => {
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            status(400, "BadRequest", "invalid continue token"),
+                        );
+                    }
+                },
+                None => (db.rv, 0),
+            };
+            let limit = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let all: Vec<&Value> = db
                 .objects
                 .iter()
                 .filter(|((r, _, _), o)| r == resource && matches(o, &namespace, &selector))
-                .map(|(_, o)| o.clone())
+                .map(|(_, o)| o)
                 .collect();
+            let items: Vec<Value> = all
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|o| (*o).clone())
+                .collect();
+            let next = offset + items.len();
+            let mut meta = json!({"resourceVersion": rv.to_string()});
+            if next < all.len() {
+                meta["continue"] = json!(format!("{rv}:{next}"));
+                meta["remainingItemCount"] = json!(all.len() - next);
+            }
             let kind = RESOURCES.iter().find(|r| r.0 == resource).unwrap().2;
             s.listed
                 .fetch_add(items.len() as u64, std::sync::atomic::Ordering::Relaxed);
             reply(
                 StatusCode::OK,
-                json!({"kind": kind, "apiVersion": "v1",
-                       "metadata": {"resourceVersion": db.rv.to_string()}, "items": items}),
+                json!({"kind": kind, "apiVersion": "v1", "metadata": meta, "items": items}),
             )
         }
         "watch" => watch_stream(&s, resource, namespace, selector, &q),
@@ -491,6 +676,8 @@ async fn handle(
             resource,
             namespace.unwrap_or_default(),
             name.unwrap(),
+            q.get("fieldManager").map_or("", String::as_str),
+            &token,
             &body,
         ),
         "delete" => {
@@ -527,8 +714,9 @@ fn watch_stream(
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let mut rx = s.events.subscribe();
-    let (backlog, gone) = {
+    let (backlog, gone, mut known) = {
         let db = s.db.lock().unwrap();
         let gone = from < db.compacted;
         let backlog: Vec<Change> = db
@@ -537,8 +725,54 @@ fn watch_stream(
             .filter(|c| c.rv > from && c.resource == resource)
             .cloned()
             .collect();
-        (backlog, gone)
+        // What the client holds: the objects that matched the selector at
+        // `from`. For an object the log saw at or before `from`, its last
+        // state then; for one unchanged since, its state now; for one
+        // first changed after `from` (it existed before the log began),
+        // that first change stands for it.
+        let mut history: BTreeMap<(String, String), Vec<&Change>> = BTreeMap::new();
+        for c in db.log.iter().filter(|c| c.resource == resource) {
+            history.entry(object_key(&c.object)).or_default().push(c);
+        }
+        let then = |k: &(String, String), now: Option<&Value>| -> bool {
+            let h = history.get(k).map(Vec::as_slice).unwrap_or(&[]);
+            let state = match (
+                h.iter().rev().find(|c| c.rv <= from),
+                h.iter().find(|c| c.rv > from),
+            ) {
+                (Some(c), _) => (c.kind != "DELETED").then_some(&c.object),
+                (None, Some(c)) if c.kind == "ADDED" => None,
+                (None, Some(c)) => Some(&c.object),
+                (None, None) => now,
+            };
+            state.is_some_and(|o| matches(o, &namespace, &selector))
+        };
+        let mut known = std::collections::BTreeSet::new();
+        for ((r, ns, name), o) in &db.objects {
+            let k = (ns.clone(), name.clone());
+            if r == resource && then(&k, Some(o)) {
+                known.insert(k);
+            }
+        }
+        // Deleted since `from`, so gone from the objects.
+        for k in history.keys() {
+            if !known.contains(k) && then(k, None) {
+                known.insert(k.clone());
+            }
+        }
+        (backlog, gone, known)
     };
+    let kind_name = RESOURCES
+        .iter()
+        .find(|r| r.0 == resource)
+        .map(|r| r.2.trim_end_matches("List"))
+        .unwrap_or("");
+    let api_version = RESOURCES
+        .iter()
+        .find(|r| r.0 == resource)
+        .map(|r| r.1.trim_start_matches("/apis/").trim_start_matches("/api/"))
+        .unwrap_or("v1")
+        .to_string();
     let stop = s.up.lock().unwrap().clone();
     let sent = Arc::clone(&s.sent);
     let (tx, body_rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(64);
@@ -558,30 +792,60 @@ fn watch_stream(
                 .await;
             return;
         }
+        // The event this watcher sees for a change: an object entering
+        // the selector is ADDED, one leaving it DELETED, as the real
+        // server's watch cache sends them.
+        let mut seen = |c: &Change| -> Option<&'static str> {
+            let key = object_key(&c.object);
+            let now = c.kind != "DELETED" && matches(&c.object, &namespace, &selector);
+            let before = known.contains(&key);
+            if now {
+                known.insert(key);
+            } else {
+                known.remove(&key);
+            }
+            match (before, now) {
+                (false, true) => Some("ADDED"),
+                (true, true) => Some("MODIFIED"),
+                (true, false) => Some("DELETED"),
+                (false, false) => None,
+            }
+        };
         let mut last = from;
         for c in backlog {
-            if matches(&c.object, &namespace, &selector) {
-                last = c.rv;
-                if tx.send(line(c.kind, &c.object)).await.is_err() {
+            last = c.rv;
+            if let Some(kind) = seen(&c) {
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if tx.send(line(kind, &c.object)).await.is_err() {
                     return;
                 }
             }
         }
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let c = tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = tick.tick(), if bookmarks => {
+                    let mark = json!({"kind": kind_name, "apiVersion": api_version,
+                        "metadata": {"resourceVersion": last.to_string(), "annotations": {}}});
+                    if tx.send(line("BOOKMARK", &mark)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 c = rx.recv() => match c {
                     Ok(c) => c,
                     Err(_) => return,
                 },
             };
-            if c.rv <= last || c.resource != resource || !matches(&c.object, &namespace, &selector)
-            {
+            if c.rv <= last || c.resource != resource {
                 continue;
             }
             last = c.rv;
+            let Some(kind) = seen(&c) else { continue };
             sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if tx.send(line(c.kind, &c.object)).await.is_err() {
+            if tx.send(line(kind, &c.object)).await.is_err() {
                 return;
             }
         }
@@ -599,7 +863,21 @@ fn tokio_stream_from(
 }
 
 /// Server-side apply, reduced to what tailprobe relies on.
-fn apply(s: &Shared, resource: &str, namespace: String, name: String, body: &[u8]) -> Response {
+fn apply(
+    s: &Shared,
+    resource: &str,
+    namespace: String,
+    name: String,
+    manager: &str,
+    token: &str,
+    body: &[u8],
+) -> Response {
+    if manager.is_empty() {
+        return reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            status(422, "Invalid", "fieldManager is required for apply patch"),
+        );
+    }
     let Ok(mut patch) = serde_json::from_slice::<Value>(body) else {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -607,12 +885,49 @@ fn apply(s: &Shared, resource: &str, namespace: String, name: String, body: &[u8
         );
     };
     let key = (resource.to_string(), namespace.clone(), name.clone());
+    let existing = s.db.lock().unwrap().objects.get(&key).cloned();
+    if existing.is_none() {
+        // An apply that creates is authorized as create too.
+        let create = Request {
+            verb: "create".into(),
+            resource: resource.into(),
+            namespace: Some(namespace.clone()),
+        };
+        if let Some(denied) = forbidden(s, token, &create) {
+            return denied;
+        }
+    }
     let mut db = s.db.lock().unwrap();
-    let existing = db.objects.get(&key).cloned();
+    // Owner references are owned per manager: one this manager applied
+    // before and applies no more goes, unless another manager holds it.
+    let applied: Vec<String> = patch["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str().map(String::from))
+        .collect();
+    let mine = (key.clone(), manager.to_string());
+    let dropped: Vec<String> = db
+        .owners
+        .get(&mine)
+        .into_iter()
+        .flatten()
+        .filter(|u| !applied.contains(u))
+        .filter(|u| {
+            !db.owners
+                .iter()
+                .any(|((k, m), uids)| *k == key && m != manager && uids.contains(u))
+        })
+        .cloned()
+        .collect();
+    db.owners.insert(mine, applied);
     let mut merged = match &existing {
         Some(old) => {
             let mut m = old.clone();
             merge(&mut m, &patch);
+            if let Some(refs) = m["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| !dropped.iter().any(|u| r["uid"] == json!(u)));
+            }
             m
         }
         None => {
@@ -633,7 +948,6 @@ fn apply(s: &Shared, resource: &str, namespace: String, name: String, body: &[u8
         "ADDED"
     };
     if existing.is_none() {
-        // An apply that creates is authorized as create too.
         db.requests.push(Request {
             verb: "create".into(),
             resource: resource.into(),

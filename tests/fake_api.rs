@@ -1,0 +1,174 @@
+//! The fake API server holds tailprobe to what the real one does, through
+//! kube's own client: lists come in pages, an object leaving a watch's
+//! selector is DELETED there, bookmarks arrive, an owner reference a field
+//! manager stops applying goes, and RBAC refuses what it does not grant.
+
+mod fake_kube;
+
+use std::time::Duration;
+
+use fake_kube::{FakeApi, Rule};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use serde_json::json;
+
+const NS: &str = "tailprobe";
+
+async fn client(api: &FakeApi, token: &str) -> kube::Client {
+    tailprobe::install_crypto();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&api.kubeconfig_as(token)).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn service(name: &str, probe: bool) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": NS,
+            "labels": {"tailprobe.io/probe": probe.to_string()}},
+        "spec": {"ports": [{"port": 80}]}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_page_and_watches_follow_their_selector() {
+    let api = FakeApi::start().await;
+    for i in 0..5 {
+        api.put("services", service(&format!("s{i}"), true));
+    }
+    let services: Api<Service> = Api::namespaced(client(&api, "test").await, NS);
+    let page = services
+        .list(&ListParams::default().limit(2))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    let token = page.metadata.continue_.clone().expect("a continue token");
+    let rest = services
+        .list(&ListParams::default().limit(10).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 3);
+    assert_eq!(
+        rest.metadata.resource_version, page.metadata.resource_version,
+        "pages of one list share its resourceVersion"
+    );
+
+    // A watch on the selector: s0 leaving it is DELETED there, s9 entering
+    // it is ADDED, and a bookmark (asked for by default) comes while
+    // nothing happens.
+    let rv = page.metadata.resource_version.unwrap();
+    let mut events = services
+        .watch(
+            &WatchParams::default().labels("tailprobe.io/probe=true"),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    api.put("services", service("s0", false));
+    api.put("services", service("s9", false));
+    api.put("services", service("s9", true));
+    let mut seen = Vec::new();
+    let mut bookmark = false;
+    while seen.len() < 2 || !bookmark {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.try_next())
+            .await
+            .expect("events within 5 s")
+            .unwrap()
+            .unwrap();
+        match e {
+            WatchEvent::Added(s) => seen.push(format!("added {}", s.metadata.name.unwrap())),
+            WatchEvent::Deleted(s) => seen.push(format!("deleted {}", s.metadata.name.unwrap())),
+            WatchEvent::Modified(s) => seen.push(format!("modified {}", s.metadata.name.unwrap())),
+            WatchEvent::Bookmark(_) => bookmark = true,
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(seen, ["deleted s0", "added s9"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_reference_no_longer_applied_goes() {
+    let api = FakeApi::start().await;
+    let services: Api<Service> = Api::namespaced(client(&api, "test").await, NS);
+    let owned = |uids: &[&str]| {
+        let refs: Vec<_> = uids
+            .iter()
+            .map(|u| json!({"apiVersion": "v1", "kind": "Pod", "name": u, "uid": u}))
+            .collect();
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "n", "namespace": NS, "ownerReferences": refs},
+            "spec": {"ports": [{"port": 80}]}})
+    };
+    let apply = |manager: &'static str, body: serde_json::Value| {
+        let services = services.clone();
+        async move {
+            services
+                .patch(
+                    "n",
+                    &PatchParams::apply(manager).force(),
+                    &Patch::Apply(body),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    apply("host", owned(&["pod-old"])).await;
+    apply("pod", owned(&["pod-b"])).await;
+    // The host prober restarted: its new pod replaces its old one.
+    let s = apply("host", owned(&["pod-new"])).await;
+    let mut uids: Vec<String> = s
+        .metadata
+        .owner_references
+        .unwrap()
+        .into_iter()
+        .map(|o| o.uid)
+        .collect();
+    uids.sort();
+    assert_eq!(uids, ["pod-b", "pod-new"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rbac_refuses_what_it_does_not_grant() {
+    let api = FakeApi::start().await;
+    api.put("services", service("s0", true));
+    api.authorize(
+        "reader",
+        vec![Rule {
+            verbs: vec!["list".into()],
+            resources: vec!["services".into()],
+            namespace: Some(NS.into()),
+        }],
+    );
+    let c = client(&api, "reader").await;
+    let mine: Api<Service> = Api::namespaced(c.clone(), NS);
+    assert_eq!(
+        mine.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+    let code = |e: kube::Error| match e {
+        kube::Error::Api(s) => s.code,
+        other => panic!("{other}"),
+    };
+    let everywhere: Api<Service> = Api::all(c.clone());
+    assert_eq!(
+        code(everywhere.list(&ListParams::default()).await.unwrap_err()),
+        403
+    );
+    assert_eq!(code(mine.get("s0").await.unwrap_err()), 403);
+    let stranger: Api<Service> = Api::namespaced(client(&api, "stranger").await, NS);
+    assert_eq!(
+        code(stranger.list(&ListParams::default()).await.unwrap_err()),
+        403
+    );
+    // Listing is granted, watching is not.
+    let refused = match mine.watch(&WatchParams::default(), "0").await {
+        Err(e) => code(e),
+        Ok(stream) => match stream.boxed().next().await {
+            Some(Err(e)) => code(e),
+            other => panic!("a watch without the verb: {other:?}"),
+        },
+    };
+    assert_eq!(refused, 403);
+}
