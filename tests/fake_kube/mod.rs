@@ -77,7 +77,7 @@ struct Db {
     requests: Vec<Request>,
     uid: u64,
     /// The owner reference uids each field manager applied to an object.
-    owners: BTreeMap<((String, String, String), String), Vec<String>>,
+    owners: BTreeMap<(Key, String), Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -323,6 +323,9 @@ impl FakeApi {
         )
     }
 }
+
+/// (resource, namespace, name).
+type Key = (String, String, String);
 
 fn object_key(o: &Value) -> (String, String) {
     let meta = &o["metadata"];
