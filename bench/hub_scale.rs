@@ -262,16 +262,7 @@ async fn run(nodes: usize) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this
-    // binary without it, and then one small size is a quick smoke test.
-    let benching = args.iter().any(|a| a == "--bench");
-    let sizes = match (sizes.is_empty(), benching) {
-        (false, _) => sizes,
-        (true, true) => vec![100, 1000, 5000],
-        (true, false) => vec![60],
-    };
+    let (sizes, _) = machine::sizes(&[100, 1000, 5000], &[60]);
     println!(
         "hub scale on {}: probers host and pod, {REMOTE} remote nodes + self, {SAMPLES} probes per series; fault: every path to {PLANTED} loses 2 SYNs",
         machine::describe()

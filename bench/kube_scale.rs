@@ -218,15 +218,7 @@ async fn run(n: usize, churn: Duration, dir: &std::path::Path) -> Row {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    // `cargo bench` passes --bench; under `cargo test` one small size runs.
-    let benching = args.iter().any(|a| a == "--bench");
-    let sizes = match (sizes.is_empty(), benching) {
-        (false, _) => sizes,
-        (true, true) => vec![100, 1000, 5000],
-        (true, false) => vec![50],
-    };
+    let (sizes, benching) = machine::sizes(&[100, 1000, 5000], &[50]);
     let churn = Duration::from_secs(if benching { 20 } else { 3 });
     tailprobe::install_crypto();
     let dir = std::env::temp_dir().join(format!("tailprobe-kube-scale-{}", std::process::id()));

@@ -16,3 +16,20 @@ pub fn describe() -> String {
         kernel.trim()
     )
 }
+
+/// The sizes to run and whether this is `cargo bench` (which passes
+/// `--bench`): sizes given as arguments, else `full` when benching, else
+/// `smoke` (`cargo test --all-targets` runs benches without `--bench`: a
+/// small size proves the benchmark still works).
+#[allow(dead_code)]
+pub fn sizes(full: &[usize], smoke: &[usize]) -> (Vec<usize>, bool) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let given: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    let benching = args.iter().any(|a| a == "--bench");
+    let sizes = match (given.is_empty(), benching) {
+        (false, _) => given,
+        (true, true) => full.to_vec(),
+        (true, false) => smoke.to_vec(),
+    };
+    (sizes, benching)
+}

@@ -95,16 +95,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let sizes: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    // `cargo test --all-targets` runs this without --bench: one small size,
-    // so the benchmark is known to work.
-    let benching = args.iter().any(|a| a == "--bench");
-    let sizes = match (sizes.is_empty(), benching) {
-        (false, _) => sizes,
-        (true, true) => vec![100, 1000, 5000],
-        (true, false) => vec![100],
-    };
+    let (sizes, _) = machine::sizes(&[100, 1000, 5000], &[100]);
     let chromium = std::process::Command::new("/usr/bin/chromium")
         .arg("--version")
         .output()

@@ -675,33 +675,12 @@ impl super::Exporter for Otlp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Outcome, PathKind, Phases, SourceKind, Target};
+    use crate::model::Outcome;
 
     fn result(outcome: Outcome, rtx: u32, total_ms: u64) -> ProbeResult {
-        ProbeResult {
-            target: Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap()),
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: None,
-            path: PathKind::Unknown,
-            started_at: std::time::SystemTime::UNIX_EPOCH,
-            start_lag: Duration::ZERO,
-            phases: Phases {
-                total: Duration::from_millis(total_ms),
-                ..Phases::default()
-            },
-            outcome,
-            status: None,
-            error: None,
-            tcp_info: None,
-            syn_retransmits: rtx,
-            syn_events: vec![],
-            local_addr: None,
-            peer_addr: None,
-            body_bytes: 0,
-            content_length: None,
-            rejected_node_header: false,
-        }
+        let mut r = crate::stats::tests::result(total_ms, outcome, std::time::UNIX_EPOCH);
+        r.syn_retransmits = rtx;
+        r
     }
 
     #[test]
