@@ -139,17 +139,46 @@ mod tests {
     }
 
     #[test]
+    fn each_format_is_labelled_as_what_it_is() {
+        let om = "# HELP a Probes.\n# TYPE a counter\na_total 1\n# EOF\n".to_string();
+        assert_eq!(Format::OpenMetrics.render(om.clone()), om);
+        assert_eq!(Format::Text.render(om.clone()), to_text(&om));
+        let mut headers = axum::http::HeaderMap::new();
+        let r = respond(&headers, om.clone());
+        assert_eq!(
+            r.headers()[axum::http::header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        headers.insert(
+            axum::http::header::ACCEPT,
+            "application/openmetrics-text;version=1.0.0"
+                .parse()
+                .unwrap(),
+        );
+        let r = respond(&headers, om);
+        assert_eq!(r.status(), axum::http::StatusCode::OK);
+        assert_eq!(
+            r.headers()[axum::http::header::CONTENT_TYPE],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+    }
+
+    #[test]
     fn counters_take_their_sample_name_and_openmetrics_only_lines_go() {
         let om = "# HELP a_probes Probes \\\"finished\\\".\n# TYPE a_probes counter\n\
                   a_probes_total{x=\"1\"} 3 # {trace_id=\"ab\"} 1.0\na_probes_created{x=\"1\"} 1.7e9\n\
                   # HELP a_up Up.\n# TYPE a_up gauge\n# UNIT a_up seconds\na_up 1\n\
-                  # HELP a_build tailprobe.\n# TYPE a_build info\na_build_info{version=\"1\"} 1\n# EOF\n";
+                  # HELP a_build tailprobe.\n# TYPE a_build info\na_build_info{version=\"1\"} 1\n\
+                  # HELP a_lag Lag.\n# TYPE a_lag histogram\na_lag_bucket{le=\"+Inf\"} 2\na_lag_sum 0.5\na_lag_count 2\na_lag_created 1.7e9\n\
+                  # HELP a_up2 Up.\n# TYPE a_up2 gauge\na_up2_created 1\n# EOF\n";
         assert_eq!(
             to_text(om),
             "# HELP a_probes_total Probes \"finished\".\n# TYPE a_probes_total counter\n\
              a_probes_total{x=\"1\"} 3\n\
              # HELP a_up Up.\n# TYPE a_up gauge\na_up 1\n\
-             # HELP a_build_info tailprobe.\n# TYPE a_build_info gauge\na_build_info{version=\"1\"} 1\n"
+             # HELP a_build_info tailprobe.\n# TYPE a_build_info gauge\na_build_info{version=\"1\"} 1\n\
+             # HELP a_lag Lag.\n# TYPE a_lag histogram\na_lag_bucket{le=\"+Inf\"} 2\na_lag_sum 0.5\na_lag_count 2\n\
+             # HELP a_up2 Up.\n# TYPE a_up2 gauge\na_up2_created 1\n"
         );
     }
 }

@@ -699,9 +699,15 @@ mod tests {
             .find(|l| l.starts_with("tailprobe_syn_retransmits_total{") && l.contains("\"a\""))
             .expect("the counter exists before the first retransmit");
         assert!(zero.ends_with(" 0"), "{zero}");
-        // A failure adds its outcome, nothing else.
+        // A failure adds its outcome, nothing else; its lost SYNs count.
         m.observe(&result("a", Outcome::ConnectTimeout, 6));
-        assert_eq!(series(&m.encode(), "a"), 36);
+        let text = m.encode();
+        assert_eq!(series(&text, "a"), 36);
+        let syns = text
+            .lines()
+            .find(|l| l.starts_with("tailprobe_syn_retransmits_total{") && l.contains("\"a\""))
+            .unwrap();
+        assert!(syns.ends_with(" 6"), "{syns}");
 
         let fine = MetricsConfig {
             buckets: Buckets::Fine,
@@ -756,5 +762,8 @@ mod tests {
         // Probed again, it starts over from zero.
         m.observe(&result("goes", Outcome::Ok, 0));
         assert_eq!(series(&m.encode(), "goes"), 35);
+        // What stayed is still known, and goes when its turn comes.
+        assert_eq!(m.retain_targets(|_| false), 2);
+        assert_eq!(series(&m.encode(), "stays"), 0);
     }
 }

@@ -125,6 +125,15 @@ mod tests {
     }
 
     #[test]
+    fn percent_escapes_decode_and_cut_ones_stay_as_written() {
+        assert_eq!(percent_decode("prod%2Deu%20a"), "prod-eu a");
+        assert_eq!(percent_decode("%41"), "A");
+        for cut in ["x%", "x%2", "a%4", "%zz"] {
+            assert_eq!(percent_decode(cut), cut);
+        }
+    }
+
+    #[test]
     fn the_specifications_precedence_for_the_service_name() {
         assert_eq!(resolved(&[])["service.name"], "tailprobe");
         assert_eq!(
@@ -161,6 +170,9 @@ mod tests {
         assert_eq!(r["k8s.cluster.name"], "prod-eu");
         assert_eq!(r["telemetry.sdk.name"], "opentelemetry");
         assert!(!r.contains_key("bad") && !r.contains_key(""));
+        // Without HOSTNAME, the kernel's host name.
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(resolved(&[])["host.name"], kernel.trim());
         // Without a pod, an instance id of its own, fresh per process.
         let a = resolved(&[])["service.instance.id"].clone();
         assert_eq!(a.len(), 36, "{a}");

@@ -109,6 +109,11 @@ mod tests {
             .0,
             Sampling::Healthy(0.25)
         );
+        // No argument: the specification's default ratio, 1.0, said nothing.
+        assert_eq!(
+            sampling(&[("OTEL_TRACES_SAMPLER", "traceidratio")]),
+            (Sampling::Healthy(1.0), None)
+        );
         let (s, warn) = sampling(&[
             ("OTEL_TRACES_SAMPLER", "traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
