@@ -748,6 +748,22 @@ mod tests {
     }
 
     #[test]
+    fn skipped_probes_are_counted_by_target_and_reason() {
+        use crate::export::Exporter;
+        let m = Metrics::new(Arc::default(), &MetricsConfig::default());
+        let r = result("busy", Outcome::Ok, 0);
+        m.skipped(&r.target, SkipReason::InFlightLimit);
+        Exporter::skipped(&m, &r.target, SkipReason::InFlightLimit);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                "tailprobe_probes_skipped_total{target=\"busy\",reason=\"in-flight-limit\"} 2"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_target_that_leaves_takes_its_series_along() {
         let m = Metrics::new(Arc::default(), &MetricsConfig::default());
         m.observe(&result("stays", Outcome::Ok, 0));
