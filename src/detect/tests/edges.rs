@@ -14,15 +14,25 @@ fn finding_kinds_parse_from_their_names_and_nothing_else() {
 
 #[test]
 fn a_finding_on_one_cell_names_its_path_pair_and_target() {
-    let s = vec![series(
+    let mut one = series(
         "node1",
         SourceKind::Host,
         "node2",
         "t",
         "u",
         &repeat((0.0, 0, Outcome::Refused), 3),
-    )];
+    );
+    for (i, p) in one.samples.iter_mut().enumerate() {
+        p.trace = Some(crate::model::TraceRef {
+            trace_id: format!("{:032x}", i + 1),
+            span_id: format!("{:016x}", i + 1),
+        });
+    }
+    let s = vec![one];
     let f = &detect(&s, &[], &DetectorConfig::default())[0];
+    // How many probes it rests on, and the failed ones to open.
+    assert_eq!(f.samples, 3);
+    assert_eq!(f.examples.len(), 3);
     assert_eq!(f.kind, FindingKind::ProbeFailures);
     assert_eq!(f.path, Some(PathKind::CrossNode));
     assert_eq!(f.pairs, [("node1".to_string(), "node2".to_string())]);
@@ -192,4 +202,37 @@ fn a_dns_finding_says_where_how_many_and_why() {
             .any(|p| p.starts_with("conntrack insert_failed is non-zero")),
         "{c:#?}"
     );
+}
+
+#[test]
+fn every_failure_outcome_with_a_known_reading_says_it() {
+    for o in [
+        Outcome::Refused,
+        Outcome::Unreachable,
+        Outcome::ConnectTimeout,
+        Outcome::TotalTimeout,
+        Outcome::Reset,
+        Outcome::HttpStatus,
+        Outcome::DnsError,
+        Outcome::DnsTimeout,
+    ] {
+        let s = vec![series(
+            "node1",
+            SourceKind::Host,
+            "node2",
+            "t",
+            "u",
+            &repeat((0.0, 0, o), 3),
+        )];
+        let found = detect(&s, &[], &DetectorConfig::default());
+        let f = found
+            .iter()
+            .find(|f| f.kind == FindingKind::ProbeFailures)
+            .unwrap_or_else(|| panic!("{o:?}: {found:#?}"));
+        assert_eq!(
+            f.evidence.len(),
+            2,
+            "{o:?}: the count and what it means: {f:#?}"
+        );
+    }
 }
