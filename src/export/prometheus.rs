@@ -71,21 +71,15 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
-    source_node: String,
-    source_kind: String,
-    destination_node: String,
-    target: String,
-    path: String,
+    #[prometheus(flatten)]
+    path: PathLabels,
     outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
-    source_node: String,
-    source_kind: String,
-    destination_node: String,
-    target: String,
-    path: String,
+    #[prometheus(flatten)]
+    path: PathLabels,
     phase: String,
 }
 
@@ -394,11 +388,7 @@ impl Metrics {
             self.start_path(&path);
         }
         let phase_labels = |phase: Phase| PhaseLabels {
-            source_node: path.source_node.clone(),
-            source_kind: path.source_kind.clone(),
-            destination_node: path.destination_node.clone(),
-            target: path.target.clone(),
-            path: path.path.clone(),
+            path: path.clone(),
             phase: phase.as_str().into(),
         };
         let p = &r.phases;
@@ -434,11 +424,7 @@ impl Metrics {
         }
         self.probes
             .get_or_create(&ProbeLabels {
-                source_node: path.source_node,
-                source_kind: path.source_kind,
-                destination_node: path.destination_node,
-                target: path.target,
-                path: path.path,
+                path,
                 outcome: r.outcome.as_str().into(),
             })
             .inc();
@@ -449,11 +435,7 @@ impl Metrics {
     fn start_path(&self, path: &PathLabels) {
         let _ = self.syn_retransmits.get_or_create(path);
         let _ = self.probes.get_or_create(&ProbeLabels {
-            source_node: path.source_node.clone(),
-            source_kind: path.source_kind.clone(),
-            destination_node: path.destination_node.clone(),
-            target: path.target.clone(),
-            path: path.path.clone(),
+            path: path.clone(),
             outcome: Outcome::Ok.as_str().into(),
         });
         self.paths
@@ -492,21 +474,13 @@ impl Metrics {
         for p in &gone {
             for outcome in Outcome::ALL {
                 self.probes.remove(&ProbeLabels {
-                    source_node: p.source_node.clone(),
-                    source_kind: p.source_kind.clone(),
-                    destination_node: p.destination_node.clone(),
-                    target: p.target.clone(),
-                    path: p.path.clone(),
+                    path: p.clone(),
                     outcome: outcome.as_str().into(),
                 });
             }
             for phase in Phase::ALL {
                 self.duration.remove(&PhaseLabels {
-                    source_node: p.source_node.clone(),
-                    source_kind: p.source_kind.clone(),
-                    destination_node: p.destination_node.clone(),
-                    target: p.target.clone(),
-                    path: p.path.clone(),
+                    path: p.clone(),
                     phase: phase.as_str().into(),
                 });
             }

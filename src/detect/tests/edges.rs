@@ -4,6 +4,16 @@
 
 use super::*;
 
+/// Gives every sample an exported trace, as a run with OTLP on would.
+fn traced(w: &mut SeriesWindow) {
+    for (i, p) in w.samples.iter_mut().enumerate() {
+        p.trace = Some(crate::model::TraceRef {
+            trace_id: format!("{:032x}", i + 1),
+            span_id: format!("{:016x}", i + 1),
+        });
+    }
+}
+
 #[test]
 fn finding_kinds_parse_from_their_names_and_nothing_else() {
     for k in FindingKind::ALL {
@@ -22,12 +32,7 @@ fn a_finding_on_one_cell_names_its_path_pair_and_target() {
         "u",
         &repeat((0.0, 0, Outcome::Refused), 3),
     );
-    for (i, p) in one.samples.iter_mut().enumerate() {
-        p.trace = Some(crate::model::TraceRef {
-            trace_id: format!("{:032x}", i + 1),
-            span_id: format!("{:016x}", i + 1),
-        });
-    }
+    traced(&mut one);
     let s = vec![one];
     let f = &detect(&s, &[], &DetectorConfig::default())[0];
     // How many probes it rests on, and the failed ones to open.
@@ -175,12 +180,7 @@ fn a_dns_finding_says_where_how_many_and_why() {
         &repeat(ok(0.5), 5),
         Some(5_003.0),
     );
-    for (i, p) in s.samples.iter_mut().enumerate() {
-        p.trace = Some(crate::model::TraceRef {
-            trace_id: format!("{:032x}", i + 1),
-            span_id: format!("{:016x}", i + 1),
-        });
-    }
+    traced(&mut s);
     let mut f = facts("node1", "5.4.0", None, 0);
     f.conntrack_insert_failed = Some(12);
     let x = &detect(&[s], &[f], &DetectorConfig::default())[0];
