@@ -193,14 +193,15 @@ async fn the_hub_merges_every_prober_and_says_what_is_missing() {
         |p| state_of(p, "n3") == "stale",
     )
     .await;
-    let m = json(&hub_listen, "/api/v1/matrix").await;
-    assert!(
+    // The prober states are published as a round pulls, its matrix once
+    // judged: the stale prober shows there by the round's end.
+    let m = until(&hub_listen, "/api/v1/matrix", Duration::from_secs(5), |m| {
         m["rests_on"]
             .as_str()
-            .unwrap()
-            .contains("1 stale (last data kept: n3 host)"),
-        "{m:#} {p:#}"
-    );
+            .is_some_and(|r| r.contains("1 stale (last data kept: n3 host)"))
+    })
+    .await;
+    assert_eq!(state_of(&p, "n3"), "stale");
     assert!(
         m["cells"]
             .as_array()
