@@ -209,7 +209,11 @@ impl SynBlackhole {
     }
 
     /// Starts accepting (and closing) connections: SYNs get through again.
+    /// The backlog grows first (Linux takes a second listen() as a new
+    /// backlog), so retransmitted SYNs arriving together all fit, however
+    /// late the accepting thread is scheduled.
     pub fn repair(&self) {
+        self._listener.listen(128).unwrap();
         let listener = self._listener.try_clone().unwrap();
         std::thread::spawn(move || {
             while let Ok((s, _)) = listener.accept() {
