@@ -8,7 +8,7 @@ use super::causes::has_checksum_fix;
 use super::cell::Cell;
 use super::stat::{self, RungShape};
 use super::{ratio, syns};
-use crate::model::{DetectorConfig, NodeFacts, PathKind, SourceKind};
+use crate::model::{DetectorConfig, Network, NodeFacts, PathKind, SourceKind};
 
 /// The facts the causes are judged against (see `causes::Check`). Each
 /// `Option` is `None` when the prober(s) could not know it: one node does
@@ -156,13 +156,14 @@ pub fn of_ladder(
         same_node_probed: cells
             .iter()
             .any(|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
-        host_hit: kinds.contains(&SourceKind::Host),
+        host_hit: kinds.iter().any(|k| k.network() == Network::Host),
         pod_hit: hit_any(&|c| {
-            c.w.dims.source_kind == SourceKind::Pod && path.is_none_or(|p| c.w.dims.path == p)
+            c.w.dims.source_kind.network() == Network::Pod
+                && path.is_none_or(|p| c.w.dims.path == p)
         }),
         pod_probed: cells
             .iter()
-            .any(|c| c.w.dims.source_kind == SourceKind::Pod),
+            .any(|c| c.w.dims.source_kind.network() == Network::Pod),
         one_destination: m
             .iter()
             .all(|c| c.w.dims.destination_node.is_some())

@@ -13,6 +13,7 @@
 //! - [`evidence`]: what the causes are judged on, and the evidence text.
 //! - [`causes`]: the knowledge base, as data.
 
+mod agreement;
 pub mod causes;
 mod cell;
 mod evidence;
@@ -310,11 +311,34 @@ pub fn detect_each<'a>(
             cell::analyse(w, schedule, cfg)
         })
         .collect();
-    let mut findings = finding::ladder::findings(&cells, facts, cfg);
-    findings.extend(finding::first_contact::findings(&cells, cfg));
-    findings.extend(finding::dns::findings(&cells, facts, cfg));
-    let pmtu = finding::pmtu::findings(&cells, cfg);
-    findings.extend(finding::failures::findings(&cells, &pmtu));
+    // Probes and the node's own connections are judged apart: a scope
+    // never blends the two, so each verdict confirms or contradicts the
+    // other.
+    let (passive, probed): (Vec<Cell>, Vec<Cell>) = cells
+        .into_iter()
+        .partition(|c| c.w.dims.source_kind.is_passive());
+    let mut findings = judge(&probed, facts, cfg);
+    let mut real = judge(&passive, facts, cfg);
+    for f in real.iter_mut() {
+        // Rules that build their scope by hand (name lookups, first
+        // contact) learn here that it was passive.
+        if !f.scope_key.passive {
+            f.scope_key.passive = true;
+            f.scope = format!("real connections on {}", f.scope);
+        }
+        agreement::passive_words(f, f.samples);
+    }
+    agreement::cross_check(&mut findings, &mut real, (&probed, &passive));
+    findings.extend(real);
+    findings
+}
+
+fn judge(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {
+    let mut findings = finding::ladder::findings(cells, facts, cfg);
+    findings.extend(finding::first_contact::findings(cells, cfg));
+    findings.extend(finding::dns::findings(cells, facts, cfg));
+    let pmtu = finding::pmtu::findings(cells, cfg);
+    findings.extend(finding::failures::findings(cells, &pmtu));
     findings.extend(pmtu);
     findings
 }

@@ -72,6 +72,10 @@ pub struct ScopeKey {
     pub path: Option<PathKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Judged on the node's own connections (passive mode), never mixed
+    /// with probes: the two verdicts stand side by side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 impl ScopeKey {
@@ -84,6 +88,7 @@ impl ScopeKey {
             destination_node: None,
             path: None,
             target: None,
+            passive: false,
         }
     }
 
@@ -92,6 +97,7 @@ impl ScopeKey {
         let src = || Some(d.source_node.to_string());
         let dst = || d.destination_node.as_deref().map(str::to_string);
         let mut k = Self::bare(grouping);
+        k.passive = d.source_kind.is_passive();
         match grouping {
             Grouping::KindPath => {
                 k.source_kind = Some(d.source_kind);
@@ -128,6 +134,9 @@ impl ScopeKey {
     /// dimension it keys on, `/`-separated, in a fixed order.
     pub fn id(&self) -> String {
         let mut parts = vec![self.grouping.as_str().to_string()];
+        if self.passive {
+            parts.push("passive".to_string());
+        }
         parts.extend(self.source_node.clone());
         parts.extend(self.source_kind.map(|k| k.as_str().to_string()));
         parts.extend(self.destination_node.clone());
@@ -146,11 +155,17 @@ impl ScopeKey {
             .unwrap_or("an unknown node");
         let net = self
             .source_kind
-            .map(|k| format!("{} network", k.as_str()))
+            .map(|k| k.describe().to_string())
             .unwrap_or_default();
         let path = self.path.map(PathKind::as_str).unwrap_or_default();
         let target = self.target.as_deref().unwrap_or("?");
-        match (self.grouping, kind) {
+        // The source kind's words say "real connections" when it is named.
+        let prefix = if self.passive && self.source_kind.is_none() {
+            "real connections on "
+        } else {
+            ""
+        };
+        let words = match (self.grouping, kind) {
             (Grouping::KindPath, _) => {
                 format!("every {path} path from the {net} of {sources} nodes")
             }
@@ -170,6 +185,7 @@ impl ScopeKey {
             }
             (Grouping::Cell, _) => format!("{target} from {src} ({net}) to {dst} ({path})"),
             (Grouping::FirstContact, _) => format!("the first connections on {paths} paths"),
-        }
+        };
+        format!("{prefix}{words}")
     }
 }

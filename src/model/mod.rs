@@ -13,7 +13,7 @@ mod series;
 mod target;
 
 pub use facts::{NodeFacts, OverlayDevice, parse_kernel};
-pub use probe::{Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
+pub use probe::{Network, Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
 pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
 pub use series::{Dims, Pending, Sample, SeriesWindow, TraceRef, attach_pending};
 pub use target::{DnsQuery, ProbeKind, Target, TargetNode, Timing};

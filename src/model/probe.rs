@@ -15,6 +15,20 @@ use super::Target;
 pub enum SourceKind {
     Host,
     Pod,
+    /// The node's own connections from its host network, read by passive
+    /// mode: no probe was sent.
+    #[serde(rename = "passive-host")]
+    PassiveHost,
+    /// The node's own connections from its pods, read by passive mode.
+    #[serde(rename = "passive-pod")]
+    PassivePod,
+}
+
+/// The network a connection left from, synthetic or passive alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    Pod,
 }
 
 impl SourceKind {
@@ -22,6 +36,30 @@ impl SourceKind {
         match self {
             SourceKind::Host => "host",
             SourceKind::Pod => "pod",
+            SourceKind::PassiveHost => "passive-host",
+            SourceKind::PassivePod => "passive-pod",
+        }
+    }
+
+    pub fn network(self) -> Network {
+        match self {
+            SourceKind::Host | SourceKind::PassiveHost => Network::Host,
+            SourceKind::Pod | SourceKind::PassivePod => Network::Pod,
+        }
+    }
+
+    /// Real connections read from the kernel, not probes.
+    pub fn is_passive(self) -> bool {
+        matches!(self, SourceKind::PassiveHost | SourceKind::PassivePod)
+    }
+
+    /// The vantage in words: "host network", "real connections from pods".
+    pub fn describe(self) -> &'static str {
+        match self {
+            SourceKind::Host => "host network",
+            SourceKind::Pod => "pod network",
+            SourceKind::PassiveHost => "real connections from the host network",
+            SourceKind::PassivePod => "real connections from pods",
         }
     }
 }
@@ -32,8 +70,10 @@ impl std::str::FromStr for SourceKind {
         match s {
             "host" => Ok(SourceKind::Host),
             "pod" => Ok(SourceKind::Pod),
+            "passive-host" => Ok(SourceKind::PassiveHost),
+            "passive-pod" => Ok(SourceKind::PassivePod),
             _ => Err(format!(
-                "source kind \"{s}\" is neither \"host\" nor \"pod\""
+                "source kind \"{s}\" is none of \"host\", \"pod\", \"passive-host\" and \"passive-pod\""
             )),
         }
     }

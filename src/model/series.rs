@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Outcome, PathKind, Phases, ProbeResult, SourceKind};
+use super::{Outcome, PathKind, Phases, ProbeResult, SourceKind, Target, TargetNode};
 
 /// The dimensions of a series: every aggregation (stats, report, API,
 /// Prometheus, OTLP, detector) keys on these and nothing else.
@@ -28,6 +28,22 @@ impl Dims {
             destination_node: r.destination_node.clone(),
             target: r.target.name.as_str().into(),
             path: r.path,
+        }
+    }
+
+    /// A series as known before any answer: the destination its target
+    /// names, else unknown (a mixed Service's answer names it).
+    pub fn of_target(source_node: &Arc<str>, source_kind: SourceKind, t: &Target) -> Self {
+        let destination: Option<Arc<str>> = match &t.node {
+            TargetNode::Known(n) => Some(n.as_str().into()),
+            _ => None,
+        };
+        Self {
+            source_node: Arc::clone(source_node),
+            source_kind,
+            path: PathKind::classify(source_node, destination.as_deref()),
+            destination_node: destination,
+            target: t.name.as_str().into(),
         }
     }
 
