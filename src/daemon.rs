@@ -144,7 +144,13 @@ pub async fn run(
         loaded.config.probe.max_in_flight,
         cancel.clone(),
     );
-    scheduler.sync(&loaded.targets);
+    // With probing off, the targets still name passive destinations and
+    // serve requested rounds; no timeline runs.
+    let probing = loaded.config.probe.enabled;
+    let scheduled =
+        |all: &[Arc<crate::model::Target>]| if probing { all.to_vec() } else { Vec::new() };
+    scheduler.sync(&scheduled(&loaded.targets));
+    let passive = passive(&loaded, &prober, (&stats, &metrics), &current, &cancel);
     let kube = match &loaded.config.kubernetes {
         Some(k) => Some(
             start_kubernetes(
@@ -200,7 +206,7 @@ pub async fn run(
                     .unwrap_or_default();
                 let all = crate::targets::merge(&loaded.targets, &found);
                 prober.known_nodes.set(&prober.source_node, &all);
-                scheduler.sync(&all);
+                scheduler.sync(&scheduled(&all));
                 let since = std::time::SystemTime::now() - loaded.config.detect.window.get();
                 let forgotten = stats.forget(|t| all.iter().any(|a| *a.name == *t), since);
                 let dropped = metrics.retain_targets(|t| all.iter().any(|a| *a.name == *t));
@@ -222,6 +228,9 @@ pub async fn run(
         let _ = k.registration.await;
     }
     scheduler.wait().await;
+    if let Some(p) = passive {
+        let _ = tokio::task::spawn_blocking(move || p.join()).await;
+    }
     let _ = judge.await;
     let cancelled = stats.count(crate::model::Outcome::Cancelled);
     // Flush what probing exported before the servers drain, so a client
@@ -235,6 +244,42 @@ pub async fn run(
     }
     tracing::info!(cancelled_probes = cancelled, "Stopped.");
     Ok(())
+}
+
+/// Starts passive mode when `[passive]` turns it on. A node where it cannot
+/// load keeps probing: the error is logged and `tailprobe_passive_up`
+/// stays 0.
+fn passive(
+    loaded: &Loaded,
+    prober: &Arc<Prober>,
+    (stats, metrics): (&Arc<Stats>, &Arc<Metrics>),
+    targets: &Arc<std::sync::RwLock<Vec<Arc<crate::model::Target>>>>,
+    cancel: &CancellationToken,
+) -> Option<std::thread::JoinHandle<()>> {
+    let cfg = &loaded.config.passive;
+    if !cfg.enabled {
+        return None;
+    }
+    // No tracer: a passive connect has no probe to trace.
+    let sink = Arc::new(
+        Recorder::new(None)
+            .with(Arc::clone(stats) as _)
+            .with(Arc::clone(metrics) as _),
+    );
+    let ctx = crate::passive::Context {
+        source_node: Arc::clone(&prober.source_node),
+        targets: Arc::clone(targets),
+        sink,
+        in_flight: Arc::clone(&prober.in_flight),
+        metrics: metrics.passive.clone(),
+    };
+    match crate::passive::start(cfg, ctx, cancel.clone()) {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::error!(error = %e, "Passive mode is off.");
+            None
+        }
+    }
 }
 
 /// The shortest gap between two judge runs woken by stalls, and how many

@@ -30,6 +30,7 @@ pub mod lab;
 pub mod matrix;
 pub mod model;
 pub mod node;
+pub mod passive;
 pub mod probe;
 pub mod ratelimit;
 pub mod server;

@@ -12,6 +12,7 @@ mod hub;
 mod kubernetes;
 mod metrics;
 mod otlp;
+mod passive;
 mod selector;
 mod slo;
 mod target;
@@ -24,6 +25,7 @@ pub use hub::HubConfig;
 pub use kubernetes::KubernetesConfig;
 pub use metrics::{Buckets, Grain, MetricPhase, MetricsConfig};
 pub use otlp::OtlpConfig;
+pub use passive::PassiveConfig;
 pub use selector::LabelSelector;
 pub use slo::{BurnAlert, SloConfig};
 pub use ui::UiConfig;
@@ -66,6 +68,9 @@ pub struct Config {
     /// What `/metrics` spends on series.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The node's own connections, read through eBPF.
+    #[serde(default)]
+    pub passive: PassiveConfig,
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
@@ -76,6 +81,10 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
+    /// `false`: send no synthetic probe. Targets are still discovered, to
+    /// name the destinations of passive connections and for requested
+    /// rounds.
+    pub enabled: bool,
     pub interval: Dur,
     pub jitter: Dur,
     pub timeout: Dur,
@@ -93,6 +102,7 @@ impl Default for ProbeConfig {
     fn default() -> Self {
         let t = Timing::default();
         Self {
+            enabled: true,
             interval: Dur(t.interval),
             jitter: Dur(t.jitter),
             timeout: Dur(t.timeout),
@@ -299,7 +309,8 @@ impl Loaded {
             .or_else(|| {
                 std::env::var("TAILPROBE_SOURCE_KIND")
                     .ok()
-                    .and_then(|v| v.parse().ok())
+                    .and_then(|v| v.parse::<SourceKind>().ok())
+                    .filter(|k| !k.is_passive())
             })
             .unwrap_or(SourceKind::Host)
     }

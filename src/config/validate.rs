@@ -137,6 +137,12 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             "node must be a node name: 1 to 253 characters, no spaces or control characters".into(),
         ));
     }
+    if c.source_kind.is_some_and(|s| s.is_passive()) {
+        return Err(k.err(
+            &["source_kind"],
+            "source_kind is the network the prober runs in: \"host\" or \"pod\"; passive vantages come from [passive]".into(),
+        ));
+    }
     let p = &c.probe;
     let timing = "past an hour a probe is no longer a latency measurement";
     k.dur(
@@ -186,6 +192,40 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             1..=127,
             "the kernel accepts TCP_SYNCNT from 1 to 127",
         )?;
+    }
+    let v = &c.passive;
+    k.num(
+        &["passive", "max_destinations"],
+        v.max_destinations,
+        16..=1_000_000,
+        "each destination costs the kernel 1.6 KiB of map memory",
+    )?;
+    k.num(
+        &["passive", "max_connecting"],
+        v.max_connecting,
+        64..=10_000_000,
+        "each connection in SYN_SENT costs the kernel 48 bytes of map memory",
+    )?;
+    k.dur(
+        &["passive", "interval"],
+        v.interval.get(),
+        Duration::from_millis(100)..=Duration::from_secs(60),
+        "the detector sees passive connections this late at most",
+    )?;
+    k.dur(
+        &["passive", "idle"],
+        v.idle.get(),
+        SEC..=DAY,
+        "a destination idle this long leaves the kernel's map",
+    )?;
+    if let Some(i) = v.pod_netns.iter().position(|p| !p.starts_with('/')) {
+        return Err(k.err(
+            &["passive", "pod_netns"],
+            format!(
+                "[passive] pod_netns entry {} is not an absolute path; write a network namespace's path, such as \"/run/netns/NAME\" or \"/proc/PID/ns/net\"",
+                i + 1
+            ),
+        ));
     }
     let empty_codes = |codes: &[super::StatusRange]| codes.is_empty();
     if empty_codes(&p.valid_status_codes) {

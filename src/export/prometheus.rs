@@ -197,6 +197,7 @@ pub struct Metrics {
     pub otlp: crate::export::otlp::ExportCounters,
     /// Discovery and self-registration.
     pub kube: crate::targets::kubernetes::metrics::KubeMetrics,
+    pub passive: crate::passive::metrics::PassiveMetrics,
 }
 
 impl Metrics {
@@ -340,6 +341,7 @@ impl Metrics {
             connections_cut.clone(),
         );
         let kube = crate::targets::kubernetes::metrics::KubeMetrics::register(&mut registry);
+        let passive = crate::passive::metrics::PassiveMetrics::register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "tailprobe version", build.clone());
         build
@@ -370,6 +372,7 @@ impl Metrics {
             connections_cut,
             otlp,
             kube,
+            passive,
         }
     }
 

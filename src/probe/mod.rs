@@ -77,6 +77,14 @@ impl InFlight {
     pub fn pending(&self) -> Vec<(crate::model::Dims, String, crate::model::Pending)> {
         self.stalls.pending()
     }
+    /// Replaces the node's own connects stalled in SYN_SENT (passive
+    /// mode's last reading): judged, exported and served with the probes'.
+    pub fn set_passive_stalls(
+        &self,
+        stalls: Vec<(crate::model::Dims, String, crate::model::Pending)>,
+    ) {
+        self.stalls.set_passive(stalls);
+    }
     /// Resolves when a stall begins or ends, or a probe that lost SYNs is
     /// recorded: when a verdict may have changed. One waiter; a change
     /// while no one waits is kept for the next.

@@ -10,23 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use crate::model::{Dims, PathKind, Pending, SourceKind, Target, TargetNode};
-
-/// A probe's series as known before any answer: the destination its
-/// target names, else unknown (a mixed Service's answer names it).
-fn dims_before_answer(source_node: &Arc<str>, source_kind: SourceKind, t: &Target) -> Dims {
-    let destination: Option<Arc<str>> = match &t.node {
-        TargetNode::Known(n) => Some(n.as_str().into()),
-        _ => None,
-    };
-    Dims {
-        source_node: Arc::clone(source_node),
-        source_kind,
-        path: PathKind::classify(source_node, destination.as_deref()),
-        destination_node: destination,
-        target: t.name.as_str().into(),
-    }
-}
+use crate::model::{Dims, Pending, SourceKind, Target};
 
 /// One stall, kept small: a probe stuck in SYN_SENT costs this on top of
 /// its socket and task, so the series is built when the stalls are read.
@@ -46,6 +30,9 @@ pub(super) struct Stalls {
     map: Mutex<HashMap<u64, Stall>>,
     next: AtomicU64,
     changed: Notify,
+    /// The node's own connects stalled in SYN_SENT, as passive mode last
+    /// read them: judged as the probes' stalls are.
+    passive: Mutex<Vec<(Dims, String, Pending)>>,
 }
 
 impl Stalls {
@@ -57,13 +44,38 @@ impl Stalls {
         self.lock().len()
     }
 
+    /// Replaces the passive stalls; wakes the judge when one began, ended
+    /// or lost another SYN.
+    pub(super) fn set_passive(&self, stalls: Vec<(Dims, String, Pending)>) {
+        fn shape(v: &[(Dims, String, Pending)]) -> Vec<(&Dims, u32)> {
+            // Not `at`: passive mode derives it from the monotonic clock at
+            // each reading, and it may move by a microsecond.
+            let mut s: Vec<(&Dims, u32)> =
+                v.iter().map(|(d, _, p)| (d, p.syn_retransmits)).collect();
+            s.sort_unstable();
+            s
+        }
+        let mut held = self.passive.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = shape(&held) != shape(&stalls);
+        *held = stalls;
+        drop(held);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
     pub(super) fn pending(&self) -> Vec<(Dims, String, Pending)> {
         let now = Instant::now();
+        let passive = self
+            .passive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.lock()
             .values()
             .map(|s| {
                 (
-                    dims_before_answer(&s.source_node, s.source_kind, &s.target),
+                    Dims::of_target(&s.source_node, s.source_kind, &s.target),
                     s.target.url.clone(),
                     Pending {
                         at: s.at,
@@ -73,6 +85,7 @@ impl Stalls {
                     },
                 )
             })
+            .chain(passive)
             .collect()
     }
 
