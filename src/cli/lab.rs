@@ -189,6 +189,11 @@ pub struct LabMatrixArgs {
     /// Also write every sample and the nodes' facts here (JSON), to judge again later.
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// `lab run` only: the probers send no probe and read the nodes' own
+    /// connections instead (passive mode), and no matrix is run. Send your
+    /// own traffic, such as `ip netns exec NODE-NAMESPACE curl http://VIP/`.
+    #[arg(long)]
+    pub passive: bool,
 }
 
 pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
@@ -347,10 +352,26 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
         "both" => run::Vantage::Both,
         other => anyhow::bail!("--vantage \"{other}\" is not host, pod or both"),
     };
+    if args.passive && !daemons {
+        anyhow::bail!("--passive applies to `lab run`: `lab matrix` sends probes by design");
+    }
     if daemons {
-        for line in run::start_daemons(&plan)? {
+        for line in run::start_daemons(&plan, args.passive)? {
             eprintln!("prober {line}");
         }
+    }
+    if args.passive {
+        for i in plan.node_ids() {
+            eprintln!(
+                "{}: ip netns exec {} curl http://{}:{}/ (host network), ip netns exec {} curl ... (pod)",
+                plan.node_name(i),
+                plan.node_ns(i),
+                plan.node_vip(i),
+                crate::lab::plan::POD_PORT,
+                plan.pod_ns(i)
+            );
+        }
+        return Ok(0);
     }
     let (report, recording) = block_on(async {
         let cancel = CancellationToken::new();
