@@ -10,6 +10,9 @@ fn main() {
     let src = "bpf/passive.bpf.c";
     println!("cargo::rerun-if-changed={src}");
     println!("cargo::rerun-if-env-changed=CLANG");
+    // Installing libbpf's headers (and clang with them) builds it again; a
+    // missing file reruns this script every build, which costs nothing.
+    println!("cargo::rerun-if-changed=/usr/include/bpf/bpf_helpers.h");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let obj = out.join("passive.bpf.o");
     let status = build(src, &obj);

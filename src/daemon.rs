@@ -260,6 +260,13 @@ fn passive(
     if !cfg.enabled {
         return None;
     }
+    if prober.source_kind != crate::model::SourceKind::Host {
+        // Its own namespace would read as the host's.
+        tracing::error!(
+            "Passive mode is off: it runs in the host-network prober (source_kind = \"host\"), which tells the host's connections from the pods'."
+        );
+        return None;
+    }
     // No tracer: a passive connect has no probe to trace.
     let sink = Arc::new(
         Recorder::new(None)

@@ -686,7 +686,7 @@ fn kustomize_renders_every_kustomization() {
         return;
     }
     let config = std::fs::read_to_string(deploy().join("base/tailprobe.toml")).unwrap();
-    for dir in ["", "jaeger", "otel-collector", "prometheus-operator"] {
+    for dir in ["", "jaeger", "otel-collector", "prometheus-operator", "passive"] {
         let out = std::process::Command::new("kubectl")
             .args(["kustomize", deploy().join(dir).to_str().unwrap()])
             .output()
@@ -865,4 +865,64 @@ fn the_hub_runs_a_command_line_the_cli_accepts_and_finds_the_probers_not_itself(
             .any(|p| p.name.as_deref() == Some("metrics")),
         "the port the hub serves on"
     );
+}
+
+/// deploy/passive: its patches applied to the base's DaemonSets (JSON
+/// patches, `replace` only, as kustomize applies them) give a host prober
+/// that runs `run --passive` as root with CAP_BPF and CAP_PERFMON added and
+/// every other capability dropped; the pod prober is untouched.
+#[test]
+fn the_passive_overlay_gives_the_host_prober_bpf_and_nothing_else() {
+    let dir = deploy().join("passive");
+    let k: Kustomization =
+        serde_norway::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(k.resources, ["../base"]);
+    let (docs, _) = overlay(&dir);
+    let mut patched = Vec::new();
+    for mut d in docs.into_iter().filter(|d| d["kind"] == "DaemonSet") {
+        for p in &k.patches {
+            let t = &p["target"];
+            if t["kind"] != "DaemonSet" || t["name"] != d["metadata"]["name"] {
+                continue;
+            }
+            let ops: Vec<Value> = serde_norway::from_str(p["patch"].as_str().unwrap()).unwrap();
+            for op in ops {
+                assert_eq!(op["op"], "replace", "{op}");
+                let at = d
+                    .pointer_mut(op["path"].as_str().unwrap())
+                    .unwrap_or_else(|| panic!("{}: nothing to replace", op["path"]));
+                *at = op["value"].clone();
+            }
+        }
+        patched.push(typed::<DaemonSet>(&d, &dir));
+    }
+    assert_eq!(patched.len(), 2);
+    for ds in patched {
+        let name = ds.metadata.name.clone().unwrap();
+        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let mut argv = vec!["tailprobe".to_string()];
+        argv.extend(c.args.clone().unwrap());
+        let Command::Run(run) = Cli::try_parse_from(&argv).unwrap().command else {
+            panic!("{name} does not run `tailprobe run`")
+        };
+        let sc = c.security_context.as_ref().unwrap();
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{name}");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
+        let user = pod.security_context.as_ref().unwrap().run_as_user;
+        if name == "tailprobe-host" {
+            assert!(run.passive, "{argv:?}");
+            assert_eq!(
+                caps.add.as_deref(),
+                Some(&["BPF".to_string(), "PERFMON".to_string()][..])
+            );
+            // Added capabilities reach the effective set of root only.
+            assert_eq!(user, Some(0));
+        } else {
+            assert!(!run.passive && caps.add.is_none(), "{name}");
+            assert_ne!(user, Some(0), "{name}");
+        }
+    }
 }

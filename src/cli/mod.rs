@@ -159,6 +159,11 @@ pub struct RunArgs {
     /// Overrides [server] listen.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// `run` only: turns passive mode on, as [passive] enabled = true (the
+    /// host DaemonSet's deploy/passive overlay sets it; the pod DaemonSet
+    /// shares the ConfigMap and stays off).
+    #[arg(long)]
+    pub passive: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -520,7 +525,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(report.exit_code())
         }
         Command::Run(args) => {
-            let loaded = load(&args.config)?;
+            let mut loaded = load(&args.config)?;
+            loaded.config.passive.enabled |= args.passive;
             block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
@@ -529,6 +535,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Hub(args) => {
+            if args.passive {
+                anyhow::bail!(
+                    "--passive applies to `tailprobe run`: the hub reads probers, not a node's connections"
+                );
+            }
             let loaded = load(&args.config)?;
             block_on(async {
                 let cancel = CancellationToken::new();

@@ -11,6 +11,31 @@ fn the_documented_example_is_valid() {
     let text = include_str!("../../config.toml");
     let loaded = parse("config.toml", text).unwrap();
     assert!(!loaded.targets.is_empty());
+    let p = &loaded.config.passive;
+    assert!(!p.enabled && p.pod_netns.is_empty());
+    assert_eq!(
+        (p.max_destinations, p.interval.get()),
+        (2048, std::time::Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn passive_bounds_are_checked_where_written() {
+    let target = "\n[[target]]\nname = \"x\"\nurl = \"http://127.0.0.1/\"\n";
+    let (l, _, m) = err(&format!("[passive]\nmax_destinations = 4\n{target}"));
+    assert_eq!(l, 2);
+    assert!(
+        m.contains("[passive] max_destinations = 4 is out of range"),
+        "{m}"
+    );
+    let (l, _, m) = err(&format!(
+        "[passive]\npod_netns = [\"run/netns/p1\"]\n{target}"
+    ));
+    assert_eq!(l, 2);
+    assert!(m.contains("not an absolute path"), "{m}");
+    let (l, _, m) = err(&format!("source_kind = \"passive-host\"\n{target}"));
+    assert_eq!(l, 1);
+    assert!(m.contains("passive vantages come from [passive]"), "{m}");
 }
 
 #[test]

@@ -220,7 +220,7 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
     )?;
     if let Some(i) = v.pod_netns.iter().position(|p| !p.starts_with('/')) {
         return Err(k.err(
-            &["passive", "pod_netns"],
+            &["passive", "pod_netns", &i.to_string()],
             format!(
                 "[passive] pod_netns entry {} is not an absolute path; write a network namespace's path, such as \"/run/netns/NAME\" or \"/proc/PID/ns/net\"",
                 i + 1
