@@ -33,3 +33,21 @@ pub fn sizes(full: &[usize], smoke: &[usize]) -> (Vec<usize>, bool) {
     };
     (sizes, benching)
 }
+
+/// CPU seconds (user + system) of a process from /proc: own, or waited-for children.
+#[allow(dead_code)]
+pub fn cpu_secs(pid: &str, children: bool) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command name: utime is field 14 overall, index 11 here.
+    let base = if children { 13 } else { 11 };
+    let ticks: u64 = fields.get(base).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields
+            .get(base + 1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+    ticks as f64 / 100.0
+}

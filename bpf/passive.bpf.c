@@ -34,6 +34,7 @@ typedef __u32 __wsum;
 #define BPF_MAP_TYPE_LRU_HASH 9
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
+#define BPF_F_NO_COMMON_LRU 2
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -119,6 +120,8 @@ struct agg {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	// Per-CPU LRU lists: an insert or delete takes no global lock.
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
 	__type(value, struct flight);
@@ -206,6 +209,9 @@ static __always_inline void count(struct flight *f, __u8 outcome, __u64 now)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 {
+	// Most changes neither enter nor leave SYN_SENT: out before any load.
+	if (newstate != TCP_SYN_SENT && oldstate != TCP_SYN_SENT)
+		return 0;
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 id = (__u64)sk;

@@ -686,7 +686,13 @@ fn kustomize_renders_every_kustomization() {
         return;
     }
     let config = std::fs::read_to_string(deploy().join("base/tailprobe.toml")).unwrap();
-    for dir in ["", "jaeger", "otel-collector", "prometheus-operator", "passive"] {
+    for dir in [
+        "",
+        "jaeger",
+        "otel-collector",
+        "prometheus-operator",
+        "passive",
+    ] {
         let out = std::process::Command::new("kubectl")
             .args(["kustomize", deploy().join(dir).to_str().unwrap()])
             .output()
@@ -909,7 +915,11 @@ fn the_passive_overlay_gives_the_host_prober_bpf_and_nothing_else() {
         };
         let sc = c.security_context.as_ref().unwrap();
         let caps = sc.capabilities.as_ref().unwrap();
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{name}");
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_string()][..]),
+            "{name}"
+        );
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}");
         let user = pod.security_context.as_ref().unwrap().run_as_user;
         if name == "tailprobe-host" {

@@ -470,6 +470,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 loaded.targets.len(),
                 loaded.node()
             );
+            if loaded.config.passive.enabled
+                && let Some(why) = crate::passive::bpf::unavailable()
+            {
+                eprintln!(
+                    "warning: [passive] is on, but passive mode cannot run with this binary or kernel: {why}; the prober will probe without it"
+                );
+            }
             Ok(0)
         }
         Command::Matrix(args) => {
