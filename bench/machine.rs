@@ -1,6 +1,7 @@
 //! The machine a benchmark ran on, for the line it prints first.
 
 /// "Intel(R) Xeon(R) Processor, 2 CPUs, Linux 6.18.44".
+#[allow(dead_code)]
 pub fn describe() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
