@@ -122,7 +122,7 @@ pub async fn run(
         round: Some(round_fn(
             Arc::clone(&prober),
             Arc::clone(&current),
-            &loaded,
+            (&loaded, otlp.clone()),
             cancel.clone(),
         )),
         round_busy: Arc::default(),
@@ -533,10 +533,13 @@ fn server_counters(metrics: &Metrics, server: &str) -> crate::server::http::Serv
 fn round_fn(
     prober: Arc<Prober>,
     current: Arc<std::sync::RwLock<Vec<Arc<crate::model::Target>>>>,
-    loaded: &Loaded,
+    (loaded, otlp): (&Loaded, Option<Arc<crate::export::otlp::Otlp>>),
     cancel: CancellationToken,
 ) -> api::RoundFn {
-    let base = crate::matrix::MatrixOptions::from_loaded(loaded);
+    let mut base = crate::matrix::MatrixOptions::from_loaded(loaded);
+    // A requested round's probes are traced as the schedule's are: the
+    // findings judged on them link to their traces.
+    base.otlp = otlp;
     Arc::new(move |samples| {
         let (prober, cancel) = (Arc::clone(&prober), cancel.clone());
         let targets = current.read().unwrap_or_else(|e| e.into_inner()).clone();

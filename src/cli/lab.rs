@@ -62,7 +62,7 @@ pub enum LabCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         jitter: std::time::Duration,
     },
-    /// Up, inject a fault, matrix from every node, verdict, down.
+    /// Up, inject a fault, start the probers and the hub, one round over HTTP, verdict, down.
     Demo {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
@@ -318,13 +318,13 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 run::demo(&plan, scenario, samples, keep, progress, &cancel).await
             })??;
             if let Some(path) = &html {
-                std::fs::write(path, crate::export::page::report(&run::page_of(&report)))
+                std::fs::write(path, crate::export::page::report(&report))
                     .with_context(|| format!("cannot write the page to {}", path.display()))?;
             }
             match format {
                 Format::Table => print!("{text}"),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Html => print!("{}", crate::export::page::report(&run::page_of(&report))),
+                Format::Html => print!("{}", crate::export::page::report(&report)),
             }
             Ok(0)
         }
@@ -356,7 +356,7 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
         anyhow::bail!("--passive applies to `lab run`: `lab matrix` sends probes by design");
     }
     if daemons {
-        for line in run::start_daemons(&plan, args.passive)? {
+        for line in run::start_daemons(&plan, args.passive, &Default::default())? {
             eprintln!("prober {line}");
         }
     }

@@ -7,6 +7,7 @@ pub mod delayer;
 mod fault;
 pub mod netns;
 pub mod plan;
+pub mod relay;
 pub mod run;
 mod sh;
 
@@ -245,6 +246,16 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
 /// Starts `tailprobe ARGS` inside a namespace, detached from this process:
 /// it lives until `lab down` ends every process in the lab's namespaces.
 pub fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> Result<(), LabError> {
+    spawn_in_env(ns, args, log, &relay::ProberEnv::default())
+}
+
+/// [`spawn_in`] with environment variables set and removed.
+pub fn spawn_in_env(
+    ns: &str,
+    args: &[&str],
+    log: &std::path::Path,
+    env: &relay::ProberEnv,
+) -> Result<(), LabError> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| LabError::Kernel {
         what: format!("cannot find this program's path ({e})"),
@@ -255,10 +266,14 @@ pub fn spawn_in(ns: &str, args: &[&str], log: &std::path::Path) -> Result<(), La
     let err = log.try_clone().map_err(|e| LabError::Kernel {
         what: e.to_string(),
     })?;
-    Command::new("ip")
-        .args(["netns", "exec", ns])
+    let mut cmd = Command::new("ip");
+    for k in &env.remove {
+        cmd.env_remove(k);
+    }
+    cmd.args(["netns", "exec", ns])
         .arg(exe)
         .args(args)
+        .envs(env.set.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)

@@ -64,14 +64,19 @@ pub fn page_of(r: &LabReport) -> crate::export::report::ClusterMatrix {
         r.lab,
         r.nodes.len()
     );
-    for (i, n) in r.nodes.iter().enumerate() {
+    zones(&r.nodes, &mut m);
+    m
+}
+
+/// node1 and node2 in zone-a, the rest in zone-b.
+fn zones(nodes: &[String], m: &mut crate::export::report::ClusterMatrix) {
+    for (i, n) in nodes.iter().enumerate() {
         let zone = if i < 2 { "zone-a" } else { "zone-b" };
         m.node_labels.insert(
             n.clone(),
             [("topology.kubernetes.io/zone".to_string(), zone.to_string())].into(),
         );
     }
-    m
 }
 
 /// The configuration a prober in node `i` uses, as TOML: written to the
@@ -257,7 +262,11 @@ pub const HUB_PORT: u16 = 9798;
 /// and pod network), and a hub in node1's namespace pulling all of them
 /// over the lab's own network. `passive`: one prober per node, in its host
 /// network, sending no probe and reading the node's own connections.
-pub fn start_daemons(plan: &Plan, passive: bool) -> Result<Vec<String>, LabError> {
+pub fn start_daemons(
+    plan: &Plan,
+    passive: bool,
+    env: &super::relay::ProberEnv,
+) -> Result<Vec<String>, LabError> {
     let dir = state_dir(&plan.prefix);
     let mut started = Vec::new();
     let mut probers = Vec::new();
@@ -280,7 +289,7 @@ pub fn start_daemons(plan: &Plan, passive: bool) -> Result<Vec<String>, LabError
             let name = format!("{}-{}", plan.node_name(i), kind.as_str());
             let cfg = dir.join(format!("{name}.toml"));
             let log = dir.join(format!("prober-{name}.log"));
-            super::spawn_in(&ns, &["run", "--config", &cfg.to_string_lossy()], &log)?;
+            super::spawn_in_env(&ns, &["run", "--config", &cfg.to_string_lossy()], &log, env)?;
             probers.push(format!("http://{ip}:9797"));
             started.push(format!(
                 "{name}: http://{ip}:9797/metrics (inside {ns}; log {})",
@@ -452,7 +461,7 @@ pub async fn demo(
     keep: bool,
     progress: bool,
     cancel: &CancellationToken,
-) -> Result<(String, LabReport), LabError> {
+) -> Result<(String, crate::export::report::ClusterMatrix), LabError> {
     let took = super::up(plan, &scenario.knobs(), "0s")?;
     let result = async {
         let (faults, said) = scenario.faults(plan);
@@ -465,14 +474,136 @@ pub async fn demo(
             plan.nodes,
             took.as_secs_f64()
         );
-        let (report, _) = matrix_all(plan, Vantage::Both, samples, progress, cancel).await?;
-        text += &render_grid(&report);
-        text += &crate::export::report::render_findings(&report.findings);
-        Ok::<_, LabError>((text, report))
+        // The probers' traces reach a collector on this machine through
+        // the relay; the verdict's alert records go from this process.
+        let env = super::relay::start(plan)?;
+        let started = start_daemons(plan, false, &env)?;
+        let m = round_over_http(plan, samples, progress, cancel).await?;
+        text += &crate::hub::table::render(&m);
+        if keep {
+            text += "\nthe lab stays up; its probers and hub:\n";
+            for line in started {
+                text += &format!("  {line}\n");
+            }
+        }
+        Ok::<_, LabError>((text, m))
     }
     .await;
     if !keep {
         super::down(&plan.prefix)?;
     }
     result
+}
+
+/// What a cluster matrix run from node1 makes of the lab: every prober
+/// (every node, host and pod network) asked over the lab's network for a
+/// fresh round of `samples` probes per target, the answers merged and
+/// judged as the hub judges them, with every node's facts. The findings go
+/// out over OTLP as alert records from this process, when the `OTEL_*`
+/// variables ask for it; the probers' traces take the relay.
+async fn round_over_http(
+    plan: &Plan,
+    samples: u32,
+    progress: bool,
+    cancel: &CancellationToken,
+) -> Result<crate::export::report::ClusterMatrix, LabError> {
+    let mut loaded = Loaded::defaults();
+    loaded.config.hub.probers = plan
+        .node_ids()
+        .flat_map(|i| {
+            [plan.underlay_ip(i).to_string(), plan.pod_ip(i).to_string()]
+                .map(|ip| format!("http://{ip}:9797"))
+        })
+        .collect();
+    let urls = loaded.config.hub.probers.clone();
+    let nodes: Vec<String> = plan.node_ids().map(|i| plan.node_name(i)).collect();
+    let (stop, lab) = (cancel.clone(), plan.prefix.clone());
+    let logs = state_dir(&plan.prefix);
+    let job = netns::spawn_in(&plan.node_ns(1), move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds")
+            .block_on(async {
+                let puller = crate::hub::pull::Puller::new(&loaded.config.hub, None)
+                    .map_err(|e| LabError::Usage(e.to_string()))?;
+                ready(&urls, &logs, &stop).await?;
+                let probers = std::sync::Mutex::default();
+                let answered = AtomicU64::new(0);
+                let ask = crate::hub::pull::Ask::Round {
+                    samples,
+                    budget: std::time::Duration::from_secs(180),
+                };
+                let m = tokio::select! {
+                    m = crate::hub::ask_and_judge(&puller, &urls, ask, &probers, &loaded, |_| {
+                        let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if progress {
+                            eprint!("\r{n} of {} probers answered", urls.len());
+                        }
+                    }) => m,
+                    _ = stop.cancelled() => return Err(LabError::Usage("interrupted".into())),
+                };
+                if progress {
+                    eprintln!();
+                }
+                Ok(m)
+            })
+    })?;
+    let mut m = tokio::task::spawn_blocking(move || job.join())
+        .await
+        .map_err(|e| LabError::Kernel {
+            what: e.to_string(),
+        })?
+        .map_err(|_| LabError::Kernel {
+            what: "the round's thread panicked".into(),
+        })???;
+    m.rests_on = format!("lab {lab}: {}", m.rests_on);
+    zones(&nodes, &mut m);
+    let otlp = crate::export::otlp::Otlp::start(
+        None,
+        &plan.prefix,
+        crate::model::SynSchedule::classic(),
+        Default::default(),
+    )
+    .map_err(|e| LabError::Usage(e.to_string()))?
+    .map(Arc::new);
+    crate::export::finish_one_shot(otlp, &m.findings).await;
+    Ok(m)
+}
+
+/// Waits until every prober answers `/readyz` (they start in about a
+/// second), at most 30 s.
+async fn ready(
+    urls: &[String],
+    logs: &std::path::Path,
+    cancel: &CancellationToken,
+) -> Result<(), LabError> {
+    crate::install_crypto();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .map_err(|e| LabError::Usage(e.to_string()))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for url in urls {
+        loop {
+            let r = client.get(format!("{url}/readyz")).send().await;
+            if r.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            if cancel.is_cancelled() {
+                return Err(LabError::Usage("interrupted".into()));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(LabError::Kernel {
+                    what: format!(
+                        "the prober at {url} did not become ready in 30 s; the probers' logs are in {}",
+                        logs.display()
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }
