@@ -113,7 +113,8 @@ struct Row {
 }
 
 async fn run(n: usize, churn: Duration, dir: &std::path::Path) -> Row {
-    let api = FakeApi::start().await;
+    // The simulated probers sit on loopback addresses.
+    let api = FakeApi::start_on_loopback().await;
     for i in 0..n {
         api.put("nodes", node_object(i, 0));
         api.put("services", service(i));

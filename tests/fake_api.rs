@@ -172,3 +172,73 @@ async fn rbac_refuses_what_it_does_not_grant() {
     };
     assert_eq!(refused, 403);
 }
+
+/// What the real server's validation refuses, the fake refuses too: an
+/// endpoint on loopback, link-local or unspecified, and a changed
+/// clusterIP; a Service gets its ClusterIP from the Service range, once.
+#[tokio::test(flavor = "multi_thread")]
+async fn addresses_and_immutable_fields_are_validated_as_the_server_does() {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let api = FakeApi::start().await;
+    let client = client(&api, "test").await;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let pp = PatchParams::apply("tailprobe-test");
+    let svc = services
+        .patch("s1", &pp, &Patch::Apply(service("s1", true)))
+        .await
+        .unwrap();
+    let ip = svc.spec.unwrap().cluster_ip.unwrap();
+    assert!(ip.starts_with("10.96."), "from the Service range: {ip}");
+    let mut moved = service("s1", true);
+    moved["spec"]["clusterIP"] = json!("10.96.9.9");
+    let err = services
+        .patch("s1", &pp, &Patch::Apply(moved))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("field is immutable")),
+        "{err}"
+    );
+    let mut same = service("s1", true);
+    same["spec"]["clusterIP"] = json!(ip);
+    services
+        .patch("s1", &pp, &Patch::Apply(same))
+        .await
+        .expect("the same clusterIP written again is no change");
+
+    let slices: Api<EndpointSlice> = Api::namespaced(client, NS);
+    let slice = |addr: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "s1-x", "namespace": NS,
+                "labels": {"kubernetes.io/service-name": "s1"}},
+            "addressType": if addr.contains(':') { "IPv6" } else { "IPv4" },
+            "endpoints": [{"addresses": [addr]}],
+            "ports": [{"port": 80}]})
+    };
+    for bad in [
+        "127.0.0.1",
+        "127.3.2.1",
+        "::1",
+        "169.254.10.1",
+        "fe80::1",
+        "0.0.0.0",
+    ] {
+        let err = slices
+            .patch("s1-x", &pp, &Patch::Apply(slice(bad)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 422 && s.message.contains("may not be in the loopback range")),
+            "{bad}: {err}"
+        );
+    }
+    slices
+        .patch("s1-x", &pp, &Patch::Apply(slice("10.244.1.7")))
+        .await
+        .expect("a pod address");
+    assert_eq!(
+        api.get("services", NS, "s1").unwrap()["spec"]["clusterIP"],
+        json!(ip),
+        "no kube-proxy stand-in moves the VIP"
+    );
+}

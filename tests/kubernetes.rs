@@ -180,7 +180,9 @@ fn set(items: &[&str]) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_node_services_give_every_prober_every_node_through_its_vip() {
-    let api = FakeApi::start().await;
+    // The probers here listen on loopback and are probed through their VIPs:
+    // the fake's kube-proxy stand-in, the one leniency it keeps.
+    let api = FakeApi::start_on_loopback().await;
     // RBAC as deploy/ grants it: anything else is 403.
     api.authorize("tailprobe", rules_of("deploy/base/rbac.yaml", NS));
     let echo_port = common::free_port();
@@ -363,7 +365,8 @@ async fn per_node_services_give_every_prober_every_node_through_its_vip() {
 /// prober's own watch sees the delete, not at the next reapply (300 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registration_deleted_by_hand_comes_back_at_once() {
-    let api = FakeApi::start().await;
+    // A prober on loopback registers a loopback endpoint.
+    let api = FakeApi::start_on_loopback().await;
     api.authorize("tailprobe", rules_of("deploy/base/rbac.yaml", NS));
     let echo_port = common::free_port();
     let p = Prober::start(

@@ -78,6 +78,13 @@ struct Db {
     uid: u64,
     /// The owner reference uids each field manager applied to an object.
     owners: BTreeMap<(Key, String), Vec<String>>,
+    /// Loopback endpoints accepted, and each Service's VIP set to its first
+    /// endpoint: the kube-proxy stand-in for tests whose probes must stay
+    /// on loopback (they may send traffic nowhere else). The real server
+    /// refuses both; so does this one without it.
+    loopback_lab: bool,
+    /// ClusterIPs handed out so far, from 10.96.0.0/16.
+    cluster_ips: u32,
 }
 
 #[derive(Clone)]
@@ -153,12 +160,27 @@ pub struct FakeApi {
 }
 
 impl FakeApi {
+    /// As strict as the real server: endpoint addresses validated, a
+    /// Service's clusterIP allocated once and immutable.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// [`FakeApi::start`] with one leniency, for tests whose probes reach
+    /// the per-node Services over loopback: loopback endpoints are
+    /// accepted, and a Service's VIP follows its first endpoint (no
+    /// kube-proxy here to DNAT a real ClusterIP).
+    pub async fn start_on_loopback() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(loopback_lab: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Shared {
             db: Arc::new(Mutex::new(Db {
                 rv: 1,
+                loopback_lab,
                 ..Default::default()
             })),
             events: broadcast::channel(65_536).0,
@@ -901,6 +923,12 @@ fn apply(
         }
     }
     let mut db = s.db.lock().unwrap();
+    if let Some(invalid) = invalid(&db, resource, existing.as_ref(), &patch) {
+        return reply(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            status(422, "Invalid", &invalid),
+        );
+    }
     // Owner references are owned per manager: one this manager applied
     // before and applies no more goes, unless another manager holds it.
     let applied: Vec<String> = patch["metadata"]["ownerReferences"]
@@ -937,7 +965,16 @@ fn apply(
             patch["metadata"]["namespace"] = json!(namespace);
             patch["metadata"]["name"] = json!(name);
             if resource == "services" && patch["spec"]["clusterIP"].is_null() {
-                patch["spec"]["clusterIP"] = json!("127.0.0.1");
+                patch["spec"]["clusterIP"] = if db.loopback_lab {
+                    json!("127.0.0.1")
+                } else {
+                    db.cluster_ips += 1;
+                    json!(format!(
+                        "10.96.{}.{}",
+                        db.cluster_ips / 256,
+                        db.cluster_ips % 256
+                    ))
+                };
             }
             patch
         }
@@ -962,7 +999,7 @@ fn apply(
     }
     let mut changes = vec![db.store(resource, key, merged, kind)];
     // The kube-proxy stand-in: the Service's VIP is its first endpoint.
-    if resource == "endpointslices" {
+    if resource == "endpointslices" && db.loopback_lab {
         let o = &changes[0].object;
         let svc = o["metadata"]["labels"]["kubernetes.io/service-name"].as_str();
         let ip = o["endpoints"][0]["addresses"][0].as_str();
@@ -989,6 +1026,43 @@ fn apply(
         },
         out,
     )
+}
+
+/// What the real server's validation refuses in an apply, as its message:
+/// endpoint addresses in the loopback or link-local ranges (or
+/// unspecified), and a changed `spec.clusterIP`.
+fn invalid(db: &Db, resource: &str, existing: Option<&Value>, patch: &Value) -> Option<String> {
+    match resource {
+        "endpointslices" => {
+            let addresses = patch["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str);
+            for (i, a) in addresses.enumerate() {
+                let ip: std::net::IpAddr = a.parse().ok()?;
+                let link_local = match ip {
+                    std::net::IpAddr::V4(v4) => v4.is_link_local(),
+                    std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+                };
+                if ip.is_unspecified() || link_local || (ip.is_loopback() && !db.loopback_lab) {
+                    return Some(format!(
+                        "EndpointSlice.discovery.k8s.io is invalid: endpoints[{i}].addresses[0]: Invalid value: \"{a}\": may not be in the loopback range (127.0.0.0/8, ::1/128), the link-local range or unspecified"
+                    ));
+                }
+            }
+            None
+        }
+        "services" => {
+            let old = existing?["spec"]["clusterIP"].as_str()?;
+            let new = patch["spec"]["clusterIP"].as_str()?;
+            (old != new).then(|| {
+                format!("Service is invalid: spec.clusterIP: Invalid value: \"{new}\": field is immutable")
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Merges an applied configuration: maps key by key, lists replaced, except
