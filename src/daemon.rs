@@ -478,6 +478,7 @@ async fn start_kubernetes(
         server_stop,
     ));
     let deleted = Arc::new(tokio::sync::Notify::new());
+    let (wish, wishes) = tokio::sync::watch::channel(register::Wish::default());
     let registration = match register::PodIdentity::from_env(
         namespace.clone(),
         node.clone(),
@@ -491,6 +492,7 @@ async fn start_kubernetes(
             k.reapply.get(),
             metrics.clone(),
             Arc::clone(&deleted),
+            wishes,
             cancel.clone(),
         )),
         Err(e) => {
@@ -507,6 +509,7 @@ async fn start_kubernetes(
             namespace,
             echo_port,
             deleted,
+            wish,
         },
         metrics,
         cancel.clone(),

@@ -361,6 +361,117 @@ async fn per_node_services_give_every_prober_every_node_through_its_vip() {
     );
 }
 
+/// Past `node_services_max_nodes`, no Service per node: the probers delete
+/// theirs, and the pool's two probe Services lead to one node at a time,
+/// round by round, each slot pointed by the node whose turn it is. Every
+/// prober still reaches every node through a VIP, and each probe knows the
+/// node it reached.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_bound_a_pool_of_services_reaches_every_node_in_turn() {
+    let api = FakeApi::start_on_loopback().await;
+    api.authorize("tailprobe", rules_of("deploy/base/rbac.yaml", NS));
+    let echo_port = common::free_port();
+    let nodes = [
+        ("a", "127.0.0.31"),
+        ("b", "127.0.0.32"),
+        ("c", "127.0.0.33"),
+    ];
+    let probers: Vec<Prober> = nodes
+        .iter()
+        .map(|(n, ip)| {
+            let pod = format!("tp-{n}");
+            let uid = format!("uid-tp-{n}");
+            Prober::start(
+                &api,
+                n,
+                "host",
+                &format!(
+                    "echo_listen = \"{ip}:{echo_port}\"\nnode_service_port = {echo_port}\nreapply = \"1s\"\nround = \"2s\"\nnode_services_max_nodes = 2\nservice_pool = 2\npod_ip_targets = false"
+                ),
+                &[("POD_NAME", &pod), ("POD_UID", &uid), ("POD_IP", ip)],
+            )
+        })
+        .collect();
+    // Both slots are probed, and over the rounds every node is reached
+    // through them, from every prober.
+    for (p, (me, _)) in probers.iter().zip(nodes) {
+        eventually("the pool's targets", Duration::from_secs(30), || async {
+            let got = p.target_names().await;
+            if got == set(&["pool/tailprobe-pool-0", "pool/tailprobe-pool-1"]) {
+                Ok(())
+            } else {
+                Err(format!("{got:?}\n{}", p.log_text()))
+            }
+        })
+        .await;
+        for (dest, _) in nodes {
+            let path = if dest == me {
+                "same-node"
+            } else {
+                "cross-node"
+            };
+            for_any_slot(p, dest, path).await;
+        }
+    }
+    // No Service per node is left, and the pool holds two ClusterIPs.
+    let services: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter(|n| {
+            api.get("services", NS, &format!("tailprobe-node-{n}"))
+                .is_some()
+        })
+        .map(|n| n.to_string())
+        .collect();
+    assert!(services.is_empty(), "per-node Services left: {services:?}");
+    for k in 0..2 {
+        let svc = api
+            .get("services", NS, &format!("tailprobe-pool-{k}"))
+            .expect("a pool Service");
+        assert_eq!(svc["metadata"]["labels"]["tailprobe.io/role"], "pool");
+        assert!(
+            svc["metadata"]
+                .get("ownerReferences")
+                .is_none_or(Value::is_null)
+        );
+    }
+    assert!(api.get("services", NS, "tailprobe-pool-2").is_none());
+    // The registration slices stay: they are the node set.
+    for (n, _) in nodes {
+        assert!(
+            api.get("endpointslices", NS, &format!("tailprobe-node-{n}-host"))
+                .is_some()
+        );
+    }
+}
+
+/// Waits for an `ok` probe through either pool slot that reached `dest`.
+async fn for_any_slot(p: &Prober, dest: &str, path: &str) {
+    eventually(
+        "a probe through the pool",
+        Duration::from_secs(30),
+        || async {
+            let mut n = 0.0;
+            for k in 0..2 {
+                let target = format!("target=\"pool/tailprobe-pool-{k}\"");
+                let to = format!("destination_node=\"{dest}\"");
+                let on = format!("path=\"{path}\"");
+                n += p
+                    .metric(
+                        "tailprobe_probes_total",
+                        &[&target, &to, &on, "outcome=\"ok\""],
+                    )
+                    .await;
+            }
+            if n > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("nothing reached {dest} ({path})\n{}", p.log_text()))
+            }
+        },
+    )
+    .await;
+}
+
 /// A node's Service or slice deleted by hand comes back as soon as the
 /// prober's own watch sees the delete, not at the next reapply (300 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,14 @@ pub struct KubernetesConfig {
     pub full_mesh_max_nodes: usize,
     /// Above it, this many remote nodes per round, rotating.
     pub remote_nodes_per_round: usize,
+    /// Up to this many nodes, each node has a Service of its own (a
+    /// ClusterIP, and kube-proxy rules on every node, per node).
+    pub node_services_max_nodes: usize,
+    /// Above it, this many probe Services in all, each leading to one node
+    /// at a time, rotating every round: ClusterIPs and kube-proxy rules stay
+    /// bounded by the pool, and every node is still reached through a real
+    /// Service.
+    pub service_pool: usize,
     pub round: Dur,
     /// How often the per-node Service and EndpointSlice are applied again,
     /// which repairs hand edits and deletions.
@@ -113,6 +121,8 @@ impl Default for KubernetesConfig {
             pod_ip_targets: true,
             full_mesh_max_nodes: 100,
             remote_nodes_per_round: 20,
+            node_services_max_nodes: 1000,
+            service_pool: 64,
             round: Dur::secs(60),
             reapply: Dur::secs(300),
             service_namespaces: Vec::new(),

@@ -389,6 +389,18 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             "the default is 20",
         )?;
         k.num(
+            &["kubernetes", "node_services_max_nodes"],
+            kc.node_services_max_nodes,
+            1..=100_000,
+            "a Service per node costs a ClusterIP and kube-proxy rules on every node per node (the default is 1000; a /20 Service range holds 4,096)",
+        )?;
+        k.num(
+            &["kubernetes", "service_pool"],
+            kc.service_pool,
+            1..=4096,
+            "each probe Service costs a ClusterIP (the default is 64)",
+        )?;
+        k.num(
             &["kubernetes", "max_targets"],
             kc.max_targets,
             1..=100_000,

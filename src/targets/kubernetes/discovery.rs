@@ -53,6 +53,9 @@ pub struct Identity {
     /// Fired when a watch sees this node's Service or one of its slices
     /// deleted: registration applies them again at once.
     pub deleted: Arc<Notify>,
+    /// Per-node Services or the pool, and this node's pool slot this round:
+    /// what registration applies.
+    pub wish: watch::Sender<super::register::Wish>,
 }
 
 /// Starts the watches and the planner; they stop with `cancel`.
@@ -232,13 +235,14 @@ impl Stores {
             .map(|s| ServiceInfo::from(s.as_ref()))
             .collect();
         let slices: Vec<Arc<EndpointSlice>> = self.slices.iter().flat_map(|s| s.state()).collect();
+        let probers: Vec<ProberInfo> = slices
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(self.namespace.as_str()))
+            .filter_map(|s| ProberInfo::from_slice(s))
+            .collect();
         Snapshot {
-            nodes: plan::nodes_of(&services, &self.namespace),
-            probers: slices
-                .iter()
-                .filter(|s| s.metadata.namespace.as_deref() == Some(self.namespace.as_str()))
-                .filter_map(|s| ProberInfo::from_slice(s))
-                .collect(),
+            nodes: plan::nodes_of(&services, &probers, &self.namespace),
+            probers,
             slices: slices.iter().map(|s| SliceInfo::from(s.as_ref())).collect(),
             services,
         }
@@ -276,6 +280,15 @@ async fn planner(
         let round_no = now.as_secs() / round.as_secs().max(1);
         let p = plan::plan(&stores.snapshot(), &who, &cfg, &probe, round_no);
         metrics.set_plan(&p, round);
+        let wish = super::register::Wish {
+            pool: p.pool,
+            slot: p.pool_slot,
+        };
+        me.wish.send_if_modified(|w| {
+            let changed = *w != wish;
+            *w = wish;
+            changed
+        });
         if p.rejected != rejected {
             for why in p.rejected.iter().filter(|w| !rejected.contains(w)) {
                 tracing::warn!(service = %why, "An opted-in Service cannot be probed.");

@@ -40,6 +40,17 @@ pub fn node_slice(node: &str, kind: crate::model::SourceKind) -> String {
     format!("{}-{}", node_service(node), kind.as_str())
 }
 
+/// Probe Service `k` of the pool (clusters past
+/// `[kubernetes] node_services_max_nodes`).
+pub fn pool_service(k: usize) -> String {
+    format!("tailprobe-pool-{k}")
+}
+
+/// The EndpointSlice a prober writes for pool slot `k` in its turn.
+pub fn pool_slice(k: usize, kind: crate::model::SourceKind) -> String {
+    format!("{}-{}", pool_service(k), kind.as_str())
+}
+
 /// FNV-1a, 64 bits: stable across versions and platforms, unlike std's hasher.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {

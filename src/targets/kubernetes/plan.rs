@@ -108,6 +108,11 @@ pub struct Plan {
     pub rejected: Vec<String>,
     /// Targets left out because `max_targets` were planned.
     pub over_limit: usize,
+    /// Past `node_services_max_nodes`: the nodes are reached through the
+    /// pool of probe Services, not a Service each.
+    pub pool: bool,
+    /// The pool slot this node serves this round, if any.
+    pub pool_slot: Option<usize>,
 }
 
 /// Who is planning: this prober's node, namespace and echo port.
@@ -141,6 +146,7 @@ pub fn plan(
         round,
     );
     let wanted: BTreeSet<&str> = chosen.iter().copied().chain([me.node]).collect();
+    let pool = pool_mode(snap.nodes.len(), cfg);
     let mut targets = Vec::new();
     let mut rejected = Vec::new();
     let mut add = |r: Result<Target, String>| match r {
@@ -149,9 +155,24 @@ pub fn plan(
     };
     let ready = |svc: &ServiceInfo| ready_nodes(snap, svc);
     for svc in &snap.services {
-        let is_node_service = svc.labels.get(labels::ROLE).map(String::as_str) == Some("node");
-        if is_node_service {
-            if svc.namespace != me.namespace {
+        let role = svc.labels.get(labels::ROLE).map(String::as_str);
+        if role == Some("pool") {
+            // Every slot, every round: each leads to one node at a time.
+            if !pool || svc.namespace != me.namespace {
+                continue;
+            }
+            let (Some(node), Some(ip)) = (ready(svc), &svc.cluster_ip) else {
+                continue;
+            };
+            let Some(port) = http_port(svc) else { continue };
+            add(target(
+                format!("pool/{}", svc.name),
+                &url("http", ip, port, "/"),
+                node,
+                probe,
+            ));
+        } else if role == Some("node") {
+            if pool || svc.namespace != me.namespace {
                 continue;
             }
             let Some(node) = svc.annotations.get(labels::NODE) else {
@@ -161,13 +182,7 @@ pub fn plan(
                 continue;
             }
             let Some(ip) = &svc.cluster_ip else { continue };
-            let port = svc
-                .ports
-                .iter()
-                .find(|(n, _)| n == "http")
-                .or(svc.ports.first())
-                .map(|(_, p)| *p);
-            let Some(port) = port else { continue };
+            let Some(port) = http_port(svc) else { continue };
             add(target(
                 format!("node/{node}"),
                 &url("http", ip, port, "/"),
@@ -212,14 +227,59 @@ pub fn plan(
         ));
     }
     targets.sort_by(|a, b| a.name.cmp(&b.name));
+    let (remote_nodes_probed, rounds_per_cycle) = if pool {
+        let behind: BTreeSet<&str> = targets
+            .iter()
+            .filter(|t| t.name.starts_with("pool/"))
+            .filter_map(|t| match &t.node {
+                TargetNode::Known(n) if n != me.node => Some(n.as_str()),
+                _ => None,
+            })
+            .collect();
+        let slots = cfg.service_pool.min(snap.nodes.len()).max(1);
+        (behind.len(), snap.nodes.len().div_ceil(slots) as u64)
+    } else {
+        (chosen.len(), rounds_per_cycle)
+    };
     Plan {
         targets,
         remote_nodes: remote.len(),
-        remote_nodes_probed: chosen.len(),
+        remote_nodes_probed,
         rounds_per_cycle,
         rejected,
         over_limit,
+        pool,
+        pool_slot: pool
+            .then(|| pool_slot(&snap.nodes, me.node, round, cfg.service_pool))
+            .flatten(),
     }
+}
+
+/// Whether the cluster is past the per-node Services' bound.
+pub fn pool_mode(nodes: usize, cfg: &KubernetesConfig) -> bool {
+    nodes > cfg.node_services_max_nodes
+}
+
+/// The pool slot `me` serves in `round`: slot `k` leads to node
+/// `(round * pool + k) mod N` of the sorted node list, so each round the
+/// pool covers the next `pool` nodes and `ceil(N / pool)` rounds cover
+/// them all. Every prober computes the same from the same node list.
+pub fn pool_slot(nodes: &[String], me: &str, round: u64, pool: usize) -> Option<usize> {
+    let n = nodes.len() as u64;
+    let i = nodes.iter().position(|x| x == me)? as u64;
+    let slots = (pool as u64).min(n);
+    let start = (round % n) * slots % n;
+    let k = (i + n - start) % n;
+    (k < slots).then_some(k as usize)
+}
+
+/// A Service's probe port: the one named `http`, else its first.
+fn http_port(svc: &ServiceInfo) -> Option<u16> {
+    svc.ports
+        .iter()
+        .find(|(n, _)| n == "http")
+        .or(svc.ports.first())
+        .map(|(_, p)| *p)
 }
 
 /// Whether an opted-in Service is one this prober may probe: from an
@@ -469,14 +529,21 @@ impl From<&EndpointSlice> for SliceInfo {
     }
 }
 
-/// The nodes with a per-node Service in `own` (the prober's namespace):
-/// the nodes that run a prober, sorted.
-pub fn nodes_of(services: &[ServiceInfo], own: &str) -> Vec<String> {
+/// The nodes that run a prober, sorted: those with a per-node Service in
+/// `own` (the prober's namespace), and those whose probers registered there
+/// (past `node_services_max_nodes` there are no per-node Services).
+pub fn nodes_of(services: &[ServiceInfo], probers: &[ProberInfo], own: &str) -> Vec<String> {
     let nodes: BTreeSet<String> = services
         .iter()
         .filter(|s| s.namespace == own)
         .filter(|s| s.labels.get(labels::ROLE).map(String::as_str) == Some("node"))
         .filter_map(|s| s.annotations.get(labels::NODE).cloned())
+        .chain(
+            probers
+                .iter()
+                .filter(|p| p.namespace == own && p.registered)
+                .map(|p| p.node.clone()),
+        )
         .collect();
     nodes.into_iter().collect()
 }

@@ -351,7 +351,7 @@ fn registration_slices_become_prober_infos_and_nodes_come_from_node_services() {
         .annotations
         .insert(labels::NODE.into(), "z".into());
     let plain = svc("tailprobe", "web", &[(labels::PROBE, "true")], &[]);
-    assert_eq!(nodes_of(&[own, elsewhere, plain], "tailprobe"), ["b"]);
+    assert_eq!(nodes_of(&[own, elsewhere, plain], &[], "tailprobe"), ["b"]);
 }
 
 #[test]
@@ -455,4 +455,107 @@ fn discovered_targets_are_capped_keeping_the_mesh_first() {
             .iter()
             .any(|r| r.ends_with("past [kubernetes] max_targets = 8"))
     );
+}
+
+/// Past `node_services_max_nodes`, the pool: each round its slots lead to
+/// the next `service_pool` nodes, every node in `ceil(N / pool)` rounds,
+/// each node in exactly one slot when it is served.
+#[test]
+fn pool_slots_cover_every_node_one_slot_each() {
+    let nodes: Vec<String> = (0..1000).map(|i| format!("node-{i:04}")).collect();
+    let mut served = vec![0u32; nodes.len()];
+    for round in 1_000..1_000 + 16 {
+        let mut slots = std::collections::BTreeSet::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(k) = pool_slot(&nodes, n, round, 64) {
+                assert!(k < 64);
+                assert!(slots.insert(k), "slot {k} twice in round {round}");
+                served[i] += 1;
+            }
+        }
+        assert_eq!(slots.len(), 64, "round {round}");
+    }
+    assert!(served.iter().all(|n| *n >= 1), "16 rounds serve every node");
+    // A pool larger than the cluster: every node every round.
+    let few: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let ks: Vec<Option<usize>> = few.iter().map(|n| pool_slot(&few, n, 7, 64)).collect();
+    let mut sorted: Vec<usize> = ks.iter().flatten().copied().collect();
+    sorted.sort_unstable();
+    assert_eq!(sorted, [0, 1, 2]);
+    assert_eq!(pool_slot(&few, "z", 7, 64), None, "not a node of the list");
+}
+
+/// A 5,000-node plan probes through at most the pool's ClusterIPs: the
+/// per-node Services left from before are ignored, each pool Service is a
+/// target whose node is the one its slice names now.
+#[test]
+fn a_five_thousand_node_plan_uses_at_most_the_pools_cluster_ips() {
+    let names_: Vec<String> = (0..5000).map(|i| format!("node-{i:04}")).collect();
+    let refs: Vec<&str> = names_.iter().map(String::as_str).collect();
+    let mut snap = cluster(&refs);
+    for k in 0..64 {
+        let mut s = svc(
+            "tailprobe",
+            &crate::targets::kubernetes::names::pool_service(k),
+            &[(labels::PROBE, "true"), (labels::ROLE, "pool")],
+            &[],
+        );
+        s.cluster_ip = Some(format!("10.96.200.{k}"));
+        snap.slices
+            .push(slice("tailprobe", &s.name, &[Some(refs[(k * 7) % 5000])]));
+        snap.services.push(s);
+    }
+    let me = Me {
+        node: "node-0003",
+        ..ME
+    };
+    let cfg = KubernetesConfig::default();
+    let p = plan(&snap, &me, &cfg, &ProbeConfig::default(), 42);
+    assert!(p.pool);
+    let through_vips: std::collections::BTreeSet<&str> = p
+        .targets
+        .iter()
+        .filter(|t| !t.name.starts_with("pod/"))
+        .map(|t| t.host.as_str())
+        .collect();
+    assert_eq!(through_vips.len(), 64, "{through_vips:?}");
+    assert!(through_vips.iter().all(|h| h.starts_with("10.96.200.")));
+    let pool0 = p
+        .targets
+        .iter()
+        .find(|t| t.name == "pool/tailprobe-pool-0")
+        .unwrap();
+    assert_eq!(pool0.node, TargetNode::Known("node-0000".into()));
+    assert_eq!(p.rounds_per_cycle, 79);
+    assert_eq!(p.pool_slot, pool_slot(&snap.nodes, "node-0003", 42, 64));
+
+    // At the bound, per-node Services as before, a pool left over ignored.
+    let mut small = cluster(&["a", "b", "c"]);
+    small.services.push(snap.services.last().unwrap().clone());
+    small
+        .slices
+        .push(slice("tailprobe", "tailprobe-pool-63", &[Some("b")]));
+    let at_bound = KubernetesConfig {
+        node_services_max_nodes: 3,
+        ..KubernetesConfig::default()
+    };
+    let p = plan(&small, &ME, &at_bound, &ProbeConfig::default(), 42);
+    assert!(!p.pool && p.pool_slot.is_none());
+    assert!(p.targets.iter().all(|t| !t.name.starts_with("pool/")));
+    assert!(p.targets.iter().any(|t| t.name == "node/b"));
+}
+
+/// The node set is every node with a per-node Service or a registered
+/// prober: past the bound there are no per-node Services.
+#[test]
+fn registered_probers_name_nodes_without_a_service() {
+    let mut snap = cluster(&["a", "b"]);
+    snap.services
+        .retain(|s| s.annotations.get(labels::NODE).map(String::as_str) != Some("b"));
+    assert_eq!(
+        nodes_of(&snap.services, &snap.probers, "tailprobe"),
+        ["a", "b"]
+    );
+    snap.probers[1].registered = false;
+    assert_eq!(nodes_of(&snap.services, &snap.probers, "tailprobe"), ["a"]);
 }

@@ -8,6 +8,14 @@
 //! this pod, so Kubernetes deletes them with it. The two probers of a node
 //! (host and pod network) share the Service: each is one owner (owner
 //! references merge by uid), and each writes its own slice.
+//!
+//! Past `[kubernetes] node_services_max_nodes` nodes there are no per-node
+//! Services: the pod keeps only its registration slice (the node set and
+//! the pod probers' addresses), and in the rounds it serves a pool slot it
+//! applies that probe Service (`tailprobe-pool-<k>`, no owner: shared by
+//! the cluster) and points the slot's slice at itself. The next owner of
+//! the slot overwrites the slice; the probes in between still know where
+//! they went, from the echo's response header.
 
 use std::collections::BTreeMap;
 
@@ -90,17 +98,47 @@ fn common_labels() -> BTreeMap<String, String> {
     .collect()
 }
 
+/// What discovery wants of registration: per-node Services or the pool,
+/// and the pool slot this node serves this round.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wish {
+    pub pool: bool,
+    pub slot: Option<usize>,
+}
+
 /// The per-node Service as this pod applies it.
 pub fn node_service(id: &PodIdentity, port: u16) -> Service {
+    let mut svc = service_for(id, port);
+    svc.metadata = ObjectMeta {
+        name: Some(names::node_service(&id.node)),
+        namespace: Some(id.namespace.clone()),
+        labels: Some(common_labels()),
+        annotations: Some([(labels::NODE.to_string(), id.node.clone())].into()),
+        owner_references: Some(vec![id.owner()]),
+        ..Default::default()
+    };
+    svc
+}
+
+/// Probe Service `k` of the pool: no owner (it outlives every pod that
+/// serves it), no node annotation (its slice names the node).
+pub fn pool_service(id: &PodIdentity, k: usize, port: u16) -> Service {
+    let mut labels = common_labels();
+    labels.insert(labels::ROLE.into(), "pool".into());
+    labels.insert("app.kubernetes.io/component".into(), "pool-service".into());
+    let mut svc = service_for(id, port);
+    svc.metadata = ObjectMeta {
+        name: Some(names::pool_service(k)),
+        namespace: Some(id.namespace.clone()),
+        labels: Some(labels),
+        ..Default::default()
+    };
+    svc
+}
+
+fn service_for(id: &PodIdentity, port: u16) -> Service {
     Service {
-        metadata: ObjectMeta {
-            name: Some(names::node_service(&id.node)),
-            namespace: Some(id.namespace.clone()),
-            labels: Some(common_labels()),
-            annotations: Some([(labels::NODE.to_string(), id.node.clone())].into()),
-            owner_references: Some(vec![id.owner()]),
-            ..Default::default()
-        },
+        metadata: ObjectMeta::default(),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             // The slice's family: on a dual-stack cluster whose primary
@@ -128,8 +166,28 @@ fn family(ip: &str) -> &'static str {
 
 /// This pod's EndpointSlice for its node's Service.
 pub fn node_slice(id: &PodIdentity) -> EndpointSlice {
+    slice_for(
+        id,
+        names::node_service(&id.node),
+        names::node_slice(&id.node, id.kind),
+        "node",
+    )
+}
+
+/// The slice that points pool slot `k` at this pod, in its turn.
+pub fn pool_slice(id: &PodIdentity, k: usize) -> EndpointSlice {
+    slice_for(
+        id,
+        names::pool_service(k),
+        names::pool_slice(k, id.kind),
+        "pool",
+    )
+}
+
+fn slice_for(id: &PodIdentity, service: String, name: String, role: &str) -> EndpointSlice {
     let mut labels = common_labels();
-    labels.insert(labels::SERVICE_NAME.into(), names::node_service(&id.node));
+    labels.insert(labels::ROLE.into(), role.into());
+    labels.insert(labels::SERVICE_NAME.into(), service);
     // Not the EndpointSlice controller's value, so it leaves the slice alone.
     labels.insert(
         "endpointslice.kubernetes.io/managed-by".into(),
@@ -138,7 +196,7 @@ pub fn node_slice(id: &PodIdentity) -> EndpointSlice {
     labels.insert(labels::SOURCE_KIND.into(), id.kind.as_str().into());
     EndpointSlice {
         metadata: ObjectMeta {
-            name: Some(names::node_slice(&id.node, id.kind)),
+            name: Some(name),
             namespace: Some(id.namespace.clone()),
             labels: Some(labels),
             owner_references: Some(vec![id.owner()]),
@@ -171,11 +229,45 @@ pub fn node_slice(id: &PodIdentity) -> EndpointSlice {
     }
 }
 
-/// Applies both objects; safe to repeat.
-pub async fn apply(client: &Client, id: &PodIdentity, port: u16) -> Result<(), KubeError> {
+/// Applies what `wish` asks for; safe to repeat. Per-node: this node's
+/// Service and this pod's slice. Pool: this pod's slice (its
+/// registration), and in its turn the slot's Service and slice.
+pub async fn apply(
+    client: &Client,
+    id: &PodIdentity,
+    port: u16,
+    wish: Wish,
+) -> Result<(), KubeError> {
     let pp = PatchParams::apply(&id.field_manager()).force();
-    apply_one(client, &id.namespace, &node_service(id, port), &pp).await?;
-    apply_one(client, &id.namespace, &node_slice(id), &pp).await
+    if !wish.pool {
+        apply_one(client, &id.namespace, &node_service(id, port), &pp).await?;
+    }
+    apply_one(client, &id.namespace, &node_slice(id), &pp).await?;
+    if let Some(k) = wish.slot {
+        // One manager for the pool's Services, whoever applies them: the
+        // same fields, never a conflict.
+        let shared = PatchParams::apply("tailprobe-pool").force();
+        apply_one(client, &id.namespace, &pool_service(id, k, port), &shared).await?;
+        apply_one(client, &id.namespace, &pool_slice(id, k), &pp).await?;
+    }
+    Ok(())
+}
+
+/// Deletes this node's Service once the cluster is past the per-node
+/// bound: its ClusterIP is the point. Gone already is fine.
+async fn drop_node_service(client: &Client, id: &PodIdentity) -> Result<(), KubeError> {
+    let name = names::node_service(&id.node);
+    match Api::<Service>::namespaced(client.clone(), &id.namespace)
+        .delete(&name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(source) => Err(KubeError::Api {
+            what: format!("deleting Service {}/{name}", id.namespace),
+            source,
+        }),
+    }
 }
 
 async fn apply_one<K>(
@@ -224,6 +316,7 @@ pub async fn withdraw(client: &Client, id: &PodIdentity) -> Result<(), KubeError
 /// at once when `deleted` fires (discovery saw this node's Service or this
 /// pod's slice deleted by hand), rather than at the next turn. Failures are
 /// counted and retried at the next turn, never fatal.
+#[allow(clippy::too_many_arguments)]
 pub async fn keep(
     client: Client,
     id: PodIdentity,
@@ -231,11 +324,33 @@ pub async fn keep(
     every: std::time::Duration,
     metrics: super::metrics::KubeMetrics,
     deleted: std::sync::Arc<tokio::sync::Notify>,
+    mut wishes: tokio::sync::watch::Receiver<Wish>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut registered = false;
+    let mut node_service = true;
+    // Discovery's first plan says whether the cluster is past the bound: a
+    // prober starting in a big cluster would otherwise create its node's
+    // Service only to delete it seconds later. Without discovery in time,
+    // per-node it is.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), wishes.changed()).await;
     loop {
-        let ok = match apply(&client, &id, port).await {
+        let wish = *wishes.borrow_and_update();
+        if wish.pool && node_service {
+            match drop_node_service(&client, &id).await {
+                Ok(()) => {
+                    tracing::info!(
+                        "Past [kubernetes] node_services_max_nodes: this node is reached through the pool of probe Services; its own Service is deleted."
+                    );
+                    node_service = false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Cannot delete this node's Service; retrying.")
+                }
+            }
+        }
+        node_service |= !wish.pool;
+        let ok = match apply(&client, &id, port, wish).await {
             Ok(()) => {
                 if !registered {
                     tracing::info!(
@@ -267,6 +382,8 @@ pub async fn keep(
             _ = deleted.notified() => {
                 tracing::info!("This node's Service or this pod's slice was deleted; applying again.");
             }
+            // A new round's pool slot, or the cluster crossing the bound.
+            Ok(()) = wishes.changed() => {}
         }
     }
     match tokio::time::timeout(std::time::Duration::from_secs(5), withdraw(&client, &id)).await {
