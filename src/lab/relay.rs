@@ -77,7 +77,8 @@ pub fn start(plan: &Plan) -> Result<ProberEnv, LabError> {
         })?;
     let http = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        .is_some_and(|p| p.starts_with("http"));
+        // http/protobuf unless told otherwise, as the exporters default.
+        .is_none_or(|p| p.starts_with("http"));
     // The general endpoint gets the signal's path appended over HTTP; the
     // per-signal one is used as written.
     let path = match (signal, http) {

@@ -40,7 +40,7 @@ pub enum PassiveError {
     )]
     Unavailable(String),
     #[error(
-        "passive mode could not start: {what}; run as root, or give the container CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE (deploy/passive)"
+        "passive mode could not start: {what}; run as root with CAP_BPF and CAP_PERFMON (deploy/passive; kernels before 5.11 also want CAP_SYS_RESOURCE for locked memory)"
     )]
     Load { what: String },
     #[error("cannot read passive mode's maps: {0}")]
