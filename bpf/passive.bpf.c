@@ -26,6 +26,7 @@ typedef __u32 __wsum;
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 // The map types and flags used (from linux/bpf.h, stable ABI).
 #define BPF_MAP_TYPE_HASH 1
@@ -75,6 +76,12 @@ struct sock {
 	struct sock_common __sk_common;
 	__u16 sk_protocol;
 	int sk_err;
+} __attribute__((preserve_access_index));
+
+// The kernel's own count of retransmitted segments: for a connect, its
+// SYNs (what TCP_INFO reports as tcpi_total_retrans).
+struct tcp_sock {
+	__u32 total_retrans;
 } __attribute__((preserve_access_index));
 
 // Outcomes, as userspace reads them.
@@ -242,6 +249,12 @@ int BPF_PROG(on_state, struct sock *sk, int oldstate, int newstate)
 	struct flight *f = bpf_map_lookup_elem(&FLIGHTS, &id);
 	if (!f)
 		return 0;
+	// The kernel's count is the evidence, as a probe's TCP_INFO is; the
+	// tracepoint's count (live, for stalls) only if it saw more.
+	__u32 counted = 0;
+	if (!bpf_core_read(&counted, sizeof(counted), &((struct tcp_sock *)sk)->total_retrans) &&
+	    counted > f->retrans)
+		f->retrans = counted;
 	__u8 outcome = OUT_OTHER;
 	if (newstate == TCP_ESTABLISHED) {
 		outcome = OUT_ESTABLISHED;

@@ -9,16 +9,17 @@ use super::Finding;
 use super::cell::Cell;
 
 /// The words of a finding judged on real connections: they are
-/// connections, not probes, and their SYN count is the kernel's
-/// retransmit tracepoint, not `TCP_INFO`.
+/// connections, not probes, and their SYN count is the kernel's own, read
+/// by the BPF program, not through `TCP_INFO`.
 pub fn passive_words(f: &mut Finding, connections: u64) {
     let say = |s: &str| {
-        s.replace(
-            "TCP_INFO agrees",
-            "The kernel's retransmit tracepoint agrees",
-        )
-        .replace("probes", "connections")
-        .replace("probe", "connection")
+        s.replace("TCP_INFO agrees", "The kernel's retransmit count agrees")
+            .replace(
+                "TCP_INFO and timing agree",
+                "the kernel's retransmit count and timing agree",
+            )
+            .replace("probes", "connections")
+            .replace("probe", "connection")
     };
     for line in f.evidence.iter_mut() {
         *line = say(line);

@@ -161,14 +161,7 @@ pub async fn matrix_all(
     let done = Arc::new(AtomicU64::new(0));
     let mut jobs = Vec::new();
     // One OTLP pipeline for the whole lab; every span names its own node.
-    let otlp = crate::export::otlp::Otlp::start(
-        None,
-        &plan.prefix,
-        crate::model::SynSchedule::classic(),
-        Default::default(),
-    )
-    .map_err(|e| LabError::Usage(e.to_string()))?
-    .map(Arc::new);
+    let otlp = lab_otlp(plan)?;
     let mut total = 0;
     for i in plan.node_ids() {
         for &kind in vantage.kinds() {
@@ -559,16 +552,20 @@ async fn round_over_http(
         })???;
     m.rests_on = format!("lab {lab}: {}", m.rests_on);
     zones(&nodes, &mut m);
-    let otlp = crate::export::otlp::Otlp::start(
+    crate::export::finish_one_shot(lab_otlp(plan)?, &m.findings).await;
+    Ok(m)
+}
+
+/// The lab's OTLP pipeline, from the `OTEL_*` variables; `None` without.
+fn lab_otlp(plan: &Plan) -> Result<Option<Arc<crate::export::otlp::Otlp>>, LabError> {
+    Ok(crate::export::otlp::Otlp::start(
         None,
         &plan.prefix,
         crate::model::SynSchedule::classic(),
         Default::default(),
     )
     .map_err(|e| LabError::Usage(e.to_string()))?
-    .map(Arc::new);
-    crate::export::finish_one_shot(otlp, &m.findings).await;
-    Ok(m)
+    .map(Arc::new))
 }
 
 /// Waits until every prober answers `/readyz` (they start in about a
