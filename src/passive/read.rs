@@ -293,9 +293,12 @@ mod tests {
     fn deltas_count_what_is_new_and_survive_wrapping() {
         let t0 = Instant::now();
         let mut d = Deltas::default();
+        assert!(d.is_empty());
+        assert_eq!(d.len(), 0);
         let mut now = [0u32; BUCKETS];
         now[3] = 5;
         assert_eq!(d.update([1; KEY_LEN], &now, t0), vec![(3, 5)]);
+        assert!(!d.is_empty());
         assert_eq!(d.update([1; KEY_LEN], &now, t0), vec![]);
         now[3] = 2; // wrapped past 2^32
         now[399] = 1;
@@ -304,6 +307,7 @@ mod tests {
             vec![(3, u32::MAX - 2), (399, 1)]
         );
         assert_eq!(d.update([2; KEY_LEN], &now, t0), vec![(3, 2), (399, 1)]);
+        assert_eq!(d.len(), 2);
         // Key 2 last changed at t0, key 1 at t0 + 5 s.
         let idle = d.idle(t0 + Duration::from_secs(8), Duration::from_secs(5));
         assert_eq!(idle, vec![[2; KEY_LEN]]);
