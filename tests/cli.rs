@@ -1,6 +1,7 @@
 //! The command line's conventions: SIGINT ends a matrix run with 130 and a
 //! report marked partial, zero samples is a usage error, log levels are
-//! checked, `--log-format json` writes one JSON object per line, NO_COLOR.
+//! checked, `--log-format json` writes one JSON object per line, NO_COLOR,
+//! `run --passive`.
 
 mod common;
 
@@ -175,4 +176,85 @@ fn no_color_turns_colour_off_on_a_terminal() {
     assert!(!sgr(&plain), "NO_COLOR=1: {plain}");
     // An empty NO_COLOR does not count.
     assert!(sgr(&run(Some(""))));
+}
+
+/// `run --passive` turns passive mode on, as `[passive] enabled` does: with
+/// probing off, a connect from another process to a target's address
+/// becomes a `passive-host` series. Where passive mode cannot run, the
+/// daemon says why and keeps running. A pod-network prober and the hub
+/// refuse it.
+#[tokio::test(flavor = "multi_thread")]
+async fn passive_flag_turns_passive_mode_on_for_run_only() {
+    let dir = TempDir::new("cli-passive");
+    let port = common::free_port();
+    let config = |kind: &str| {
+        format!(
+            "node = \"n1\"\nsource_kind = \"{kind}\"\n[probe]\nenabled = false\n[server]\nlisten = \"127.0.0.1:{port}\"\n[[target]]\nname = \"self\"\nurl = \"http://127.0.0.1:{port}/\"\nnode = \"n1\"\n"
+        )
+    };
+    let hub = std::process::Command::new(bin())
+        .args(["hub", "--config"])
+        .arg(dir.file("hub.toml", "[hub]\nprobers = [\"http://127.0.0.1:9/\"]\n"))
+        .arg("--passive")
+        .output()
+        .unwrap();
+    assert_eq!(hub.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&hub.stderr).contains("--passive applies to `tailprobe run`"),
+        "{}",
+        String::from_utf8_lossy(&hub.stderr)
+    );
+
+    let start = |file: &std::path::Path| {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bin())
+            .args(["run", "--passive", "--config", file.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        (child, lines)
+    };
+    let (_pod, mut lines) = start(&dir.file("pod.toml", &config("pod")));
+    common::wait_for_line(
+        &mut lines,
+        "Passive mode is off: it runs in the host-network prober",
+        Duration::from_secs(10),
+    )
+    .await;
+    drop(_pod);
+
+    let (_host, mut lines) = start(&dir.file("host.toml", &config("host")));
+    let addr = format!("127.0.0.1:{port}");
+    if let Some(why) = tailprobe::passive::bpf::unavailable() {
+        let line =
+            common::wait_for_line(&mut lines, "Passive mode is off.", Duration::from_secs(10))
+                .await;
+        assert!(line.contains("unavailable"), "{line} ({why})");
+        return;
+    }
+    let line = common::wait_for_line(&mut lines, "Passive mode", Duration::from_secs(10)).await;
+    if line.contains("is off") {
+        // Loaded only as root (or with CAP_BPF and CAP_PERFMON).
+        assert!(line.contains("could not start"), "{line}");
+        return;
+    }
+    assert!(line.contains("reads this node's connections"), "{line}");
+    let series = "source_kind=\"passive-host\",destination_node=\"n1\",target=\"self\"";
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        // This test's own connects: another process than the prober's.
+        let (_, _, body) = common::get(&addr, "/metrics").await;
+        if body.contains(series) {
+            assert!(body.contains("tailprobe_passive_up 1"), "{body}");
+            assert!(!body.contains("source_kind=\"host\""), "no probe was sent");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no passive series: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PassiveConfig;
-use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target, TargetNode};
+use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target};
 use crate::probe::InFlight;
 use crate::probe::scheduler::Sink;
 use attribute::{Attribution, Vantages};
@@ -111,10 +111,12 @@ pub fn start(
         max_destinations = cfg.max_destinations,
         "Passive mode reads this node's connections."
     );
-    Ok(std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("tailprobe-passive".into())
         .spawn(move || reader(loaded, vantages, ctx, (interval, idle), cancel))
-        .expect("a thread starts"))
+        .map_err(|e| PassiveError::Load {
+            what: format!("cannot start the reader thread ({e})"),
+        })
 }
 
 fn monotonic_ns() -> u64 {
@@ -234,18 +236,15 @@ impl Step<'_> {
         key: &ConnectKey,
         took: Duration,
     ) -> ProbeResult {
-        let destination: Option<Arc<str>> = match &t.node {
-            TargetNode::Known(n) => Some(n.as_str().into()),
-            _ => None,
-        };
+        let dims = Dims::of_target(&self.ctx.source_node, kind, t);
         let outcome = key.end.outcome();
         let established = outcome == crate::model::Outcome::Ok;
         ProbeResult {
             target: Arc::clone(t),
             source_node: Arc::clone(&self.ctx.source_node),
             source_kind: kind,
-            path: crate::model::PathKind::classify(&self.ctx.source_node, destination.as_deref()),
-            destination_node: destination,
+            path: dims.path,
+            destination_node: dims.destination_node,
             started_at: self.wall.checked_sub(took).unwrap_or(self.wall),
             start_lag: Duration::ZERO,
             phases: Phases {
