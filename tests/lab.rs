@@ -419,11 +419,21 @@ fn vxlan_checksum_bug_with_rehash_escapes_after_one_second_as_root() {
             (1000.0..=1300.0).contains(&p50),
             "the rehashed retransmission escapes: {c:?}"
         );
-        assert!(
-            c.syn_retransmits >= c.samples,
-            "at least one SYN lost per probe: {c:?}"
-        );
     }
+    // As without rehash, a probe's outer UDP port now and then meets an
+    // entry created without NAT and its first SYN passes; nine in ten lose
+    // at least one.
+    let escaped: u64 = hit
+        .iter()
+        .flat_map(|c| &c.connect_log_hist)
+        .filter(|(ms, _)| *ms < 500.0)
+        .map(|(_, n)| n)
+        .sum();
+    let probes: u64 = hit.iter().map(|c| c.samples).sum();
+    assert!(
+        !hit.is_empty() && escaped * 10 <= probes,
+        "{escaped} of {probes} probes lost no SYN: {hit:?}"
+    );
     stay_clean(&clean);
 }
 
