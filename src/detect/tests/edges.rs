@@ -236,3 +236,152 @@ fn every_failure_outcome_with_a_known_reading_says_it() {
         );
     }
 }
+
+/// A large-body cell whose probes connect at once and then take `body_s`
+/// seconds after the first byte, with `outcome`.
+fn slow_bodies(src: &str, dst: &str, outcome: Outcome, body_s: u64, n: usize) -> SeriesWindow {
+    let mut s = series(
+        src,
+        SourceKind::Host,
+        dst,
+        "svc-64k",
+        "http://10.96.0.12/bytes/65536",
+        &repeat((0.5, 0, outcome), n),
+    );
+    for p in &mut s.samples {
+        p.phases.total = p.phases.first_byte.unwrap() + Duration::from_secs(body_s);
+    }
+    s
+}
+
+fn small_ok(src: &str, kind: SourceKind, dst: &str) -> SeriesWindow {
+    series(
+        src,
+        kind,
+        dst,
+        "svc",
+        "http://10.96.0.12/",
+        &repeat(ok(0.5), 5),
+    )
+}
+
+fn pmtu_kinds(s: &[SeriesWindow]) -> Vec<FindingKind> {
+    detect(s, &[], &DetectorConfig::default())
+        .into_iter()
+        .map(|f| f.kind)
+        .collect()
+}
+
+#[test]
+fn a_completed_probe_whose_body_crawls_is_stalled_and_a_failed_one_is_not() {
+    let small = small_ok("node1", SourceKind::Host, "node2");
+    // Answered, but the body took 2 s after its first byte: stalled.
+    let crawl = slow_bodies("node1", "node2", Outcome::Ok, 2, 5);
+    assert_eq!(
+        pmtu_kinds(&[small.clone(), crawl]),
+        [FindingKind::PmtuBlackhole]
+    );
+    // Under a second after the first byte: not stalled.
+    let quick = slow_bodies("node1", "node2", Outcome::Ok, 0, 5);
+    assert!(pmtu_kinds(&[small.clone(), quick]).is_empty());
+    // A reset after the first byte is a failure, not a stalled body: the
+    // failures rule reports it, whatever its total.
+    let reset = slow_bodies("node1", "node2", Outcome::Reset, 2, 5);
+    assert_eq!(pmtu_kinds(&[small, reset]), [FindingKind::ProbeFailures]);
+}
+
+#[test]
+fn a_body_of_exactly_the_large_threshold_is_small() {
+    let small = small_ok("node1", SourceKind::Host, "node2");
+    let mut edge = slow_bodies("node1", "node2", Outcome::TotalTimeout, 2, 5);
+    let at = |w: &mut SeriesWindow, bytes| {
+        w.body_bytes = bytes;
+        for p in &mut w.samples {
+            p.body_bytes = bytes;
+        }
+    };
+    at(&mut edge, crate::detect::cell::LARGE_BODY_BYTES);
+    assert_eq!(
+        pmtu_kinds(&[small.clone(), edge.clone()]),
+        [FindingKind::ProbeFailures]
+    );
+    at(&mut edge, crate::detect::cell::LARGE_BODY_BYTES + 1);
+    assert_eq!(pmtu_kinds(&[small, edge]), [FindingKind::PmtuBlackhole]);
+}
+
+#[test]
+fn only_small_responses_on_the_same_pair_and_vantage_clear_the_path() {
+    let big = || slow_bodies("node1", "node2", Outcome::TotalTimeout, 2, 5);
+    for (src, kind, dst) in [
+        ("node1", SourceKind::Pod, "node2"),
+        ("node3", SourceKind::Host, "node2"),
+        ("node1", SourceKind::Host, "node3"),
+    ] {
+        assert_eq!(
+            pmtu_kinds(&[small_ok(src, kind, dst), big()]),
+            [FindingKind::ProbeFailures],
+            "small responses from {src} {kind:?} to {dst} say nothing of node1 to node2"
+        );
+    }
+    // Small responses on the same path that fail too, or are too few, or
+    // sit on a ladder, do not clear it either.
+    let mut failing = small_ok("node1", SourceKind::Host, "node2");
+    failing.samples[0].outcome = Outcome::Refused;
+    let few = series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "svc",
+        "http://10.96.0.12/",
+        &repeat(ok(0.5), 1),
+    );
+    for small in [failing, few] {
+        assert!(
+            !pmtu_kinds(&[small.clone(), big()]).contains(&FindingKind::PmtuBlackhole),
+            "{small:?}"
+        );
+    }
+}
+
+#[test]
+fn a_pmtu_finding_says_how_many_stalled_and_where() {
+    let small = small_ok("node1", SourceKind::Host, "node2");
+    // Three of five stall; two pass.
+    let mut big = slow_bodies("node1", "node2", Outcome::Ok, 0, 5);
+    for p in &mut big.samples[..3] {
+        p.outcome = Outcome::TotalTimeout;
+        p.phases.total = Duration::from_secs(10);
+    }
+    traced(&mut big);
+    let found = detect(&[small, big.clone()], &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let f = &found[0];
+    assert_eq!(f.kind, FindingKind::PmtuBlackhole);
+    assert_eq!((f.share, f.samples), (0.6, 5));
+    assert_eq!(
+        f.evidence,
+        [
+            "3 of 5 probes of svc-64k (65536 byte body) failed or stalled while small responses on the same path passed"
+        ]
+    );
+    // The examples are the failed probes' traces.
+    let failed: Vec<_> = big.samples[..3]
+        .iter()
+        .map(|p| p.trace.clone().unwrap())
+        .collect();
+    assert_eq!(f.examples, failed);
+    let c = &f.likely_causes[0];
+    assert_eq!(c.id, CauseId::OverlayPmtuBlackhole);
+    let cross = "only cross-node paths are hit, same-node paths are clean";
+    assert!(c.present.iter().any(|p| p == cross), "{c:#?}");
+
+    // The same on a same-node path: the cross-node check is missing.
+    let small = small_ok("node2", SourceKind::Host, "node2");
+    let big = slow_bodies("node2", "node2", Outcome::TotalTimeout, 2, 5);
+    let f = &detect(&[small, big], &[], &DetectorConfig::default())[0];
+    assert_eq!(f.kind, FindingKind::PmtuBlackhole);
+    assert!(
+        f.likely_causes[0].missing.iter().any(|p| p == cross),
+        "{f:#?}"
+    );
+}
