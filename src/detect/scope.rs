@@ -166,9 +166,13 @@ impl ScopeKey {
             ""
         };
         let words = match (self.grouping, kind) {
-            (Grouping::KindPath, _) => {
-                format!("every {path} path from the {net} of {sources} nodes")
-            }
+            (Grouping::KindPath, _) => match self.source_kind.filter(|k| k.is_passive()) {
+                Some(k) => format!(
+                    "real connections on every {path} path from the {} of {sources} nodes",
+                    k.network().describe()
+                ),
+                None => format!("every {path} path from the {net} of {sources} nodes"),
+            },
             (Grouping::Destination, _) => format!("every path to {dst}"),
             (Grouping::DestinationPath, _) => format!("every {path} path to {dst}"),
             (Grouping::Pair, _) => format!("every path from {src} to {dst}"),

@@ -535,6 +535,52 @@ fn kernels_with_the_checksum_fix() {
     assert!(!has_checksum_fix((4, 19, 122)) && has_checksum_fix((4, 19, 123)));
 }
 
+#[test]
+fn every_rule_says_when_it_judged_real_connections() {
+    // The ladder builds its scope from the cells: it names the real
+    // connections itself, once.
+    let (mut s, f) = incident();
+    for x in s.iter_mut() {
+        if x.dims.source_kind == SourceKind::Host {
+            x.dims.source_kind = SourceKind::PassiveHost;
+        }
+    }
+    let found = detect(&s, &f, &DetectorConfig::default());
+    let ladder = found
+        .iter()
+        .find(|x| x.kind == FindingKind::SynRetransmitLadder)
+        .expect("a ladder");
+    assert!(ladder.scope_key.passive);
+    assert!(
+        ladder.scope
+            == "real connections on every cross-node path from the host network of 3 nodes",
+        "{}",
+        ladder.scope
+    );
+    // First contact builds its scope by hand: it learns it afterwards.
+    let mut probes = vec![(1_004.0, 1, Outcome::Ok), (1_010.0, 1, Outcome::Ok)];
+    probes.extend(repeat(ok(0.5), 10));
+    let times: Vec<u64> = vec![0, 0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100];
+    let s: Vec<Series> = ["node2", "node3"]
+        .into_iter()
+        .map(|dst| {
+            let mut x = series("node1", SourceKind::PassiveHost, dst, dst, "u", &probes);
+            at(&mut x, &times);
+            x
+        })
+        .collect();
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].kind, FindingKind::FirstContactDelay);
+    assert!(found[0].scope_key.passive);
+    assert!(
+        found[0].scope.starts_with("real connections on ")
+            && !found[0].scope.contains("real connections on real"),
+        "{}",
+        found[0].scope
+    );
+}
+
 fn at(s: &mut Series, secs: &[u64]) {
     for (p, t) in s.samples.iter_mut().zip(secs) {
         p.at = SystemTime::UNIX_EPOCH + Duration::from_secs(*t);
@@ -1199,7 +1245,7 @@ fn real_connections_are_judged_apart_and_against_the_probes() {
     assert_eq!(r.samples, 10, "passive cells only: {r:#?}");
     assert_eq!(r.source_kind, Some(SourceKind::PassiveHost));
     assert!(
-        r.scope.contains("real connections from the host network"),
+        r.scope == "cross-node paths from node1 (real connections from the host network)",
         "{}",
         r.scope
     );

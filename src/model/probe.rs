@@ -31,6 +31,15 @@ pub enum Network {
     Pod,
 }
 
+impl Network {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Network::Host => "host network",
+            Network::Pod => "pod network",
+        }
+    }
+}
+
 impl SourceKind {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,8 +65,7 @@ impl SourceKind {
     /// The vantage in words: "host network", "real connections from pods".
     pub fn describe(self) -> &'static str {
         match self {
-            SourceKind::Host => "host network",
-            SourceKind::Pod => "pod network",
+            SourceKind::Host | SourceKind::Pod => self.network().describe(),
             SourceKind::PassiveHost => "real connections from the host network",
             SourceKind::PassivePod => "real connections from pods",
         }
