@@ -214,19 +214,14 @@ pub fn of_ladder(
 /// kernel sends.
 fn shape(m: &[&Cell]) -> Option<RungShape> {
     let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
-    let all_lost = m
-        .iter()
-        .map(|c| c.schedule.retries + c.schedule.linear + 1)
-        .max()
-        .unwrap_or(7);
+    let all_lost = m.iter().map(|c| c.schedule.syns()).max().unwrap_or(7);
     for c in m {
         for (k, (count, _)) in &c.rungs {
             *counts.entry(*k).or_default() += count;
         }
-        if c.give_ups > 0 {
-            *counts.entry(all_lost).or_default() += c.give_ups;
-        }
+        *counts.entry(all_lost).or_default() += c.give_ups;
     }
+    // A rung of no probes weighs nothing in the shape.
     stat::rung_shape(&counts, m.iter().map(|c| c.syn_judged).sum(), all_lost)
 }
 

@@ -1105,6 +1105,43 @@ fn what_one_prober_did_not_probe_is_unknown() {
     }
 }
 
+#[test]
+fn a_ladder_behind_a_service_of_unknown_node_leaves_the_cross_node_check_open() {
+    // A Service with backends on several nodes: the echo named no node, so
+    // its path is unknown. Same-node paths were probed and are clean, but
+    // the hit path could have been same-node too.
+    let mut mixed = series(
+        "node1",
+        SourceKind::Host,
+        "node2",
+        "mixed",
+        "http://10.96.0.20/",
+        &repeat((63_050.0, 6, Outcome::Ok), 5),
+    );
+    mixed.dims.destination_node = None;
+    mixed.dims.path = PathKind::Unknown;
+    let same = series(
+        "node1",
+        SourceKind::Host,
+        "node1",
+        "svc-node1",
+        "http://10.96.0.11/",
+        &repeat(ok(0.3), 5),
+    );
+    let found = detect(&[mixed, same], &[], &DetectorConfig::default());
+    let f = found
+        .iter()
+        .find(|f| f.kind == FindingKind::SynRetransmitLadder)
+        .unwrap_or_else(|| panic!("{found:#?}"));
+    let vxlan = f
+        .likely_causes
+        .iter()
+        .find(|c| c.id == CauseId::VxlanChecksumOffload)
+        .unwrap_or_else(|| panic!("{f:#?}"));
+    let check = "only cross-node paths are hit, same-node paths are clean";
+    assert!(vxlan.unknown.iter().any(|u| u == check), "{vxlan:#?}");
+}
+
 /// The incident's evidence, line by line; with no checksum errors the
 /// counters' lines go, and nothing else changes.
 #[test]

@@ -61,6 +61,12 @@ impl SynSchedule {
             .collect()
     }
 
+    /// The SYNs a connect sends before the kernel gives up: a give-up lost
+    /// every one of them.
+    pub fn syns(&self) -> u32 {
+        self.timeouts().len() as u32
+    }
+
     /// When the kernel gives up (ETIMEDOUT).
     pub fn give_up(&self) -> f64 {
         self.timeouts().iter().sum()
@@ -127,6 +133,13 @@ mod tests {
             [1.0, 2.0, 3.0, 4.0, 5.0, 7.0, 11.0, 19.0, 35.0, 67.0]
         );
         assert_eq!(s.give_up(), 131.0);
+    }
+
+    #[test]
+    fn every_syn_a_connect_sends() {
+        assert_eq!(SynSchedule::classic().syns(), 7);
+        assert_eq!(SynSchedule::linux(6, 4).syns(), 11);
+        assert_eq!(SynSchedule::windows().syns(), 3);
     }
 
     #[test]
