@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Behaviour, Server, SynBlackhole};
-use tailprobe::model::Target;
-use tailprobe::model::{Outcome, ProbeResult, SourceKind};
+use tailprobe::model::{Outcome, PathKind, ProbeResult, SourceKind};
+use tailprobe::model::{Target, TargetNode};
 use tailprobe::probe::Prober;
 use tokio_util::sync::CancellationToken;
 
@@ -209,4 +209,55 @@ async fn cancellation_ends_a_probe_as_cancelled() {
     let r = prober.probe(&target, &cancel).await;
     assert_eq!(r.outcome, Outcome::Cancelled);
     assert!(r.phases.connect.is_some(), "phases that completed are kept");
+}
+
+/// Which node answered: the echo's header decides where discovery could
+/// not, and only for a node the prober could have meant.
+#[tokio::test]
+async fn the_answering_node_is_taken_only_where_it_is_expected() {
+    async fn answer(node: TargetNode, header: &'static str) -> ProbeResult {
+        let s = Server::start(Behaviour::Node(header)).await;
+        let prober = Prober::new("node1", SourceKind::Host);
+        let mut t = Target::parse("t", &s.url("/")).unwrap();
+        t.node = node;
+        prober.probe(&Arc::new(t), &CancellationToken::new()).await
+    }
+    let mixed = || TargetNode::Mixed(vec!["node2".into(), "node3".into()]);
+    let cases = [
+        // Backends on node2 and node3: node3 answered.
+        (mixed(), "node3", Some("node3"), PathKind::CrossNode, false),
+        // A node not among the backends: refused, the path unknown.
+        (mixed(), "node9", None, PathKind::Unknown, true),
+        // Nothing known: a node the prober knows (its own) is taken ...
+        (
+            TargetNode::Unknown,
+            "node1",
+            Some("node1"),
+            PathKind::SameNode,
+            false,
+        ),
+        // ... one it does not know is not: a target cannot mint series.
+        (TargetNode::Unknown, "node9", None, PathKind::Unknown, true),
+        // Discovery's answer stands over the header's.
+        (
+            TargetNode::Known("node2".into()),
+            "node3",
+            Some("node2"),
+            PathKind::CrossNode,
+            false,
+        ),
+    ];
+    for (node, header, want, path, rejected) in cases {
+        let r = answer(node.clone(), header).await;
+        assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.error);
+        assert_eq!(
+            (
+                r.destination_node.as_deref(),
+                r.path,
+                r.rejected_node_header
+            ),
+            (want, path, rejected),
+            "{node:?} answered by {header}"
+        );
+    }
 }

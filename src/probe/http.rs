@@ -238,9 +238,7 @@ impl Prober {
                 (_, Some(_)) => (None, true),
                 (_, None) => (None, false),
             };
-        if st.syn_retransmits > 0 {
-            st.hold.wake_on_drop(&self.in_flight);
-        }
+        st.hold.landed(&self.in_flight, st.syn_retransmits);
         let result = ProbeResult {
             path: PathKind::classify(&self.source_node, destination.as_deref()),
             target: Arc::clone(target),
@@ -555,6 +553,42 @@ mod tests {
         assert_eq!(o(libc::EHOSTUNREACH), Outcome::Unreachable);
         assert_eq!(o(libc::ETIMEDOUT), Outcome::ConnectTimeout);
         assert_eq!(o(libc::EMFILE), Outcome::Error);
+    }
+
+    #[test]
+    fn the_connect_phase_is_the_kernels_handshake_rtt_when_it_has_one() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        let t0 = Instant::now();
+        let syn = t0 + ms(3);
+        let done = syn + ms(2);
+        let info = |rtt_us, total_retrans| {
+            Some(TcpInfo {
+                rtt_us,
+                total_retrans,
+                ..TcpInfo::default()
+            })
+        };
+        let dns = Some(ms(5));
+        // No TCP_INFO: from the SYN to the wake-up, after the lookup.
+        assert_eq!(connect_mark(t0, dns, Some(syn), done, None), ms(7));
+        // No SYN mark: from the probe's start.
+        assert_eq!(connect_mark(t0, None, None, done, None), ms(5));
+        // The kernel's sample of the handshake, when it took one.
+        assert_eq!(
+            connect_mark(t0, dns, Some(syn), done, info(300, 0)),
+            ms(5) + us(300)
+        );
+        // Equal to the timed handshake: still the kernel's.
+        assert_eq!(
+            connect_mark(t0, None, Some(syn), done, info(2_000, 0)),
+            ms(2)
+        );
+        // Not after a retransmission (Karn), nor without a sample, nor one
+        // longer than the handshake was.
+        for i in [info(300, 1), info(0, 0), info(2_001, 0)] {
+            assert_eq!(connect_mark(t0, dns, Some(syn), done, i), ms(7), "{i:?}");
+        }
     }
 }
 

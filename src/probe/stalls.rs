@@ -105,10 +105,12 @@ pub struct StallHold {
 }
 
 impl StallHold {
-    /// Wakes the judge when dropped: the probe lost SYNs, and its result,
-    /// recorded by then, may change the verdict.
-    pub(super) fn wake_on_drop(&mut self, in_flight: &Arc<super::InFlight>) {
-        if self.held.is_none() {
+    /// The probe landed having lost `syn_retransmits` SYNs: if it lost any
+    /// and was never seen stalled, the judge is woken when this is dropped,
+    /// since its result, recorded by then, may change the verdict. A held
+    /// stall wakes it anyway, by ending.
+    pub(super) fn landed(&mut self, in_flight: &Arc<super::InFlight>, syn_retransmits: u32) {
+        if syn_retransmits > 0 && self.held.is_none() {
             self.wake = Some(Arc::clone(in_flight));
         }
     }
@@ -160,5 +162,50 @@ impl Drop for StallHold {
         } else if let Some(in_flight) = self.wake.take() {
             in_flight.stalls.changed.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::InFlight;
+    use super::*;
+
+    /// Whether the judge was woken (a wake-up while no one waits is kept).
+    async fn woken(f: &InFlight) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), f.changed())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_lost_syns_unseen_wakes_the_judge_when_it_lands() {
+        let f = Arc::new(InFlight::default());
+        for (lost, wakes) in [(0, false), (1, true), (6, true)] {
+            let mut hold = StallHold::default();
+            hold.landed(&f, lost);
+            assert!(!woken(&f).await, "not before the result is recorded");
+            drop(hold);
+            assert_eq!(woken(&f).await, wakes, "{lost} SYNs lost");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stall_wakes_the_judge_when_it_begins_and_ends_only() {
+        let f = Arc::new(InFlight::default());
+        let t = Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap());
+        let node: Arc<str> = "node1".into();
+        let mut hold = StallHold::default();
+        let now = (SystemTime::now(), Instant::now());
+        hold.lost(&f, 1, now, (&t, &node, SourceKind::Host));
+        assert!(woken(&f).await, "a stall began");
+        assert_eq!(f.syn_stalled(), 1);
+        hold.lost(&f, 2, now, (&t, &node, SourceKind::Host));
+        assert!(!woken(&f).await, "another SYN lost: no news");
+        assert_eq!(f.pending()[0].2.syn_retransmits, 2);
+        hold.landed(&f, 2);
+        drop(hold);
+        assert!(woken(&f).await, "it ended");
+        assert!(!woken(&f).await, "once");
+        assert_eq!(f.syn_stalled(), 0);
     }
 }

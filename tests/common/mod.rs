@@ -35,6 +35,8 @@ pub enum Behaviour {
     /// Answer ok, naming a node in `x-tailprobe-node` that no one has named
     /// before (a long name, new on every response): a target minting series.
     NewNodeEveryTime,
+    /// Answer ok, naming this node in `x-tailprobe-node`, as the echo does.
+    Node(&'static str),
     /// A status line, then headers that never end, 4 KB at a time, counting
     /// the bytes written until the client goes away.
     EndlessHead(Arc<AtomicUsize>),
@@ -115,6 +117,13 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
                 N.fetch_add(1, Ordering::SeqCst),
                 "x".repeat(200)
             );
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+        }
+        Behaviour::Node(node) => {
+            read_request(&mut stream).await;
             let head = format!(
                 "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
             );
