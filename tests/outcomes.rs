@@ -70,6 +70,17 @@ async fn refused_when_nothing_listens() {
     assert!(r.phases.connect.is_none());
 }
 
+/// connect() fails at once, before any packet: TCP never connects to the
+/// limited broadcast address (the kernel answers ENETUNREACH, nothing is
+/// sent). The probe says unreachable, never "connected".
+#[tokio::test]
+async fn unreachable_when_connect_fails_at_once() {
+    let r = probe("http://255.255.255.255:80/", Duration::from_secs(5), 1024).await;
+    assert_eq!(r.outcome, Outcome::Unreachable, "{:?}", r.error);
+    assert!(r.phases.connect.is_none());
+    assert_eq!(r.syn_retransmits, 0);
+}
+
 #[tokio::test]
 async fn reset_after_the_request() {
     let s = Server::start(Behaviour::Reset).await;
