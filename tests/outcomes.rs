@@ -147,6 +147,20 @@ async fn body_too_large() {
     let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
     assert_eq!(r.outcome, Outcome::BodyTooLarge, "{:?}", r.error);
     assert!(r.body_bytes > 4096);
+    // A body of exactly the bound is read whole.
+    let s = Server::start(Behaviour::Respond {
+        status: 200,
+        body: 4096,
+        delay: Duration::ZERO,
+    })
+    .await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
+    assert_eq!(
+        (r.outcome, r.body_bytes),
+        (Outcome::Ok, 4096),
+        "{:?}",
+        r.error
+    );
 }
 
 #[tokio::test]

@@ -550,7 +550,15 @@ mod tests {
     fn connect_errors_map_to_distinct_outcomes() {
         let o = |n| connect_failure(io::Error::from_raw_os_error(n)).outcome;
         assert_eq!(o(libc::ECONNREFUSED), Outcome::Refused);
-        assert_eq!(o(libc::EHOSTUNREACH), Outcome::Unreachable);
+        assert_eq!(o(libc::ECONNRESET), Outcome::Reset);
+        for n in [
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+            libc::EHOSTDOWN,
+            libc::ENETDOWN,
+        ] {
+            assert_eq!(o(n), Outcome::Unreachable, "errno {n}");
+        }
         assert_eq!(o(libc::ETIMEDOUT), Outcome::ConnectTimeout);
         assert_eq!(o(libc::EMFILE), Outcome::Error);
     }
