@@ -323,8 +323,8 @@ fn only_small_responses_on_the_same_pair_and_vantage_clear_the_path() {
             "small responses from {src} {kind:?} to {dst} say nothing of node1 to node2"
         );
     }
-    // Small responses on the same path that fail too, or are too few, or
-    // sit on a ladder, do not clear it either.
+    // Small responses on the same path that fail too, or are too few, do
+    // not clear it either.
     let mut failing = small_ok("node1", SourceKind::Host, "node2");
     failing.samples[0].outcome = Outcome::Refused;
     let few = series(
