@@ -107,28 +107,27 @@ async fn read_request(stream: &mut TcpStream) {
     }
 }
 
+/// Reads the request and answers ok, naming `node` as the echo does.
+async fn answer_naming(stream: &mut TcpStream, node: &str) {
+    read_request(stream).await;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+}
+
 async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
     match behaviour {
         Behaviour::NewNodeEveryTime => {
             static N: AtomicUsize = AtomicUsize::new(0);
-            read_request(&mut stream).await;
             let node = format!(
                 "minted-{}-{}",
                 N.fetch_add(1, Ordering::SeqCst),
                 "x".repeat(200)
             );
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
+            answer_naming(&mut stream, &node).await;
         }
-        Behaviour::Node(node) => {
-            read_request(&mut stream).await;
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nx-tailprobe-node: {node}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-        }
+        Behaviour::Node(node) => answer_naming(&mut stream, node).await,
         Behaviour::EndlessHead(written) => {
             read_request(&mut stream).await;
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
