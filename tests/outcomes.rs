@@ -90,6 +90,25 @@ async fn reset_after_the_request() {
 }
 
 #[tokio::test]
+async fn reset_in_the_middle_of_the_body() {
+    let s = Server::start(Behaviour::CutBody { reset: true }).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
+    assert_eq!(r.outcome, Outcome::Reset, "{:?}", r.error);
+    assert!(r.phases.first_byte.is_some());
+    assert_eq!(r.body_bytes, 10);
+}
+
+#[tokio::test]
+async fn closed_in_the_middle_of_the_body() {
+    // A body shorter than its Content-Length is an incomplete response.
+    let s = Server::start(Behaviour::CutBody { reset: false }).await;
+    let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
+    assert_eq!(r.outcome, Outcome::Closed, "{:?}", r.error);
+    assert!(r.phases.first_byte.is_some());
+    assert_eq!(r.body_bytes, 10);
+}
+
+#[tokio::test]
 async fn closed_without_a_response() {
     let s = Server::start(Behaviour::Close).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;

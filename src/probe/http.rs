@@ -392,7 +392,7 @@ impl Prober {
             .max_buf_size(MAX_HEAD_BYTES)
             .handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await
-            .map_err(|e| http_failure(&e, None))?;
+            .map_err(|e| http_failure(&e))?;
         let request = http::Request::get(t.path.as_str())
             .header(http::header::HOST, t.authority.as_str())
             .header(http::header::CONNECTION, "close")
@@ -416,7 +416,7 @@ impl Prober {
                         ),
                     )
                 })?
-                .map_err(|e| http_failure(&e, None))?;
+                .map_err(|e| http_failure(&e))?;
             st.phases.first_byte = Some(t0.elapsed());
             st.status = Some(response.status().as_u16());
             st.node_header = response
@@ -432,7 +432,7 @@ impl Prober {
                 .and_then(|v| v.parse().ok());
             let mut body = response.into_body();
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| http_failure(&e, None))?;
+                let frame = frame.map_err(|e| http_failure(&e))?;
                 if let Some(data) = frame.data_ref() {
                     st.body_bytes += data.len() as u64;
                     if st.body_bytes > max_body {
@@ -449,22 +449,16 @@ impl Prober {
         };
         // The connection is driven on its own task, as hyper intends (driving
         // it inside the probe future cost a third of the throughput). The
-        // task dies with the probe on a timeout or cancellation; after a
-        // finished exchange it ends by itself, since the request asked for
-        // `Connection: close` (a test holds the server side open to prove it).
+        // task dies with the probe on a failure, a timeout or cancellation;
+        // after a finished exchange it ends by itself, since the request
+        // asked for `Connection: close` (a test holds the server side open to
+        // prove it). Its own result is never read: hyper's HTTP/1 client hands
+        // every connection error to the request in flight, or to the body
+        // being read, with the I/O error as its source.
         let driver = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(conn));
-        match exchange.await {
-            Ok(()) => {
-                driver.detach();
-                Ok(())
-            }
-            Err(f) if f.outcome == Outcome::BodyTooLarge => Err(f),
-            // The connection's own error says more than the request's.
-            Err(f) => match tokio::time::timeout(Duration::from_millis(50), driver).await {
-                Ok(Ok(Err(e))) => Err(http_failure(&e, Some(f))),
-                _ => Err(f),
-            },
-        }
+        exchange.await?;
+        driver.detach();
+        Ok(())
     }
 }
 
@@ -515,7 +509,7 @@ fn connect_failure(e: io::Error) -> Failure {
     Failure::new(outcome, format!("connect: {e}"))
 }
 
-fn http_failure(e: &hyper::Error, fallback: Option<Failure>) -> Failure {
+fn http_failure(e: &hyper::Error) -> Failure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<io::Error>() {
@@ -523,14 +517,13 @@ fn http_failure(e: &hyper::Error, fallback: Option<Failure>) -> Failure {
                 io::ErrorKind::ConnectionReset
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::BrokenPipe => Outcome::Reset,
+                // A body cut short of its Content-Length by a FIN.
+                io::ErrorKind::UnexpectedEof => Outcome::Closed,
                 _ => Outcome::Error,
             };
             return Failure::new(outcome, format!("{e}: {io}"));
         }
         source = s.source();
-    }
-    if let Some(f) = fallback {
-        return f;
     }
     let outcome = if e.is_incomplete_message() || e.is_canceled() {
         Outcome::Closed

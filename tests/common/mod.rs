@@ -26,6 +26,9 @@ pub enum Behaviour {
     Reset,
     /// Read the request, then close without answering.
     Close,
+    /// Answer a head promising 1000 bytes, send 10, then close (FIN) or,
+    /// with `reset`, reset the connection.
+    CutBody { reset: bool },
     /// Accept and never answer.
     Hang,
     /// Read the request, never answer, and count when the client closes.
@@ -172,6 +175,22 @@ async fn serve(mut stream: TcpStream, behaviour: Behaviour) {
             socket2::SockRef::from(&stream)
                 .set_linger(Some(Duration::ZERO))
                 .unwrap();
+        }
+        Behaviour::CutBody { reset } => {
+            read_request(&mut stream).await;
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await;
+            // Let the client read the head and the first bytes, so the cut
+            // falls in the body rather than racing the head.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if reset {
+                socket2::SockRef::from(&stream)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            } else {
+                let _ = stream.shutdown().await;
+            }
         }
         Behaviour::Respond {
             status,
