@@ -54,13 +54,12 @@ pub fn binomial_tail(n: u64, k: u64, p: f64) -> f64 {
 /// One-sided Fisher exact test: the probability of `a` or more hits in the
 /// first group of `n1` when `a + b` hits fall among `n1 + n2` trials at
 /// random. Small means the first group has more hits than chance allows.
+/// Every term is a possible table: from `x >= a` the second group's hits,
+/// `hits - x`, are at most `b <= n2`.
 pub fn fisher_greater(a: u64, n1: u64, b: u64, n2: u64) -> f64 {
     let (hits, n) = (a + b, n1 + n2);
-    let lo = a;
-    let hi = hits.min(n1);
     let denom = ln_choose(n, hits);
-    (lo..=hi)
-        .filter(|x| hits - x <= n2)
+    (a..=hits.min(n1))
         .map(|x| (ln_choose(n1, x) + ln_choose(n2, hits - x) - denom).exp())
         .sum::<f64>()
         .min(1.0)
@@ -148,6 +147,7 @@ mod tests {
     fn binomial_tail_matches_direct_sums() {
         assert!(close(binomial_tail(3, 1, 0.5), 0.875));
         assert!(close(binomial_tail(20, 2, 1e-4), 1.897_721_452_88e-6));
+        assert!(close(binomial_tail(3, 3, 0.5), 0.125), "every trial a hit");
         assert_eq!(binomial_tail(10, 0, 0.3), 1.0);
         assert_eq!(binomial_tail(10, 11, 0.3), 0.0);
     }
@@ -158,6 +158,10 @@ mod tests {
         assert!(close(fisher_greater(3, 4, 1, 4), 17.0 / 70.0));
         assert!(fisher_greater(20, 20, 0, 40) < 1e-15);
         assert!(close(fisher_greater(0, 20, 0, 40), 1.0));
+        // 1 or more of 3 hits in the first half of 6: (9 + 9 + 1) / 20.
+        assert!(close(fisher_greater(1, 3, 2, 3), 19.0 / 20.0));
+        // More hits than the first group holds: only x = 2 is possible.
+        assert!(close(fisher_greater(2, 2, 3, 4), 4.0 / 6.0));
     }
 
     fn shape(counts: &[(u32, u64)], judged: u64) -> Option<RungShape> {
