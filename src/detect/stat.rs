@@ -191,5 +191,11 @@ mod tests {
         assert_eq!(shape(&[(6, 3)], 2), None);
         // Every SYN lost on every probe: a rule, not chance.
         assert_eq!(shape(&[(7, 10)], 10), Some(Deterministic));
+        // One give-up beside two single losses in 20: no wall yet. A
+        // give-up sent no SYN that passed, so it is not among the passes.
+        assert_eq!(shape(&[(1, 2), (7, 1)], 20), None);
+        // Many single losses and a few double: chance, once the 5 % of hits
+        // the point mass allows elsewhere is shared among the other rungs.
+        assert_eq!(shape(&[(1, 12), (2, 2)], 30), Some(Geometric));
     }
 }
