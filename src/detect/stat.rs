@@ -87,28 +87,15 @@ pub enum RungShape {
 /// Deterministic when the point mass is 100 times likelier; geometric when
 /// it is less than 3 times likelier.
 pub fn rung_shape(counts: &BTreeMap<u32, u64>, judged: u64, all_lost: u32) -> Option<RungShape> {
-    const IMPURITY: f64 = 0.05;
     let hits: u64 = counts.values().sum();
     if hits < 2 || judged < hits {
         return None;
     }
-    let gave_up = counts.get(&all_lost).copied().unwrap_or(0);
-    let lost: f64 = counts.iter().map(|(k, c)| f64::from(*k) * *c as f64).sum();
-    if gave_up == judged {
+    if counts.get(&all_lost) == Some(&judged) {
         // No SYN got through at all: a wall, not chance.
         return Some(RungShape::Deterministic);
     }
-    let passed = (judged - gave_up) as f64;
-    let xlny = |x: f64, y: f64| if x == 0.0 { 0.0 } else { x * y.ln() };
-    let p = lost / (lost + passed);
-    let geometric = xlny(lost, p) + xlny(passed, 1.0 - p);
-    let top = counts.values().max()?;
-    let s = hits as f64 / judged as f64;
-    let elsewhere = (hits - top) as f64;
-    let point = xlny((judged - hits) as f64, 1.0 - s)
-        + xlny(*top as f64, s * (1.0 - IMPURITY))
-        + xlny(elsewhere, s * IMPURITY / f64::from(all_lost.max(2) - 1));
-    let d = point - geometric;
+    let d = point_over_geometric(counts, judged, all_lost, hits);
     if d > 100f64.ln() {
         Some(RungShape::Deterministic)
     } else if d < 3f64.ln() {
@@ -116,6 +103,31 @@ pub fn rung_shape(counts: &BTreeMap<u32, u64>, judged: u64, all_lost: u32) -> Op
     } else {
         None
     }
+}
+
+/// ln of how much likelier the point mass makes `counts` than the
+/// geometric model does (see [`rung_shape`]); `hits` is their sum, at least
+/// 2 and at most `judged`, and not every probe gave up.
+fn point_over_geometric(counts: &BTreeMap<u32, u64>, judged: u64, all_lost: u32, hits: u64) -> f64 {
+    const IMPURITY: f64 = 0.05;
+    let xlny = |x: f64, y: f64| if x == 0.0 { 0.0 } else { x * y.ln() };
+    // Geometric: every SYN lost is a failure, every probe that got through
+    // one success (a give-up had none).
+    let lost: f64 = counts.iter().map(|(k, c)| f64::from(*k) * *c as f64).sum();
+    let passed = (judged - counts.get(&all_lost).copied().unwrap_or(0)) as f64;
+    let p = lost / (lost + passed);
+    let geometric = xlny(lost, p) + xlny(passed, 1.0 - p);
+    // Point mass: a probe is a hit with the hits' share; a hit lands on the
+    // dominant rung, or, with the impurity, on any one of the others.
+    let top = counts.values().copied().max().unwrap_or(0);
+    let s = hits as f64 / judged as f64;
+    let point = xlny((judged - hits) as f64, 1.0 - s)
+        + xlny(top as f64, s * (1.0 - IMPURITY))
+        + xlny(
+            (hits - top) as f64,
+            s * IMPURITY / f64::from(all_lost.max(2) - 1),
+        );
+    point - geometric
 }
 
 #[cfg(test)]
@@ -166,6 +178,22 @@ mod tests {
 
     fn shape(counts: &[(u32, u64)], judged: u64) -> Option<RungShape> {
         rung_shape(&counts.iter().copied().collect(), judged, 7)
+    }
+
+    #[test]
+    fn the_likelihood_ratio_by_hand() {
+        // 18 probes lost one SYN, 2 lost two, 1 gave up (7 SYNs) of 40.
+        // Geometric: 29 SYNs lost, 39 got through, p = 29/68.
+        // Point mass: 19 of 40 clean, 18 on the top rung, 3 elsewhere, the
+        // impurity shared among the 6 other rungs.
+        let s: f64 = 21.0 / 40.0;
+        let geometric = 29.0 * (29.0f64 / 68.0).ln() + 39.0 * (39.0f64 / 68.0).ln();
+        let point =
+            19.0 * (19.0f64 / 40.0).ln() + 18.0 * (s * 0.95).ln() + 3.0 * (s * 0.05 / 6.0).ln();
+        let counts = [(1, 18), (2, 2), (7, 1)].into_iter().collect();
+        let d = point_over_geometric(&counts, 40, 7, 21);
+        assert!(close(d, point - geometric), "{d}");
+        assert!(close(d, 3.434_419_787_786), "{d}");
     }
 
     #[test]
