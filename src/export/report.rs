@@ -635,6 +635,58 @@ mod tests {
     }
 
     #[test]
+    fn connect_times_bucket_twenty_to_a_decade_from_ten_microseconds() {
+        let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
+        let h = log_hist(
+            [
+                // Below the floor: the first bucket, up to 10^(1/20) x 10 us.
+                (ms(0.005), 1),
+                // 1 ms is bucket 40; 1.05 ms shares it.
+                (ms(1.0), 2),
+                (ms(1.05), 3),
+                // 1.15 ms is past 10^(41/20) x 10 us = 1.122 ms.
+                (ms(1.15), 1),
+                // The 63 s rung: bucket 135, up to 10^6.8 x 10 us.
+                (ms(63_000.0), 4),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(h, vec![(0.011, 1), (1.122, 5), (1.259, 1), (63_095.734, 4)]);
+    }
+
+    #[test]
+    fn examples_are_the_bad_probes_first_then_the_slowest() {
+        use crate::model::{Outcome, Phases, Sample, TraceRef};
+        let at = |ms: u64, outcome: Outcome, r: u32, id: Option<&str>| Sample {
+            at: SystemTime::UNIX_EPOCH,
+            phases: Phases {
+                dns: None,
+                connect: Some(Duration::from_millis(ms)),
+                first_byte: None,
+                total: Duration::from_millis(ms),
+            },
+            outcome,
+            syn_retransmits: r,
+            body_bytes: 0,
+            trace: id.map(|id| TraceRef {
+                trace_id: id.into(),
+                span_id: "s".into(),
+            }),
+        };
+        let v = [
+            at(900, Outcome::Ok, 0, Some("slow")),
+            at(2, Outcome::Ok, 0, Some("fast")),
+            at(1_003, Outcome::Ok, 1, Some("lost-a-syn")),
+            at(5, Outcome::Refused, 0, Some("refused")),
+            // The slowest of all, and failed, but not traced.
+            at(9_000, Outcome::TotalTimeout, 0, None),
+        ];
+        assert_eq!(examples(v.iter()), ["lost-a-syn", "refused", "slow"]);
+        assert_eq!(examples(v[..2].iter()), ["slow", "fast"]);
+        assert!(examples(v[4..].iter()).is_empty());
+    }
+
+    #[test]
     fn names_align_left_and_numbers_right() {
         let dims = Dims {
             source_node: "n1".into(),
