@@ -616,6 +616,8 @@ mod tests {
         let mut v: Vec<Sample> = (1..=100).map(|ms| at(ms, Outcome::Ok, 0)).collect();
         v.push(at(63_000, Outcome::Ok, 6));
         v.push(at(5, Outcome::Refused, 0));
+        v.push(at(5, Outcome::Reset, 0));
+        // Shut down, not failed.
         v.push(at(5, Outcome::Cancelled, 0));
         let dims = Dims {
             source_node: "n1".into(),
@@ -625,7 +627,7 @@ mod tests {
             path: crate::model::PathKind::Unknown,
         };
         let c = Cell::from_samples(dims, "http://x/", &v);
-        assert_eq!((c.samples, c.failures, c.syn_retransmits), (103, 1, 6));
+        assert_eq!((c.samples, c.failures, c.syn_retransmits), (104, 2, 6));
         assert_eq!(c.p50_ms, Some(52.0), "51st of 101 completed totals");
         assert_eq!(c.p90_ms, Some(92.0));
         assert_eq!(c.max_ms, Some(63_001.0));
@@ -684,6 +686,52 @@ mod tests {
         assert_eq!(examples(v.iter()), ["lost-a-syn", "refused", "slow"]);
         assert_eq!(examples(v[..2].iter()), ["slow", "fast"]);
         assert!(examples(v[4..].iter()).is_empty());
+    }
+
+    #[test]
+    fn a_cluster_matrix_is_healthy_without_failures_findings_or_unheard_probers() {
+        let dims = Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: Some("n2".into()),
+            target: "t".into(),
+            path: PathKind::CrossNode,
+        };
+        let cell = |outcome| ClusterCell {
+            cell: Cell::from_samples(
+                dims.clone(),
+                "http://x/",
+                &[crate::model::Sample {
+                    at: SystemTime::UNIX_EPOCH,
+                    phases: crate::model::Phases::default(),
+                    outcome,
+                    syn_retransmits: 0,
+                    body_bytes: 0,
+                    trace: None,
+                }],
+            ),
+            prober: "n1 host".into(),
+        };
+        let ok = ClusterMatrix {
+            probers: [("up".to_string(), 2)].into(),
+            cells: vec![cell(crate::model::Outcome::Ok)],
+            ..ClusterMatrix::default()
+        };
+        assert!(ok.healthy());
+        let mut failed = ok.clone();
+        failed.cells.push(cell(crate::model::Outcome::Refused));
+        assert!(!failed.healthy(), "a failed probe");
+        let mut found = ok.clone();
+        found.findings.push(Finding::new(
+            FindingKind::ProbeFailures,
+            ScopeKey::of(crate::detect::Grouping::Cell, &dims),
+            1,
+            1,
+        ));
+        assert!(!found.healthy(), "a finding");
+        let mut stale = ok.clone();
+        stale.probers.insert("stale".into(), 1);
+        assert!(!stale.healthy(), "a prober not heard from");
     }
 
     #[test]
