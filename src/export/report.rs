@@ -689,6 +689,58 @@ mod tests {
     }
 
     #[test]
+    fn an_early_end_counts_each_cells_probes_waiting_by_syns_lost() {
+        use crate::model::{Pending, SeriesWindow};
+        let dims = |dest: &str| Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: Some(dest.into()),
+            target: "t".into(),
+            path: PathKind::CrossNode,
+        };
+        let pending = |syn_retransmits| Pending {
+            at: SystemTime::UNIX_EPOCH,
+            syn_retransmits,
+            stalled_after: Duration::from_secs(1),
+            waited: Duration::from_secs(3),
+        };
+        let window = |dest, lost: &[u32]| SeriesWindow {
+            pending: lost.iter().map(|n| pending(*n)).collect(),
+            ..SeriesWindow::new(dims(dest), vec![], 0)
+        };
+        let mut r = MatrixReport::new(
+            "n1",
+            SourceKind::Host,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+            3,
+            &[],
+        );
+        r.cells = ["n2", "n3"]
+            .map(|d| Cell::from_samples(dims(d), "http://x/", &[]))
+            .to_vec();
+        r.mark_early(
+            Duration::from_millis(3_460),
+            &[
+                // A probe that has lost no SYN yet is not waiting on a rung.
+                window("n2", &[2, 2, 0]),
+                window("n3", &[1]),
+                // A series without a cell in the report.
+                window("n4", &[3]),
+            ],
+        );
+        assert_eq!(
+            r.ended_early,
+            Some(EndedEarly {
+                after_s: 3.5,
+                waiting: 3
+            })
+        );
+        assert_eq!(r.cells[0].waiting, [(2, 2)].into());
+        assert_eq!(r.cells[1].waiting, [(1, 1)].into());
+    }
+
+    #[test]
     fn a_cluster_matrix_is_healthy_without_failures_findings_or_unheard_probers() {
         let dims = Dims {
             source_node: "n1".into(),
