@@ -738,6 +738,58 @@ mod tests {
         );
         assert_eq!(r.cells[0].waiting, [(2, 2)].into());
         assert_eq!(r.cells[1].waiting, [(1, 1)].into());
+        let table = r.to_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].starts_with("ended on its verdict after 3.5 s: 3 probes were still waiting"),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("SYN-RTX  WAITING"), "{table}");
+        assert!(lines[3].ends_with("  2 >=2"), "{table}");
+        assert!(lines[4].ends_with("  1 >=1"), "{table}");
+        assert_eq!(waiting_text(&[(4, 1), (2, 2)].into()), "3 >=2");
+        assert_eq!(waiting_text(&BTreeMap::new()), "-");
+    }
+
+    #[test]
+    fn exit_codes() {
+        let mut r = MatrixReport::new(
+            "n1",
+            SourceKind::Host,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+            1,
+            &[],
+        );
+        assert_eq!(r.exit_code(), 0);
+        assert!(!r.to_table().contains("INTERRUPTED"));
+        let mut failed = Cell::from_samples(
+            Dims {
+                source_node: "n1".into(),
+                source_kind: SourceKind::Host,
+                destination_node: None,
+                target: "t".into(),
+                path: PathKind::Unknown,
+            },
+            "http://x/",
+            &[],
+        );
+        failed.failures = 1;
+        r.cells.push(failed);
+        assert_eq!(r.exit_code(), 1);
+        // A partial run is never healthy, and says so first.
+        r.cells.clear();
+        r.interrupted = Some("SIGINT".into());
+        assert_eq!(r.exit_code(), 130);
+        assert!(
+            r.to_table()
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("INTERRUPTED by SIGINT: a partial run")
+        );
+        r.interrupted = Some("SIGTERM".into());
+        assert_eq!(r.exit_code(), 143);
     }
 
     #[test]
