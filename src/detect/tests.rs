@@ -431,6 +431,12 @@ fn one_destination_from_every_source() {
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].scope, "every path to node1");
     assert_eq!(found[0].destination_node.as_deref(), Some("node1"));
+    // Its paths are of both kinds, from three sources, to one target.
+    assert_eq!(
+        (found[0].path, found[0].source_node.as_deref()),
+        (None, None)
+    );
+    assert_eq!(found[0].targets, ["svc-node1"]);
     assert_eq!(found[0].likely_causes[0].id, CauseId::SynDroppedOnPath);
 
     // The destination's own same-node path clean: every cross-node path to
@@ -1233,6 +1239,24 @@ fn confidence_is_made_of_its_terms() {
     assert_eq!(
         detect(&rungs, &[], &DetectorConfig::default())[0].confidence,
         1.0
+    );
+    // A ladder its source's other path shares, if too thinly to be one
+    // itself: 2 of 20 against 1 of 20 (Fisher p = 0.5) is not particular
+    // to the path. 0.5 x 5.72 / 12 + 0.3 x 1 + 0.
+    let mut two = repeat(ok(0.5), 18);
+    two.extend(repeat((7_010.0, 3, Outcome::Ok), 2));
+    let mut one = repeat(ok(0.5), 19);
+    one.push((7_010.0, 3, Outcome::Ok));
+    let shared = vec![
+        series("node1", SourceKind::Host, "node2", "t2", "u", &two),
+        series("node1", SourceKind::Host, "node3", "t3", "u", &one),
+    ];
+    let found = detect(&shared, &[], &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].confidence, 0.54);
+    assert_eq!(
+        (found[0].source_node.as_deref(), found[0].targets.as_slice()),
+        (Some("node1"), ["t2".to_string()].as_slice())
     );
     let (s, f) = incident();
     let found = detect(&s, &f, &DetectorConfig::default());
