@@ -1270,6 +1270,30 @@ fn confidence_is_made_of_its_terms() {
     );
 }
 
+#[test]
+fn a_ladders_examples_are_probes_that_lost_syns() {
+    let mut p = repeat(ok(0.5), 5);
+    p.extend(repeat((7_010.0, 3, Outcome::Ok), 5));
+    let mut s = vec![series("node1", SourceKind::Host, "node2", "t", "u", &p)];
+    // Healthy probes are traced too (the sampling ratio keeps some), and
+    // here they come first.
+    for (i, x) in s[0].samples.iter_mut().enumerate() {
+        x.trace.get_or_insert(crate::model::TraceRef {
+            trace_id: format!("healthy-{i}"),
+            span_id: "s".into(),
+        });
+    }
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert_eq!(found[0].kind, FindingKind::SynRetransmitLadder);
+    let ids: Vec<&str> = found[0]
+        .examples
+        .iter()
+        .map(|t| t.trace_id.as_str())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|i| !i.starts_with("healthy")), "{ids:?}");
+}
+
 /// The node's own connections are judged apart from probes, in their own
 /// words, and each verdict is read against the other.
 #[test]
