@@ -529,6 +529,29 @@ mod tests {
     use crate::detect::{CauseId, FindingKind, LikelyCause, ScopeKey};
     use crate::model::{Dims, PathKind};
 
+    /// A cell's dims from n1's host network to `t`.
+    fn dims(destination: Option<&str>, path: PathKind) -> Dims {
+        Dims {
+            source_node: "n1".into(),
+            source_kind: SourceKind::Host,
+            destination_node: destination.map(Into::into),
+            target: "t".into(),
+            path,
+        }
+    }
+
+    /// An empty report from n1's host network.
+    fn report(samples_per_target: u32) -> MatrixReport {
+        MatrixReport::new(
+            "n1",
+            SourceKind::Host,
+            SystemTime::UNIX_EPOCH,
+            SystemTime::UNIX_EPOCH,
+            samples_per_target,
+            &[],
+        )
+    }
+
     fn cause(id: CauseId, score: f64, missing: &[&str], unknown: &[&str]) -> LikelyCause {
         LikelyCause {
             id,
@@ -545,13 +568,7 @@ mod tests {
     #[test]
     fn findings_are_rendered_with_evidence_cause_and_the_others() {
         assert_eq!(render_findings(&[]), "\nfindings: none\n");
-        let dims = Dims {
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: Some("n2".into()),
-            target: "t".into(),
-            path: PathKind::CrossNode,
-        };
+        let dims = dims(Some("n2"), PathKind::CrossNode);
         let mut f = Finding::new(
             FindingKind::SynRetransmitLadder,
             ScopeKey::of(crate::detect::Grouping::Cell, &dims),
@@ -619,13 +636,7 @@ mod tests {
         v.push(at(5, Outcome::Reset, 0));
         // Shut down, not failed.
         v.push(at(5, Outcome::Cancelled, 0));
-        let dims = Dims {
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: None,
-            target: "t".into(),
-            path: crate::model::PathKind::Unknown,
-        };
+        let dims = dims(None, PathKind::Unknown);
         let c = Cell::from_samples(dims, "http://x/", &v);
         assert_eq!((c.samples, c.failures, c.syn_retransmits), (104, 2, 6));
         assert_eq!(c.p50_ms, Some(52.0), "51st of 101 completed totals");
@@ -691,13 +702,7 @@ mod tests {
     #[test]
     fn an_early_end_counts_each_cells_probes_waiting_by_syns_lost() {
         use crate::model::{Pending, SeriesWindow};
-        let dims = |dest: &str| Dims {
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: Some(dest.into()),
-            target: "t".into(),
-            path: PathKind::CrossNode,
-        };
+        let to = |dest: &str| dims(Some(dest), PathKind::CrossNode);
         let pending = |syn_retransmits| Pending {
             at: SystemTime::UNIX_EPOCH,
             syn_retransmits,
@@ -706,18 +711,11 @@ mod tests {
         };
         let window = |dest, lost: &[u32]| SeriesWindow {
             pending: lost.iter().map(|n| pending(*n)).collect(),
-            ..SeriesWindow::new(dims(dest), vec![], 0)
+            ..SeriesWindow::new(to(dest), vec![], 0)
         };
-        let mut r = MatrixReport::new(
-            "n1",
-            SourceKind::Host,
-            SystemTime::UNIX_EPOCH,
-            SystemTime::UNIX_EPOCH,
-            3,
-            &[],
-        );
+        let mut r = report(3);
         r.cells = ["n2", "n3"]
-            .map(|d| Cell::from_samples(dims(d), "http://x/", &[]))
+            .map(|d| Cell::from_samples(to(d), "http://x/", &[]))
             .to_vec();
         r.mark_early(
             Duration::from_millis(3_460),
@@ -753,27 +751,10 @@ mod tests {
 
     #[test]
     fn exit_codes() {
-        let mut r = MatrixReport::new(
-            "n1",
-            SourceKind::Host,
-            SystemTime::UNIX_EPOCH,
-            SystemTime::UNIX_EPOCH,
-            1,
-            &[],
-        );
+        let mut r = report(1);
         assert_eq!(r.exit_code(), 0);
         assert!(!r.to_table().contains("INTERRUPTED"));
-        let mut failed = Cell::from_samples(
-            Dims {
-                source_node: "n1".into(),
-                source_kind: SourceKind::Host,
-                destination_node: None,
-                target: "t".into(),
-                path: PathKind::Unknown,
-            },
-            "http://x/",
-            &[],
-        );
+        let mut failed = Cell::from_samples(dims(None, PathKind::Unknown), "http://x/", &[]);
         failed.failures = 1;
         r.cells.push(failed);
         assert_eq!(r.exit_code(), 1);
@@ -794,13 +775,7 @@ mod tests {
 
     #[test]
     fn a_cluster_matrix_is_healthy_without_failures_findings_or_unheard_probers() {
-        let dims = Dims {
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: Some("n2".into()),
-            target: "t".into(),
-            path: PathKind::CrossNode,
-        };
+        let dims = dims(Some("n2"), PathKind::CrossNode);
         let cell = |outcome| ClusterCell {
             cell: Cell::from_samples(
                 dims.clone(),
@@ -840,21 +815,8 @@ mod tests {
 
     #[test]
     fn names_align_left_and_numbers_right() {
-        let dims = Dims {
-            source_node: "n1".into(),
-            source_kind: SourceKind::Host,
-            destination_node: Some("node-with-a-long-name".into()),
-            target: "t".into(),
-            path: PathKind::CrossNode,
-        };
-        let mut r = MatrixReport::new(
-            "n1",
-            SourceKind::Host,
-            SystemTime::UNIX_EPOCH,
-            SystemTime::UNIX_EPOCH,
-            1,
-            &[],
-        );
+        let dims = dims(Some("node-with-a-long-name"), PathKind::CrossNode);
+        let mut r = report(1);
         let cell = Cell {
             dims,
             url: "http://x/".into(),
