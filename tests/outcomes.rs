@@ -23,12 +23,7 @@ async fn ok_and_http_status() {
     let s = Server::start(Behaviour::ok()).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
     assert_eq!((r.outcome, r.status), (Outcome::Ok, Some(200)));
-    let s = Server::start(Behaviour::Respond {
-        status: 503,
-        body: 3,
-        delay: Duration::ZERO,
-    })
-    .await;
+    let s = Server::start(Behaviour::respond(503, 3)).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
     assert_eq!((r.outcome, r.status), (Outcome::HttpStatus, Some(503)));
     assert!(r.outcome.completed(), "a 503 is still a complete exchange");
@@ -36,12 +31,7 @@ async fn ok_and_http_status() {
 
 #[tokio::test]
 async fn a_redirect_is_not_ok_unless_its_code_is_named_valid() {
-    let s = Server::start(Behaviour::Respond {
-        status: 301,
-        body: 0,
-        delay: Duration::ZERO,
-    })
-    .await;
+    let s = Server::start(Behaviour::respond(301, 0)).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 1024).await;
     assert_eq!((r.outcome, r.status), (Outcome::HttpStatus, Some(301)));
     // As blackbox_exporter's valid_status_codes: named codes end ok.
@@ -151,22 +141,12 @@ async fn a_finished_probe_closes_its_connection_even_if_the_server_would_not() {
 
 #[tokio::test]
 async fn body_too_large() {
-    let s = Server::start(Behaviour::Respond {
-        status: 200,
-        body: 10_000,
-        delay: Duration::ZERO,
-    })
-    .await;
+    let s = Server::start(Behaviour::respond(200, 10_000)).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
     assert_eq!(r.outcome, Outcome::BodyTooLarge, "{:?}", r.error);
     assert!(r.body_bytes > 4096);
     // A body of exactly the bound is read whole.
-    let s = Server::start(Behaviour::Respond {
-        status: 200,
-        body: 4096,
-        delay: Duration::ZERO,
-    })
-    .await;
+    let s = Server::start(Behaviour::respond(200, 4096)).await;
     let r = probe(&s.url("/"), Duration::from_secs(5), 4096).await;
     assert_eq!(
         (r.outcome, r.body_bytes),

@@ -219,9 +219,9 @@ fn shape(m: &[&Cell]) -> Option<RungShape> {
         for (k, (count, _)) in &c.rungs {
             *counts.entry(*k).or_default() += count;
         }
+        // A rung of no probes (no give-ups) weighs nothing in the shape.
         *counts.entry(all_lost).or_default() += c.give_ups;
     }
-    // A rung of no probes weighs nothing in the shape.
     stat::rung_shape(&counts, m.iter().map(|c| c.syn_judged).sum(), all_lost)
 }
 

@@ -47,9 +47,14 @@ pub enum Behaviour {
 
 impl Behaviour {
     pub fn ok() -> Self {
+        Self::respond(200, 2)
+    }
+
+    /// Answer at once with this status and a body of this many bytes.
+    pub fn respond(status: u16, body: usize) -> Self {
         Behaviour::Respond {
-            status: 200,
-            body: 2,
+            status,
+            body,
             delay: Duration::ZERO,
         }
     }
