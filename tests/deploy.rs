@@ -208,7 +208,7 @@ fn daemonsets_run_a_command_line_the_cli_accepts_with_a_config_that_checks() {
     );
 
     for (kind, ds) in daemonsets() {
-        let spec = ds.spec.unwrap();
+        let spec = ds.spec;
         let pod = spec.template.spec.unwrap();
         let c = &pod.containers[0];
         // The image's ENTRYPOINT is /tailprobe; the args are the CLI's.
@@ -351,7 +351,6 @@ fn the_image_runs_as_the_daemonsets_user_with_the_cli_as_entrypoint() {
     for (kind, ds) in daemonsets() {
         let sc = ds
             .spec
-            .unwrap()
             .template
             .spec
             .unwrap()
@@ -639,7 +638,7 @@ fn objects_carry_the_recommended_labels_and_the_probers_fit_every_linux_node() {
     for (kind, ds) in daemonsets() {
         let version = ds.metadata.labels.as_ref().unwrap()["app.kubernetes.io/version"].clone();
         assert_eq!(version, tag, "{kind}: the version label is the image tag");
-        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let pod = ds.spec.template.spec.unwrap();
         assert_eq!(
             pod.node_selector
                 .unwrap_or_default()
@@ -717,7 +716,7 @@ fn kustomize_renders_every_kustomization() {
         for d in docs.iter().filter(|d| d["kind"] == "DaemonSet") {
             let ds: DaemonSet = serde_json::from_value(d.clone()).unwrap();
             assert_eq!(ds.metadata.namespace.as_deref(), Some("tailprobe"));
-            let pod = ds.spec.unwrap().template.spec.unwrap();
+            let pod = ds.spec.template.spec.unwrap();
             let vol = &pod.volumes.unwrap()[0];
             assert_eq!(
                 vol.config_map.as_ref().unwrap().name,
@@ -770,7 +769,7 @@ fn the_network_policy_selects_the_pod_probers_and_names_their_ports() {
     let np: NetworkPolicy = typed(&doc, &f);
     let spec = np.spec.unwrap();
     let (_, pod_ds) = daemonsets().into_iter().find(|(k, _)| k == "pod").unwrap();
-    let template = pod_ds.spec.unwrap().template;
+    let template = pod_ds.spec.template;
     let labels = template.metadata.unwrap().labels.unwrap();
     for (k, v) in spec.pod_selector.unwrap().match_labels.unwrap() {
         assert_eq!(
@@ -843,7 +842,7 @@ fn the_hub_runs_a_command_line_the_cli_accepts_and_finds_the_probers_not_itself(
         .find(|d| d["kind"] == "Deployment")
         .unwrap();
     let d: Deployment = typed(&doc, &deploy().join("hub/hub.yaml"));
-    let template = d.spec.unwrap().template;
+    let template = d.spec.template;
     let c = &template.spec.as_ref().unwrap().containers[0];
     let mut argv = vec!["tailprobe".to_string()];
     argv.extend(c.args.clone().unwrap());
@@ -860,7 +859,7 @@ fn the_hub_runs_a_command_line_the_cli_accepts_and_finds_the_probers_not_itself(
         "the hub would pull itself"
     );
     for (kind, ds) in daemonsets() {
-        let labels = ds.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        let labels = ds.spec.template.metadata.unwrap().labels.unwrap();
         assert_eq!(labels.get(key).map(String::as_str), Some(value), "{kind}");
     }
     assert!(
@@ -906,7 +905,7 @@ fn the_passive_overlay_gives_the_host_prober_bpf_and_nothing_else() {
     assert_eq!(patched.len(), 2);
     for ds in patched {
         let name = ds.metadata.name.clone().unwrap();
-        let pod = ds.spec.unwrap().template.spec.unwrap();
+        let pod = ds.spec.template.spec.unwrap();
         let c = &pod.containers[0];
         let mut argv = vec!["tailprobe".to_string()];
         argv.extend(c.args.clone().unwrap());

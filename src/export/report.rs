@@ -47,8 +47,26 @@ pub struct Cell {
     /// Probes still waiting in SYN_SENT, by SYNs lost so far (at least):
     /// when a one-shot run ended on its verdict (stopped, counted as
     /// cancelled), or when the hub last pulled the prober.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "rung_keys"
+    )]
     pub waiting: BTreeMap<u32, u64>,
+}
+
+/// A map keyed by SYNs lost. JSON keys are strings, and a cell flattened
+/// into `ClusterCell` reaches its map through serde's buffer, which hands
+/// the key over as that string: parse it.
+fn rung_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64>, D::Error> {
+    let raw: BTreeMap<String, u64> = Deserialize::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<u32>()
+                .map(|k| (k, v))
+                .map_err(|_| serde::de::Error::custom(format!("\"{k}\" is not a count of SYNs")))
+        })
+        .collect()
 }
 
 fn ms(d: Option<Duration>) -> Option<f64> {
@@ -563,6 +581,32 @@ mod tests {
             unknown: unknown.iter().map(|s| s.to_string()).collect(),
             remediation: vec!["do this".into(), "then that".into()],
         }
+    }
+
+    /// The hub's matrix reads back as it was served, stalls in progress
+    /// included: a cell's map keyed by SYNs lost passes through the
+    /// flattened cell.
+    #[test]
+    fn a_cluster_matrix_with_waiting_probes_reads_back() {
+        let mut cell = Cell::from_samples(dims(Some("n2"), PathKind::CrossNode), "u", &[]);
+        cell.waiting = [(3, 2), (6, 1)].into();
+        let m = ClusterMatrix {
+            cells: vec![ClusterCell {
+                cell,
+                prober: "p".into(),
+            }],
+            ..Default::default()
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(json.contains(r#""waiting":{"3":2,"6":1}"#), "{json}");
+        let back: ClusterMatrix = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.cells[0].cell.waiting, [(3, 2), (6, 1)].into());
+        let bad = json.replace(r#""3":2"#, r#""three":2"#);
+        let err = serde_json::from_str::<ClusterMatrix>(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("\"three\" is not a count of SYNs"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -238,6 +238,9 @@ impl Puller {
                     // an HTTP_PROXY meant for the outside world must not
                     // carry them.
                     .no_proxy()
+                    // Plain HTTP only: no system roots to load, and the image
+                    // has none (a platform verifier would refuse to build).
+                    .tls_certs_only([])
                     .user_agent(concat!("tailprobe-hub/", env!("CARGO_PKG_VERSION")))
                     .build()?,
             ),

@@ -509,6 +509,7 @@ impl From<&Service> for ServiceInfo {
 fn ready(s: &EndpointSlice) -> impl Iterator<Item = &k8s_openapi::api::discovery::v1::Endpoint> {
     s.endpoints
         .iter()
+        .flatten()
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
 }
 
@@ -557,7 +558,7 @@ impl ProberInfo {
             return None;
         }
         let kind = l.get(labels::SOURCE_KIND)?.parse().ok()?;
-        let e = s.endpoints.first()?;
+        let e = s.endpoints.as_ref()?.first()?;
         let registered = l
             .get("endpointslice.kubernetes.io/managed-by")
             .map(String::as_str)

@@ -203,7 +203,7 @@ fn slice_for(id: &PodIdentity, service: String, name: String, role: &str) -> End
             ..Default::default()
         },
         address_type: family(&id.pod_ip).into(),
-        endpoints: vec![Endpoint {
+        endpoints: Some(vec![Endpoint {
             addresses: vec![id.pod_ip.clone()],
             conditions: Some(EndpointConditions {
                 ready: Some(true),
@@ -219,7 +219,7 @@ fn slice_for(id: &PodIdentity, service: String, name: String, role: &str) -> End
                 ..Default::default()
             }),
             ..Default::default()
-        }],
+        }]),
         ports: Some(vec![EndpointPort {
             name: Some("http".into()),
             port: Some(i32::from(id.echo_port)),
@@ -419,7 +419,10 @@ mod tests {
             Some("tailprobe-node-node-1-host")
         );
         assert_eq!(s.address_type, "IPv4");
-        assert_eq!(s.endpoints[0].node_name.as_deref(), Some("node-1"));
+        assert_eq!(
+            s.endpoints.as_ref().unwrap()[0].node_name.as_deref(),
+            Some("node-1")
+        );
         assert_eq!(s.ports.as_ref().unwrap()[0].port, Some(9798));
         let v6 = node_slice(&PodIdentity {
             pod_ip: "fd00::10".into(),
