@@ -22,6 +22,40 @@ pub enum LabCommand {
         /// Service-time jitter in every pod's echo target, as for `echo --delay`.
         #[arg(long, default_value = "0s")]
         echo_delay: crate::server::echo::Delay,
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// Stay in the foreground and remove the lab when standard input
+        /// closes or on SIGTERM or SIGINT: a lab tied to the lifetime of
+        /// whatever started it (a test run, a script).
+        #[arg(long)]
+        hold: bool,
+    },
+    /// Run the lab's kubectl as its admin, inside the control plane's namespace.
+    Kubectl {
+        #[command(flatten)]
+        name: LabName,
+        /// The control plane's build, as `scripts/control-plane` printed it.
+        #[arg(long, env = "TAILPROBE_KUBE_BIN")]
+        kube_bin: Option<PathBuf>,
+        /// kubectl's own arguments (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Stop one component of a Kubernetes lab and start it again, as it was
+    /// started (kube-apiserver, etcd, kube-proxy-node2, agent-node1, ...).
+    Restart {
+        component: String,
+        #[command(flatten)]
+        name: LabName,
+    },
+    /// The node agent of a Kubernetes lab (runs inside a node's namespace;
+    /// `lab up --kubernetes` starts one per node).
+    #[command(hide = true)]
+    Agent {
+        #[command(flatten)]
+        name: LabName,
+        #[arg(long)]
+        node: String,
     },
     /// Remove a lab and everything it created, even after a crash.
     Down {
@@ -81,6 +115,12 @@ pub enum LabCommand {
         /// Also write the page, the report inside, to this file.
         #[arg(long)]
         html: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        kube: KubeArgs,
+        /// With --kubernetes: the kustomization to apply (default: the
+        /// deploy/ this binary was built with).
+        #[arg(long)]
+        deploy: Option<PathBuf>,
     },
 }
 
@@ -89,6 +129,30 @@ pub struct LabName {
     /// The lab's name: a prefix on every namespace and table it creates.
     #[arg(long = "name", default_value = "tp", global = true)]
     pub prefix: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KubeArgs {
+    /// Run the lab with the real Kubernetes control plane and kube-proxy,
+    /// built by scripts/control-plane; no Service is written by hand.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// kube-proxy's mode with --kubernetes: nftables or iptables.
+    #[arg(long, default_value = "nftables")]
+    pub proxy_mode: String,
+    /// The control plane's build, as `scripts/control-plane` printed it
+    /// (default: its cache).
+    #[arg(long, env = "TAILPROBE_KUBE_BIN")]
+    pub kube_bin: Option<PathBuf>,
+}
+
+impl KubeArgs {
+    fn options(&self) -> anyhow::Result<crate::lab::kube::Options> {
+        Ok(crate::lab::kube::Options {
+            bins: self.kube_bin.clone(),
+            proxy_mode: crate::lab::kube::ProxyMode::parse(&self.proxy_mode)?,
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -214,9 +278,18 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             name,
             knobs,
             echo_delay,
+            kube,
+            hold,
         } => {
-            let plan = Plan::new(&name.prefix, nodes).map_err(anyhow::Error::msg)?;
-            let took = lab::up(&plan, &(&knobs).into(), &echo_delay_arg(&echo_delay))?;
+            let plan = Plan::new(&name.prefix, nodes)
+                .map_err(anyhow::Error::msg)?
+                .with_kubernetes(kube.kubernetes);
+            let took = lab::up_with(
+                &plan,
+                &(&knobs).into(),
+                &echo_delay_arg(&echo_delay),
+                &kube.options()?,
+            )?;
             println!(
                 "lab {} up: {} nodes in {:.1}s",
                 plan.prefix,
@@ -224,6 +297,58 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 took.as_secs_f64()
             );
             print!("{}", lab::status(&plan)?);
+            if hold {
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                block_on(async {
+                    let cancel = CancellationToken::new();
+                    crate::shutdown::cancel_on_signals(cancel.clone());
+                    let mut stdin = tokio::io::stdin();
+                    let mut buf = [0u8; 256];
+                    loop {
+                        use tokio::io::AsyncReadExt as _;
+                        tokio::select! {
+                            _ = cancel.cancelled() => break,
+                            n = stdin.read(&mut buf) => if !matches!(n, Ok(n) if n > 0) { break },
+                        }
+                    }
+                })?;
+                let removed = lab::down(&plan.prefix)?;
+                println!("lab {}: removed {} namespaces", plan.prefix, removed.len());
+            }
+            Ok(0)
+        }
+        LabCommand::Kubectl {
+            name,
+            kube_bin,
+            args,
+        } => {
+            let plan = lab::find(&name.prefix)?;
+            if !plan.kubernetes {
+                anyhow::bail!(
+                    "lab {} runs no Kubernetes; start one with `tailprobe lab up --kubernetes --name {}`",
+                    plan.prefix,
+                    plan.prefix
+                );
+            }
+            let code = lab::kube::kubectl(&plan, kube_bin.as_deref(), &args)?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        LabCommand::Restart { component, name } => {
+            let plan = lab::find(&name.prefix)?;
+            let proc = lab::kube::Proc::load(&plan.prefix, &component)?;
+            proc.restart(&plan.prefix)?;
+            println!("lab {}: restarted {component}", plan.prefix);
+            Ok(0)
+        }
+        LabCommand::Agent { name, node: n } => {
+            let plan = lab::find(&name.prefix)?;
+            let i = node(&plan, &n)?;
+            block_on(async {
+                let cancel = CancellationToken::new();
+                crate::shutdown::cancel_on_signals(cancel.clone());
+                lab::kube::agent::run(plan, i, cancel).await
+            })??;
             Ok(0)
         }
         LabCommand::Down { name } => {
@@ -309,13 +434,32 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             name,
             format,
             html,
+            kube,
+            deploy,
         } => {
             let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
             let scenario = run::Scenario::parse(&fault)?;
+            if deploy.is_some() && !kube.kubernetes {
+                anyhow::bail!("--deploy applies with --kubernetes");
+            }
+            let opts = kube.options()?;
             let (text, report) = block_on(async {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
-                run::demo(&plan, scenario, samples, keep, progress, &cancel).await
+                if kube.kubernetes {
+                    run::demo_kubernetes(
+                        &plan,
+                        scenario,
+                        &opts,
+                        deploy.as_deref(),
+                        keep,
+                        progress,
+                        &cancel,
+                    )
+                    .await
+                } else {
+                    run::demo(&plan, scenario, samples, keep, progress, &cancel).await
+                }
             })??;
             if let Some(path) = &html {
                 std::fs::write(path, crate::export::page::report(&report))

@@ -60,7 +60,12 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             // masqueraded too; checksums are computed in software on the
             // sender and verified in software on the receivers, as they would
             // be by hardware that does not offload them.
-            sh::nft(&plan.node_ns(on), &plan.kube_proxy_replace_nft(false))?;
+            if plan.kubernetes {
+                // kube-proxy owns its table: the old behaviour goes on top.
+                sh::nft(&plan.node_ns(on), &plan.keep_mark_nft())?;
+            } else {
+                sh::nft(&plan.node_ns(on), &plan.kube_proxy_replace_nft(false))?;
+            }
             sh::nft(&plan.node_ns(on), &plan.csum_bug_nft())?;
             sh::in_ns(
                 &plan.node_ns(on),
@@ -117,26 +122,31 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             // The delayer binds its queue before packets are sent to it;
             // --queue-bypass lets them through if it is not there.
             std::thread::sleep(Duration::from_millis(200));
-            sh::in_ns(
-                &ns,
-                "iptables",
-                &[
-                    "-t",
-                    "mangle",
-                    "-A",
-                    "PREROUTING",
-                    "-i",
-                    plan::UNDERLAY_DEV,
-                    "-j",
-                    "NFQUEUE",
-                    "--queue-num",
-                    &delayer::QUEUE.to_string(),
-                    "--queue-bypass",
-                ],
-            )
-            .map(drop)
+            let rule = delay_rule("-A");
+            let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+            sh::in_ns(&ns, "iptables", &args).map(drop)
         }
     }
+}
+
+/// The NFQUEUE rule that hands a node's arriving packets to the delayer,
+/// to add (`-A`) or delete (`-D`).
+fn delay_rule(op: &str) -> Vec<String> {
+    [
+        "-t",
+        "mangle",
+        op,
+        "PREROUTING",
+        "-i",
+        plan::UNDERLAY_DEV,
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        &delayer::QUEUE.to_string(),
+        "--queue-bypass",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// The delayer processes running in a namespace.
@@ -165,7 +175,9 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
             sh::nft(&ns, &format!("delete table ip {table}\n"))?;
             removed += 1;
         }
-        sh::nft(&ns, &plan.kube_proxy_replace_nft(true))?;
+        if !plan.kubernetes {
+            sh::nft(&ns, &plan.kube_proxy_replace_nft(true))?;
+        }
         sh::in_ns(
             &ns,
             "ethtool",
@@ -173,7 +185,11 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
         )?;
         let pids: Vec<String> = delayer_pids(&ns).collect();
         if !pids.is_empty() {
-            sh::in_ns(&ns, "iptables", &["-t", "mangle", "-F", "PREROUTING"])?;
+            // Only the delayer's rule: kube-proxy's iptables mode has chains
+            // of its own in this table.
+            let rule = delay_rule("-D");
+            let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+            let _ = sh::in_ns(&ns, "iptables", &args);
             for pid in &pids {
                 signal(pid, nix::sys::signal::Signal::SIGTERM);
             }

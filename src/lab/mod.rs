@@ -5,6 +5,7 @@
 
 pub mod delayer;
 mod fault;
+pub mod kube;
 pub mod netns;
 pub mod plan;
 pub mod relay;
@@ -82,12 +83,25 @@ impl Knobs {
         .collect()
     }
 
-    /// Applies to node `i`'s namespace and its pod's (TCP knobs are per namespace).
+    /// Applies to node `i`'s namespace and its pods' (TCP knobs are per
+    /// namespace; a Kubernetes lab's agent copies them into pods it makes
+    /// later).
     pub fn apply(&self, plan: &Plan, i: usize) -> Result<(), LabError> {
+        let pods: Vec<String> = if plan.kubernetes {
+            let prefix = format!("{}-k{i}-", plan.prefix);
+            sh::namespaces()?
+                .into_iter()
+                .filter(|ns| ns.starts_with(&prefix))
+                .collect()
+        } else {
+            vec![plan.pod_ns(i)]
+        };
         for (key, value) in self.sysctls() {
             sh::sysctl(&plan.node_ns(i), key, &value.to_string())?;
             if key.starts_with("net.ipv4.tcp") {
-                sh::sysctl(&plan.pod_ns(i), key, &value.to_string())?;
+                for ns in &pods {
+                    sh::sysctl(ns, key, &value.to_string())?;
+                }
             }
         }
         Ok(())
@@ -130,7 +144,8 @@ pub fn state_dir(prefix: &str) -> PathBuf {
 /// namespaces that exist.
 pub fn find(prefix: &str) -> Result<Plan, LabError> {
     check_root()?;
-    let nodes = sh::namespaces()?
+    let all = sh::namespaces()?;
+    let nodes = all
         .iter()
         .filter(|ns| Plan::owns_namespace(prefix, ns))
         .filter(|ns| ns.strip_prefix(prefix).is_some_and(|r| r.starts_with("-n")))
@@ -140,12 +155,26 @@ pub fn find(prefix: &str) -> Result<Plan, LabError> {
             prefix: prefix.into(),
         });
     }
-    Plan::new(prefix, nodes).map_err(LabError::Usage)
+    let kubernetes = all.iter().any(|ns| *ns == format!("{prefix}-cp"));
+    Ok(Plan::new(prefix, nodes)
+        .map_err(LabError::Usage)?
+        .with_kubernetes(kubernetes))
 }
 
-/// Builds the lab and starts an echo target in every pod. On failure it
-/// removes what it made.
+/// Builds the lab and starts an echo target in every pod; for a Kubernetes
+/// lab (`plan.kubernetes`), the control plane, kube-proxy and the node
+/// agents instead. On failure it removes what it made.
 pub fn up(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<Duration, LabError> {
+    up_with(plan, knobs, echo_delay, &kube::Options::default())
+}
+
+/// [`up`], with the Kubernetes lab's options.
+pub fn up_with(
+    plan: &Plan,
+    knobs: &Knobs,
+    echo_delay: &str,
+    kube_opts: &kube::Options,
+) -> Result<Duration, LabError> {
     check_root()?;
     check_tools()?;
     let t0 = Instant::now();
@@ -158,9 +187,21 @@ pub fn up(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<Duration, LabE
             prefix: plan.prefix.clone(),
         });
     }
-    build(plan, knobs, echo_delay).inspect_err(|_| {
-        let _ = down(&plan.prefix);
-    })?;
+    if plan.kubernetes {
+        // Before anything is made: a missing build is a usage error.
+        kube::Bins::find(kube_opts.bins.as_deref())?;
+    }
+    build(plan, knobs, echo_delay)
+        .and_then(|()| {
+            if plan.kubernetes {
+                kube::up(plan, kube_opts)
+            } else {
+                Ok(())
+            }
+        })
+        .inspect_err(|_| {
+            let _ = down(&plan.prefix);
+        })?;
     Ok(t0.elapsed())
 }
 
@@ -177,10 +218,18 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
             "link add eth0 netns {} type veth peer name n{i} netns {ul}",
             plan.node_ns(i)
         ));
+        if !plan.kubernetes {
+            root.push(format!(
+                "link add eth0 netns {} type veth peer name cali{i} netns {}",
+                plan.pod_ns(i),
+                plan.node_ns(i)
+            ));
+        }
+    }
+    if plan.kubernetes {
         root.push(format!(
-            "link add eth0 netns {} type veth peer name cali{i} netns {}",
-            plan.pod_ns(i),
-            plan.node_ns(i)
+            "link add eth0 netns {} type veth peer name cp netns {ul}",
+            plan.control_ns()
         ));
     }
     sh::ip_batch(None, &root)?;
@@ -192,7 +241,13 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
     for i in plan.node_ids() {
         bridge.push(format!("link set n{i} master br0 up"));
     }
+    if plan.kubernetes {
+        bridge.push("link set cp master br0 up".into());
+    }
     sh::ip_batch(Some(&ul), &bridge)?;
+    if plan.kubernetes {
+        sh::ip_batch(Some(&plan.control_ns()), &plan.control_batch())?;
+    }
     for i in plan.node_ids() {
         sh::ip_batch(Some(&plan.node_ns(i)), &plan.node_batch(i)).map_err(|e| match e {
             LabError::Command { message, .. } if message.contains("vxlan") || message.contains("Unknown device type") => {
@@ -203,8 +258,13 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
             other => other,
         })?;
         sh::batch("bridge", Some(&plan.node_ns(i)), &plan.node_fdb_batch(i))?;
-        sh::ip_batch(Some(&plan.pod_ns(i)), &plan.pod_batch(i))?;
         sh::sysctl(&plan.node_ns(i), "net.ipv4.ip_forward", "1")?;
+        if plan.kubernetes {
+            // kube-proxy programs the Services; pods come from the agent.
+            knobs.apply(plan, i)?;
+            continue;
+        }
+        sh::ip_batch(Some(&plan.pod_ns(i)), &plan.pod_batch(i))?;
         sh::nft(&plan.node_ns(i), &plan.kube_proxy_nft(true)).map_err(|e| match e {
             LabError::Command { message, .. } => LabError::Kernel {
                 what: format!(
@@ -219,6 +279,9 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
     std::fs::create_dir_all(&dir).map_err(|e| LabError::Kernel {
         what: format!("cannot create {} ({e})", dir.display()),
     })?;
+    if plan.kubernetes {
+        return Ok(());
+    }
     for i in plan.node_ids() {
         let log = dir.join(format!("echo-node{i}.log"));
         spawn_in(
@@ -256,34 +319,93 @@ pub fn spawn_in_env(
     log: &std::path::Path,
     env: &relay::ProberEnv,
 ) -> Result<(), LabError> {
-    use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| LabError::Kernel {
         what: format!("cannot find this program's path ({e})"),
     })?;
-    let log = std::fs::File::create(log).map_err(|e| LabError::Kernel {
-        what: format!("cannot create {} ({e})", log.display()),
-    })?;
+    spawn_program_env(ns, &exe, args, log, &env.remove, &env.set).map(drop)
+}
+
+/// Starts `program ARGS` inside a namespace, detached from this process,
+/// its output appended to `log`, without the variables in `remove`.
+pub fn spawn_program(
+    ns: &str,
+    program: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+    remove: &[String],
+) -> Result<std::process::Child, LabError> {
+    spawn_program_env(ns, program, args, log, remove, &[])
+}
+
+/// Starts `program ARGS` in a namespace's network only (`nsenter --net`),
+/// in the caller's mount namespace, detached, its output appended to `log`.
+pub fn spawn_net_only(
+    ns: &str,
+    program: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> Result<std::process::Child, LabError> {
+    use std::os::unix::process::CommandExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| LabError::Kernel {
+                what: format!("cannot create {} ({e})", log.display()),
+            })
+    };
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| LabError::Command {
+            command: format!("nsenter --net=/run/netns/{ns} {}", program.display()),
+            message: e.to_string(),
+        })
+}
+
+fn spawn_program_env(
+    ns: &str,
+    exe: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+    remove: &[String],
+    set: &[(String, String)],
+) -> Result<std::process::Child, LabError> {
+    use std::os::unix::process::CommandExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| LabError::Kernel {
+            what: format!("cannot create {} ({e})", log.display()),
+        })?;
     let err = log.try_clone().map_err(|e| LabError::Kernel {
         what: e.to_string(),
     })?;
     let mut cmd = Command::new("ip");
-    for k in &env.remove {
+    for k in remove {
         cmd.env_remove(k);
     }
     cmd.args(["netns", "exec", ns])
         .arg(exe)
         .args(args)
-        .envs(env.set.iter().map(|(k, v)| (k, v)))
+        .envs(set.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)
         .process_group(0)
         .spawn()
         .map_err(|e| LabError::Command {
-            command: format!("ip netns exec {ns} tailprobe {}", args.join(" ")),
+            command: format!("ip netns exec {ns} {} {}", exe.display(), args.join(" ")),
             message: e.to_string(),
-        })?;
-    Ok(())
+        })
 }
 
 fn wait_listening(ns: &str, port: u16) -> Result<(), LabError> {
@@ -332,7 +454,13 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
         for pid in pids.split_whitespace() {
             signal(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        sh::run("ip", &["netns", "del", ns], None)?;
+        // A node agent removes its pods' namespaces as it stops: one gone
+        // in between is not an error.
+        if let Err(e) = sh::run("ip", &["netns", "del", ns], None)
+            && sh::namespaces()?.contains(ns)
+        {
+            return Err(e);
+        }
     }
     let _ = std::fs::remove_dir_all(state_dir(prefix));
     Ok(mine)
@@ -350,14 +478,32 @@ pub fn status(plan: &Plan) -> Result<String, LabError> {
         plan.nodes,
         state_dir(&plan.prefix).display()
     );
-    let _ = writeln!(
-        out,
-        "services: {} (backend on every node){}",
-        plan.all_vip(),
-        plan.node_ids()
-            .map(|i| format!(", {} -> {}", plan.node_vip(i), plan.node_name(i)))
-            .collect::<String>()
-    );
+    if plan.kubernetes {
+        let _ = writeln!(
+            out,
+            "kubernetes {}: API server https://{}:{} (inside {}), admin kubeconfig {}; \
+             `tailprobe lab kubectl --name {} -- get pods -A`",
+            kube::bins::kubernetes_version(),
+            plan.api_ip(),
+            plan::API_PORT,
+            plan.control_ns(),
+            kube::admin_kubeconfig(&plan.prefix).display(),
+            plan.prefix
+        );
+        let _ = writeln!(
+            out,
+            "services: from the API server, programmed by kube-proxy in every node; node i's pods in 10.244.i.0/24"
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "services: {} (backend on every node){}",
+            plan.all_vip(),
+            plan.node_ids()
+                .map(|i| format!(", {} -> {}", plan.node_vip(i), plan.node_name(i)))
+                .collect::<String>()
+        );
+    }
     for i in plan.node_ids() {
         let ns = plan.node_ns(i);
         let read = |key: &str| {
@@ -384,10 +530,14 @@ pub fn status(plan: &Plan) -> Result<String, LabError> {
         };
         let _ = writeln!(
             out,
-            "{}: underlay {} pod {} tunnel {}; syn_linear_timeouts={} syn_retries={} txrehash={} udp_timeout={}; eth0 tx-checksumming={} rx-checksumming={}; UdpInCsumErrors={}",
+            "{}: underlay {} pods {} tunnel {}; syn_linear_timeouts={} syn_retries={} txrehash={} udp_timeout={}; eth0 tx-checksumming={} rx-checksumming={}; UdpInCsumErrors={}",
             plan.node_name(i),
             plan.underlay_ip(i),
-            plan.pod_ip(i),
+            if plan.kubernetes {
+                plan.pod_cidr(i)
+            } else {
+                plan.pod_ip(i).to_string()
+            },
             plan.tunnel_ip(i),
             read("net.ipv4.tcp_syn_linear_timeouts"),
             read("net.ipv4.tcp_syn_retries"),

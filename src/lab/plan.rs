@@ -7,6 +7,12 @@
 //! veth whose node side is 10.244.i.1. Service VIPs: 10.96.0.10 has a backend
 //! on every node; 10.96.0.(10+i) has node i's pod only. Every address lives
 //! inside the lab's own namespaces.
+//!
+//! With `--kubernetes` the control plane sits at 10.10.72.2 in its own
+//! namespace on the underlay, no pod or Service is written by hand: pods get
+//! 10.244.i.(10+k) from node i's agent, as Calico gives them (a veth per pod,
+//! a /32 route, proxy ARP for the gateway 169.254.1.1), and the real
+//! kube-proxy programs Services from 10.96.0.0/16.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -21,16 +27,30 @@ pub const UNDERLAY_DEV: &str = "eth0";
 pub const POD_PORT: u16 = 80;
 /// kube-proxy's masquerade mark.
 pub const MASQ_MARK: u32 = 0x4000;
+/// A mark bit no kube-proxy mode uses: the checksum-bug fault's note that
+/// kube-proxy marked a flow's first packet.
+pub const NOTE_MARK: u32 = 0x0010_0000;
 pub const POD_CIDR: &str = "10.244.0.0/16";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// Node i of the lab is 1-based; at most this many.
 pub const MAX_NODES: usize = 200;
+/// The API server's port; the `kubernetes` Service (10.96.0.1:443) leads here.
+pub const API_PORT: u16 = 6443;
+/// The first Service address, the API server's own Service.
+pub const API_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
+/// Pods a node's agent can place: 10.244.i.10 to 10.244.i.249.
+pub const MAX_PODS_PER_NODE: usize = 240;
+/// The gateway every pod routes through, answered by proxy ARP on the
+/// node's side of its veth, as Calico does.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
-/// One lab: a name prefix and a node count.
+/// One lab: a name prefix and a node count; `kubernetes` when the real
+/// control plane runs it (`lab up --kubernetes`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub prefix: String,
     pub nodes: usize,
+    pub kubernetes: bool,
 }
 
 impl Plan {
@@ -52,7 +72,14 @@ impl Plan {
         Ok(Self {
             prefix: prefix.to_string(),
             nodes,
+            kubernetes: false,
         })
+    }
+
+    /// The same lab, run by the real control plane.
+    pub fn with_kubernetes(mut self, on: bool) -> Self {
+        self.kubernetes = on;
+        self
     }
 
     pub fn node_ids(&self) -> std::ops::RangeInclusive<usize> {
@@ -76,12 +103,27 @@ impl Plan {
     pub fn underlay_ns(&self) -> String {
         format!("{}-ul", self.prefix)
     }
-    /// Every namespace of the lab.
+    /// The control plane's namespace (etcd, the API server, the controller
+    /// manager and the scheduler), on the underlay.
+    pub fn control_ns(&self) -> String {
+        format!("{}-cp", self.prefix)
+    }
+    /// The namespace node i's agent makes for its pod in slot `k`.
+    pub fn kube_pod_ns(&self, i: usize, k: usize) -> String {
+        format!("{}-k{i}-{k}", self.prefix)
+    }
+    /// Every namespace the lab itself creates (a Kubernetes lab's pods'
+    /// come and go with them).
     pub fn namespaces(&self) -> Vec<String> {
         let mut v = vec![self.underlay_ns()];
+        if self.kubernetes {
+            v.push(self.control_ns());
+        }
         for i in self.node_ids() {
             v.push(self.node_ns(i));
-            v.push(self.pod_ns(i));
+            if !self.kubernetes {
+                v.push(self.pod_ns(i));
+            }
         }
         v
     }
@@ -90,11 +132,17 @@ impl Plan {
         let Some(rest) = ns.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
             return false;
         };
+        let digits = |d: &str| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit());
         rest == "ul"
+            || rest == "cp"
             || rest
                 .strip_prefix('n')
                 .or_else(|| rest.strip_prefix('p'))
-                .is_some_and(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_digit()))
+                .is_some_and(digits)
+            || rest
+                .strip_prefix('k')
+                .and_then(|r| r.split_once('-'))
+                .is_some_and(|(i, k)| digits(i) && digits(k))
     }
     pub fn underlay_ip(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 10, 72, (9 + i) as u8)
@@ -107,6 +155,18 @@ impl Plan {
     }
     pub fn pod_ip(&self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 244, i as u8, 2)
+    }
+    /// The API server's address, on the underlay.
+    pub fn api_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, 10, 72, 2)
+    }
+    /// Node i's pod range, as its Node's `spec.podCIDR`.
+    pub fn pod_cidr(&self, i: usize) -> String {
+        format!("10.244.{i}.0/24")
+    }
+    /// The address of node i's pod in slot `k` (Kubernetes mode).
+    pub fn kube_pod_ip(&self, i: usize, k: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 244, i as u8, (10 + k) as u8)
     }
     pub fn vxlan_mac(&self, i: usize) -> String {
         format!("66:74:70:00:00:{i:02x}")
@@ -140,11 +200,17 @@ impl Plan {
             format!("addr add {}/32 dev {VXLAN_DEV}", self.tunnel_ip(i)),
             // 50 bytes of VXLAN overhead on a 1500-byte underlay.
             format!("link set {VXLAN_DEV} mtu 1450 up"),
-            format!("addr add {}/24 dev cali{i}", self.pod_gateway(i)),
-            format!("link set cali{i} up"),
             // Services route like the node's default route would.
             format!("route add {SERVICE_CIDR} dev {UNDERLAY_DEV}"),
         ];
+        if self.kubernetes {
+            // Proxy ARP answers for the pods' gateway only where the node
+            // has a route to it (on a real node, its default route).
+            b.push(format!("route add {POD_GATEWAY}/32 dev {UNDERLAY_DEV}"));
+        } else {
+            b.push(format!("addr add {}/24 dev cali{i}", self.pod_gateway(i)));
+            b.push(format!("link set cali{i} up"));
+        }
         for j in self.node_ids().filter(|j| *j != i) {
             b.push(format!(
                 "neigh add {} lladdr {} dev {VXLAN_DEV} nud permanent",
@@ -175,6 +241,25 @@ impl Plan {
                 )
             })
             .collect()
+    }
+
+    /// `ip -batch` lines for the control plane's namespace: on the underlay,
+    /// with a route back to every node's pods (the API server answers pods
+    /// and reaches them through its pod proxy).
+    pub fn control_batch(&self) -> Vec<String> {
+        let mut b = vec![
+            "link set lo up".to_string(),
+            format!("addr add {}/24 dev {UNDERLAY_DEV}", self.api_ip()),
+            format!("link set {UNDERLAY_DEV} up"),
+        ];
+        for j in self.node_ids() {
+            b.push(format!(
+                "route add {} via {}",
+                self.pod_cidr(j),
+                self.underlay_ip(j)
+            ));
+        }
+        b
     }
 
     /// `ip -batch` lines for node i's pod namespace.
@@ -319,6 +404,22 @@ impl Plan {
         format!(
             "table ip {t} {{\n  chain postrouting {{ type filter hook postrouting priority srcnat + 100; policy accept;\n    \
              oifname \"{UNDERLAY_DEV}\" udp dport {VXLAN_PORT} ct status snat @th,48,16 set 0xffff counter\n  }}\n}}\n"
+        )
+    }
+
+    /// On a Kubernetes lab, the kube-proxy of before the fix: the real one
+    /// clears its masquerade mark as it masquerades (Kubernetes PR #92035),
+    /// so this table notes the first packet of each flow it marked (nat
+    /// chains see only a flow's first packet) and puts the mark back after
+    /// kube-proxy's chain. The mark then survives VXLAN encapsulation and
+    /// kube-proxy masquerades the outer UDP packet too, as it did.
+    pub fn keep_mark_nft(&self) -> String {
+        let t = self.fault_table("csum", "mark");
+        format!(
+            "table ip {t} {{\n  chain note {{ type nat hook postrouting priority srcnat - 10; policy accept;\n    \
+             meta mark & {MASQ_MARK:#x} == {MASQ_MARK:#x} meta mark set meta mark | {NOTE_MARK:#x}\n  }}\n  \
+             chain keep {{ type filter hook postrouting priority srcnat + 10; policy accept;\n    \
+             meta mark & {NOTE_MARK:#x} == {NOTE_MARK:#x} meta mark set meta mark | {MASQ_MARK:#x} counter\n  }}\n}}\n"
         )
     }
 

@@ -99,6 +99,15 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
     })
 }
 
+/// Writes a sysctl in this process's own network namespace (`key` in
+/// dotted form): a thread or process that entered a lab namespace.
+pub fn sysctl_here(key: &str, value: &str) -> Result<(), LabError> {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    std::fs::write(&path, value).map_err(|e| LabError::Kernel {
+        what: format!("cannot set {key} = {value} ({e}); this kernel may lack it"),
+    })
+}
+
 /// The lab namespaces that exist now.
 pub fn namespaces() -> Result<Vec<String>, LabError> {
     Ok(run("ip", &["netns", "list"], None)?
