@@ -1,12 +1,22 @@
 # A static tailprobe in an empty image: `docker build -t tailprobe:0.1.0 .`
 # musl links everything in, so the final stage needs no libc and no shell.
 FROM rust:1.95-alpine AS build
-RUN apk add --no-cache musl-dev
+# build.rs compiles passive mode's BPF program with clang against libbpf's
+# headers and strips its DWARF with llvm-strip: without them the binary still
+# builds but has no passive mode, which deploy/passive runs it with.
+RUN apk add --no-cache musl-dev clang llvm libbpf-dev
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+# What `cargo build --bin tailprobe` reads, and only that (tests/image.rs
+# builds from these paths alone): the lab embeds tools/*/go.mod (the pinned
+# control plane) and deploy/'s manifests; the [[bench]] files need not exist
+# to build the binary.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY bpf bpf
+COPY tools tools
+COPY deploy deploy
 COPY src src
-COPY bench bench
-RUN cargo build --release --locked --bin tailprobe \
+# TAILPROBE_REQUIRE_BPF: an image without passive mode fails here, not on a node.
+RUN TAILPROBE_REQUIRE_BPF=1 cargo build --release --locked --bin tailprobe \
     && strip target/release/tailprobe
 
 FROM scratch
