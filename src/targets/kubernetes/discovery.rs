@@ -194,12 +194,22 @@ impl Watches {
                     Some(Err(e)) => {
                         metrics.watch_error(&resource);
                         if let Some(suppressed) = log.allow() {
-                            tracing::warn!(
-                                resource = %resource,
-                                error = %e,
-                                suppressed,
-                                "Kubernetes watch failed; probing goes on with the last known targets."
-                            );
+                            match refused(&e) {
+                                Some(why) => tracing::warn!(
+                                    resource = %resource,
+                                    error = %why,
+                                    suppressed,
+                                    "The API server refused this watch; probing goes on with the last known targets. \
+                                     Grant list and watch: deploy/base/rbac.yaml in the prober's namespace, \
+                                     deploy/service-namespaces' ClusterRole through a RoleBinding in each other namespace."
+                                ),
+                                None => tracing::warn!(
+                                    resource = %resource,
+                                    error = %e,
+                                    suppressed,
+                                    "Kubernetes watch failed; probing goes on with the last known targets."
+                                ),
+                            }
                         }
                     }
                 }
@@ -207,6 +217,19 @@ impl Watches {
         });
         store
     }
+}
+
+/// The API server's own words when it refused the request (401, 403):
+/// an RBAC or credential problem, which retrying alone will not fix.
+fn refused(e: &watcher::Error) -> Option<String> {
+    let api = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.as_ref(),
+        watcher::Error::WatchError(s) => s.as_ref(),
+        _ => return None,
+    };
+    matches!(api.code, 401 | 403).then(|| format!("{} {}: {}", api.code, api.reason, api.message))
 }
 
 struct Stores {
