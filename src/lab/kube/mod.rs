@@ -227,7 +227,14 @@ impl Proc {
     /// Stops it (SIGTERM, then SIGKILL after 10 s) and starts it again.
     pub fn restart(&self, prefix: &str) -> Result<(), LabError> {
         self.stop();
-        self.spawn(prefix).map(drop)
+        self.start(prefix)
+    }
+
+    /// Starts it, as [`Proc::spawn`], and reaps it on a thread of its own
+    /// when it ends, so a long-lived caller collects no zombie.
+    pub fn start(&self, prefix: &str) -> Result<(), LabError> {
+        reap(self.spawn(prefix)?);
+        Ok(())
     }
 
     /// Stops it: SIGTERM, then SIGKILL after 10 s.
@@ -256,6 +263,13 @@ impl Proc {
             super::signal(&pid.to_string(), sig);
         }
     }
+}
+
+/// Waits for a child on a thread of its own: it is reaped whenever it ends.
+fn reap(mut child: std::process::Child) {
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
 }
 
 /// Every component's name as `lab restart` takes it.
@@ -315,6 +329,7 @@ pub fn up(plan: &Plan, opts: &Options) -> Result<(), LabError> {
         &mut child,
         &plan.prefix,
     )?;
+    reap(child);
 
     let audit = dir.join("audit-policy.yaml");
     std::fs::write(
@@ -369,6 +384,7 @@ pub fn up(plan: &Plan, opts: &Options) -> Result<(), LabError> {
         &mut child,
         &plan.prefix,
     )?;
+    reap(child);
     wait_ready(plan, Duration::from_secs(60), &apiserver.log(&plan.prefix))?;
     register_nodes(plan)?;
 
@@ -404,7 +420,7 @@ pub fn up(plan: &Plan, opts: &Options) -> Result<(), LabError> {
         ],
         net_only: false,
     };
-    cm.spawn(&plan.prefix)?;
+    cm.start(&plan.prefix)?;
     let scheduler = Proc {
         name: "kube-scheduler".into(),
         ns: cp.clone(),
@@ -421,7 +437,7 @@ pub fn up(plan: &Plan, opts: &Options) -> Result<(), LabError> {
         ],
         net_only: false,
     };
-    scheduler.spawn(&plan.prefix)?;
+    scheduler.start(&plan.prefix)?;
 
     let exe = std::env::current_exe().map_err(|e| LabError::Kernel {
         what: format!("cannot find this program's path ({e})"),
@@ -465,7 +481,7 @@ pub fn up(plan: &Plan, opts: &Options) -> Result<(), LabError> {
             ],
             net_only: true,
         };
-        agent.spawn(&plan.prefix)?;
+        agent.start(&plan.prefix)?;
     }
     wait_nodes_ready(plan, Duration::from_secs(60))?;
     // Each node reaches the API server through its Service: kube-proxy

@@ -136,7 +136,7 @@ pub async fn run(ctx: Arc<Ctx>, mut latest: Latest) {
                 tokens = t;
                 let mut ok = true;
                 for c in &mut containers {
-                    match resolve_env(&ctx, &pod_now, &c.spec, &sandbox.ip).await {
+                    match resolve_env(&ctx, &pod_now, &c.spec).await {
                         Ok(env) => c.env = env,
                         Err(e) => {
                             c.waiting = Some(("CreateContainerConfigError".into(), e));
@@ -563,7 +563,6 @@ async fn resolve_env(
     ctx: &Arc<Ctx>,
     pod: &Pod,
     c: &ContainerSpec,
-    ip: &Ipv4Addr,
 ) -> Result<Vec<(String, String)>, String> {
     let (ns, _, _) = ids(pod);
     let api = plan::API_SERVICE_IP;
@@ -582,10 +581,10 @@ async fn resolve_env(
         ("KUBERNETES_PORT_443_TCP_PORT".into(), "443".into()),
         ("KUBERNETES_PORT_443_TCP_ADDR".into(), api.to_string()),
     ];
-    let _ = ip;
     for (k, src) in &c.env {
         let v = match src {
-            EnvSource::Value(v) => Some(v.clone()),
+            // A literal value may name variables defined before it.
+            EnvSource::Value(v) => Some(spec::expand(v, &env)),
             EnvSource::Field(f) => Some(
                 spec::field(pod, f).ok_or_else(|| format!("env {k}: field {f} has no value"))?,
             ),
@@ -763,7 +762,13 @@ fn start(ctx: &Arc<Ctx>, spec: &PodSpec, s: &Sandbox, c: &mut Running) {
         binds,
         hostname: (!spec.host_network).then(|| spec.hostname.clone()),
     };
-    let script = sandbox::launch_script(&rootfs, &c.spec.run_as, &c.spec.argv);
+    let argv: Vec<String> = c
+        .spec
+        .argv
+        .iter()
+        .map(|a| spec::expand(a, &c.env))
+        .collect();
+    let script = sandbox::launch_script(&rootfs, &c.spec.run_as, &argv);
     let log_path = s.dir.join(format!("{}.log", c.spec.name));
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -662,6 +662,40 @@ fn container(
     })
 }
 
+/// `$(VAR)` in a command or argument replaced by the container's variable,
+/// as a kubelet expands them: `$$` is a literal `$`, and a reference to an
+/// undefined variable stays as written.
+pub fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The values the downward API gives this pod, by field path.
 pub fn field(pod: &Pod, path: &str) -> Option<String> {
     let status = pod.status.as_ref();
@@ -854,6 +888,18 @@ mod tests {
         let mut p = prober();
         p["spec"]["containers"][0]["volumeMounts"][0]["subPath"] = "../../etc".into();
         assert!(translate(&pod(p)).is_err());
+    }
+
+    #[test]
+    fn arguments_expand_the_containers_variables_as_a_kubelet_does() {
+        let env = vec![
+            ("NODE_NAME".to_string(), "node2".to_string()),
+            ("POD".to_string(), "web-1".to_string()),
+        ];
+        assert_eq!(expand("--node=$(NODE_NAME)", &env), "--node=node2");
+        assert_eq!(expand("$(POD)/$(NODE_NAME)", &env), "web-1/node2");
+        assert_eq!(expand("$$(NODE_NAME)", &env), "$(NODE_NAME)");
+        assert_eq!(expand("$(UNSET) $5 $(", &env), "$(UNSET) $5 $(");
     }
 
     #[test]
