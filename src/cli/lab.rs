@@ -258,6 +258,11 @@ pub struct LabMatrixArgs {
     /// own traffic, such as `ip netns exec NODE-NAMESPACE curl http://VIP/`.
     #[arg(long)]
     pub passive: bool,
+    /// `lab run` on a Kubernetes lab: the kustomization to apply (default:
+    /// the deploy/ this binary was built with; `deploy/passive` for passive
+    /// mode).
+    #[arg(long)]
+    pub deploy: Option<PathBuf>,
 }
 
 pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
@@ -475,6 +480,56 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
     }
 }
 
+/// `lab run` on a Kubernetes lab: deploy/ applied as a user applies it, the
+/// rollout awaited, and the deployed hub's first verdict on every prober.
+fn kube_run(plan: &crate::lab::Plan, args: &LabMatrixArgs, daemons: bool) -> anyhow::Result<u8> {
+    use crate::lab::kube::{self, deploy};
+    if !daemons {
+        anyhow::bail!(
+            "lab {p} runs Kubernetes: its Services come from the API server, not from the lab. \
+             Run `tailprobe lab run --name {p}` (deploy/ and the hub), then read the hub, or run \
+             `ip netns exec {p}-cp tailprobe cluster matrix` with KUBECONFIG={}",
+            kube::admin_kubeconfig(&plan.prefix).display(),
+            p = plan.prefix
+        );
+    }
+    if args.record.is_some() {
+        anyhow::bail!(
+            "--record keeps a lab matrix's samples; on a Kubernetes lab the probers' windows are the hub's (/api/v1/window)"
+        );
+    }
+    if args.passive && args.deploy.is_none() {
+        anyhow::bail!(
+            "on a Kubernetes lab, passive mode is deploy/passive: pass --deploy deploy/passive"
+        );
+    }
+    let bins = kube::Bins::find(None)?;
+    let dir = match &args.deploy {
+        Some(d) => d.clone(),
+        None => deploy::write_embedded(plan)?,
+    };
+    eprint!("{}", deploy::apply(plan, &bins, &dir)?);
+    deploy::wait_rollout(plan, deploy::NAMESPACE, std::time::Duration::from_secs(120))?;
+    let want = 2 * plan.nodes;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let m = loop {
+        let m = deploy::hub_matrix(plan);
+        match m {
+            Ok(m) if m.probers.get("up").copied().unwrap_or(0) >= want => break m,
+            Ok(m) if std::time::Instant::now() > deadline => break m,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
+            _ => std::thread::sleep(std::time::Duration::from_secs(2)),
+        }
+    };
+    let text = match args.format {
+        Format::Table => crate::hub::table::render(&m),
+        Format::Json => serde_json::to_string_pretty(&m)? + "\n",
+        Format::Html => crate::export::page::report(&m),
+    };
+    write_output(args.output.as_deref(), &text)?;
+    Ok(0)
+}
+
 /// The `--delay` argument that reproduces a parsed delay.
 fn echo_delay_arg(d: &crate::server::echo::Delay) -> String {
     use crate::server::echo::Delay;
@@ -498,6 +553,15 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
     };
     if args.passive && !daemons {
         anyhow::bail!("--passive applies to `lab run`: `lab matrix` sends probes by design");
+    }
+    if plan.kubernetes {
+        return kube_run(&plan, &args, daemons);
+    }
+    if args.deploy.is_some() {
+        anyhow::bail!(
+            "--deploy applies to a Kubernetes lab (`tailprobe lab up --kubernetes`); lab {} writes its Services by hand",
+            plan.prefix
+        );
     }
     if daemons {
         for line in run::start_daemons(&plan, args.passive, &Default::default())? {

@@ -543,17 +543,21 @@ fn wait_tcp(
     }
 }
 
-/// The last line of a log that reads as an error, for a one-line message.
+/// The last line of a log that reads as an error (else its last line), for
+/// a one-line message.
 fn last_error(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    text.lines()
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines
+        .iter()
         .rev()
         .find(|l| {
             let l = l.to_ascii_lowercase();
             l.starts_with('e') || l.contains("error") || l.contains("fatal")
         })
+        .or(lines.last())
         .map(|l| l.chars().take(400).collect())
-        .unwrap_or_else(|| "no error was logged".into())
+        .unwrap_or_else(|| "it logged nothing".into())
 }
 
 /// Waits for the API server's `/readyz`.
