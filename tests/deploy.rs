@@ -90,6 +90,8 @@ struct Kustomization {
     images: Vec<Value>,
     #[serde(default)]
     patches: Vec<Value>,
+    #[serde(default)]
+    components: Vec<String>,
     generator_options: Option<Value>,
 }
 
@@ -110,11 +112,11 @@ fn every_manifest_is_a_valid_typed_object() {
         for doc in documents(&text) {
             let kind = doc["kind"].as_str().unwrap_or_default().to_string();
             match kind.as_str() {
-                "Kustomization" => {
+                "Kustomization" | "Component" => {
                     let k: Kustomization = serde_json::from_value(doc.clone())
                         .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
                     let dir = f.parent().unwrap();
-                    for r in &k.resources {
+                    for r in k.resources.iter().chain(&k.components) {
                         assert!(dir.join(r).exists(), "{}: {r} does not exist", f.display());
                     }
                     for g in &k.config_map_generator {
@@ -536,7 +538,7 @@ fn objects() -> Vec<(PathBuf, Value)> {
         .flat_map(|f| {
             documents(&std::fs::read_to_string(&f).unwrap())
                 .into_iter()
-                .filter(|d| d["kind"] != "Kustomization")
+                .filter(|d| d["kind"] != "Kustomization" && d["kind"] != "Component")
                 .map(move |d| (f.clone(), d))
         })
         .collect()
@@ -604,7 +606,7 @@ fn objects_carry_the_recommended_labels_and_the_probers_fit_every_linux_node() {
     let docs: Vec<Value> = all.iter().map(|(_, d)| d.clone()).collect();
     cluster_scope_is_least(&docs);
     let kustomization =
-        documents(&std::fs::read_to_string(deploy().join("base/kustomization.yaml")).unwrap())
+        documents(&std::fs::read_to_string(deploy().join("image/kustomization.yaml")).unwrap())
             .remove(0);
     let tag = kustomization["images"][0]["newTag"].as_str().unwrap();
     assert_eq!(
@@ -717,6 +719,21 @@ fn kustomize_renders_every_kustomization() {
             .expect("the ConfigMap");
         let cm: ConfigMap = serde_json::from_value(cm.clone()).unwrap();
         assert_eq!(cm.data.unwrap()["tailprobe.toml"], config);
+        // One images entry (deploy/image) names the image of every
+        // tailprobe workload, the hub's included.
+        for d in docs.iter().filter(|d| {
+            ["DaemonSet", "Deployment"].contains(&d["kind"].as_str().unwrap_or_default())
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tailprobe"))
+        }) {
+            assert_eq!(
+                d["spec"]["template"]["spec"]["containers"][0]["image"],
+                format!("tailprobe:{}", env!("CARGO_PKG_VERSION")),
+                "deploy/{dir}: {}",
+                d["metadata"]["name"]
+            );
+        }
         for d in docs.iter().filter(|d| d["kind"] == "DaemonSet") {
             let ds: DaemonSet = serde_json::from_value(d.clone()).unwrap();
             assert_eq!(ds.metadata.namespace.as_deref(), Some("tailprobe"));

@@ -16,7 +16,8 @@ use super::{Bins, admin_kubeconfig, with_admin};
 use crate::export::report::ClusterMatrix;
 
 /// deploy/ as this binary was built with it: every file the default
-/// kustomization (`deploy/kustomization.yaml`: the base and the hub) reads.
+/// kustomization (`deploy/kustomization.yaml`: the base and the hub, and
+/// the image they share) reads.
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "kustomization.yaml",
@@ -60,6 +61,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ),
     ("hub/hub.yaml", include_str!("../../../deploy/hub/hub.yaml")),
     ("hub/hub.toml", include_str!("../../../deploy/hub/hub.toml")),
+    (
+        "image/kustomization.yaml",
+        include_str!("../../../deploy/image/kustomization.yaml"),
+    ),
 ];
 
 /// The namespace deploy/ puts everything in.
@@ -267,7 +272,7 @@ mod tests {
     fn the_binary_carries_every_file_of_the_default_deploy() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
         let mut on_disk = vec!["kustomization.yaml".to_string()];
-        for sub in ["base", "hub"] {
+        for sub in ["base", "hub", "image"] {
             for e in std::fs::read_dir(root.join(sub)).unwrap() {
                 let name = e.unwrap().file_name().to_string_lossy().into_owned();
                 // Opt-in, not in the hub's kustomization.
