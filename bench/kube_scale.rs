@@ -18,11 +18,17 @@
 //! relisted, and the prober's RSS after discovery and its peak across the
 //! run, relist included, against the DaemonSets' 256 MiB memory limit. `cargo bench --bench kube_scale`
 //! (20 s of churn a size); under `cargo test` 50 nodes and 3 s of churn run
-//! as a smoke test, with the same assertions.
+//! as a smoke test, with the same assertions. `cargo bench --bench
+//! kube_scale -- --real [N...]` measures the real API server instead
+//! (`kube_scale_real.rs`; 1,000 nodes by default): the fake stays for the
+//! 5,000-node runs, which the real control plane, kube-proxy and its
+//! controllers on two cores cannot hold beside the prober.
 
 #[path = "../tests/fake_kube/mod.rs"]
 mod fake_kube;
 mod machine;
+#[path = "kube_scale_real.rs"]
+mod real;
 
 use std::time::{Duration, Instant};
 
@@ -219,6 +225,18 @@ async fn run(n: usize, churn: Duration, dir: &std::path::Path) -> Row {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--real") {
+        // The real API server: 1,000 nodes unless sizes are given.
+        let mut sizes: Vec<usize> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+        if sizes.is_empty() {
+            sizes.push(1000);
+        }
+        tailprobe::install_crypto();
+        tokio::task::spawn_blocking(move || real::main(&sizes, Duration::from_secs(20), LIMIT_MIB))
+            .await
+            .unwrap();
+        return;
+    }
     let (sizes, benching) = machine::sizes(&[100, 1000, 5000], &[50]);
     let churn = Duration::from_secs(if benching { 20 } else { 3 });
     tailprobe::install_crypto();

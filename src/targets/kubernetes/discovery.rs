@@ -179,9 +179,15 @@ impl Watches {
                             deleted.notify_one();
                         }
                         metrics.watch_up(&resource, true);
+                        metrics.watch_event(&resource);
                         changed.notify_one();
                     }
-                    Some(Ok(Event::Apply(_) | Event::InitDone)) => {
+                    Some(Ok(Event::Apply(_))) => {
+                        metrics.watch_up(&resource, true);
+                        metrics.watch_event(&resource);
+                        changed.notify_one();
+                    }
+                    Some(Ok(Event::InitDone)) => {
                         metrics.watch_up(&resource, true);
                         changed.notify_one();
                     }

@@ -23,6 +23,7 @@ struct ResultLabels {
 pub struct KubeMetrics {
     watch_up: Family<ResourceLabels, Gauge>,
     watch_errors: Family<ResourceLabels, Counter>,
+    watch_events: Family<ResourceLabels, Counter>,
     relists: Family<ResourceLabels, Counter>,
     targets: Gauge,
     targets_over_limit: Gauge,
@@ -37,6 +38,7 @@ impl KubeMetrics {
         let m = Self {
             watch_up: Family::default(),
             watch_errors: Family::default(),
+            watch_events: Family::default(),
             relists: Family::default(),
             targets: Gauge::default(),
             targets_over_limit: Gauge::default(),
@@ -54,6 +56,11 @@ impl KubeMetrics {
             "kubernetes_watch_errors",
             "Errors of the watch of each resource (API server unreachable, forbidden); a routine 410 Gone is a relist, not an error",
             m.watch_errors.clone(),
+        );
+        registry.register(
+            "kubernetes_watch_events",
+            "Objects added, changed or deleted that the watch of each resource delivered (relists not counted): what discovery costs the API server and this prober",
+            m.watch_events.clone(),
         );
         registry.register(
             "kubernetes_watch_relists",
@@ -104,6 +111,15 @@ impl KubeMetrics {
     pub fn watch_error(&self, resource: &str) {
         self.watch_up(resource, false);
         self.watch_errors
+            .get_or_create(&ResourceLabels {
+                resource: resource.into(),
+            })
+            .inc();
+    }
+
+    /// An object added, changed or deleted, as a watch event.
+    pub fn watch_event(&self, resource: &str) {
+        self.watch_events
             .get_or_create(&ResourceLabels {
                 resource: resource.into(),
             })
