@@ -93,11 +93,13 @@ pub fn start(
         let at = ns.as_deref().unwrap_or("*");
         services.push(w.spawn(
             format!("services/{at}"),
-            watcher::watcher(svc_api, config()).modify(clear_managed_fields),
+            watcher::watcher(svc_api.clone(), config()).modify(clear_managed_fields),
+            answers(svc_api, on.clone()),
         ));
         slices.push(w.spawn(
             format!("endpointslices/{at}"),
-            watcher::watcher(slice_api, config()).modify(clear_managed_fields),
+            watcher::watcher(slice_api.clone(), config()).modify(clear_managed_fields),
+            answers(slice_api, on.clone()),
         ));
     }
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
@@ -127,6 +129,32 @@ fn watched_namespaces(cfg: &KubernetesConfig, own: &str) -> Vec<Option<String>> 
     out
 }
 
+/// Whether the API server answers a list of what a watch follows (one
+/// object, the watch's selector): after an error, a watch that resumes
+/// where it was delivers nothing until something changes, so this is how
+/// discovery learns it works again.
+type Answers = Arc<dyn Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync>;
+
+fn answers<K>(api: Api<K>, selector: String) -> Answers
+where
+    K: kube::Resource
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    Arc::new(move || {
+        let (api, selector) = (api.clone(), selector.clone());
+        Box::pin(async move {
+            api.list_metadata(&kube::api::ListParams::default().labels(&selector).limit(1))
+                .await
+                .is_ok()
+        })
+    })
+}
+
 fn clear_managed_fields<K: ResourceExt>(o: &mut K) {
     o.managed_fields_mut().clear();
 }
@@ -142,7 +170,7 @@ struct Watches {
 
 impl Watches {
     /// Runs one watch into a store until cancelled; every change wakes the planner.
-    fn spawn<K, S>(&self, resource: String, stream: S) -> Store<K>
+    fn spawn<K, S>(&self, resource: String, stream: S, answers: Answers) -> Store<K>
     where
         K: kube::runtime::reflector::Lookup + kube::Resource + Clone + Send + Sync + 'static,
         <K as kube::runtime::reflector::Lookup>::DynamicType:
@@ -164,14 +192,34 @@ impl Watches {
                         .strip_prefix(own_service.as_str())
                         .is_some_and(|k| k == "-host" || k == "-pod"))
         };
+        let reader = store.clone();
         tokio::spawn(async move {
             let log = RateLimit::new(10);
             let mut events = std::pin::pin!(reflector::reflector(writer, stream.default_backoff()));
+            let mut down = false;
+            // The first list is not a relist: nothing was registered yet.
+            let mut relisting = false;
             loop {
                 let next = tokio::select! {
                     _ = cancel.cancelled() => return,
                     next = events.next() => next,
+                    // While down, ask every 2 s whether the API server
+                    // answers again: a resumed watch says nothing until
+                    // something changes.
+                    () = async {
+                        loop {
+                            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                            if answers().await {
+                                break;
+                            }
+                        }
+                    }, if down => {
+                        down = false;
+                        metrics.watch_up(&resource, true);
+                        continue;
+                    }
                 };
+                down = matches!(next, Some(Err(ref e)) if !matches!(e, watcher::Error::WatchError(s) if s.code == 410));
                 match next {
                     None => return,
                     Some(Ok(Event::Delete(o))) => {
@@ -188,6 +236,13 @@ impl Watches {
                         changed.notify_one();
                     }
                     Some(Ok(Event::InitDone)) => {
+                        // A (re)list: what was deleted meanwhile is simply
+                        // absent, with no delete event. This node's own
+                        // objects missing is a deletion all the same.
+                        if relisting && !reader.state().iter().any(|o| ours(o)) {
+                            deleted.notify_one();
+                        }
+                        relisting = true;
                         metrics.watch_up(&resource, true);
                         changed.notify_one();
                     }

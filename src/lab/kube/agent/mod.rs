@@ -9,9 +9,12 @@
 //! Invariant: the agent touches only its own node's objects and its own
 //! pods' namespaces; a pod it cannot run says why in its status.
 
+mod container;
 mod pod;
 pub mod sandbox;
 pub mod spec;
+mod status;
+mod volumes;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
