@@ -304,6 +304,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             print!("{}", lab::status(&plan)?);
             if hold {
                 use std::io::Write as _;
+
                 let _ = std::io::stdout().flush();
                 block_on(async {
                     let cancel = CancellationToken::new();
@@ -319,7 +320,13 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     }
                 })?;
                 let removed = lab::down(&plan.prefix)?;
-                println!("lab {}: removed {} namespaces", plan.prefix, removed.len());
+                // Whoever held the lab may be gone, its end of the pipe too.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "lab {}: removed {} namespaces",
+                    plan.prefix,
+                    removed.len()
+                );
             }
             Ok(0)
         }
