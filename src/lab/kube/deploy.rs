@@ -214,10 +214,11 @@ fn not_ready(pods: &[Pod]) -> String {
 }
 
 /// The deployed hub's verdict, read through its Service (the real
-/// kube-proxy's VIP) from node 1.
+/// kube-proxy's VIP) from the hub's own node: a same-node path, which no
+/// fault the lab injects between nodes can cut.
 pub fn hub_matrix(plan: &Plan) -> Result<ClusterMatrix, LabError> {
-    let vip = with_admin(plan, |client| async move {
-        let svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client, NAMESPACE)
+    let (vip, node) = with_admin(plan, |client| async move {
+        let svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), NAMESPACE)
             .get("tailprobe-hub")
             .await
             .map_err(|e| LabError::Kernel {
@@ -225,14 +226,30 @@ pub fn hub_matrix(plan: &Plan) -> Result<ClusterMatrix, LabError> {
                     "cannot read Service {NAMESPACE}/tailprobe-hub ({e}); was deploy/ applied?"
                 ),
             })?;
-        svc.spec
+        let vip = svc
+            .spec
             .and_then(|s| s.cluster_ip)
             .ok_or_else(|| LabError::Kernel {
                 what: "Service tailprobe/tailprobe-hub has no ClusterIP".into(),
-            })
+            })?;
+        let pods = Api::<Pod>::namespaced(client, NAMESPACE)
+            .list(&ListParams::default().labels("app.kubernetes.io/component=hub"))
+            .await
+            .map_err(|e| LabError::Kernel {
+                what: format!("cannot list the hub's pods ({e})"),
+            })?;
+        let node = pods
+            .items
+            .iter()
+            .find_map(|p| p.spec.as_ref()?.node_name.clone());
+        Ok::<_, LabError>((vip, node))
     })?;
+    let from = node
+        .as_deref()
+        .and_then(|n| plan.node_index(n))
+        .unwrap_or(1);
     let url = format!("http://{vip}:9797/api/v1/matrix");
-    netns::run_in(&plan.node_ns(1), move || {
+    netns::run_in(&plan.node_ns(from), move || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
