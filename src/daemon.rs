@@ -333,6 +333,7 @@ async fn judge(
     // between two runs must not raise, resolve and raise again.
     let mut alerter = Alerter::new(resend).settle_all(crate::export::alerts::PROVISIONAL_SETTLE);
     let mut csum_errors = crate::node::CounterWindow::default();
+    let mut counters = crate::node::CounterWindows::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -358,6 +359,7 @@ async fn judge(
         facts.udp_in_csum_errors_delta = facts
             .udp_in_csum_errors
             .and_then(|n| csum_errors.rise(std::time::Instant::now(), n, cfg.window.get()));
+        facts.rises = counters.rises(std::time::Instant::now(), &facts.counters, cfg.window.get());
         // Copying the window and judging it is CPU work: on the blocking
         // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();
@@ -474,6 +476,7 @@ async fn start_kubernetes(
         listener,
         id,
         crate::server::echo::Delay::None,
+        crate::server::http::Limits::ECHO,
         echo_counters,
         server_stop,
     ));

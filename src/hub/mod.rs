@@ -69,6 +69,8 @@ struct FindingLabels {
     kind: String,
     scope: String,
     cause: String,
+    /// Where the trouble lies: network, backend, dns, prober, unknown.
+    locus: String,
 }
 
 /// The hub's own metrics.
@@ -320,6 +322,7 @@ pub async fn run(
                         .first()
                         .map(|c| c.id.as_str().to_string())
                         .unwrap_or_default(),
+                    locus: f.locus.as_str().into(),
                 })
                 .set(1);
         }

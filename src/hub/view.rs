@@ -67,6 +67,18 @@ pub fn judge(
             }
         }
     }
+    // The pod probers' own counters: where their echo targets listen, the
+    // backend's end of a pair.
+    for (_, doc) in docs {
+        if let Some(f) = doc
+            .facts
+            .as_ref()
+            .filter(|_| doc.source_kind == SourceKind::Pod)
+            && let Some((_, node)) = facts.get_mut(&f.node)
+        {
+            node.pod_rises = f.rises.clone();
+        }
+    }
     cells.sort_by(|a, b| a.cell.dims.cmp(&b.cell.dims));
     let facts: Vec<NodeFacts> = facts.into_values().map(|(_, f)| f).collect();
     let windows = docs

@@ -15,6 +15,135 @@ pub struct OverlayDevice {
     pub tx_checksum_ip_generic: Option<bool>,
 }
 
+/// Kernel counters that name a failure class: since boot in
+/// [`NodeFacts::counters`], their rise over the judged window in
+/// [`NodeFacts::rises`] (only a rise is evidence: a count since boot may be
+/// years old). `None` where the prober could not read it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// `TcpExtListenOverflows`: SYNs or handshakes dropped because a
+    /// listener's accept queue was full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_overflows: Option<u64>,
+    /// `TcpExtListenDrops`: every drop at a listener, overflows included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen_drops: Option<u64>,
+    /// `TcpExtTCPReqQFullDrop`: SYNs dropped with the SYN queue full and no
+    /// syncookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub req_q_full_drops: Option<u64>,
+    /// `TcpExtSyncookiesSent`: the SYN queue overflowed into syncookies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syncookies_sent: Option<u64>,
+    /// `TcpExtIPReversePathFilter`: packets the reverse-path filter dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverse_path_drops: Option<u64>,
+    /// conntrack's `drop`, `early_drop`, `insert_failed` and `invalid`,
+    /// summed over CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_drops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_early_drops: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_insert_failed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_invalid: Option<u64>,
+    /// The neighbour tables' `table_fulls` (ARP and NDISC): a new peer's
+    /// entry refused with the table at gc_thresh3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neigh_table_fulls: Option<u64>,
+    /// The prober's own cgroup: CPU periods it was throttled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_periods: Option<u64>,
+}
+
+impl Counters {
+    /// Every counter with its field name, for iterating in one order.
+    pub fn fields(&self) -> [(&'static str, Option<u64>); 11] {
+        [
+            ("listen_overflows", self.listen_overflows),
+            ("listen_drops", self.listen_drops),
+            ("req_q_full_drops", self.req_q_full_drops),
+            ("syncookies_sent", self.syncookies_sent),
+            ("reverse_path_drops", self.reverse_path_drops),
+            ("conntrack_drops", self.conntrack_drops),
+            ("conntrack_early_drops", self.conntrack_early_drops),
+            ("conntrack_insert_failed", self.conntrack_insert_failed),
+            ("conntrack_invalid", self.conntrack_invalid),
+            ("neigh_table_fulls", self.neigh_table_fulls),
+            ("throttled_periods", self.throttled_periods),
+        ]
+    }
+
+    fn field_mut(&mut self, name: &str) -> Option<&mut Option<u64>> {
+        Some(match name {
+            "listen_overflows" => &mut self.listen_overflows,
+            "listen_drops" => &mut self.listen_drops,
+            "req_q_full_drops" => &mut self.req_q_full_drops,
+            "syncookies_sent" => &mut self.syncookies_sent,
+            "reverse_path_drops" => &mut self.reverse_path_drops,
+            "conntrack_drops" => &mut self.conntrack_drops,
+            "conntrack_early_drops" => &mut self.conntrack_early_drops,
+            "conntrack_insert_failed" => &mut self.conntrack_insert_failed,
+            "conntrack_invalid" => &mut self.conntrack_invalid,
+            "neigh_table_fulls" => &mut self.neigh_table_fulls,
+            "throttled_periods" => &mut self.throttled_periods,
+            _ => return None,
+        })
+    }
+
+    /// Sets a counter by its field name (see [`Counters::fields`]).
+    pub fn set(&mut self, name: &str, value: Option<u64>) {
+        if let Some(f) = self.field_mut(name) {
+            *f = value;
+        }
+    }
+
+    /// What rose from `earlier` to `self`, counter by counter; a counter
+    /// that went back (a reboot) or is missing on either side is `None`.
+    pub fn rise_since(&self, earlier: &Counters) -> Counters {
+        let mut out = Counters::default();
+        for ((name, now), (_, before)) in self.fields().into_iter().zip(earlier.fields()) {
+            out.set(
+                name,
+                match (before, now) {
+                    (Some(a), Some(b)) if b >= a => Some(b - a),
+                    _ => None,
+                },
+            );
+        }
+        out
+    }
+
+    /// Two nodes' (or two namespaces') counters added, where either has one.
+    pub fn plus(&self, other: &Counters) -> Counters {
+        let mut out = Counters::default();
+        for ((name, a), (_, b)) in self.fields().into_iter().zip(other.fields()) {
+            out.set(
+                name,
+                match (a, b) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                },
+            );
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields().iter().all(|(_, v)| v.is_none())
+    }
+
+    /// Every counter read, none risen: a quiet node's rises.
+    pub fn zero() -> Counters {
+        let mut out = Counters::default();
+        for (name, _) in Counters::default().fields() {
+            out.set(name, Some(0));
+        }
+        out
+    }
+}
+
 /// One node's facts, as its prober saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeFacts {
@@ -45,6 +174,39 @@ pub struct NodeFacts {
     #[serde(default)]
     pub kube_proxy_ipvs: Option<bool>,
     pub overlays: Vec<OverlayDevice>,
+    /// Counters that name failure classes, since boot, in the node's own
+    /// network namespace (the host prober's).
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub counters: Counters,
+    /// Their rise over the judged window.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub rises: Counters,
+    /// The rise of the same counters in the node's pod prober's own network
+    /// namespace, where its echo target listens (the hub adds them): a
+    /// backend's accept queue is counted in the backend's namespace.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub pod_rises: Counters,
+    /// conntrack entries in use and the table's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_max: Option<u64>,
+    /// IPv4 neighbour entries and the table's hard limit (gc_thresh3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neigh_entries: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub neigh_gc_thresh3: Option<u64>,
+    /// Interfaces whose reverse-path filter is strict (`rp_filter` 1, the
+    /// larger of `all` and the interface's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rp_filter_strict: Vec<String>,
+    /// `net.ipv4.vs.conn_reuse_mode`, where IPVS is loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipvs_conn_reuse_mode: Option<u32>,
+    /// The node's zone (`topology.kubernetes.io/zone` from
+    /// `TAILPROBE_NODE_LABELS`), for scopes between zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl NodeFacts {
@@ -115,6 +277,27 @@ mod tests {
         // No gap outlasts 2 minutes: every SYN dies.
         assert_eq!(node(0, Some(120), Some(0)).nat_escape_rung(), None);
         assert_eq!(node(0, None, Some(0)).nat_escape_rung(), None);
+    }
+
+    #[test]
+    fn counters_rise_and_add_field_by_field() {
+        let at = |overflows, drops| Counters {
+            listen_overflows: overflows,
+            conntrack_drops: drops,
+            ..Counters::default()
+        };
+        let rise = at(Some(15), Some(3)).rise_since(&at(Some(10), Some(5)));
+        assert_eq!(rise.listen_overflows, Some(5));
+        assert_eq!(rise.conntrack_drops, None, "went back: a reboot");
+        assert_eq!(
+            at(None, Some(1))
+                .rise_since(&at(None, Some(1)))
+                .listen_overflows,
+            None
+        );
+        let sum = at(Some(2), None).plus(&at(None, None));
+        assert_eq!((sum.listen_overflows, sum.conntrack_drops), (Some(2), None));
+        assert!(Counters::default().is_empty() && !at(Some(0), None).is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! netlink, so a thread that entered another network namespace (as the lab's
 //! do) reads that namespace's facts.
 
-use crate::model::{NodeFacts, OverlayDevice};
+use crate::model::{Counters, NodeFacts, OverlayDevice};
 
 /// Overlay devices worth reporting, by the names CNIs give them.
 pub fn is_overlay(name: &str) -> bool {
@@ -39,6 +39,98 @@ pub fn conntrack_insert_failed(stat: &str) -> Option<u64> {
             .filter_map(|v| u64::from_str_radix(v, 16).ok())
             .sum(),
     )
+}
+
+/// The `TcpExt` counters by name, from the text of `/proc/net/netstat`.
+pub fn tcp_ext(netstat: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return Default::default();
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .skip(1)
+        .filter_map(|(n, v)| Some((n.to_string(), v.parse().ok()?)))
+        .collect()
+}
+
+/// The columns of a `/proc/net/stat/*` file (a header, then one line of
+/// hexadecimal values per CPU), each summed over the CPUs; `entries` is a
+/// table-wide gauge that every line repeats, so it is taken once.
+pub fn stat_columns(stat: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut lines = stat.lines();
+    let Some(header) = lines.next() else {
+        return Default::default();
+    };
+    let names: Vec<&str> = header.split_whitespace().collect();
+    let mut out = std::collections::BTreeMap::new();
+    for (row, line) in lines.enumerate() {
+        for (name, v) in names.iter().zip(line.split_whitespace()) {
+            let Ok(v) = u64::from_str_radix(v, 16) else {
+                continue;
+            };
+            if *name == "entries" {
+                if row == 0 {
+                    out.insert(name.to_string(), v);
+                }
+            } else {
+                *out.entry(name.to_string()).or_default() += v;
+            }
+        }
+    }
+    out
+}
+
+/// The interfaces whose reverse-path filter is strict: the larger of
+/// `all` and the interface's own `rp_filter` is 1 (2 is loose).
+pub fn rp_filter_strict(devices: &[String], read: impl Fn(&str) -> Option<u32>) -> Vec<String> {
+    let all = read("all").unwrap_or(0);
+    devices
+        .iter()
+        .filter(|d| d.as_str() != "lo")
+        .filter(|d| all.max(read(d).unwrap_or(0)) == 1)
+        .cloned()
+        .collect()
+}
+
+/// `nr_throttled` from a cgroup v2 `cpu.stat`.
+pub fn throttled(cpu_stat: &str) -> Option<u64> {
+    cpu_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("nr_throttled "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// This process's `cpu.stat` with a throttling count: cgroup v2's, or v1's
+/// cpu controller where v2 has none (hybrid hosts).
+fn own_cpu_stat() -> Option<String> {
+    let cgroup = read("/proc/self/cgroup")?;
+    cpu_stat_paths(&cgroup)
+        .into_iter()
+        .filter_map(|p| read(&p))
+        .find(|s| throttled(s).is_some())
+}
+
+/// Where `cpu.stat` may be for a process with this `/proc/PID/cgroup`.
+pub fn cpu_stat_paths(cgroup: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for line in cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let path = path.trim().trim_end_matches('/');
+        if controllers.is_empty() {
+            paths.push(format!("/sys/fs/cgroup{path}/cpu.stat"));
+            paths.push(format!("/sys/fs/cgroup/unified{path}/cpu.stat"));
+        } else if controllers.split(',').any(|c| c == "cpu") {
+            paths.push(format!("/sys/fs/cgroup/{controllers}{path}/cpu.stat"));
+            paths.push(format!("/sys/fs/cgroup/cpu{path}/cpu.stat"));
+        }
+    }
+    paths
 }
 
 /// Interface names from the text of `/proc/net/dev`.
@@ -85,8 +177,59 @@ pub async fn gather(node: &str) -> NodeFacts {
         conntrack_udp_timeout_stream: read_u32(
             "/proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream",
         ),
-        kube_proxy_ipvs: devices.map(|d| d.iter().any(|n| n == "kube-ipvs0")),
+        kube_proxy_ipvs: devices
+            .as_ref()
+            .map(|d| d.iter().any(|n| n == "kube-ipvs0")),
         overlays,
+        counters: counters(),
+        rises: Counters::default(),
+        pod_rises: Counters::default(),
+        conntrack_count: read_u64("/proc/sys/net/netfilter/nf_conntrack_count"),
+        conntrack_max: read_u64("/proc/sys/net/netfilter/nf_conntrack_max"),
+        neigh_entries: read("/proc/thread-self/net/stat/arp_cache")
+            .and_then(|s| stat_columns(&s).get("entries").copied()),
+        neigh_gc_thresh3: read_u64("/proc/sys/net/ipv4/neigh/default/gc_thresh3"),
+        rp_filter_strict: rp_filter_strict(devices.as_deref().unwrap_or(&[]), |d| {
+            read_u32(&format!("/proc/sys/net/ipv4/conf/{d}/rp_filter"))
+        }),
+        ipvs_conn_reuse_mode: read_u32("/proc/sys/net/ipv4/vs/conn_reuse_mode"),
+        zone: labels_from_env()
+            .get("topology.kubernetes.io/zone")
+            .cloned(),
+    }
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    read(path)?.trim().parse().ok()
+}
+
+/// The counters that name failure classes, as this thread's network
+/// namespace (and this process's cgroup) count them now.
+pub fn counters() -> Counters {
+    let ext = read("/proc/thread-self/net/netstat").map(|s| tcp_ext(&s));
+    let ct = read("/proc/thread-self/net/stat/nf_conntrack").map(|s| stat_columns(&s));
+    let fulls = |file: &str| {
+        read(&format!("/proc/thread-self/net/stat/{file}"))
+            .and_then(|s| stat_columns(&s).get("table_fulls").copied())
+    };
+    let get = |m: &Option<std::collections::BTreeMap<String, u64>>, k: &str| {
+        m.as_ref().and_then(|m| m.get(k).copied())
+    };
+    Counters {
+        listen_overflows: get(&ext, "ListenOverflows"),
+        listen_drops: get(&ext, "ListenDrops"),
+        req_q_full_drops: get(&ext, "TCPReqQFullDrop"),
+        syncookies_sent: get(&ext, "SyncookiesSent"),
+        reverse_path_drops: get(&ext, "IPReversePathFilter"),
+        conntrack_drops: get(&ct, "drop"),
+        conntrack_early_drops: get(&ct, "early_drop"),
+        conntrack_insert_failed: get(&ct, "insert_failed"),
+        conntrack_invalid: get(&ct, "invalid"),
+        neigh_table_fulls: match (fulls("arp_cache"), fulls("ndisc_cache")) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        },
+        throttled_periods: own_cpu_stat().and_then(|s| throttled(&s)),
     }
 }
 
@@ -154,7 +297,33 @@ pub fn with_rise(earlier: &NodeFacts, mut later: NodeFacts) -> NodeFacts {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    later.rises = later.counters.rise_since(&earlier.counters);
     later
+}
+
+/// The rise of every counter over a window, each in its own
+/// [`CounterWindow`].
+#[derive(Debug, Default)]
+pub struct CounterWindows {
+    each: std::collections::BTreeMap<&'static str, CounterWindow>,
+}
+
+impl CounterWindows {
+    /// Records `now`'s readings and returns each counter's rise over
+    /// `window` (`None` until two readings, or where unreadable).
+    pub fn rises(
+        &mut self,
+        at: std::time::Instant,
+        now: &Counters,
+        window: std::time::Duration,
+    ) -> Counters {
+        let mut out = Counters::default();
+        for (name, value) in now.fields() {
+            let rise = value.and_then(|v| self.each.entry(name).or_default().rise(at, v, window));
+            out.set(name, rise);
+        }
+        out
+    }
 }
 
 /// Active TX checksum features over ethtool netlink, as `ethtool -k` reads them.
@@ -216,6 +385,51 @@ mod tests {
                     0000000a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000010 00000000\n\
                     0000000a 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000000\n";
         assert_eq!(conntrack_insert_failed(stat), Some(17));
+    }
+
+    #[test]
+    fn reads_the_counters_that_name_failure_classes() {
+        let netstat = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDrop IPReversePathFilter\n\
+                       TcpExt: 2 7 9 1 4\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let ext = tcp_ext(netstat);
+        assert_eq!(ext["ListenOverflows"], 7);
+        assert_eq!(ext["IPReversePathFilter"], 4);
+        let arp = "entries  allocs destroys hash_grows lookups hits res_failed rcv_probes_mcast rcv_probes_ucast periodic_gc_runs forced_gc_runs unresolved_discards table_fulls\n\
+                   00000005 1 0 0 0 0 0 0 0 0 0 0 00000002\n\
+                   00000005 1 0 0 0 0 0 0 0 0 0 0 00000003\n";
+        let cols = stat_columns(arp);
+        assert_eq!((cols["entries"], cols["table_fulls"]), (5, 5));
+        let strict = rp_filter_strict(&["lo".into(), "eth0".into(), "cali1".into()], |d| match d {
+            "all" => Some(0),
+            "eth0" => Some(1),
+            _ => Some(2),
+        });
+        assert_eq!(strict, ["eth0"]);
+        assert_eq!(
+            throttled("usage_usec 5\nnr_periods 10\nnr_throttled 3\nthrottled_usec 9\n"),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn finds_cpu_stat_under_cgroup_v2_and_v1() {
+        assert_eq!(
+            cpu_stat_paths("0::/kubepods/pod1/c1\n"),
+            [
+                "/sys/fs/cgroup/kubepods/pod1/c1/cpu.stat",
+                "/sys/fs/cgroup/unified/kubepods/pod1/c1/cpu.stat"
+            ]
+        );
+        let hybrid = "4:memory:/x\n2:cpu,cpuacct:/kubepods/p\n0::/\n";
+        assert_eq!(
+            cpu_stat_paths(hybrid),
+            [
+                "/sys/fs/cgroup/cpu,cpuacct/kubepods/p/cpu.stat",
+                "/sys/fs/cgroup/cpu/kubepods/p/cpu.stat",
+                "/sys/fs/cgroup/cpu.stat",
+                "/sys/fs/cgroup/unified/cpu.stat"
+            ]
+        );
     }
 
     #[test]
