@@ -71,6 +71,7 @@ async fn echo_names_its_node_and_pod_and_the_header_sets_the_path() {
         listener,
         id,
         echo::Delay::None,
+        tailprobe::server::http::Limits::ECHO,
         Default::default(),
         cancel.clone(),
     ));

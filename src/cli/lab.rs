@@ -292,7 +292,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             let took = lab::up_with(
                 &plan,
                 &(&knobs).into(),
-                &echo_delay_arg(&echo_delay),
+                &echo_delay.to_string(),
                 &kube.options()?,
             )?;
             println!(
@@ -538,17 +538,6 @@ fn kube_run(plan: &crate::lab::Plan, args: &LabMatrixArgs, daemons: bool) -> any
 }
 
 /// The `--delay` argument that reproduces a parsed delay.
-fn echo_delay_arg(d: &crate::server::echo::Delay) -> String {
-    use crate::server::echo::Delay;
-    let f = |d: &std::time::Duration| format!("{}us", d.as_micros());
-    match d {
-        Delay::None => "0s".into(),
-        Delay::Fixed(x) => f(x),
-        Delay::Uniform(a, b) => format!("uniform:{}..{}", f(a), f(b)),
-        Delay::Exponential(m) => format!("exp:{}", f(m)),
-    }
-}
-
 fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Result<u8> {
     use crate::lab::{self, run};
     let plan = lab::find(&args.name.prefix)?;

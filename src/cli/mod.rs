@@ -176,9 +176,27 @@ pub struct EchoArgs {
     /// The pod to name (default: POD_NAME).
     #[arg(long, env = "POD_NAME", default_value = "unknown")]
     pub pod: String,
-    /// Service time before each response: `5ms`, `uniform:1ms..20ms` or `exp:5ms`.
+    /// Service time before each response: `5ms`, `uniform:1ms..20ms`,
+    /// `exp:5ms`, or `2s@10%` (a tenth of responses 2 s late, the rest at
+    /// once).
     #[arg(long, default_value = "0s")]
     pub delay: crate::server::echo::Delay,
+    /// The listen backlog: connections the kernel holds for accept (capped
+    /// by net.core.somaxconn).
+    #[arg(long, default_value_t = 1024)]
+    pub backlog: u32,
+    /// Accept at most this many connections a second (0: no limit); the
+    /// rest wait in the accept queue and past --backlog their SYNs are
+    /// dropped, as behind a backend whose accept loop is slow.
+    #[arg(long, default_value_t = 0.0)]
+    pub accept_rate: f64,
+    /// Also answer DNS on this address, UDP and TCP: a resolver whose
+    /// node is known, for `dns://` targets.
+    #[arg(long)]
+    pub dns: Option<SocketAddr>,
+    /// The address every A question is answered with.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub dns_answer: std::net::Ipv4Addr,
 }
 
 /// Parses the process arguments and runs; the exit code follows the
@@ -571,24 +589,63 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Echo(args) => {
+            if !(args.accept_rate.is_finite() && args.accept_rate >= 0.0) {
+                anyhow::bail!(
+                    "--accept-rate {} is not a rate; give connections a second, 0 for no limit",
+                    args.accept_rate
+                );
+            }
             block_on(async {
-                let listener = tokio::net::TcpListener::bind(args.listen)
-                    .await
+                let listener = crate::server::echo::listen(args.listen, args.backlog)
                     .with_context(|| {
                         format!(
                             "cannot listen on {}; pick a free address with --listen",
                             args.listen
                         )
                     })?;
-                tracing::info!(addr = %args.listen, node = %args.node, pod = %args.pod, "Echo serving.");
+                tracing::info!(addr = %args.listen, node = %args.node, pod = %args.pod, delay = %args.delay, "Echo serving.");
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
+                let dns = match args.dns {
+                    Some(addr) => {
+                        let responder = crate::server::dns::Responder::bind(addr)
+                            .await
+                            .with_context(|| {
+                                format!(
+                                    "cannot answer DNS on {addr}; pick a free address with --dns"
+                                )
+                            })?;
+                        tracing::info!(%addr, answer = %args.dns_answer, "DNS answering.");
+                        Some(tokio::spawn(
+                            responder.serve(args.dns_answer, cancel.clone()),
+                        ))
+                    }
+                    None => None,
+                };
                 let id = crate::server::echo::EchoIdentity {
                     node: args.node,
                     pod: args.pod,
                 };
-                crate::server::echo::serve(listener, id, args.delay, Default::default(), cancel)
-                    .await;
+                let limits = crate::server::http::Limits {
+                    accept_every: if args.accept_rate > 0.0 {
+                        std::time::Duration::from_secs_f64(1.0 / args.accept_rate)
+                    } else {
+                        std::time::Duration::ZERO
+                    },
+                    ..crate::server::http::Limits::ECHO
+                };
+                crate::server::echo::serve(
+                    listener,
+                    id,
+                    args.delay,
+                    limits,
+                    Default::default(),
+                    cancel,
+                )
+                .await;
+                if let Some(task) = dns {
+                    task.await?;
+                }
                 anyhow::Ok(())
             })??;
             Ok(0)

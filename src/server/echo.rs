@@ -43,11 +43,14 @@ pub enum Delay {
     Uniform(Duration, Duration),
     /// Exponential with this mean: a long tail of slow responses.
     Exponential(Duration),
+    /// A share of responses (0 to 1) this late, the rest at once: the
+    /// bimodal service time of a backend that stalls now and then.
+    Share(Duration, f64),
 }
 
 impl std::str::FromStr for Delay {
     type Err = String;
-    /// `5ms`, `uniform:1ms..20ms`, `exp:5ms`.
+    /// `5ms`, `uniform:1ms..20ms`, `exp:5ms`, `2s@10%`.
     fn from_str(s: &str) -> Result<Self, String> {
         let d = |v: &str| {
             humantime::parse_duration(v.trim()).map_err(|e| {
@@ -67,11 +70,37 @@ impl std::str::FromStr for Delay {
             Ok(Delay::Uniform(lo, hi))
         } else if let Some(mean) = s.strip_prefix("exp:") {
             Ok(Delay::Exponential(d(mean)?))
+        } else if let Some((late, share)) = s.split_once('@') {
+            let pct: f64 = share
+                .trim()
+                .strip_suffix('%')
+                .and_then(|p| p.trim().parse().ok())
+                .filter(|p: &f64| (0.0..=100.0).contains(p))
+                .ok_or_else(|| {
+                    format!(
+                        "--delay \"{s}\": write a share of late responses as 2s@10% (0 to 100 %)"
+                    )
+                })?;
+            Ok(Delay::Share(d(late)?, pct / 100.0))
         } else {
             Ok(match d(s)? {
                 z if z.is_zero() => Delay::None,
                 fixed => Delay::Fixed(fixed),
             })
+        }
+    }
+}
+
+/// The spec back, as `--delay` reads it (durations in microseconds).
+impl std::fmt::Display for Delay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |d: &Duration| format!("{}us", d.as_micros());
+        match self {
+            Delay::None => write!(f, "0s"),
+            Delay::Fixed(d) => write!(f, "{}", us(d)),
+            Delay::Uniform(a, b) => write!(f, "uniform:{}..{}", us(a), us(b)),
+            Delay::Exponential(m) => write!(f, "exp:{}", us(m)),
+            Delay::Share(d, p) => write!(f, "{}@{}%", us(d), p * 100.0),
         }
     }
 }
@@ -87,6 +116,13 @@ impl Delay {
             Delay::Exponential(mean) => {
                 let u: f64 = rand::rng().random_range(f64::EPSILON..1.0);
                 mean.mul_f64(-u.ln()).min(Duration::from_secs(3600))
+            }
+            Delay::Share(late, share) => {
+                if rand::rng().random::<f64>() < share {
+                    late
+                } else {
+                    Duration::ZERO
+                }
             }
         }
     }
@@ -117,22 +153,30 @@ pub fn router(id: EchoIdentity, delay: Delay) -> Router {
         .with_state(state)
 }
 
-/// Serves until `cancel` fires, then drains within the echo's grace.
+/// Serves until `cancel` fires, then drains within `limits`' grace
+/// ([`super::http::Limits::ECHO`] unless a rehearsal paces accepts).
 pub async fn serve(
     listener: TcpListener,
     id: EchoIdentity,
     delay: Delay,
+    limits: super::http::Limits,
     counters: super::http::ServerCounters,
     cancel: CancellationToken,
 ) {
-    super::http::serve(
-        listener,
-        router(id, delay),
-        super::http::Limits::ECHO,
-        counters,
-        cancel,
-    )
-    .await
+    super::http::serve(listener, router(id, delay), limits, counters, cancel).await
+}
+
+/// A listener on `addr` with this accept backlog (the kernel caps it at
+/// `net.core.somaxconn`).
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(backlog)
 }
 
 async fn wait(s: &EchoState) {
@@ -230,5 +274,15 @@ mod tests {
                 .contains("uniform:1ms..20ms")
         );
         assert!("5x".parse::<Delay>().is_err());
+        let b: Delay = "2s@10%".parse().unwrap();
+        assert_eq!(b, Delay::Share(Duration::from_secs(2), 0.1));
+        let late = (0..20_000).filter(|_| !b.sample().is_zero()).count();
+        assert!((1_700..2_300).contains(&late), "{late}");
+        assert!("2s@110%".parse::<Delay>().is_err());
+        for spec in ["0s", "5ms", "uniform:1ms..20ms", "exp:5ms", "2s@12.5%"] {
+            let d: Delay = spec.parse().unwrap();
+            assert_eq!(d.to_string().parse::<Delay>(), Ok(d), "{spec}");
+        }
+        assert!("2s@10".parse::<Delay>().unwrap_err().contains("2s@10%"));
     }
 }

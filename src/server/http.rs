@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// On shutdown, open connections may finish for this long.
     pub shutdown_grace: Duration,
+    /// At most one accept this often (zero: as fast as they come); the rest
+    /// wait in the kernel's accept queue, as behind a server whose accept
+    /// loop is slow, and past its backlog their SYNs are dropped.
+    pub accept_every: Duration,
 }
 
 impl Limits {
@@ -44,6 +48,7 @@ impl Limits {
             header_read_timeout: s.header_read_timeout.get(),
             max_head_bytes: 16 << 10,
             shutdown_grace: s.shutdown_grace.get(),
+            accept_every: Duration::ZERO,
         }
     }
     /// The echo target: every prober of the cluster, each with a few probes
@@ -53,6 +58,7 @@ impl Limits {
         header_read_timeout: Duration::from_secs(10),
         max_head_bytes: 16 << 10,
         shutdown_grace: Duration::from_secs(2),
+        accept_every: Duration::ZERO,
     };
 }
 
@@ -84,7 +90,15 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_head_bytes.max(8192));
+    let mut next_accept = tokio::time::Instant::now();
     loop {
+        if !limits.accept_every.is_zero() {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(next_accept) => {}
+            }
+            next_accept = tokio::time::Instant::now() + limits.accept_every;
+        }
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
