@@ -64,6 +64,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
                         (400 + jitter, 0)
                     };
                     WireSample {
+                        l: None,
                         t: now_ms - 600_000 + (s as u64) * 30_000 + jitter,
                         dns: None,
                         c: Some(connect),

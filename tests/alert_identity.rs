@@ -35,6 +35,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
         },
         samples: (0..20)
             .map(|i| Sample {
+                prober_lag_ms: None,
                 at: SystemTime::UNIX_EPOCH + Duration::from_secs(i),
                 phases: Phases {
                     dns: None,
@@ -50,6 +51,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
             .collect(),
         body_bytes: 2,
         pending: vec![],
+        dns_parallel: false,
     }
 }
 

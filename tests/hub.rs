@@ -473,6 +473,7 @@ async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
                 } else {
                     (0..5)
                         .map(|i| WireSample {
+                            l: None,
                             t: now_ms - 5_000 + i * 1_000,
                             dns: None,
                             c: Some(700),

@@ -12,7 +12,7 @@ use common::browser::Browser;
 use serde_json::json;
 use tailprobe::export::report::{Cell, ClusterCell, ClusterMatrix, rungs_of};
 use tailprobe::model::{
-    DetectorConfig, Dims, NodeFacts, Outcome, OverlayDevice, PathKind, Phases, Sample,
+    Counters, DetectorConfig, Dims, NodeFacts, Outcome, OverlayDevice, PathKind, Phases, Sample,
     SeriesWindow, SourceKind, TraceRef,
 };
 
@@ -36,6 +36,9 @@ fn facts(node: &str) -> NodeFacts {
             tx_checksumming: Some(true),
             tx_checksum_ip_generic: Some(true),
         }],
+        counters: Counters::zero(),
+        rises: Counters::zero(),
+        ..NodeFacts::default()
     }
 }
 
@@ -59,6 +62,7 @@ fn incident() -> ClusterMatrix {
                             (Some(Duration::from_micros(600 + i * 20)), 0, Outcome::Ok)
                         };
                         Sample {
+                            prober_lag_ms: None,
                             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i),
                             phases: Phases {
                                 dns: None,

@@ -228,7 +228,7 @@ evaluation_interval: 1m
 tests:
   - interval: 1m
     input_series:
-      - series: 'tailprobe_findings{{kind="syn-retransmit-ladder",scope="kind-path/host/cross-node",cause="vxlan-udp-checksum-offload",pod="p1"}}'
+      - series: 'tailprobe_findings{{kind="syn-retransmit-ladder",scope="kind-path/host/cross-node",cause="vxlan-udp-checksum-offload",locus="network",pod="p1"}}'
         values: '1x5'
       - series: 'tailprobe_kubernetes_watch_up{{namespace="tailprobe",pod="p1",resource="services"}}'
         values: '0x20'
@@ -245,9 +245,10 @@ tests:
               kind: syn-retransmit-ladder
               scope: kind-path/host/cross-node
               cause: vxlan-udp-checksum-offload
+              locus: network
             exp_annotations:
-              summary: "tailprobe finds syn-retransmit-ladder on kind-path/host/cross-node"
-              description: "A prober's detector raised syn-retransmit-ladder on kind-path/host/cross-node; likeliest cause vxlan-udp-checksum-offload. The probers' /api/v1/findings carry the evidence and the remediation."
+              summary: "tailprobe finds syn-retransmit-ladder on kind-path/host/cross-node (network)"
+              description: "A prober's detector raised syn-retransmit-ladder on kind-path/host/cross-node; it lies in the network, likeliest cause vxlan-udp-checksum-offload. The probers' /api/v1/findings carry the evidence and the remediation."
               runbook_url: "https://github.com/tailprobe/tailprobe/blob/main/README.md#how-the-detector-decides"
       - eval_time: 15m
         alertname: TailprobeDiscoveryDown

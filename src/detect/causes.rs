@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::stat::RungShape;
-use super::{Evidence, FindingKind};
+use super::{Evidence, FindingKind, Locus};
 
 /// Which cause: the identity a finding's likely causes and the metrics'
 /// `cause` label carry.
@@ -20,6 +20,15 @@ pub enum CauseId {
     ConntrackDnsRace,
     OverlayPmtuBlackhole,
     NeighbourResolution,
+    BackendSlow,
+    ProberStarved,
+    ListenQueueOverflow,
+    ConntrackTableFull,
+    NeighbourTableOverflow,
+    SnatPortClash,
+    ReversePathFilter,
+    StaleProxyRules,
+    DnsPathLoss,
 }
 
 impl CauseId {
@@ -32,6 +41,15 @@ impl CauseId {
             CauseId::ConntrackDnsRace => "conntrack-dns-race",
             CauseId::OverlayPmtuBlackhole => "overlay-pmtu-blackhole",
             CauseId::NeighbourResolution => "neighbour-resolution",
+            CauseId::BackendSlow => "backend-slow",
+            CauseId::ProberStarved => "prober-starved",
+            CauseId::ListenQueueOverflow => "listen-queue-overflow",
+            CauseId::ConntrackTableFull => "conntrack-table-full",
+            CauseId::NeighbourTableOverflow => "neighbour-table-overflow",
+            CauseId::SnatPortClash => "snat-port-clash",
+            CauseId::ReversePathFilter => "reverse-path-filter",
+            CauseId::StaleProxyRules => "stale-proxy-rules",
+            CauseId::DnsPathLoss => "dns-path-loss",
         }
     }
 }
@@ -66,6 +84,9 @@ pub enum Check {
     CrossNodeOnly,
     /// Host-network sources are hit while pod-network sources are clean.
     HostNetworkOnly,
+    /// The hit paths go through Services while the straight paths to the
+    /// pods from the same sources are clean.
+    ServiceOnly,
     /// Every hit path leads to one destination node.
     OneDestination,
     /// kube-proxy runs in IPVS mode (its `kube-ipvs0` device exists).
@@ -97,12 +118,46 @@ pub enum Check {
     LocalUdpChecksumErrors,
     /// Lookups sit on the resolver's 5 s / 10 s rungs.
     DnsRung,
-    /// conntrack's insert_failed counter is non-zero on a hit source.
-    ConntrackInsertFailed,
     /// Large responses fail or stall where small ones to the same node pass.
     LargeBodiesOnly,
     /// Only the first connections to each path were slow; later ones fast.
     FirstContactOnly,
+    /// Answers came late after a fast handshake.
+    LateAnswers,
+    /// Same-node and cross-node paths are hit alike.
+    SameAndCrossNode,
+    /// The prober started its probes late against their schedule.
+    ProberLate,
+    /// The prober's cgroup throttled it over the window.
+    ProberThrottled,
+    /// The scope's one destination is hit from every source probing it.
+    Column,
+    /// One source is hit; the others' paths to the same places are clean.
+    Row,
+    /// A same-node path is hit.
+    SameNodeHit,
+    /// The destinations' listen queues dropped SYNs (ListenOverflows rose).
+    DestListenDrops,
+    /// conntrack dropped flows at either end (drop, early_drop rose).
+    ConntrackDropsRose,
+    /// A conntrack table is 90 % full or more.
+    ConntrackNearFull,
+    /// conntrack insert_failed rose on a source.
+    InsertFailedRose,
+    /// A source's neighbour table refused entries (table_fulls rose).
+    NeighTableFull,
+    /// A source's neighbour table is at 90 % of gc_thresh3 or more.
+    NeighNearLimit,
+    /// The reverse-path filter dropped packets (IPReversePathFilter rose).
+    ReversePathDrops,
+    /// Some interface filters reverse paths strictly (rp_filter 1).
+    RpFilterStrict,
+    /// IPVS conn_reuse_mode is 1.
+    IpvsConnReuseOn,
+    /// The dominant rung is exactly one lost SYN (1 s).
+    OneSecondRung,
+    /// The lookups sent A and AAAA at once from one socket.
+    ParallelQueries,
 }
 
 impl Check {
@@ -111,6 +166,9 @@ impl Check {
         match self {
             Check::CrossNodeOnly => "only cross-node paths are hit, same-node paths are clean",
             Check::HostNetworkOnly => "host-network probes are hit, pod-network probes are clean",
+            Check::ServiceOnly => {
+                "paths through a Service are hit, the straight paths to the same pods are clean"
+            }
             Check::OneDestination => "every hit path leads to one destination node",
             Check::IpvsMode => "kube-proxy runs in IPVS mode (kube-ipvs0 exists)",
             Check::EarlyRung => "probes sit on the first rungs (one or two lost SYNs)",
@@ -139,9 +197,40 @@ impl Check {
                 "the source node's own UdpInCsumErrors rose: it receives the other nodes' overlay traffic"
             }
             Check::DnsRung => "lookups sit on the resolver's 5 s / 10 s timeouts",
-            Check::ConntrackInsertFailed => "conntrack insert_failed is non-zero",
             Check::LargeBodiesOnly => "large responses fail while small ones to the same node pass",
             Check::FirstContactOnly => "slow connects only on the first contact with each path",
+            Check::LateAnswers => "answers began late after a fast handshake",
+            Check::SameAndCrossNode => "same-node and cross-node paths are hit alike",
+            Check::ProberLate => "the prober started its probes late against their schedule",
+            Check::ProberThrottled => {
+                "the prober's cgroup throttled it (cpu.stat nr_throttled rose)"
+            }
+            Check::Column => {
+                "every source that probes the destination is hit there: a column of the matrix"
+            }
+            Check::Row => {
+                "one source is hit; the other sources' paths to the same nodes are clean: a row"
+            }
+            Check::SameNodeHit => "a same-node path is hit: not the overlay",
+            Check::DestListenDrops => {
+                "the destination's listen queue dropped SYNs (TcpExtListenOverflows/ListenDrops rose)"
+            }
+            Check::ConntrackDropsRose => "conntrack dropped new flows (drop, early_drop rose)",
+            Check::ConntrackNearFull => "a conntrack table is 90 % full or more",
+            Check::InsertFailedRose => "conntrack insert_failed rose on the source",
+            Check::NeighTableFull => {
+                "the source's neighbour table refused new entries (table_fulls rose)"
+            }
+            Check::NeighNearLimit => {
+                "the source's neighbour table is at 90 % of gc_thresh3 or more"
+            }
+            Check::ReversePathDrops => {
+                "the reverse-path filter dropped packets (TcpExtIPReversePathFilter rose)"
+            }
+            Check::RpFilterStrict => "an interface filters reverse paths strictly (rp_filter 1)",
+            Check::IpvsConnReuseOn => "net.ipv4.vs.conn_reuse_mode is 1",
+            Check::OneSecondRung => "the probes lost exactly one SYN (the 1 s rung)",
+            Check::ParallelQueries => "A and AAAA left one socket at once (what the race needs)",
         }
     }
 
@@ -158,6 +247,7 @@ impl Check {
                 }
             }
             Check::HostNetworkOnly => e.pod_probed.then_some(e.host_hit && !e.pod_hit),
+            Check::ServiceOnly => e.pod_ip_probed.then_some(e.service_hit && !e.pod_ip_hit),
             Check::OneDestination => e.one_destination,
             Check::IpvsMode => e.kube_proxy_ipvs,
             Check::EarlyRung => e.dominant_rung.map(|k| k <= 2),
@@ -174,9 +264,26 @@ impl Check {
                 e.local_udp_checksum_errors.filter(|n| *n > 0).map(|_| true)
             }
             Check::DnsRung => Some(e.dns_rung),
-            Check::ConntrackInsertFailed => e.conntrack_insert_failed.map(|n| n > 0),
             Check::LargeBodiesOnly => Some(e.large_bodies_only),
             Check::FirstContactOnly => Some(e.first_contact_only),
+            Check::LateAnswers => Some(e.late_answers),
+            Check::SameAndCrossNode => Some(e.same_node_hit && e.cross_node_hit),
+            Check::ProberLate => Some(e.prober_late),
+            Check::ProberThrottled => e.prober_throttled,
+            Check::Column => e.column,
+            Check::Row => e.row,
+            Check::SameNodeHit => e.same_node_probed.then_some(e.same_node_hit),
+            Check::DestListenDrops => e.dest_listen_drops.map(|n| n > 0),
+            Check::ConntrackDropsRose => e.conntrack_drops.map(|n| n > 0),
+            Check::ConntrackNearFull => e.conntrack_near_full,
+            Check::InsertFailedRose => e.source_insert_failed.map(|n| n > 0),
+            Check::NeighTableFull => e.neigh_table_fulls.map(|n| n > 0),
+            Check::NeighNearLimit => e.neigh_near_limit,
+            Check::ReversePathDrops => e.reverse_path_drops.map(|n| n > 0),
+            Check::RpFilterStrict => e.rp_filter_strict,
+            Check::IpvsConnReuseOn => e.ipvs_conn_reuse,
+            Check::OneSecondRung => e.dominant_rung.map(|k| k == 1),
+            Check::ParallelQueries => Some(e.dns_parallel),
         }
     }
 }
@@ -191,6 +298,16 @@ pub struct CauseSpec {
     /// Evidence it expects, with weights; the first is required.
     pub checks: &'static [(Check, f64)],
     pub remediation: &'static [&'static str],
+    /// Where the trouble lies when this is the cause.
+    pub locus: Locus,
+}
+
+/// Where a cause puts the trouble.
+pub fn locus_of(id: CauseId) -> Locus {
+    CAUSES
+        .iter()
+        .find(|c| c.id == id)
+        .map_or(Locus::Unknown, |c| c.locus)
 }
 
 /// `{overlay}` in a remediation is replaced by the overlay device found on
@@ -209,6 +326,7 @@ pub const CAUSES: &[CauseSpec] = &[
             (Check::CrossNodeOnly, 3.0),
             (Check::NatEscapeRung, 3.0),
             (Check::HostNetworkOnly, 2.0),
+            (Check::ServiceOnly, 2.0),
             (Check::OverlayTxChecksumOn, 2.0),
             (Check::ReceiverUdpChecksumErrors, 2.0),
             (Check::DeterministicRungs, 1.0),
@@ -223,6 +341,7 @@ pub const CAUSES: &[CauseSpec] = &[
             "kube-proxy that clears the mark before masquerading (Kubernetes 1.16.13, 1.17.9, 1.18.6 or later)",
             "Flannel: the same bug on flannel.1; upgrade Flannel (fixed by flannel-io/flannel#1681)",
         ],
+        locus: Locus::Network,
     },
     CauseSpec {
         id: CauseId::SynDroppedOnPath,
@@ -242,6 +361,7 @@ pub const CAUSES: &[CauseSpec] = &[
             "nstat -az TcpExtListenOverflows TcpExtListenDrops on the backend (accept queue)",
             "conntrack -S (drop, early_drop, insert_failed) and net.netfilter.nf_conntrack_max",
         ],
+        locus: Locus::Network,
     },
     CauseSpec {
         id: CauseId::PathPacketLoss,
@@ -258,6 +378,7 @@ pub const CAUSES: &[CauseSpec] = &[
             "ip -s link and ethtool -S on the nodes' NICs for drops and errors",
             "the underlay between the nodes (switch ports, MTU, bonding)",
         ],
+        locus: Locus::Network,
     },
     CauseSpec {
         id: CauseId::IpvsConnReuse,
@@ -267,12 +388,14 @@ pub const CAUSES: &[CauseSpec] = &[
         kinds: &[FindingKind::SynRetransmitLadder],
         checks: &[
             (Check::IpvsMode, 3.0),
+            (Check::IpvsConnReuseOn, 2.0),
+            (Check::OneSecondRung, 2.0),
             (Check::FewProbes, 1.0),
-            (Check::EarlyRung, 2.0),
         ],
         remediation: &[
             "only on IPVS clusters: sysctl net.ipv4.vs.conn_reuse_mode=0 on the nodes, or a kernel >= 5.9 with kube-proxy >= 1.22",
         ],
+        locus: Locus::Network,
     },
     CauseSpec {
         id: CauseId::ConntrackDnsRace,
@@ -280,11 +403,35 @@ pub const CAUSES: &[CauseSpec] = &[
         why: "glibc sends the A and AAAA queries from one socket at once; conntrack drops one of them on an \
               insert race and the resolver waits its 5 s timeout.",
         kinds: &[FindingKind::DnsTimeoutLadder],
-        checks: &[(Check::DnsRung, 3.0), (Check::ConntrackInsertFailed, 2.0)],
+        checks: &[
+            (Check::ParallelQueries, 3.0),
+            (Check::InsertFailedRose, 3.0),
+            (Check::DnsRung, 1.0),
+        ],
         remediation: &[
             "dnsConfig options single-request-reopen (glibc) in the pods",
             "NodeLocal DNSCache, so queries leave the node over TCP or not at all",
         ],
+        locus: Locus::Dns,
+    },
+    CauseSpec {
+        id: CauseId::DnsPathLoss,
+        title: "DNS queries lost on the way to the resolver",
+        why: "a query or its answer is lost like any packet on the path to the resolver's node, and the \
+              client waits out its 5 s timeout before asking again; lookups to a resolver on the client's \
+              own node, which cross no other node, are on time.",
+        kinds: &[FindingKind::DnsTimeoutLadder],
+        checks: &[
+            (Check::DnsRung, 3.0),
+            (Check::CrossNodeOnly, 2.0),
+            (Check::OneDestination, 1.0),
+        ],
+        remediation: &[
+            "the path to the resolver's node: its underlay and overlay (the same sources' other paths there)",
+            "NodeLocal DNSCache: lookups answered on the node, and sent on over TCP",
+            "the resolver's own health on that node: coredns_dns_requests_total and its drops",
+        ],
+        locus: Locus::Dns,
     },
     CauseSpec {
         id: CauseId::OverlayPmtuBlackhole,
@@ -297,6 +444,7 @@ pub const CAUSES: &[CauseSpec] = &[
             "set the overlay MTU to the underlay MTU minus the encapsulation (1450 for VXLAN on 1500, 1480 for IPIP)",
             "let ICMP type 3 code 4 (fragmentation needed) through every firewall on the path",
         ],
+        locus: Locus::Network,
     },
     CauseSpec {
         id: CauseId::NeighbourResolution,
@@ -309,6 +457,146 @@ pub const CAUSES: &[CauseSpec] = &[
             "ip -s neigh on the source: FAILED or INCOMPLETE entries, and net.ipv4.neigh.default.gc_thresh1..3 on large clusters",
             "the underlay for dropped ARP (broadcast limits, port security)",
         ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::BackendSlow,
+        title: "The backend answers late",
+        why: "the connection is up at once, then a share of requests waits seconds for the first byte: the \
+              server's own time (a pause, a saturated worker pool, a slow dependency), which no network fix \
+              shortens.",
+        kinds: &[FindingKind::ServerTimeTail],
+        checks: &[(Check::LateAnswers, 3.0), (Check::SameAndCrossNode, 1.0)],
+        remediation: &[
+            "the backend's own latency: its logs and metrics at the slow answers' times (the example traces)",
+            "pauses in the server process (garbage collection, CPU throttling: cpu.stat nr_throttled in its cgroup)",
+            "its dependencies and worker pool: a queue that fills shows as a share of slow answers",
+        ],
+        locus: Locus::Backend,
+    },
+    CauseSpec {
+        id: CauseId::ListenQueueOverflow,
+        title: "The backend's accept queue overflows",
+        why: "the destination's listening socket holds no more pending connections (its backlog is full: \
+              the server accepts too slowly), and the kernel drops new SYNs until there is room; every path \
+              to it suffers, its own node's included, so it is not the network.",
+        kinds: &[FindingKind::SynRetransmitLadder, FindingKind::ProbeFailures],
+        checks: &[
+            (Check::Column, 3.0),
+            (Check::DestListenDrops, 3.0),
+            (Check::SameNodeHit, 2.0),
+        ],
+        remediation: &[
+            "on the destination: nstat -az TcpExtListenOverflows TcpExtListenDrops, and ss -ltn (Recv-Q at Send-Q is a full queue)",
+            "a larger backlog (the server's listen() backlog and net.core.somaxconn) and a faster accept loop",
+            "more backend replicas, or fewer connections (keep-alive for real clients)",
+        ],
+        locus: Locus::Backend,
+    },
+    CauseSpec {
+        id: CauseId::ConntrackTableFull,
+        title: "The conntrack table is full",
+        why: "with the connection-tracking table at nf_conntrack_max, new flows are dropped (or old ones \
+              evicted early) until entries expire: SYNs vanish at random on every path through that node.",
+        kinds: &[FindingKind::SynRetransmitLadder, FindingKind::ProbeFailures],
+        checks: &[
+            (Check::ConntrackDropsRose, 3.0),
+            (Check::ConntrackNearFull, 2.0),
+            (Check::GeometricRungs, 1.0),
+        ],
+        remediation: &[
+            "conntrack -S (drop, early_drop) and net.netfilter.nf_conntrack_count against nf_conntrack_max on the nodes at both ends",
+            "a larger table: kube-proxy --conntrack-max-per-core / --conntrack-min, or sysctl net.netfilter.nf_conntrack_max",
+            "what fills it: conntrack -L | awk '{print $3, $4}' | sort | uniq -c | sort -rn | head (short-lived flows, a scan)",
+        ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::NeighbourTableOverflow,
+        title: "The neighbour (ARP) table overflows",
+        why: "with more peers than net.ipv4.neigh.default.gc_thresh3, the kernel refuses new neighbour entries \
+              (\"neighbour table overflow\"): packets to a peer without an entry wait or are dropped, on the \
+              paths from the node whose table is full.",
+        kinds: &[
+            FindingKind::SynRetransmitLadder,
+            FindingKind::FirstContactDelay,
+            FindingKind::ProbeFailures,
+        ],
+        checks: &[
+            (Check::NeighTableFull, 3.0),
+            (Check::NeighNearLimit, 2.0),
+            (Check::Row, 1.0),
+            (Check::EarlyRung, 1.0),
+        ],
+        remediation: &[
+            "raise net.ipv4.neigh.default.gc_thresh1/2/3 (and net.ipv6.neigh.default.*) above the peers a node talks to: its pods and every node",
+            "ip -4 neigh | wc -l against gc_thresh3; dmesg for \"neighbour table overflow\"",
+        ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::SnatPortClash,
+        title: "SNAT source-port clash on masquerade",
+        why: "two masqueraded flows picked the same source port at once; conntrack refuses the second one's \
+              entry (insert_failed) and its SYN is dropped: one lost SYN, the 1 s rung, on a few new \
+              connections that leave the node through SNAT.",
+        kinds: &[FindingKind::SynRetransmitLadder],
+        checks: &[
+            (Check::InsertFailedRose, 3.0),
+            (Check::OneSecondRung, 2.0),
+            (Check::HostNetworkOnly, 1.0),
+            (Check::FewProbes, 1.0),
+        ],
+        remediation: &[
+            "masquerade with fully random ports (--random-fully; kube-proxy uses it since 1.16; check the CNI's own masquerade rule)",
+            "more addresses to SNAT to, or no SNAT for in-cluster traffic",
+        ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::ReversePathFilter,
+        title: "The reverse-path filter drops an asymmetric path",
+        why: "with rp_filter strict, a packet arriving on an interface the node would not route its reply \
+              through is dropped: on nodes with several interfaces or policy routing, a whole direction of a \
+              path disappears.",
+        kinds: &[FindingKind::SynRetransmitLadder, FindingKind::ProbeFailures],
+        checks: &[
+            (Check::ReversePathDrops, 3.0),
+            (Check::RpFilterStrict, 2.0),
+            (Check::OneDestination, 1.0),
+        ],
+        remediation: &[
+            "sysctl net.ipv4.conf.<interface>.rp_filter=2 (loose) on the interfaces of the asymmetric path; the larger of all and the interface's value applies",
+            "nstat -az TcpExtIPReversePathFilter on both ends; ip route get <source> iif <interface> to see the reply's route",
+        ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::StaleProxyRules,
+        title: "Stale Service rules on one node",
+        why: "only one node's paths through Services break while its straight paths to the same pods work and \
+              the other nodes reach the same Services: that node's kube-proxy rules no longer match the \
+              cluster (a stuck sync, a failed restart).",
+        kinds: &[FindingKind::SynRetransmitLadder, FindingKind::ProbeFailures],
+        checks: &[(Check::Row, 3.0), (Check::ServiceOnly, 3.0)],
+        remediation: &[
+            "compare the node's Service rules with another node's: nft list table ip kube-proxy (or iptables-save -t nat) | grep <ClusterIP>",
+            "kube-proxy's health on that node: its /healthz (port 10256), kubeproxy_sync_proxy_rules_last_timestamp_seconds; restart it",
+        ],
+        locus: Locus::Network,
+    },
+    CauseSpec {
+        id: CauseId::ProberStarved,
+        title: "The prober is starved of CPU",
+        why: "its timers fire late and its probes start behind schedule: a busy node, or a cgroup that \
+              throttles it, stops the prober itself, and that stop lands in its own timings.",
+        kinds: &[FindingKind::ProberStarved],
+        checks: &[(Check::ProberLate, 2.0), (Check::ProberThrottled, 2.0)],
+        remediation: &[
+            "the prober's CPU: its request against the node's load (kubectl top node), and no CPU limit (CFS throttling stops it for the rest of each 100 ms period)",
+            "fewer probes per prober: a longer [probe] interval, or fewer targets ([kubernetes] remote_nodes_per_round)",
+        ],
+        locus: Locus::Prober,
     },
 ];
 
@@ -328,11 +616,10 @@ pub struct LikelyCause {
 }
 
 /// The causes that fit a finding of `kind`, best first. A cause whose first
-/// (required) check is missing is left out. The score is the weight of the
-/// present evidence over the weight judged, where an unknown check weighs
-/// half: what a node cannot know neither proves a cause nor rules it out,
-/// but a cause known only from a little evidence ranks below one whose
-/// evidence was seen.
+/// (required) check is missing is left out. The score is the weight of the present evidence over the
+/// weight judged, where an unknown check weighs half: what a node cannot
+/// know neither proves a cause nor rules it out, but a cause known only
+/// from a little evidence ranks below one whose evidence was seen.
 pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
     let mut out: Vec<LikelyCause> = CAUSES
         .iter()

@@ -8,7 +8,7 @@ use super::causes::has_checksum_fix;
 use super::cell::Cell;
 use super::stat::{self, RungShape};
 use super::{ratio, syns};
-use crate::model::{DetectorConfig, Network, NodeFacts, PathKind, SourceKind};
+use crate::model::{DetectorConfig, Network, NodeFacts, PathKind, SourceKind, Via};
 
 /// The facts the causes are judged against (see `causes::Check`). Each
 /// `Option` is `None` when the prober(s) could not know it: one node does
@@ -25,6 +25,13 @@ pub struct Evidence {
     pub host_hit: bool,
     pub pod_hit: bool,
     pub pod_probed: bool,
+    /// Some hit path goes through a Service.
+    pub service_hit: bool,
+    /// The straight paths to pods from the hit sources (pod IPs, no
+    /// DNAT) lose SYNs too.
+    pub pod_ip_hit: bool,
+    /// Straight paths to pods were probed from the hit sources at all.
+    pub pod_ip_probed: bool,
     /// Every hit path leads to one destination node; `None` when some
     /// destination is unknown.
     pub one_destination: Option<bool>,
@@ -45,10 +52,98 @@ pub struct Evidence {
     pub local_udp_checksum_errors: Option<u64>,
     pub kube_proxy_ipvs: Option<bool>,
     pub dns_rung: bool,
-    pub conntrack_insert_failed: Option<u64>,
+    /// The lookups sent A and AAAA at once from one socket.
+    pub dns_parallel: bool,
     pub large_bodies_only: bool,
     /// Slow connects only on the first contact with each path.
     pub first_contact_only: bool,
+    /// Answers began late after a fast handshake (a server-time tail).
+    pub late_answers: bool,
+    /// The prober started its probes late; its cgroup throttled it.
+    pub prober_late: bool,
+    pub prober_throttled: Option<bool>,
+    /// A column: the scope's one destination is hit from every source
+    /// that probes it (two or more), its own same-node path among them if
+    /// probed. `None` when the destination is unknown.
+    pub column: Option<bool>,
+    /// A row: one source is hit, and the other sources' paths to the same
+    /// destinations are clean. `None` when no other source probed them.
+    pub row: Option<bool>,
+    /// The destinations' listen-queue drops (their own namespace's and
+    /// their pod prober's, where the echo listens) rose: `None` where no
+    /// destination reported them.
+    pub dest_listen_drops: Option<u64>,
+    /// conntrack drops (`drop`, `early_drop`) rose at the scope's nodes,
+    /// either end.
+    pub conntrack_drops: Option<u64>,
+    /// A scope node's conntrack table is 90 % full or more.
+    pub conntrack_near_full: Option<bool>,
+    /// conntrack `insert_failed` rose at the sources.
+    pub source_insert_failed: Option<u64>,
+    /// The sources' neighbour tables refused entries (table_fulls rose).
+    pub neigh_table_fulls: Option<u64>,
+    /// A source's neighbour table holds 90 % of gc_thresh3 or more.
+    pub neigh_near_limit: Option<bool>,
+    /// Packets the reverse-path filter dropped rose at the scope's nodes.
+    pub reverse_path_drops: Option<u64>,
+    /// Some interface of the scope's nodes filters reverse paths strictly.
+    pub rp_filter_strict: Option<bool>,
+    /// IPVS `conn_reuse_mode` is 1 on a source.
+    pub ipvs_conn_reuse: Option<bool>,
+}
+
+/// The counter evidence of a scope: what the nodes at either end counted
+/// over the window.
+pub fn counters(e: &mut Evidence, source_facts: &[&NodeFacts], dest_facts: &[&NodeFacts]) {
+    let sum = |it: &mut dyn Iterator<Item = Option<u64>>| {
+        let v: Vec<u64> = it.flatten().collect();
+        (!v.is_empty()).then(|| v.iter().sum())
+    };
+    let both: Vec<&NodeFacts> = source_facts
+        .iter()
+        .chain(dest_facts)
+        .copied()
+        .collect::<Vec<_>>();
+    e.dest_listen_drops = sum(&mut dest_facts.iter().flat_map(|f| {
+        [&f.rises, &f.pod_rises].into_iter().map(|r| {
+            match (r.listen_overflows, r.listen_drops, r.req_q_full_drops) {
+                (None, None, None) => None,
+                (a, b, c) => Some(a.unwrap_or(0).max(b.unwrap_or(0)) + c.unwrap_or(0)),
+            }
+        })
+    }));
+    e.conntrack_drops = sum(&mut both.iter().map(|f| {
+        match (f.rises.conntrack_drops, f.rises.conntrack_early_drops) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        }
+    }));
+    let near = |v: Vec<Option<bool>>| {
+        let v: Vec<bool> = v.into_iter().flatten().collect();
+        (!v.is_empty()).then(|| v.iter().any(|x| *x))
+    };
+    e.conntrack_near_full = near(
+        both.iter()
+            .map(|f| Some(f.conntrack_count? * 10 >= f.conntrack_max? * 9))
+            .collect(),
+    );
+    e.source_insert_failed = sum(&mut source_facts.iter().map(|f| f.rises.conntrack_insert_failed));
+    e.neigh_table_fulls = sum(&mut source_facts.iter().map(|f| f.rises.neigh_table_fulls));
+    e.neigh_near_limit = near(
+        source_facts
+            .iter()
+            .map(|f| Some(f.neigh_entries? * 10 >= f.neigh_gc_thresh3? * 9))
+            .collect(),
+    );
+    e.reverse_path_drops = sum(&mut both.iter().map(|f| f.rises.reverse_path_drops));
+    e.rp_filter_strict =
+        (!both.is_empty()).then(|| both.iter().any(|f| !f.rp_filter_strict.is_empty()));
+    e.ipvs_conn_reuse = near(
+        source_facts
+            .iter()
+            .map(|f| f.ipvs_conn_reuse_mode.map(|m| m == 1))
+            .collect(),
+    );
 }
 
 /// Rungs of a scope: lost SYNs -> (probes, probes timed on that rung, rung seconds).
@@ -149,10 +244,54 @@ pub fn of_ladder(
         .filter(|f| f.txrehash == Some(1) || f.conntrack_udp_timeout.is_some())
         .map(|f| f.nat_escape_rung().unwrap_or(0))
         .collect();
-    Evidence {
+    // A column: the one destination hit from every source that probes it.
+    let column = match (
+        dests.len(),
+        m.iter().all(|c| c.w.dims.destination_node.is_some()),
+    ) {
+        (1, true) => {
+            let dest = *dests.iter().next().expect("one");
+            let to: Vec<&Cell> = cells
+                .iter()
+                .filter(|c| c.w.dims.destination_node.as_deref() == Some(dest))
+                .filter(|c| c.syn_informative() >= cfg.min_rung_probes)
+                .collect();
+            let from: BTreeSet<&str> = to.iter().map(|c| &*c.w.dims.source_node).collect();
+            Some(from.len() >= 2 && to.iter().all(|c| c.ladder))
+        }
+        // Hit paths to several destinations are no one column.
+        (n, _) if n >= 2 => Some(false),
+        _ => None,
+    };
+    // A row: one source hit, the others' paths to the same places clean.
+    let row = if sources.len() >= 2 {
+        Some(false)
+    } else {
+        (sources.len() == 1)
+            .then(|| {
+                let others = |c: &Cell| {
+                    !sources.contains(&*c.w.dims.source_node)
+                        && c.w
+                            .dims
+                            .destination_node
+                            .as_deref()
+                            .is_some_and(|d| dests.contains(d))
+                };
+                cells.iter().any(others).then(|| !hit_any(&others))
+            })
+            .flatten()
+    };
+    let mut e = Evidence {
+        column,
+        row,
         cross_node_hit: m.iter().any(|c| c.w.dims.path == PathKind::CrossNode),
         unknown_path_hit: m.iter().any(|c| c.w.dims.destination_node.is_none()),
-        same_node_hit: hit_any(&|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
+        // A same-node path in the scope on the ladder is hit whatever the
+        // other nodes' own same-node paths (to their own backends) show.
+        same_node_hit: m
+            .iter()
+            .any(|c| c.w.dims.path == PathKind::SameNode && c.ladder)
+            || hit_any(&|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
         same_node_probed: cells
             .iter()
             .any(|c| same_sources(c) && c.w.dims.path == PathKind::SameNode),
@@ -164,6 +303,16 @@ pub fn of_ladder(
         pod_probed: cells
             .iter()
             .any(|c| c.w.dims.source_kind.network() == Network::Pod),
+        service_hit: m.iter().any(|c| c.w.dims.via() == Via::Service),
+        pod_ip_hit: hit_any(&|c| {
+            same_sources(c)
+                && kinds.contains(&c.w.dims.source_kind)
+                && c.w.dims.via() == Via::Pod
+                && path.is_none_or(|p| c.w.dims.path == p)
+        }),
+        pod_ip_probed: cells.iter().any(|c| {
+            same_sources(c) && kinds.contains(&c.w.dims.source_kind) && c.w.dims.via() == Via::Pod
+        }),
         one_destination: m
             .iter()
             .all(|c| c.w.dims.destination_node.is_some())
@@ -207,7 +356,9 @@ pub fn of_ladder(
             (!v.is_empty()).then(|| v.iter().any(|x| *x))
         },
         ..Evidence::default()
-    }
+    };
+    counters(&mut e, &source_facts, &dest_facts);
+    e
 }
 
 /// The shape of the scope's lost SYNs: give-ups lost every SYN their

@@ -18,6 +18,7 @@ pub mod causes;
 mod cell;
 mod evidence;
 mod finding;
+mod locus;
 pub mod scope;
 mod stat;
 
@@ -47,15 +48,21 @@ pub enum FindingKind {
     ProbeFailures,
     /// Only the first connections to new peers were slow.
     FirstContactDelay,
+    /// Answers came late after the connection was up: the backend's time.
+    ServerTimeTail,
+    /// The prober's own timers were late, or its cgroup throttled it.
+    ProberStarved,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 5] = [
+    pub const ALL: [FindingKind; 7] = [
         FindingKind::SynRetransmitLadder,
         FindingKind::DnsTimeoutLadder,
         FindingKind::PmtuBlackhole,
         FindingKind::ProbeFailures,
         FindingKind::FirstContactDelay,
+        FindingKind::ServerTimeTail,
+        FindingKind::ProberStarved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +72,8 @@ impl FindingKind {
             FindingKind::PmtuBlackhole => "pmtu-blackhole",
             FindingKind::ProbeFailures => "probe-failures",
             FindingKind::FirstContactDelay => "first-contact-delay",
+            FindingKind::ServerTimeTail => "server-time-tail",
+            FindingKind::ProberStarved => "prober-starved",
         }
     }
 }
@@ -82,6 +91,45 @@ impl std::str::FromStr for FindingKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| format!("\"{s}\" is not a finding kind"))
+    }
+}
+
+/// Where a finding puts the time or the trouble: the question "is it the
+/// network?", answered. Rendered from the finding's kind and its likeliest
+/// cause; never part of its identity.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locus {
+    /// The handshake: SYNs lost or delayed before a connection existed.
+    Network,
+    /// After the connection was up (first byte, body), or SYNs dropped by
+    /// the destination itself (its accept queue).
+    Backend,
+    /// The name lookup.
+    Dns,
+    /// The probing node itself: its timers late, its CPU throttled.
+    Prober,
+    #[default]
+    Unknown,
+}
+
+impl Locus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locus::Network => "network",
+            Locus::Backend => "backend",
+            Locus::Dns => "dns",
+            Locus::Prober => "prober",
+            Locus::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Locus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -135,6 +183,12 @@ pub struct Finding {
     pub share: f64,
     pub samples: u64,
     pub confidence: f64,
+    /// Where the trouble lies (network, backend, DNS, the prober itself),
+    /// and why the detector places it there.
+    #[serde(default)]
+    pub locus: Locus,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub locus_why: String,
     pub evidence: Vec<String>,
     pub likely_causes: Vec<LikelyCause>,
     /// Exported traces of probes that show the problem (up to three).
@@ -163,6 +217,8 @@ impl Finding {
             share: 0.0,
             samples: 0,
             confidence: 0.0,
+            locus: Locus::Unknown,
+            locus_why: String::new(),
             evidence: vec![],
             likely_causes: vec![],
             examples: vec![],
@@ -338,8 +394,13 @@ fn judge(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Findi
     findings.extend(finding::first_contact::findings(cells, cfg));
     findings.extend(finding::dns::findings(cells, facts, cfg));
     let pmtu = finding::pmtu::findings(cells, cfg);
-    findings.extend(finding::failures::findings(cells, &pmtu));
+    findings.extend(finding::failures::findings(cells, facts, &pmtu));
     findings.extend(pmtu);
+    findings.extend(finding::server_time::findings(cells, cfg));
+    findings.extend(finding::prober::findings(cells, facts, cfg));
+    for f in &mut findings {
+        locus::place(f);
+    }
     findings
 }
 

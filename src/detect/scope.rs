@@ -15,6 +15,12 @@ use crate::model::{Dims, PathKind, SourceKind};
 pub enum Grouping {
     /// Every path of one kind from one network kind, over several sources.
     KindPath,
+    /// Every path of one kind through a Service from one network kind, over
+    /// several sources: the straight paths to the same pods may be clean.
+    KindPathService,
+    /// Every path to or from one node: its row and its column (a table or
+    /// a device on that node sits on every flow through it).
+    Node,
     /// Every path to one destination node, from several sources.
     Destination,
     /// Every path of one kind (cross-node) to one destination node, from
@@ -22,6 +28,8 @@ pub enum Grouping {
     DestinationPath,
     /// Every path from one source node to one destination node.
     Pair,
+    /// Every path to one target, from several sources.
+    Target,
     /// One source's paths of one kind, from one network kind.
     SourceKindPath,
     /// Every path from one source node.
@@ -36,9 +44,12 @@ impl Grouping {
     pub fn as_str(self) -> &'static str {
         match self {
             Grouping::KindPath => "kind-path",
+            Grouping::KindPathService => "kind-path-service",
+            Grouping::Node => "node",
             Grouping::Destination => "destination",
             Grouping::DestinationPath => "destination-path",
             Grouping::Pair => "pair",
+            Grouping::Target => "target",
             Grouping::SourceKindPath => "source-kind-path",
             Grouping::Source => "source",
             Grouping::Cell => "cell",
@@ -47,8 +58,10 @@ impl Grouping {
     }
 
     /// The groupings a ladder may widen to, broad first.
-    pub const WIDENING: [Grouping; 6] = [
+    pub const WIDENING: [Grouping; 8] = [
         Grouping::KindPath,
+        Grouping::KindPathService,
+        Grouping::Node,
         Grouping::Destination,
         Grouping::DestinationPath,
         Grouping::Pair,
@@ -72,6 +85,9 @@ pub struct ScopeKey {
     pub path: Option<PathKind>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// How the scope's targets are reached, when the grouping keys on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::model::Via>,
     /// Judged on the node's own connections (passive mode), never mixed
     /// with probes: the two verdicts stand side by side.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -88,11 +104,38 @@ impl ScopeKey {
             destination_node: None,
             path: None,
             target: None,
+            via: None,
             passive: false,
         }
     }
 
-    /// The key of the group a series with `d` falls in under `grouping`.
+    /// The keys of the groups a series with `d` falls in under `grouping`:
+    /// one, except under [`Grouping::Node`], where a path between two nodes
+    /// is in both nodes' groups.
+    pub fn keys(grouping: Grouping, d: &Dims) -> Vec<Self> {
+        if grouping != Grouping::Node {
+            return vec![Self::of(grouping, d)];
+        }
+        let mut nodes = vec![&*d.source_node];
+        nodes.extend(
+            d.destination_node
+                .as_deref()
+                .filter(|n| *n != &*d.source_node),
+        );
+        nodes
+            .into_iter()
+            .map(|n| {
+                let mut k = Self::bare(Grouping::Node);
+                k.passive = d.source_kind.is_passive();
+                k.source_node = Some(n.to_string());
+                k.destination_node = Some(n.to_string());
+                k
+            })
+            .collect()
+    }
+
+    /// The key of the group a series with `d` falls in under `grouping`
+    /// (under [`Grouping::Node`], its source node's: see [`ScopeKey::keys`]).
     pub fn of(grouping: Grouping, d: &Dims) -> Self {
         let src = || Some(d.source_node.to_string());
         let dst = || d.destination_node.as_deref().map(str::to_string);
@@ -103,6 +146,15 @@ impl ScopeKey {
                 k.source_kind = Some(d.source_kind);
                 k.path = Some(d.path);
             }
+            Grouping::KindPathService => {
+                k.source_kind = Some(d.source_kind);
+                k.path = Some(d.path);
+                k.via = Some(d.via());
+            }
+            Grouping::Node => {
+                k.source_node = src();
+                k.destination_node = src();
+            }
             Grouping::Destination => k.destination_node = dst(),
             Grouping::DestinationPath => {
                 k.destination_node = dst();
@@ -112,6 +164,7 @@ impl ScopeKey {
                 k.source_node = src();
                 k.destination_node = dst();
             }
+            Grouping::Target => k.target = Some(d.target.to_string()),
             Grouping::SourceKindPath => {
                 k.source_node = src();
                 k.source_kind = Some(d.source_kind);
@@ -142,6 +195,7 @@ impl ScopeKey {
         parts.extend(self.destination_node.clone());
         parts.extend(self.path.map(|p| p.as_str().to_string()));
         parts.extend(self.target.clone());
+        parts.extend(self.via.map(|v| v.as_str().to_string()));
         parts.join("/")
     }
 
@@ -173,12 +227,26 @@ impl ScopeKey {
                 ),
                 None => format!("every {path} path from the {net} of {sources} nodes"),
             },
+            (Grouping::KindPathService, _) => match self.source_kind.filter(|k| k.is_passive()) {
+                Some(k) => format!(
+                    "real connections on every {path} path through a Service from the {} of {sources} nodes",
+                    k.network().describe()
+                ),
+                None => {
+                    format!("every {path} path through a Service from the {net} of {sources} nodes")
+                }
+            },
+            (Grouping::Node, _) => format!("every path to or from {src}"),
             (Grouping::Destination, _) => format!("every path to {dst}"),
             (Grouping::DestinationPath, _) => format!("every {path} path to {dst}"),
             (Grouping::Pair, _) => format!("every path from {src} to {dst}"),
+            (Grouping::Target, _) => format!("every path to {target} ({sources} sources)"),
             (Grouping::SourceKindPath, _) => format!("{path} paths from {src} ({net})"),
             (Grouping::Source, FindingKind::DnsTimeoutLadder) => {
                 format!("name lookups from {src}")
+            }
+            (Grouping::Source, FindingKind::ProberStarved) => {
+                format!("the prober on {src} ({net})")
             }
             (Grouping::Source, _) => format!("every path from {src}"),
             (Grouping::Cell, FindingKind::PmtuBlackhole) => {

@@ -2,7 +2,9 @@ use std::time::{Duration, SystemTime};
 
 use super::causes::has_checksum_fix;
 use super::*;
-use crate::model::{Dims, Outcome, OverlayDevice, Phases, Sample, SeriesWindow as Series, Target};
+use crate::model::{
+    Counters, Dims, Outcome, OverlayDevice, Phases, Sample, SeriesWindow as Series, Target,
+};
 
 /// One probe: connect time in ms, SYN retransmits, outcome.
 type P = (f64, u32, Outcome);
@@ -49,6 +51,7 @@ fn series_dns(
             total: connect.unwrap_or(Duration::from_secs(135)) + Duration::from_micros(300),
         };
         samples.push(Sample {
+            prober_lag_ms: None,
             at: SystemTime::UNIX_EPOCH,
             phases,
             outcome: *o,
@@ -76,6 +79,7 @@ fn series_dns(
         samples,
         body_bytes,
         pending: vec![],
+        dns_parallel: crate::model::dns_parallel(url),
     }
 }
 
@@ -101,6 +105,9 @@ fn facts(node: &str, kernel: &str, linear: Option<u32>, csum_errors: u64) -> Nod
             tx_checksumming: Some(true),
             tx_checksum_ip_generic: Some(true),
         }],
+        counters: Counters::zero(),
+        rises: Counters::zero(),
+        ..NodeFacts::default()
     }
 }
 
@@ -468,24 +475,49 @@ fn connect_timeouts_after_lost_syns_are_ladder_give_ups() {
 }
 
 #[test]
-fn dns_timeouts_name_the_conntrack_race() {
-    let s = vec![series_dns(
-        "node1",
-        SourceKind::Pod,
-        "node2",
-        "t",
-        "u",
-        &repeat(ok(0.5), 5),
-        Some(5_003.0),
-    )];
+fn dns_timeouts_name_the_conntrack_race_only_for_parallel_queries_with_insert_failures() {
+    let lookups = |url: &str| {
+        vec![series_dns(
+            "node1",
+            SourceKind::Pod,
+            "node2",
+            "t",
+            url,
+            &repeat(ok(0.5), 5),
+            Some(5_003.0),
+        )]
+    };
     let mut f = facts("node1", "5.4.0", None, 0);
-    f.conntrack_insert_failed = Some(12);
-    let found = detect(&s, &[f], &DetectorConfig::default());
+    f.rises.conntrack_insert_failed = Some(12);
+    let parallel = lookups("dns://10.96.0.10/a.b?parallel=1");
+    let found = detect(
+        &parallel,
+        std::slice::from_ref(&f),
+        &DetectorConfig::default(),
+    );
     assert_eq!(found.len(), 1, "{found:#?}");
     assert_eq!(found[0].kind, FindingKind::DnsTimeoutLadder);
     let c = &found[0].likely_causes[0];
     assert_eq!(c.id, CauseId::ConntrackDnsRace);
     assert!(c.missing.is_empty() && c.remediation[0].contains("single-request-reopen"));
+    // One query at a time: the race cannot happen, whatever the counter.
+    let single = detect(
+        &lookups("dns://10.96.0.10/a.b"),
+        std::slice::from_ref(&f),
+        &DetectorConfig::default(),
+    );
+    assert!(
+        single[0]
+            .likely_causes
+            .iter()
+            .all(|c| c.id != CauseId::ConntrackDnsRace),
+        "{single:#?}"
+    );
+    assert_eq!(single[0].likely_causes[0].id, CauseId::DnsPathLoss);
+    // Parallel, but insert_failed did not rise: lost on the path.
+    f.rises.conntrack_insert_failed = Some(0);
+    let quiet = detect(&parallel, &[f], &DetectorConfig::default());
+    assert_eq!(quiet[0].likely_causes[0].id, CauseId::DnsPathLoss);
 }
 
 #[test]
@@ -830,14 +862,15 @@ mod checks {
     }
 
     #[test]
-    fn conntrack_insert_failures_count_only_when_there_are_some() {
+    fn conntrack_insert_failures_count_only_when_they_rose() {
         let with = |n| Evidence {
             dns_rung: true,
-            conntrack_insert_failed: n,
+            dns_parallel: true,
+            source_insert_failed: n,
             ..Evidence::default()
         };
         let dns = FindingKind::DnsTimeoutLadder;
-        let failed = "conntrack insert_failed";
+        let failed = "conntrack insert_failed rose";
         assert!(has(
             &cause(&with(Some(0)), dns, CauseId::ConntrackDnsRace).missing,
             failed
@@ -846,10 +879,10 @@ mod checks {
             &cause(&with(Some(1)), dns, CauseId::ConntrackDnsRace).present,
             failed
         ));
-        // Unknown weighs half: 3 present of 3 + 2 / 2 judged.
+        // Unknown weighs half: 4 present of 4 + 3 / 2 judged.
         let c = cause(&with(None), dns, CauseId::ConntrackDnsRace);
         assert!(has(&c.unknown, failed));
-        assert_eq!(c.score, 0.75);
+        assert_eq!(c.score, 0.73);
     }
 }
 
@@ -953,11 +986,14 @@ fn the_incident_is_judged_check_by_check() {
         [CauseId::VxlanChecksumOffload, CauseId::SynDroppedOnPath]
     );
     let vxlan = &causes[0];
-    assert_eq!(vxlan.score, 1.0);
+    // No straight path to a pod was probed: whether only the Service
+    // paths are hit is open, and weighs half.
+    assert_eq!(vxlan.score, 0.94);
     assert_eq!(vxlan.present.len(), 9, "{vxlan:#?}");
-    assert!(
-        vxlan.missing.is_empty() && vxlan.unknown.is_empty(),
-        "{vxlan:#?}"
+    assert!(vxlan.missing.is_empty(), "{vxlan:#?}");
+    assert_eq!(
+        vxlan.unknown,
+        ["paths through a Service are hit, the straight paths to the same pods are clean"]
     );
     let drop = &causes[1];
     assert_eq!(
@@ -977,6 +1013,46 @@ fn the_incident_is_judged_check_by_check() {
         .collect();
     assert_eq!(missing, ["nat", "one destination", "early"]);
     assert_eq!(drop.score, 0.29);
+}
+
+/// The seed as a cluster's discovery names it: each node's Service
+/// (`node/`) on the 63 s rung cross-node, the straight paths to the same
+/// pods (`pod/`) clean, as curl to the pod IP was in the incident.
+#[test]
+fn the_incident_through_services_with_clean_pod_paths_is_placed_on_the_service_path() {
+    let (mut s, f) = incident();
+    for w in &mut s {
+        w.dims.target = format!("node/{}", w.dims.destination_or_unknown()).into();
+    }
+    for src in NODES {
+        for dst in NODES {
+            s.push(series(
+                src,
+                SourceKind::Host,
+                dst,
+                &format!("pod/{dst}"),
+                "http://10.244.0.2/",
+                &repeat(ok(0.6), 20),
+            ));
+        }
+    }
+    let found = detect(&s, &f, &DetectorConfig::default());
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let x = &found[0];
+    assert_eq!(
+        x.scope,
+        "every cross-node path through a Service from the host network of 3 nodes"
+    );
+    assert_eq!(x.locus, Locus::Network);
+    let vxlan = &x.likely_causes[0];
+    assert_eq!(vxlan.id, CauseId::VxlanChecksumOffload);
+    assert_eq!(vxlan.score, 1.0, "{vxlan:#?}");
+    assert!(
+        vxlan
+            .present
+            .iter()
+            .any(|p| p.starts_with("paths through a Service are hit"))
+    );
 }
 
 #[test]

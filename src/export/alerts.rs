@@ -250,6 +250,7 @@ pub fn finding(f: &Finding, source: Source) -> Condition {
         ("tailprobe.finding.kind", f.kind.as_str().to_string()),
         ("tailprobe.finding.scope", f.scope.clone()),
         ("tailprobe.finding.scope_key", f.scope_key.id()),
+        ("tailprobe.finding.locus", f.locus.as_str().to_string()),
         (
             "tailprobe.finding.source_nodes",
             f.source_nodes().to_string(),

@@ -117,6 +117,8 @@ struct FindingLabels {
     kind: String,
     scope: String,
     cause: String,
+    /// Where the trouble lies: network, backend, dns, prober, unknown.
+    locus: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,7 +247,7 @@ impl Metrics {
         let findings = Family::<FindingLabels, Gauge>::default();
         registry.register(
             "findings",
-            "The detector's current findings (1 while raised), by kind, scope key (stable: grouping and dimensions, never prose) and likeliest cause",
+            "The detector's current findings (1 while raised), by kind, scope key (stable: grouping and dimensions, never prose), likeliest cause and where the trouble lies (network, backend, dns, prober)",
             findings.clone(),
         );
         let slo_probes = Family::<SloLabels, Counter>::default();
@@ -570,6 +572,7 @@ impl Metrics {
                         .first()
                         .map(|c| c.id.as_str().to_string())
                         .unwrap_or_default(),
+                    locus: f.locus.as_str().into(),
                 })
                 .set(1);
         }

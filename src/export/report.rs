@@ -486,6 +486,9 @@ pub fn render_findings(findings: &[Finding]) -> String {
     for (i, f) in findings.iter().enumerate() {
         let _ = writeln!(out, "{}. {}", i + 1, f.headline());
         let _ = writeln!(out, "   confidence {:.2}", f.confidence);
+        if !f.locus_why.is_empty() {
+            let _ = writeln!(out, "   where: {} — {}", f.locus, f.locus_why);
+        }
         for e in &f.evidence {
             let _ = writeln!(out, "   - {e}");
         }
@@ -662,6 +665,7 @@ mod tests {
     fn a_cell_from_samples_has_exact_percentiles() {
         use crate::model::{Outcome, Phases, Sample};
         let at = |ms: u64, outcome: Outcome, r: u32| Sample {
+            prober_lag_ms: None,
             at: SystemTime::UNIX_EPOCH,
             phases: Phases {
                 dns: None,
@@ -715,6 +719,7 @@ mod tests {
     fn examples_are_the_bad_probes_first_then_the_slowest() {
         use crate::model::{Outcome, Phases, Sample, TraceRef};
         let at = |ms: u64, outcome: Outcome, r: u32, id: Option<&str>| Sample {
+            prober_lag_ms: None,
             at: SystemTime::UNIX_EPOCH,
             phases: Phases {
                 dns: None,
@@ -825,6 +830,7 @@ mod tests {
                 dims.clone(),
                 "http://x/",
                 &[crate::model::Sample {
+                    prober_lag_ms: None,
                     at: SystemTime::UNIX_EPOCH,
                     phases: crate::model::Phases::default(),
                     outcome,

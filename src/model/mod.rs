@@ -12,11 +12,13 @@ mod schedule;
 mod series;
 mod target;
 
-pub use facts::{NodeFacts, OverlayDevice, parse_kernel};
+pub use facts::{Counters, NodeFacts, OverlayDevice, parse_kernel};
 pub use probe::{Network, Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
 pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
-pub use series::{Dims, Pending, Sample, SeriesWindow, TraceRef, attach_pending};
-pub use target::{DnsQuery, ProbeKind, Target, TargetNode, Timing};
+pub use series::{
+    Dims, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,
+};
+pub use target::{DnsQuery, ProbeKind, Target, TargetNode, Timing, dns_parallel};
 
 use serde::{Deserialize, Serialize};
 

@@ -51,6 +51,50 @@ impl Dims {
     pub fn destination_or_unknown(&self) -> &str {
         self.destination_node.as_deref().unwrap_or("?")
     }
+
+    /// How the target is reached, from the name discovery gives it.
+    pub fn via(&self) -> Via {
+        Via::of(&self.target)
+    }
+}
+
+/// How a target is reached: through a Service's VIP (kube-proxy's DNAT and
+/// masquerade), straight to a pod's address, or not known (a configured
+/// URL). The seed's signature is a Service path broken while the pod path
+/// to the same pod is fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Via {
+    Service,
+    Pod,
+    Unknown,
+}
+
+impl Via {
+    /// From a target's name, as discovery names them: `node/` (a node's
+    /// Service), `svc/` (an opted-in Service) and `pool/` (a pool Service)
+    /// go through a VIP, `pod/` straight to a pod; any other name is a
+    /// configured target, unknown.
+    pub fn of(target: &str) -> Self {
+        if ["node/", "svc/", "pool/"]
+            .iter()
+            .any(|p| target.starts_with(p))
+        {
+            Via::Service
+        } else if target.starts_with("pod/") {
+            Via::Pod
+        } else {
+            Via::Unknown
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Service => "service",
+            Via::Pod => "pod",
+            Via::Unknown => "unknown",
+        }
+    }
 }
 
 /// One probe, as the detector and the windows need it.
@@ -67,7 +111,16 @@ pub struct Sample {
     /// The probe's exported trace, when it was kept: a finding's examples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<TraceRef>,
+    /// How late the prober's own timer started this probe against its
+    /// schedule (ms): a starved prober's delay is in its timings, and is
+    /// its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prober_lag_ms: Option<f32>,
 }
+
+/// Past this lag of its own timers, a prober's probe times are its own
+/// delay as much as the path's or the backend's.
+pub const PROBER_LATE_MS: f32 = 100.0;
 
 impl Sample {
     pub fn of(r: &ProbeResult, trace: Option<TraceRef>) -> Self {
@@ -78,7 +131,14 @@ impl Sample {
             syn_retransmits: r.syn_retransmits,
             body_bytes: r.body_size(),
             trace,
+            // Only a scheduled probe has a schedule to be late against.
+            prober_lag_ms: (!r.start_lag.is_zero()).then_some(r.start_lag.as_secs_f32() * 1e3),
         }
+    }
+
+    /// The prober's own timers were late while this probe ran.
+    pub fn prober_late(&self) -> bool {
+        self.prober_lag_ms.is_some_and(|l| l >= PROBER_LATE_MS)
     }
 }
 
@@ -116,6 +176,9 @@ pub struct SeriesWindow {
     pub body_bytes: u64,
     /// Probes of this series stalled in SYN_SENT right now.
     pub pending: Vec<Pending>,
+    /// A DNS target that sends A and AAAA at once (`parallel=1`): the
+    /// pattern that meets conntrack's insert race.
+    pub dns_parallel: bool,
 }
 
 impl SeriesWindow {
@@ -126,7 +189,15 @@ impl SeriesWindow {
             samples,
             body_bytes,
             pending: Vec::new(),
+            dns_parallel: false,
         }
+    }
+
+    /// What the target's URL says of the series (`parallel=1` on a DNS
+    /// target).
+    pub fn for_url(mut self, url: &str) -> Self {
+        self.dns_parallel = super::target::dns_parallel(url);
+        self
     }
 }
 

@@ -11,6 +11,12 @@ pub struct DnsQuery {
     pub name: String,
     pub attempt_timeout: Duration,
     pub attempts: u32,
+    /// A and AAAA sent at once from one socket, as glibc sends them: the
+    /// pattern that meets conntrack's insert race (`parallel=1`).
+    pub parallel: bool,
+    /// Over TCP instead of UDP (`tcp=1`): no conntrack race, and a lost
+    /// segment is retransmitted by TCP rather than waited out.
+    pub tcp: bool,
 }
 
 /// How often and how patiently a target is probed. The defaults are
@@ -209,6 +215,13 @@ impl Target {
 
 /// The query a `dns://` URL asks: the name is the path; `timeout` and
 /// `attempts` default to glibc's 5 s and 2.
+/// Whether a URL is a DNS target that sends A and AAAA at once.
+pub fn dns_parallel(url: &str) -> bool {
+    url.starts_with("dns://")
+        && Target::parse("dns", url)
+            .is_ok_and(|t| matches!(t.kind, ProbeKind::Dns(ref q) if q.parallel))
+}
+
 fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
     let name = uri.path().trim_matches('/').to_string();
     if name.is_empty() {
@@ -220,6 +233,8 @@ fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
         name,
         attempt_timeout: Duration::from_secs(5),
         attempts: 2,
+        parallel: false,
+        tcp: false,
     };
     for pair in uri
         .query()
@@ -239,9 +254,23 @@ fn dns_query(url: &str, uri: &http::Uri) -> Result<DnsQuery, String> {
                     format!("attempts=\"{v}\" in \"{url}\" must be a whole number from 1 to 10 (glibc allows 5)")
                 })?;
             }
+            Some((key @ ("parallel" | "tcp"), v)) => {
+                let on = match v {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    _ => {
+                        return Err(format!("{key}=\"{v}\" in \"{url}\" must be 1 or 0"));
+                    }
+                };
+                if key == "parallel" {
+                    q.parallel = on;
+                } else {
+                    q.tcp = on;
+                }
+            }
             _ => {
                 return Err(format!(
-                    "\"{pair}\" in \"{url}\" is not timeout=DURATION or attempts=N"
+                    "\"{pair}\" in \"{url}\" is not timeout=DURATION, attempts=N, parallel=1 or tcp=1"
                 ));
             }
         }
@@ -278,6 +307,8 @@ mod tests {
                 name: "kubernetes.default.svc.cluster.local".into(),
                 attempt_timeout: Duration::from_millis(250),
                 attempts: 2,
+                parallel: false,
+                tcp: false,
             })
         );
         assert!(

@@ -68,6 +68,7 @@ impl Series {
                 .collect(),
             self.body_bytes,
         )
+        .for_url(&self.url)
     }
 
     /// Histograms of the samples newer than `since`.

@@ -127,6 +127,9 @@ pub struct WireSample {
     pub b: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub x: Option<TraceRef>,
+    /// The prober's own lag starting it, ms, when it was 10 ms or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l: Option<u32>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -149,6 +152,9 @@ impl From<&Sample> for WireSample {
             r: s.syn_retransmits,
             b: s.body_bytes,
             x: s.trace.clone(),
+            l: s.prober_lag_ms
+                .filter(|l| *l >= 10.0)
+                .map(|l| l.round() as u32),
         }
     }
 }
@@ -167,6 +173,7 @@ impl From<&WireSample> for Sample {
             syn_retransmits: w.r,
             body_bytes: w.b,
             trace: w.x.clone(),
+            prober_lag_ms: w.l.map(|l| l as f32),
         }
     }
 }
@@ -199,13 +206,14 @@ impl From<WindowDoc> for Held {
                 .series
                 .into_iter()
                 .map(|s| HeldSeries {
-                    url: s.url,
                     window: SeriesWindow {
                         dims: s.dims,
                         samples: s.samples.iter().map(Sample::from).collect(),
                         body_bytes: s.body_bytes,
                         pending: s.pending.iter().map(Pending::from).collect(),
+                        dns_parallel: crate::model::dns_parallel(&s.url),
                     },
+                    url: s.url,
                 })
                 .collect(),
         }
@@ -336,6 +344,7 @@ impl WindowDoc {
             samples: s.samples.iter().map(Sample::from).collect(),
             body_bytes: s.body_bytes,
             pending: s.pending.iter().map(Pending::from).collect(),
+            dns_parallel: crate::model::dns_parallel(&s.url),
         })
     }
 
@@ -381,6 +390,7 @@ mod tests {
 
     fn sample(at_ms: u64, connect_us: u64, r: u32) -> Sample {
         Sample {
+            prober_lag_ms: None,
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
             phases: Phases {
                 dns: None,

@@ -1,10 +1,65 @@
 //! Failures no other finding explains (a PMTU finding explains its own).
 
 use super::super::cell::Cell;
-use super::super::{Finding, FindingKind, examples, ratio, round3};
-use crate::model::Outcome;
+use super::super::evidence::{self, Evidence};
+use super::super::{Finding, FindingKind, Locus, causes, examples, ratio, round3};
+use crate::model::{NodeFacts, Outcome, PathKind, Via};
 
-pub fn findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
+/// A cell that fails on half its probes or more.
+fn failing(c: &Cell) -> bool {
+    c.failures.values().sum::<u64>() * 2 >= c.n.max(1)
+}
+
+/// What a failing cell's causes are judged on: the matrix pattern of the
+/// failures around it and the counters at both ends.
+fn judged(cells: &[Cell], c: &Cell, facts: &[NodeFacts]) -> Evidence {
+    let d = &c.w.dims;
+    let dest = d.destination_node.as_deref();
+    let to_dest: Vec<&Cell> = cells
+        .iter()
+        .filter(|o| dest.is_some() && o.w.dims.destination_node.as_deref() == dest)
+        .collect();
+    let from: std::collections::BTreeSet<&str> =
+        to_dest.iter().map(|o| &*o.w.dims.source_node).collect();
+    let others: Vec<&&Cell> = to_dest
+        .iter()
+        .filter(|o| o.w.dims.source_node != d.source_node)
+        .collect();
+    let pod_ip: Vec<&Cell> = cells
+        .iter()
+        .filter(|o| {
+            o.w.dims.source_node == d.source_node
+                && o.w.dims.source_kind == d.source_kind
+                && o.w.dims.via() == Via::Pod
+                && o.w.dims.destination_node.as_deref() == dest
+        })
+        .collect();
+    let src_facts: Vec<&NodeFacts> = facts.iter().filter(|f| *f.node == *d.source_node).collect();
+    let dst_facts: Vec<&NodeFacts> = facts
+        .iter()
+        .filter(|f| dest.is_some_and(|x| f.node == x))
+        .collect();
+    let mut e = Evidence {
+        column: dest.map(|_| from.len() >= 2 && to_dest.iter().all(|o| failing(o))),
+        row: (!others.is_empty()).then(|| others.iter().all(|o| !failing(o))),
+        one_destination: dest.map(|_| true),
+        same_node_hit: d.path == PathKind::SameNode
+            || to_dest
+                .iter()
+                .any(|o| o.w.dims.path == PathKind::SameNode && failing(o)),
+        same_node_probed: to_dest.iter().any(|o| o.w.dims.path == PathKind::SameNode),
+        cross_node_hit: d.path == PathKind::CrossNode,
+        service_hit: d.via() == Via::Service,
+        pod_ip_hit: pod_ip.iter().any(|o| failing(o)),
+        pod_ip_probed: !pod_ip.is_empty(),
+        share: ratio(c.failures.values().sum(), c.n),
+        ..Evidence::default()
+    };
+    evidence::counters(&mut e, &src_facts, &dst_facts);
+    e
+}
+
+pub fn findings(cells: &[Cell], facts: &[NodeFacts], pmtu: &[Finding]) -> Vec<Finding> {
     let explained = |c: &Cell| {
         let d = &c.w.dims;
         pmtu.iter().any(|f| {
@@ -24,7 +79,30 @@ pub fn findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
                 .iter()
                 .map(|(o, n)| format!("{n} {}", o.as_str()))
                 .collect();
+            let most = c
+                .failures
+                .iter()
+                .max_by_key(|(_, n)| **n)
+                .map(|(o, _)| *o)
+                .unwrap_or(Outcome::Error);
+            let (locus, why) = placed(most);
+            let likely_causes = causes::rank(FindingKind::ProbeFailures, &judged(cells, c, facts))
+                .into_iter()
+                // Failures name a cause only when its own evidence holds:
+                // a pattern alone is not enough to leave the outcome's word.
+                .filter(|cause| cause.score >= 0.6)
+                .collect::<Vec<_>>();
+            let (locus, why) = match likely_causes.first() {
+                Some(cause) => (
+                    causes::locus_of(cause.id),
+                    format!("{}, the likeliest cause", cause.title),
+                ),
+                None => (locus, why.to_string()),
+            };
             Finding {
+                likely_causes,
+                locus,
+                locus_why: why,
                 share: round3(ratio(failed, c.n)),
                 samples: c.n,
                 evidence: std::iter::once(format!(
@@ -45,6 +123,30 @@ pub fn findings(cells: &[Cell], pmtu: &[Finding]) -> Vec<Finding> {
             .with_confidence(1.0)
         })
         .collect()
+}
+
+/// Where the most frequent failure puts the trouble.
+fn placed(o: Outcome) -> (Locus, &'static str) {
+    match o {
+        Outcome::Refused
+        | Outcome::Reset
+        | Outcome::HttpStatus
+        | Outcome::TotalTimeout
+        | Outcome::BodyTooLarge
+        | Outcome::Closed
+        | Outcome::ProtocolError => (
+            Locus::Backend,
+            "the connection was answered or made; what failed came from the destination's side",
+        ),
+        Outcome::ConnectTimeout | Outcome::Unreachable => (
+            Locus::Network,
+            "no connection was made: the packets did not get there or back",
+        ),
+        Outcome::DnsError | Outcome::DnsTimeout => {
+            (Locus::Dns, "the name lookup failed before any connection")
+        }
+        _ => (Locus::Unknown, "the failures alone do not say where"),
+    }
 }
 
 fn outcome_hint(o: Outcome) -> Option<&'static str> {

@@ -3,9 +3,10 @@
 //! SYN loss cannot explain them (binomial tail), and at least
 //! `min_rung_probes` do. Scope widens from the cell to the broadest group
 //! whose every informative cell (enough probes the handshake decided) is on
-//! the ladder: every path of a kind from a network kind, one destination,
-//! one destination's cross-node paths, one pair, one source's paths of a
-//! kind, one source.
+//! the ladder: every path of a kind from a network kind (through Services
+//! only, when the straight paths are clean), every path to or from one
+//! node, one destination, one destination's cross-node paths, one pair,
+//! one source's paths of a kind, one source.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,10 +25,9 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
     for grouping in Grouping::WIDENING {
         let mut groups: BTreeMap<ScopeKey, Vec<usize>> = BTreeMap::new();
         for (i, c) in cells.iter().enumerate().filter(|(_, c)| informative(c)) {
-            groups
-                .entry(ScopeKey::of(grouping, &c.w.dims))
-                .or_default()
-                .push(i);
+            for key in ScopeKey::keys(grouping, &c.w.dims) {
+                groups.entry(key).or_default().push(i);
+            }
         }
         for (key, members) in groups {
             let all_ladder = members.iter().all(|i| cells[*i].ladder);
@@ -39,6 +39,24 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
             let wide_enough = match grouping {
                 Grouping::KindPath | Grouping::Destination | Grouping::DestinationPath => {
                     sources.len() >= 2
+                }
+                // Both its row and its column, or it is one of those.
+                Grouping::Node => {
+                    let node = key.source_node.as_deref();
+                    let dims = |i: &usize| &cells[*i].w.dims;
+                    let out_of = members.iter().any(|i| {
+                        Some(&*dims(i).source_node) == node
+                            && dims(i).destination_node.as_deref() != node
+                    });
+                    let into = members.iter().any(|i| {
+                        Some(&*dims(i).source_node) != node
+                            && dims(i).destination_node.as_deref() == node
+                    });
+                    out_of && into
+                }
+                // Only Services: a configured target's path is not known.
+                Grouping::KindPathService => {
+                    sources.len() >= 2 && key.via == Some(crate::model::Via::Service)
                 }
                 _ => members.len() >= 2,
             };

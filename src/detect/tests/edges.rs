@@ -91,25 +91,25 @@ fn one_slow_lookup_alone_raises_nothing() {
 }
 
 #[test]
-fn dns_timeouts_quote_the_source_nodes_own_conntrack_counter() {
+fn dns_timeouts_quote_the_rise_of_the_source_nodes_own_conntrack_counter() {
     let s = vec![series_dns(
         "node1",
         SourceKind::Pod,
         "node2",
         "t",
-        "u",
+        "dns://10.96.0.10/a.b?parallel=1",
         &repeat(ok(0.5), 5),
         Some(5_003.0),
     )];
     let mut mine = facts("node1", "5.4.0", None, 0);
-    mine.conntrack_insert_failed = Some(12);
-    let mut other = facts("node2", "5.4.0", None, 0);
-    other.conntrack_insert_failed = Some(99);
+    mine.rises.conntrack_insert_failed = Some(12);
+    let mut other = facts("node3", "5.4.0", None, 0);
+    other.rises.conntrack_insert_failed = Some(99);
     let f = &detect(&s, &[other, mine], &DetectorConfig::default())[0];
     assert!(
         f.evidence
             .iter()
-            .any(|e| e == "conntrack insert_failed = 12 on node1"),
+            .any(|e| e == "conntrack insert_failed rose by 12 on the source over the window"),
         "{:?}",
         f.evidence
     );
@@ -176,15 +176,16 @@ fn a_dns_finding_says_where_how_many_and_why() {
         SourceKind::Pod,
         "node2",
         "t",
-        "u",
+        "dns://10.96.0.10/a.b?parallel=1",
         &repeat(ok(0.5), 5),
         Some(5_003.0),
     );
     traced(&mut s);
     let mut f = facts("node1", "5.4.0", None, 0);
-    f.conntrack_insert_failed = Some(12);
+    f.rises.conntrack_insert_failed = Some(12);
     let x = &detect(&[s], &[f], &DetectorConfig::default())[0];
     assert_eq!(x.kind, FindingKind::DnsTimeoutLadder);
+    assert_eq!(x.locus, Locus::Dns);
     assert_eq!(x.source_node.as_deref(), Some("node1"));
     assert_eq!(
         (x.targets.as_slice(), x.samples),
@@ -196,10 +197,11 @@ fn a_dns_finding_says_where_how_many_and_why() {
     );
     assert_eq!(x.examples.len(), 3);
     let c = &x.likely_causes[0];
+    assert_eq!(c.id, CauseId::ConntrackDnsRace, "{c:#?}");
     assert!(
         c.present
             .iter()
-            .any(|p| p.starts_with("conntrack insert_failed is non-zero")),
+            .any(|p| p.starts_with("conntrack insert_failed rose")),
         "{c:#?}"
     );
 }

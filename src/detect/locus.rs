@@ -1,0 +1,78 @@
+//! Where a finding lies: the network (the handshake), the backend (after
+//! the connection was up, or its own accept queue), DNS, or the prober
+//! itself. The likeliest cause places it when the evidence backs it (a
+//! score of 0.5 or more); else the finding's kind does.
+
+use super::causes::{self, CauseId};
+use super::{Finding, FindingKind, Locus};
+
+/// Sets `f.locus` and the reason for it.
+pub fn place(f: &mut Finding) {
+    if f.locus != Locus::Unknown && !f.locus_why.is_empty() {
+        // A rule that knows better (failures by outcome) placed it.
+        return;
+    }
+    let backed = f.likely_causes.first().filter(|c| c.score >= 0.5);
+    let (locus, why) = match backed {
+        Some(c) => {
+            let locus = causes::locus_of(c.id);
+            (
+                locus,
+                format!(
+                    "{}, the likeliest cause, {}",
+                    c.title,
+                    where_words(locus, c.id)
+                ),
+            )
+        }
+        None => (kind_locus(f.kind), kind_words(f.kind).to_string()),
+    };
+    f.locus = locus;
+    f.locus_why = why;
+}
+
+/// Where a finding of `kind` lies when no cause says better.
+pub fn kind_locus(kind: FindingKind) -> Locus {
+    match kind {
+        FindingKind::SynRetransmitLadder
+        | FindingKind::PmtuBlackhole
+        | FindingKind::FirstContactDelay => Locus::Network,
+        FindingKind::DnsTimeoutLadder => Locus::Dns,
+        FindingKind::ServerTimeTail => Locus::Backend,
+        FindingKind::ProberStarved => Locus::Prober,
+        FindingKind::ProbeFailures => Locus::Unknown,
+    }
+}
+
+fn kind_words(kind: FindingKind) -> &'static str {
+    match kind {
+        FindingKind::SynRetransmitLadder => {
+            "SYNs were lost before any connection existed: the handshake, on the path"
+        }
+        FindingKind::PmtuBlackhole => {
+            "large packets vanish on the path while the handshake and small answers pass"
+        }
+        FindingKind::FirstContactDelay => {
+            "the first packets to new peers waited on neighbour resolution, on the path"
+        }
+        FindingKind::DnsTimeoutLadder => {
+            "the name lookup waited on the resolver's timeouts, before any connection"
+        }
+        FindingKind::ServerTimeTail => {
+            "the handshake was fast; the time went after the connection was up: the backend"
+        }
+        FindingKind::ProberStarved => "the prober's own timers were late",
+        FindingKind::ProbeFailures => "the failures alone do not say where",
+    }
+}
+
+fn where_words(locus: Locus, id: CauseId) -> String {
+    let place = match locus {
+        Locus::Network => "lies on the network path",
+        Locus::Backend => "lies in the backend (the destination's own socket or server)",
+        Locus::Dns => "lies in name resolution",
+        Locus::Prober => "lies in the probing node itself, not the network",
+        Locus::Unknown => "lies where the evidence cannot say",
+    };
+    format!("{place} ({id})")
+}
