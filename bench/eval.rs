@@ -47,6 +47,7 @@ fn main() {
         ("share", f.share),
         ("first cause", f.cause),
         ("timing agreement", f.timing),
+        ("locus", f.locus),
         ("healthy quiet", f.quiet),
     ] {
         let acc = if judged == 0 {
@@ -55,6 +56,32 @@ fn main() {
             f64::from(right) / f64::from(judged)
         };
         println!("  {name:<16} {right:>3} of {judged:<3} {acc:.3}");
+    }
+    println!("failure classes beyond the seed (the cluster's view):");
+    println!(
+        "  {:<30} {:<18} {:<8} {:<26} {:>6}",
+        "class", "scope", "locus", "first cause", "margin"
+    );
+    for c in cases.iter().filter(|c| c.name.starts_with("class:")) {
+        let found = tailprobe::detect::detect(&c.series, &c.facts, &Default::default());
+        let Some(first) = found.first() else {
+            println!("  {:<30} quiet", c.name);
+            continue;
+        };
+        let causes = &first.likely_causes;
+        let margin = match causes.as_slice() {
+            [a, b, ..] => format!("{:+.2}", a.score - b.score),
+            [a] => format!("{:+.2}", a.score),
+            [] => String::new(),
+        };
+        println!(
+            "  {:<30} {:<18} {:<8} {:<26} {:>6}",
+            c.name,
+            first.scope_key.grouping.as_str(),
+            first.locus.as_str(),
+            causes.first().map(|c| c.id.as_str()).unwrap_or("-"),
+            margin
+        );
     }
     println!("each node alone (its host-network probes, its own facts):");
     println!(

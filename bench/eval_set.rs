@@ -8,6 +8,9 @@
 #[path = "simulate.rs"]
 pub mod simulate;
 
+#[path = "eval_classes.rs"]
+mod classes;
+
 use simulate::{Fault, Kernel};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,6 +56,8 @@ pub struct Label {
     pub rungs: Vec<u32>,
     pub share: f64,
     pub cause: Option<&'static str>,
+    /// Where judged: the first finding's locus.
+    pub locus: Option<&'static str>,
     /// Whether every rung probe's timing sits in its rung's window (the
     /// evidence then says TCP_INFO agrees); false where the timer's slack
     /// carried probes past the window.
@@ -75,6 +80,10 @@ enum Mode {
     Dns { tries: u32 },
     /// A failed exchange.
     Fail(Outcome),
+    /// A healthy handshake, then the first byte `ms` late: server time.
+    Late { ms: f64 },
+    /// A healthy probe that started `ms` behind its schedule.
+    LateStart { ms: f32 },
 }
 
 fn build(
@@ -134,6 +143,11 @@ fn build_from(
                 Outcome::Ok,
             ),
             Mode::Fail(o) => (0.0006, None, 0, o),
+            Mode::Late { .. } | Mode::LateStart { .. } => (0.0006, None, 0, Outcome::Ok),
+        };
+        let server_ms = match *m {
+            Mode::Late { ms } => ms * (1.0 + 0.01 * jitter),
+            _ => 0.0,
         };
         let dns = dns.map(Duration::from_secs_f64);
         let connect = dns.unwrap_or_default() + Duration::from_secs_f64(connect_s);
@@ -141,11 +155,16 @@ fn build_from(
         let phases = Phases {
             dns,
             connect: (!failed_connect).then_some(connect),
-            first_byte: outcome.completed().then_some(connect),
-            total: connect + Duration::from_micros(200),
+            first_byte: outcome
+                .completed()
+                .then(|| connect + Duration::from_secs_f64(server_ms / 1e3)),
+            total: connect + Duration::from_secs_f64(server_ms / 1e3) + Duration::from_micros(200),
         };
         samples.push(Sample {
-            prober_lag_ms: None,
+            prober_lag_ms: match *m {
+                Mode::LateStart { ms } => Some(ms),
+                _ => None,
+            },
             at: SystemTime::UNIX_EPOCH,
             phases,
             outcome,
@@ -231,6 +250,7 @@ fn mix(n: usize, hits: usize, hit: Mode, base: Mode, rng: &mut StdRng) -> Vec<Mo
 pub fn cases() -> Vec<Case> {
     let mut all = generated();
     all.extend(labelled());
+    all.extend(classes::cases());
     all.extend(recorded());
     all
 }
@@ -414,12 +434,14 @@ fn generated() -> Vec<Case> {
 }
 
 /// Every finding kind the detector raises.
-pub const KINDS: [&str; 5] = [
+pub const KINDS: [&str; 7] = [
     "syn-retransmit-ladder",
     "dns-timeout-ladder",
     "pmtu-blackhole",
     "probe-failures",
     "first-contact-delay",
+    "server-time-tail",
+    "prober-starved",
 ];
 
 /// Lab runs recorded with `tailprobe lab matrix --record`, each labelled
@@ -606,6 +628,7 @@ fn labelled() -> Vec<Case> {
             share,
             cause,
             timing_agrees: true,
+            locus: None,
         })
     };
 
@@ -1229,6 +1252,7 @@ pub struct Fields {
     pub share: (u32, u32),
     pub cause: (u32, u32),
     pub timing: (u32, u32),
+    pub locus: (u32, u32),
     pub quiet: (u32, u32),
     pub wrong: Vec<String>,
 }
@@ -1308,7 +1332,23 @@ pub fn fields(cases: &[Case]) -> Fields {
                 &mut f.cause,
                 top == Some(cause),
                 &mut f.wrong,
-                format!("{}: first cause {top:?}", c.name),
+                format!(
+                    "{}: first cause {top:?} of {:?}",
+                    c.name,
+                    first
+                        .likely_causes
+                        .iter()
+                        .map(|c| format!("{} {:.2}", c.id, c.score))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+        if let Some(locus) = l.locus {
+            tally(
+                &mut f.locus,
+                first.locus.as_str() == locus,
+                &mut f.wrong,
+                format!("{}: locus {}", c.name, first.locus),
             );
         }
     }

@@ -172,7 +172,7 @@ pub async fn run(
         verdict,
         (slos, epoch),
         otlp.clone(),
-        loaded.config.detect.clone(),
+        (loaded.config.detect.clone(), prober.source_kind),
         cancel.clone(),
     ));
     ready.store(true, Ordering::Relaxed);
@@ -313,7 +313,7 @@ async fn judge(
         std::time::Instant,
     ),
     otlp: Option<Arc<crate::export::otlp::Otlp>>,
-    cfg: crate::config::DetectConfig,
+    (cfg, kind): (crate::config::DetectConfig, crate::model::SourceKind),
     cancel: CancellationToken,
 ) {
     use crate::export::alerts::{self, Alerter, Phase};
@@ -360,6 +360,9 @@ async fn judge(
             .udp_in_csum_errors
             .and_then(|n| csum_errors.rise(std::time::Instant::now(), n, cfg.window.get()));
         facts.rises = counters.rises(std::time::Instant::now(), &facts.counters, cfg.window.get());
+        if kind == crate::model::SourceKind::Pod {
+            facts = facts.read_in_a_pod();
+        }
         // Copying the window and judging it is CPU work: on the blocking
         // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();

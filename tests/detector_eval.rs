@@ -46,6 +46,7 @@ fn every_labelled_field_is_right() {
         ("share", f.share),
         ("first cause", f.cause),
         ("timing agreement", f.timing),
+        ("locus", f.locus),
         ("healthy quiet", f.quiet),
     ] {
         println!("{name}: {right} of {judged}");

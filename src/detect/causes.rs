@@ -158,6 +158,10 @@ pub enum Check {
     OneSecondRung,
     /// The lookups sent A and AAAA at once from one socket.
     ParallelQueries,
+    /// No drop counter at either end rose (listen queue, conntrack,
+    /// neighbour table, reverse-path filter): nothing on the nodes
+    /// explains the loss.
+    NoDropCounterRose,
 }
 
 impl Check {
@@ -231,6 +235,9 @@ impl Check {
             Check::IpvsConnReuseOn => "net.ipv4.vs.conn_reuse_mode is 1",
             Check::OneSecondRung => "the probes lost exactly one SYN (the 1 s rung)",
             Check::ParallelQueries => "A and AAAA left one socket at once (what the race needs)",
+            Check::NoDropCounterRose => {
+                "no drop counter rose on the nodes at either end (listen queue, conntrack, neighbour table, reverse-path filter)"
+            }
         }
     }
 
@@ -284,6 +291,16 @@ impl Check {
             Check::IpvsConnReuseOn => e.ipvs_conn_reuse,
             Check::OneSecondRung => e.dominant_rung.map(|k| k == 1),
             Check::ParallelQueries => Some(e.dns_parallel),
+            Check::NoDropCounterRose => {
+                let rose = [
+                    e.dest_listen_drops,
+                    e.conntrack_drops,
+                    e.source_insert_failed,
+                    e.neigh_table_fulls,
+                    e.reverse_path_drops,
+                ];
+                (!rose.iter().all(Option::is_none)).then(|| rose.iter().flatten().all(|n| *n == 0))
+            }
         }
     }
 }
@@ -373,6 +390,10 @@ pub const CAUSES: &[CauseSpec] = &[
             (Check::GeometricRungs, 3.0),
             (Check::FewProbes, 1.0),
             (Check::EarlyRung, 1.0),
+            // A link between nodes: a hit same-node path never crossed it.
+            (Check::CrossNodeOnly, 1.0),
+            // The diagnosis left when the nodes' own counters explain nothing.
+            (Check::NoDropCounterRose, 1.0),
         ],
         remediation: &[
             "ip -s link and ethtool -S on the nodes' NICs for drops and errors",

@@ -60,6 +60,15 @@ impl Cell<'_> {
         self.pending.values().sum()
     }
 
+    /// On a ladder, or on one within a group: a cell with probes on a rung
+    /// joins its group's ladder even when its own few probes fall short of
+    /// significance (a share of 30 % leaves some of 20 probes with one or
+    /// two); the group's pooled probes must be significant. Slow first
+    /// contacts alone are not a ladder.
+    pub fn on_ladder(&self) -> bool {
+        self.ladder || (self.hits() > 0 && !self.first_contact)
+    }
+
     /// Probes that say something about the SYN handshake: decided, or
     /// still waiting after a lost SYN.
     pub fn syn_informative(&self) -> u64 {

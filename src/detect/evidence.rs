@@ -104,13 +104,14 @@ pub fn counters(e: &mut Evidence, source_facts: &[&NodeFacts], dest_facts: &[&No
         .chain(dest_facts)
         .copied()
         .collect::<Vec<_>>();
-    e.dest_listen_drops = sum(&mut dest_facts.iter().flat_map(|f| {
-        [&f.rises, &f.pod_rises].into_iter().map(|r| {
-            match (r.listen_overflows, r.listen_drops, r.req_q_full_drops) {
-                (None, None, None) => None,
-                (a, b, c) => Some(a.unwrap_or(0).max(b.unwrap_or(0)) + c.unwrap_or(0)),
-            }
-        })
+    // The backends listen in their pods' namespaces: the pod probers'
+    // counters (the node's own namespace holds host-network listeners only).
+    e.dest_listen_drops = sum(&mut dest_facts.iter().map(|f| {
+        let r = &f.pod_rises;
+        match (r.listen_overflows, r.listen_drops, r.req_q_full_drops) {
+            (None, None, None) => None,
+            (a, b, c) => Some(a.unwrap_or(0).max(b.unwrap_or(0)) + c.unwrap_or(0)),
+        }
     }));
     e.conntrack_drops = sum(&mut both.iter().map(|f| {
         match (f.rises.conntrack_drops, f.rises.conntrack_early_drops) {
@@ -257,7 +258,7 @@ pub fn of_ladder(
                 .filter(|c| c.syn_informative() >= cfg.min_rung_probes)
                 .collect();
             let from: BTreeSet<&str> = to.iter().map(|c| &*c.w.dims.source_node).collect();
-            Some(from.len() >= 2 && to.iter().all(|c| c.ladder))
+            Some(from.len() >= 2 && to.iter().all(|c| c.on_ladder()))
         }
         // Hit paths to several destinations are no one column.
         (n, _) if n >= 2 => Some(false),

@@ -26,6 +26,12 @@ pub enum Grouping {
     /// Every path of one kind (cross-node) to one destination node, from
     /// several sources: the destination's own same-node paths may be clean.
     DestinationPath,
+    /// Every path of one kind (cross-node) from one source node, from its
+    /// host and pod network: a row, its own same-node paths possibly clean.
+    SourcePath,
+    /// Every path through a Service from one source node: that node's
+    /// Service rules, its straight paths to the same pods possibly clean.
+    SourceService,
     /// Every path from one source node to one destination node.
     Pair,
     /// Every path to one target, from several sources.
@@ -48,6 +54,8 @@ impl Grouping {
             Grouping::Node => "node",
             Grouping::Destination => "destination",
             Grouping::DestinationPath => "destination-path",
+            Grouping::SourcePath => "source-path",
+            Grouping::SourceService => "source-service",
             Grouping::Pair => "pair",
             Grouping::Target => "target",
             Grouping::SourceKindPath => "source-kind-path",
@@ -58,12 +66,14 @@ impl Grouping {
     }
 
     /// The groupings a ladder may widen to, broad first.
-    pub const WIDENING: [Grouping; 8] = [
+    pub const WIDENING: [Grouping; 10] = [
         Grouping::KindPath,
         Grouping::KindPathService,
         Grouping::Node,
         Grouping::Destination,
         Grouping::DestinationPath,
+        Grouping::SourcePath,
+        Grouping::SourceService,
         Grouping::Pair,
         Grouping::SourceKindPath,
         Grouping::Source,
@@ -111,8 +121,12 @@ impl ScopeKey {
 
     /// The keys of the groups a series with `d` falls in under `grouping`:
     /// one, except under [`Grouping::Node`], where a path between two nodes
-    /// is in both nodes' groups.
+    /// is in both nodes' groups, and [`Grouping::SourceService`], which
+    /// holds paths through a Service only.
     pub fn keys(grouping: Grouping, d: &Dims) -> Vec<Self> {
+        if grouping == Grouping::SourceService && d.via() != crate::model::Via::Service {
+            return Vec::new();
+        }
         if grouping != Grouping::Node {
             return vec![Self::of(grouping, d)];
         }
@@ -159,6 +173,14 @@ impl ScopeKey {
             Grouping::DestinationPath => {
                 k.destination_node = dst();
                 k.path = Some(d.path);
+            }
+            Grouping::SourcePath => {
+                k.source_node = src();
+                k.path = Some(d.path);
+            }
+            Grouping::SourceService => {
+                k.source_node = src();
+                k.via = Some(d.via());
             }
             Grouping::Pair => {
                 k.source_node = src();
@@ -239,6 +261,8 @@ impl ScopeKey {
             (Grouping::Node, _) => format!("every path to or from {src}"),
             (Grouping::Destination, _) => format!("every path to {dst}"),
             (Grouping::DestinationPath, _) => format!("every {path} path to {dst}"),
+            (Grouping::SourcePath, _) => format!("every {path} path from {src}"),
+            (Grouping::SourceService, _) => format!("every path through a Service from {src}"),
             (Grouping::Pair, _) => format!("every path from {src} to {dst}"),
             (Grouping::Target, _) => format!("every path to {target} ({sources} sources)"),
             (Grouping::SourceKindPath, _) => format!("{path} paths from {src} ({net})"),

@@ -1317,8 +1317,10 @@ fn confidence_is_made_of_its_terms() {
         1.0
     );
     // A ladder its source's other path shares, if too thinly to be one
-    // itself: 2 of 20 against 1 of 20 (Fisher p = 0.5) is not particular
-    // to the path. 0.5 x 5.72 / 12 + 0.3 x 1 + 0.
+    // itself (2 of 20 against 1 of 20): the two paths are one finding, the
+    // source's cross-node paths, judged pooled (3 of 40, p = 1.9e-6), and
+    // with no other paths from node1 there is nothing to stand out from.
+    // 0.5 x 5.72 / 12 + 0.3 x 1 + 0.2.
     let mut two = repeat(ok(0.5), 18);
     two.extend(repeat((7_010.0, 3, Outcome::Ok), 2));
     let mut one = repeat(ok(0.5), 19);
@@ -1329,10 +1331,13 @@ fn confidence_is_made_of_its_terms() {
     ];
     let found = detect(&shared, &[], &DetectorConfig::default());
     assert_eq!(found.len(), 1, "{found:#?}");
-    assert_eq!(found[0].confidence, 0.54);
+    assert_eq!(found[0].confidence, 0.74);
     assert_eq!(
         (found[0].source_node.as_deref(), found[0].targets.as_slice()),
-        (Some("node1"), ["t2".to_string()].as_slice())
+        (
+            Some("node1"),
+            ["t2".to_string(), "t3".to_string()].as_slice()
+        )
     );
     let (s, f) = incident();
     let found = detect(&s, &f, &DetectorConfig::default());

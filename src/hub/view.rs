@@ -76,7 +76,7 @@ pub fn judge(
             .filter(|_| doc.source_kind == SourceKind::Pod)
             && let Some((_, node)) = facts.get_mut(&f.node)
         {
-            node.pod_rises = f.rises.clone();
+            node.pod_rises = f.pod_rises.clone();
         }
     }
     cells.sort_by(|a, b| a.cell.dims.cmp(&b.cell.dims));

@@ -182,8 +182,9 @@ pub struct NodeFacts {
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub rises: Counters,
     /// The rise of the same counters in the node's pod prober's own network
-    /// namespace, where its echo target listens (the hub adds them): a
-    /// backend's accept queue is counted in the backend's namespace.
+    /// namespace, where its echo target listens (a pod prober reads them
+    /// there; the hub adds them to its node's): a backend's accept queue is
+    /// counted in the backend's namespace.
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub pod_rises: Counters,
     /// conntrack entries in use and the table's size.
@@ -210,6 +211,14 @@ pub struct NodeFacts {
 }
 
 impl NodeFacts {
+    /// Facts a pod-network prober read: its counters are its own pod's
+    /// namespace's, where its echo target listens (the backend's end of a
+    /// pair), kept apart from the node's own.
+    pub fn read_in_a_pod(mut self) -> Self {
+        self.pod_rises = std::mem::take(&mut self.rises);
+        self
+    }
+
     /// The SYN schedule this node's kernel follows: Windows nodes (their
     /// `kernel` reads "Windows ...") wait 3 s, then 6 s.
     pub fn syn_schedule(&self) -> SynSchedule {

@@ -27,11 +27,12 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
     let informative = |c: &Cell| timed(c) >= cfg.min_rung_probes;
     let mut covered: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
+    // Broad first: a source's every lookup before one pair's.
     for grouping in [
         Grouping::Destination,
         Grouping::DestinationPath,
-        Grouping::Pair,
         Grouping::Source,
+        Grouping::Pair,
     ] {
         let mut groups: BTreeMap<ScopeKey, Vec<usize>> = BTreeMap::new();
         for (i, c) in cells.iter().enumerate().filter(|(_, c)| informative(c)) {

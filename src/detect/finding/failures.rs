@@ -5,9 +5,8 @@ use super::super::evidence::{self, Evidence};
 use super::super::{Finding, FindingKind, Locus, causes, examples, ratio, round3};
 use crate::model::{NodeFacts, Outcome, PathKind, Via};
 
-/// A cell that fails on half its probes or more.
-fn failing(c: &Cell) -> bool {
-    c.failures.values().sum::<u64>() * 2 >= c.n.max(1)
+fn failure_share(c: &Cell) -> f64 {
+    ratio(c.failures.values().sum(), c.n)
 }
 
 /// What a failing cell's causes are judged on: the matrix pattern of the
@@ -15,6 +14,11 @@ fn failing(c: &Cell) -> bool {
 fn judged(cells: &[Cell], c: &Cell, facts: &[NodeFacts]) -> Evidence {
     let d = &c.w.dims;
     let dest = d.destination_node.as_deref();
+    // Another cell fails alike when it fails at half this cell's share or
+    // more: a 10 % failure here and 10 % there are one pattern, whatever
+    // the share.
+    let share = failure_share(c);
+    let failing = |o: &Cell| failure_share(o) > 0.0 && failure_share(o) * 2.0 >= share;
     let to_dest: Vec<&Cell> = cells
         .iter()
         .filter(|o| dest.is_some() && o.w.dims.destination_node.as_deref() == dest)

@@ -2,8 +2,9 @@
 //! sit on a rung of its source kernel's schedule that a healthy background
 //! SYN loss cannot explain them (binomial tail), and at least
 //! `min_rung_probes` do. Scope widens from the cell to the broadest group
-//! whose every informative cell (enough probes the handshake decided) is on
-//! the ladder: every path of a kind from a network kind (through Services
+//! whose informative cells (enough probes the handshake decided) are on the
+//! ladder together: each with probes on a rung, their pooled probes
+//! significant: every path of a kind from a network kind (through Services
 //! only, when the straight paths are clean), every path to or from one
 //! node, one destination, one destination's cross-node paths, one pair,
 //! one source's paths of a kind, one source.
@@ -20,6 +21,13 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
     // A cell whose probes never reached a SYN verdict (refused, no route)
     // neither joins nor blocks a ladder's scope: it is reported as failures.
     let informative = |c: &Cell| c.syn_informative() >= cfg.min_rung_probes;
+    // A cell with none on a rung blocks its group's ladder.
+    let pooled = |members: &[usize]| {
+        let hits: u64 = members.iter().map(|i| cells[*i].hits()).sum();
+        let n: u64 = members.iter().map(|i| cells[*i].n).sum();
+        hits >= cfg.min_rung_probes
+            && stat::binomial_tail(n, hits, cfg.background_syn_loss) < cfg.alpha
+    };
     let mut covered: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
     for grouping in Grouping::WIDENING {
@@ -30,7 +38,9 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
             }
         }
         for (key, members) in groups {
-            let all_ladder = members.iter().all(|i| cells[*i].ladder);
+            let all_ladder = members.iter().all(|i| cells[*i].on_ladder())
+                && members.iter().any(|i| cells[*i].ladder)
+                && pooled(&members);
             let news = members.iter().any(|i| !covered.contains(i));
             let sources: BTreeSet<&str> = members
                 .iter()
@@ -53,6 +63,20 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
                             && dims(i).destination_node.as_deref() == node
                     });
                     out_of && into
+                }
+                // A row spans destinations, as a column spans sources; one
+                // network's row is its own (narrower) grouping, which says
+                // which network.
+                Grouping::SourcePath | Grouping::SourceService => {
+                    let dests: BTreeSet<&str> = members
+                        .iter()
+                        .filter_map(|i| cells[*i].w.dims.destination_node.as_deref())
+                        .collect();
+                    let kinds: BTreeSet<_> = members
+                        .iter()
+                        .map(|i| cells[*i].w.dims.source_kind)
+                        .collect();
+                    dests.len() >= 2 && (grouping == Grouping::SourceService || kinds.len() >= 2)
                 }
                 // Only Services: a configured target's path is not known.
                 Grouping::KindPathService => {

@@ -38,8 +38,10 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
         let throttled = facts
             .iter()
             .find(|f| f.node == node)
-            .and_then(|f| f.rises.throttled_periods)
-            .filter(|_| kind == SourceKind::Host);
+            .and_then(|f| match kind {
+                SourceKind::Host => f.rises.throttled_periods,
+                _ => f.pod_rises.throttled_periods,
+            });
         let p = stat::binomial_tail(n, late, BACKGROUND);
         let lagging = late >= cfg.min_rung_probes && p < cfg.alpha;
         let is_throttled = throttled.is_some_and(|t| t >= THROTTLED);
