@@ -169,7 +169,7 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
     );
     for (src, kind, c) in &all {
         assert!(fast(c), "{src} {kind:?} {c:?}");
-        if &*c.dims.target != "svc-all" {
+        if &*c.dims.target != "svc/lab/all" {
             assert_eq!(c.samples, 5);
         }
     }
@@ -178,7 +178,7 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
         let n: u64 = rep
             .cells
             .iter()
-            .filter(|c| &*c.dims.target == "svc-all")
+            .filter(|c| &*c.dims.target == "svc/lab/all")
             .map(|c| c.samples)
             .sum();
         assert_eq!(n, 5, "{} {:?}", rep.source_node, rep.source_kind);
@@ -191,7 +191,7 @@ fn healthy_lab_every_cell_is_fast_and_down_leaves_nothing_as_root() {
     );
     assert!(
         all.iter()
-            .any(|(_, _, c)| &*c.dims.target == "svc-all" && c.dims.destination_node.is_some())
+            .any(|(_, _, c)| &*c.dims.target == "svc/lab/all" && c.dims.destination_node.is_some())
     );
 
     let name = lab.name.clone();
@@ -1142,7 +1142,7 @@ fn the_hub_judges_every_prober_as_one_cluster_as_root() {
             .collect()
     };
     // The windows only grow between the two reads: every cell the hub
-    // showed is there (svc-all may have reached one more backend since).
+    // showed is there (svc/lab/all may have reached one more backend since).
     let (hub_cells, one_cells) = (keys(&m), keys(&one));
     assert!(
         hub_cells.is_subset(&one_cells),

@@ -96,11 +96,21 @@ pub enum LabCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         jitter: std::time::Duration,
     },
+    /// The load behind `fault listen-overflow`: connections a second to
+    /// one address (runs inside a node's namespace).
+    #[command(hide = true)]
+    Load {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        rate: u32,
+    },
     /// Up, inject a fault, start the probers and the hub, one round over HTTP, verdict, down.
     Demo {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// vxlan-csum-bug, drop-syn, loss, mtu-blackhole or none.
+        /// vxlan-csum-bug, drop-syn, loss, mtu-blackhole, listen-overflow,
+        /// slow-backend, dns-loss, rp-filter, conntrack-drop or none.
         #[arg(long, default_value = "vxlan-csum-bug")]
         fault: String,
         #[arg(long, default_value_t = 20)]
@@ -232,6 +242,70 @@ pub enum FaultCommand {
         on: String,
         #[arg(long, value_parser = humantime::parse_duration)]
         jitter: std::time::Duration,
+    },
+    /// A share of one node's backend answers late, the rest at once: a
+    /// backend whose service time is bimodal (its echo restarted).
+    SlowBackend {
+        #[arg(long)]
+        on: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        delay: std::time::Duration,
+        #[arg(long, default_value_t = 10)]
+        percent: u32,
+    },
+    /// One node's backend accepts slowly behind a small backlog while a
+    /// load from its own node fills its accept queue: SYNs dropped at the
+    /// destination, counted in ListenOverflows.
+    ListenOverflow {
+        #[arg(long)]
+        on: String,
+        #[arg(long, default_value_t = 8)]
+        backlog: u32,
+        /// Connections accepted a second: above what the probes alone send
+        /// (a matrix sends a few hundred a second to one node), so the load
+        /// decides the overflow.
+        #[arg(long, default_value_t = 500)]
+        accept_rate: u32,
+        /// Connections a second from the node itself, on top of the probes:
+        /// the share above the accept rate is about the share of SYNs
+        /// dropped.
+        #[arg(long, default_value_t = 550)]
+        load: u32,
+    },
+    /// Lose a share of the DNS queries reaching one node's resolver over
+    /// the overlay (its own node's lookups pass).
+    DnsLoss {
+        #[arg(long)]
+        on: String,
+        #[arg(long, default_value_t = 30)]
+        percent: u32,
+    },
+    /// One node routes another's pods over the underlay and filters
+    /// reverse paths strictly: their packets, arriving over the overlay,
+    /// are dropped (TcpExtIPReversePathFilter).
+    RpFilter {
+        #[arg(long)]
+        on: String,
+        #[arg(long)]
+        from: String,
+    },
+    /// Emulated: drop a share of new flows through one node, as a full
+    /// conntrack table drops them (the kernel's counters do not move: a
+    /// namespace cannot lower its table).
+    ConntrackDrop {
+        #[arg(long)]
+        on: String,
+        #[arg(long, default_value_t = 20)]
+        percent: u32,
+    },
+    /// Hold one node's prober daemons (`lab run`) to a share of one CPU
+    /// with a cgroup quota.
+    StarveProber {
+        #[arg(long)]
+        on: String,
+        /// Percent of one CPU.
+        #[arg(long, default_value_t = 2)]
+        cpu: u32,
     },
     /// Remove every fault.
     Clear,
@@ -416,9 +490,41 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     delay: std::time::Duration::ZERO,
                     jitter,
                 },
+                FaultCommand::SlowBackend { on, delay, percent } => lab::Fault::SlowBackend {
+                    on: node(&plan, &on)?,
+                    delay,
+                    percent,
+                },
+                FaultCommand::ListenOverflow {
+                    on,
+                    backlog,
+                    accept_rate,
+                    load,
+                } => lab::Fault::ListenOverflow {
+                    on: node(&plan, &on)?,
+                    backlog,
+                    accept_rate,
+                    load,
+                },
+                FaultCommand::DnsLoss { on, percent } => lab::Fault::DnsLoss {
+                    on: node(&plan, &on)?,
+                    percent,
+                },
+                FaultCommand::RpFilter { on, from } => lab::Fault::RpFilter {
+                    on: node(&plan, &on)?,
+                    from: node(&plan, &from)?,
+                },
+                FaultCommand::ConntrackDrop { on, percent } => lab::Fault::ConntrackDrop {
+                    on: node(&plan, &on)?,
+                    percent,
+                },
+                FaultCommand::StarveProber { on, cpu } => lab::Fault::StarveProber {
+                    on: node(&plan, &on)?,
+                    percent: cpu,
+                },
                 FaultCommand::Clear => {
                     let n = lab::clear(&plan)?;
-                    println!("lab {}: {n} fault table(s) removed", plan.prefix);
+                    println!("lab {}: {n} fault(s) removed", plan.prefix);
                     return Ok(0);
                 }
             };
@@ -431,6 +537,10 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             jitter,
         } => {
             lab::delayer::run(queue, delay, jitter)?;
+            Ok(0)
+        }
+        LabCommand::Load { to, rate } => {
+            lab::load(to, rate)?;
             Ok(0)
         }
         LabCommand::Matrix(args) | LabCommand::Run(args) if args.samples == 0 => {

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use fault::{Fault, clear, inject};
+pub use fault::{Fault, clear, inject, load};
 use fault::{delayer_pids, fault_tables};
 pub use plan::Plan;
 
@@ -282,28 +282,49 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
     if plan.kubernetes {
         return Ok(());
     }
+    // What `fault clear` gives a backend back.
+    std::fs::write(dir.join(ECHO_DELAY_FILE), echo_delay).map_err(|e| LabError::Kernel {
+        what: format!("cannot write {} ({e})", dir.display()),
+    })?;
     for i in plan.node_ids() {
-        let log = dir.join(format!("echo-node{i}.log"));
-        spawn_in(
-            &plan.pod_ns(i),
-            &[
-                "echo",
-                "--listen",
-                &format!("0.0.0.0:{}", plan::POD_PORT),
-                "--node",
-                &plan.node_name(i),
-                "--pod",
-                &format!("echo-{}", plan.node_name(i)),
-                "--delay",
-                echo_delay,
-            ],
-            &log,
-        )?;
+        start_echo(plan, i, &echo_args(plan, i, echo_delay))?;
     }
     for i in plan.node_ids() {
         wait_listening(&plan.pod_ns(i), plan::POD_PORT)?;
     }
     Ok(())
+}
+
+/// Where the lab keeps the service time its echo targets were started with.
+const ECHO_DELAY_FILE: &str = "echo-delay";
+
+/// The arguments of node `i`'s echo target: HTTP on the pod's port, and a
+/// resolver on port 53 answering with the Service that has a backend on
+/// every node.
+fn echo_args(plan: &Plan, i: usize, delay: &str) -> Vec<String> {
+    [
+        "echo",
+        "--listen",
+        &format!("0.0.0.0:{}", plan::POD_PORT),
+        "--node",
+        &plan.node_name(i),
+        "--pod",
+        &format!("echo-{}", plan.node_name(i)),
+        "--delay",
+        delay,
+        "--dns",
+        &format!("0.0.0.0:{}", plan::DNS_PORT),
+        "--dns-answer",
+        &plan.all_vip().to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn start_echo(plan: &Plan, i: usize, args: &[String]) -> Result<(), LabError> {
+    let log = state_dir(&plan.prefix).join(format!("echo-node{i}.log"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_in(&plan.pod_ns(i), &args, &log)
 }
 
 /// Starts `tailprobe ARGS` inside a namespace, detached from this process:
@@ -462,6 +483,7 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
             return Err(e);
         }
     }
+    fault::release(prefix)?;
     let _ = std::fs::remove_dir_all(state_dir(prefix));
     Ok(mine)
 }

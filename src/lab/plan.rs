@@ -25,6 +25,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const UNDERLAY_DEV: &str = "eth0";
 /// The port the pods' echo targets listen on (Services keep the port).
 pub const POD_PORT: u16 = 80;
+/// The port the pods' echo targets answer DNS on, UDP and TCP.
+pub const DNS_PORT: u16 = 53;
 /// kube-proxy's masquerade mark.
 pub const MASQ_MARK: u32 = 0x4000;
 /// A mark bit no kube-proxy mode uses: the checksum-bug fault's note that

@@ -106,19 +106,26 @@ fn config_text(plan: &Plan, i: usize, kind: SourceKind, samples: u32, passive: b
          node = \"{node}\"\nsource_kind = \"{kind}\"\n\n[probe]\ninterval = \"5s\"\n{passive_table}\n\
          [detect]\ninterval = \"5s\"\n\n\
          [server]\nlisten = \"0.0.0.0:9797\"\n\n[matrix]\nsamples = {samples}\n\n\
-         [[target]]\nname = \"svc-all\"\nurl = \"http://{all}:{port}/\"\n",
+         [[target]]\nname = \"svc/lab/all\"\nurl = \"http://{all}:{port}/\"\n",
         node = plan.node_name(i),
         kind = kind.as_str(),
         all = plan.all_vip(),
         port = plan::POD_PORT,
     );
+    // Named as discovery names them in a cluster: `node/` through each
+    // node's Service, `pod/` straight to the same pod (the detector compares
+    // the two), `dns/` the resolver on each node's pod.
     for j in plan.node_ids() {
         let _ = write!(
             c,
-            "\n[[target]]\nname = \"svc-{node}\"\nurl = \"http://{vip}:{port}/\"\nnode = \"{node}\"\n",
+            "\n[[target]]\nname = \"node/{node}\"\nurl = \"http://{vip}:{port}/\"\nnode = \"{node}\"\n\
+             \n[[target]]\nname = \"pod/{node}\"\nurl = \"http://{pod}:{port}/\"\nnode = \"{node}\"\n\
+             \n[[target]]\nname = \"dns/{node}\"\nurl = \"dns://{pod}:{dns}/kubernetes.default.svc.cluster.local\"\nnode = \"{node}\"\n",
             node = plan.node_name(j),
             vip = plan.node_vip(j),
-            port = plan::POD_PORT
+            pod = plan.pod_ip(j),
+            port = plan::POD_PORT,
+            dns = plan::DNS_PORT,
         );
     }
     // 64 KiB bodies fill full-size segments, which an MTU black hole eats.
@@ -127,7 +134,7 @@ fn config_text(plan: &Plan, i: usize, kind: SourceKind, samples: u32, passive: b
     for j in plan.node_ids() {
         let _ = write!(
             c,
-            "\n[[target]]\nname = \"svc-{node}-64k\"\nurl = \"http://{vip}:{port}/bytes/65536\"\nnode = \"{node}\"\ntimeout = \"75s\"\n",
+            "\n[[target]]\nname = \"node/{node}/64k\"\nurl = \"http://{vip}:{port}/bytes/65536\"\nnode = \"{node}\"\ntimeout = \"75s\"\n",
             node = plan.node_name(j),
             vip = plan.node_vip(j),
             port = plan::POD_PORT
@@ -174,6 +181,7 @@ pub async fn matrix_all(
             let mut prober = Prober::from_loaded(&loaded);
             prober.in_flight = Arc::clone(&in_flight);
             let (prober, done, cancel) = (Arc::new(prober), Arc::clone(&done), cancel.clone());
+            let read_in = ns.clone();
             let mut opts = MatrixOptions::from_loaded(&loaded);
             opts.samples = samples;
             opts.otlp = otlp.clone();
@@ -183,15 +191,12 @@ pub async fn matrix_all(
                     .build()
                     .expect("a current-thread runtime builds");
                 rt.block_on(async {
-                    // The node's facts come from its own namespace; a pod
-                    // shares its node's facts.
-                    let facts = match kind.network() {
-                        Network::Host => Some(crate::node::gather(&prober.source_node).await),
-                        Network::Pod => None,
-                    };
+                    // Each vantage reads its own namespace: the node's, or
+                    // its pod's, where the pod's echo listens.
+                    let facts = crate::node::gather(&prober.source_node).await;
                     let (report, series) =
                         matrix::run_with(prober, &loaded.targets, &opts, &cancel, &done).await;
-                    (report, series, facts)
+                    (report, series, (kind, read_in, facts))
                 })
             })?);
         }
@@ -207,30 +212,32 @@ pub async fn matrix_all(
     if let Some(b) = bar {
         b.finish();
     }
-    let (mut out, mut all_series, mut facts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut out, mut all_series, mut read) = (Vec::new(), Vec::new(), Vec::new());
     for r in reports {
-        let (mut report, series, f) = r.map_err(|_| LabError::Kernel {
+        let (mut report, series, (kind, ns, f)) = r.map_err(|_| LabError::Kernel {
             what: "a matrix thread panicked".into(),
         })??;
-        report.facts = f.clone();
+        // Counters moved while the probes ran (the receivers' checksum
+        // errors, a backend's listen drops): read them again.
+        let node = f.node.clone();
+        let fresh = netns::run_in(&ns, move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime builds")
+                .block_on(crate::node::gather(&node))
+        })?;
+        let f = crate::node::with_rise(&f, fresh);
+        let f = match kind.network() {
+            Network::Host => f,
+            Network::Pod => f.read_in_a_pod(),
+        };
+        report.facts = Some(f.clone());
         out.push(report);
         all_series.extend(series);
-        facts.extend(f);
+        read.push((kind, f));
     }
-    // Receivers' checksum counters moved while the probes ran: read them again.
-    for f in &mut facts {
-        if let Some(i) = plan.node_index(&f.node) {
-            let node = f.node.clone();
-            let fresh = netns::run_in(&plan.node_ns(i), move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a current-thread runtime builds")
-                    .block_on(crate::node::gather(&node))
-            })?;
-            *f = crate::node::with_rise(f, fresh);
-        }
-    }
+    let facts = merge_facts(read);
     let findings = crate::detect::detect(
         &matrix::windows(&all_series),
         &facts,
@@ -246,6 +253,25 @@ pub async fn matrix_all(
         findings,
     };
     Ok((report, recording))
+}
+
+/// One set of facts per node, as the hub keeps them: the host prober's,
+/// with the pod prober's counters beside them (where the pod's echo
+/// listens); a pod prober's alone where no host prober ran.
+fn merge_facts(read: Vec<(SourceKind, NodeFacts)>) -> Vec<NodeFacts> {
+    let mut by: std::collections::BTreeMap<String, NodeFacts> = Default::default();
+    for (_, f) in read.iter().filter(|(k, _)| k.network() == Network::Host) {
+        by.insert(f.node.clone(), f.clone());
+    }
+    for (_, f) in read.iter().filter(|(k, _)| k.network() == Network::Pod) {
+        match by.get_mut(&f.node) {
+            Some(host) => host.pod_rises = f.pod_rises.clone(),
+            None => {
+                by.insert(f.node.clone(), f.clone());
+            }
+        }
+    }
+    by.into_values().collect()
 }
 
 /// Where the lab's hub listens, inside node1's namespace.
@@ -345,7 +371,7 @@ pub fn render_grid(r: &LabReport) -> String {
         );
         for n in &r.nodes {
             let cell = rep.cells.iter().find(|c| {
-                *c.dims.target == format!("svc-{n}")
+                *c.dims.target == format!("node/{n}")
                     && c.dims.destination_node.as_deref() == Some(n.as_str())
             });
             let text = match cell {
@@ -379,8 +405,16 @@ pub enum Scenario {
     DropSyn,
     Loss,
     MtuBlackhole,
+    ListenOverflow,
+    SlowBackend,
+    DnsLoss,
+    RpFilter,
+    ConntrackDrop,
     Healthy,
 }
+
+/// Every scenario's name, as `--fault` takes it.
+pub const SCENARIOS: &str = "vxlan-csum-bug, drop-syn, loss, mtu-blackhole, listen-overflow, slow-backend, dns-loss, rp-filter, conntrack-drop or none";
 
 impl Scenario {
     pub fn parse(s: &str) -> Result<Self, LabError> {
@@ -389,10 +423,15 @@ impl Scenario {
             "drop-syn" => Scenario::DropSyn,
             "loss" => Scenario::Loss,
             "mtu-blackhole" => Scenario::MtuBlackhole,
+            "listen-overflow" => Scenario::ListenOverflow,
+            "slow-backend" => Scenario::SlowBackend,
+            "dns-loss" => Scenario::DnsLoss,
+            "rp-filter" => Scenario::RpFilter,
+            "conntrack-drop" => Scenario::ConntrackDrop,
             "none" | "healthy" => Scenario::Healthy,
             other => {
                 return Err(LabError::Usage(format!(
-                    "unknown scenario \"{other}\"; pick vxlan-csum-bug, drop-syn, loss, mtu-blackhole or none"
+                    "unknown scenario \"{other}\"; pick {SCENARIOS}"
                 )));
             }
         })
@@ -421,6 +460,38 @@ impl Scenario {
             Scenario::MtuBlackhole => (
                 vec![Fault::MtuBlackhole { on: 1, size: 1200 }],
                 "overlay packets above 1200 bytes dropped at node1, no ICMP".into(),
+            ),
+            Scenario::ListenOverflow => (
+                vec![Fault::ListenOverflow {
+                    on: 1,
+                    backlog: 8,
+                    accept_rate: 500,
+                    load: 550,
+                }],
+                "node1's backend accepts 500 connections a second behind a backlog of 8, under 550 more a second from its own node".into(),
+            ),
+            Scenario::SlowBackend => (
+                vec![Fault::SlowBackend {
+                    on: 1,
+                    delay: std::time::Duration::from_secs(2),
+                    percent: 10,
+                }],
+                "a tenth of node1's backend answers 2 s late".into(),
+            ),
+            Scenario::DnsLoss => (
+                vec![Fault::DnsLoss { on: 1, percent: 30 }],
+                "30 % of the DNS queries reaching node1's resolver over the overlay lost".into(),
+            ),
+            Scenario::RpFilter => (
+                vec![Fault::RpFilter { on: 1, from: 2 }],
+                "node1 routes node2's pods over the underlay and filters reverse paths strictly".into(),
+            ),
+            Scenario::ConntrackDrop => (
+                vec![Fault::ConntrackDrop { on: 3.min(plan.nodes), percent: 20 }],
+                format!(
+                    "20 % of new flows through {} dropped, as a full conntrack table drops them (emulated: its counters do not move)",
+                    plan.node_name(3.min(plan.nodes))
+                ),
             ),
             Scenario::Healthy => (vec![], "nothing".into()),
         }

@@ -75,9 +75,23 @@ pub fn nft(ns: &str, script: &str) -> Result<(), LabError> {
     run("ip", &["netns", "exec", ns, "nft", "-f", "-"], Some(script)).map(drop)
 }
 
+/// The file of a sysctl in dotted form, where a `/` stands for a dot in a
+/// name, as sysctl(8) reads it (`net.ipv4.conf.vxlan/calico.rp_filter`).
+fn sysctl_path(key: &str) -> String {
+    let path: String = key
+        .chars()
+        .map(|c| match c {
+            '.' => '/',
+            '/' => '.',
+            c => c,
+        })
+        .collect();
+    format!("/proc/sys/{path}")
+}
+
 /// Writes a sysctl inside a namespace (`key` in dotted form).
 pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let path = sysctl_path(key);
     run(
         "ip",
         &[
@@ -102,7 +116,7 @@ pub fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
 /// Writes a sysctl in this process's own network namespace (`key` in
 /// dotted form): a thread or process that entered a lab namespace.
 pub fn sysctl_here(key: &str, value: &str) -> Result<(), LabError> {
-    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    let path = sysctl_path(key);
     std::fs::write(&path, value).map_err(|e| LabError::Kernel {
         what: format!("cannot set {key} = {value} ({e}); this kernel may lack it"),
     })

@@ -1,8 +1,22 @@
 //! Faults injected into a lab: nftables rules in the nodes' namespaces (and
 //! the NFQUEUE delayer for delay and jitter), each in a table named with the
-//! lab's prefix so `clear` and `down` find them.
+//! lab's prefix so `clear` and `down` find them; backends in trouble
+//! ([`backend`]), a reverse-path filter and emulated conntrack drops
+//! ([`network`]), a prober held to a CPU quota ([`starve`]).
+
+mod backend;
+mod network;
+mod starve;
 
 use std::time::Duration;
+
+pub use backend::load;
+
+/// Lets go of probers held by the lab named `lab`: its cgroups outlive
+/// its namespaces.
+pub fn release(lab: &str) -> Result<usize, LabError> {
+    starve::clear(lab)
+}
 
 use super::{LabError, Plan, check_root, delayer, plan, sh, signal, spawn_in, state_dir};
 
@@ -30,6 +44,33 @@ pub enum Fault {
         delay: Duration,
         jitter: Duration,
     },
+    /// `percent` % of node `on`'s backend answers `delay` late, the rest
+    /// at once (its echo restarted with that service time).
+    SlowBackend {
+        on: usize,
+        delay: Duration,
+        percent: u32,
+    },
+    /// Node `on`'s backend accepts `accept_rate` connections a second
+    /// behind a backlog of `backlog`, under `load` more a second from its
+    /// own node: its accept queue overflows and drops SYNs.
+    ListenOverflow {
+        on: usize,
+        backlog: u32,
+        accept_rate: u32,
+        load: u32,
+    },
+    /// `percent` % of the DNS queries reaching node `on`'s resolver over
+    /// the overlay lost.
+    DnsLoss { on: usize, percent: u32 },
+    /// Node `on` drops node `from`'s pods' packets with a strict
+    /// reverse-path filter on an asymmetric route.
+    RpFilter { on: usize, from: usize },
+    /// Emulated: `percent` % of new flows through node `on` dropped, as a
+    /// full conntrack table drops them (its counters do not move).
+    ConntrackDrop { on: usize, percent: u32 },
+    /// Node `on`'s prober daemons held to `percent` % of one CPU.
+    StarveProber { on: usize, percent: u32 },
 }
 
 pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
@@ -126,6 +167,34 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             let args: Vec<&str> = rule.iter().map(String::as_str).collect();
             sh::in_ns(&ns, "iptables", &args).map(drop)
         }
+        Fault::SlowBackend { on, delay, percent } => backend::slow(plan, on, delay, percent),
+        Fault::ListenOverflow {
+            on,
+            backlog,
+            accept_rate,
+            load,
+        } => backend::listen_overflow(plan, on, backlog, accept_rate, load),
+        Fault::DnsLoss { on, percent } => {
+            percent_ok(percent)?;
+            sh::nft(&plan.node_ns(on), &network::dns_loss_nft(plan, percent))
+        }
+        Fault::RpFilter { on, from } => network::rp_filter(plan, on, from),
+        Fault::ConntrackDrop { on, percent } => {
+            percent_ok(percent)?;
+            sh::nft(
+                &plan.node_ns(on),
+                &network::conntrack_drop_nft(plan, percent),
+            )
+        }
+        Fault::StarveProber { on, percent } => starve::inject(plan, on, percent),
+    }
+}
+
+fn percent_ok(percent: u32) -> Result<(), LabError> {
+    if (1..=100).contains(&percent) {
+        Ok(())
+    } else {
+        Err(LabError::Usage("--percent must be 1 to 100".into()))
     }
 }
 
@@ -151,24 +220,34 @@ fn delay_rule(op: &str) -> Vec<String> {
 
 /// The delayer processes running in a namespace.
 pub(super) fn delayer_pids(ns: &str) -> impl Iterator<Item = String> {
+    pids_running(ns, &["lab", "delayer"])
+}
+
+/// This program's processes in a namespace whose arguments begin with
+/// `words` (after the program's path).
+pub(super) fn pids_running(ns: &str, words: &[&str]) -> impl Iterator<Item = String> {
+    let words: Vec<Vec<u8>> = words.iter().map(|w| w.as_bytes().to_vec()).collect();
     sh::run("ip", &["netns", "pids", ns], None)
         .unwrap_or_default()
         .split_whitespace()
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|a| a == b"delayer"))
-                .unwrap_or(false)
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).skip(1).collect();
+                args.len() >= words.len()
+                    && args.iter().zip(&words).all(|(a, w)| *a == w.as_slice())
+            })
         })
         .map(str::to_string)
         .collect::<Vec<_>>()
         .into_iter()
 }
 
-/// Removes every fault: fault tables go, Service rules and offloads return
-/// to their healthy state.
+/// Removes every fault: fault tables go, Service rules, routes, offloads
+/// and backends return to their healthy state, held probers are let go.
 pub fn clear(plan: &Plan) -> Result<usize, LabError> {
     check_root()?;
-    let mut removed = 0;
+    let mut removed =
+        backend::clear(plan)? + network::clear_rp_filter(plan)? + starve::clear(&plan.prefix)?;
     for i in plan.node_ids() {
         let ns = plan.node_ns(i);
         for table in fault_tables(plan, i)? {
