@@ -576,6 +576,75 @@ fn lab_run_starts_a_prober_daemon_in_every_node_as_root() {
     }
 }
 
+/// Two failure classes beyond the seed at once, on the kernel: node1's
+/// backend answers a tenth of its requests 2 s late (its echo restarted),
+/// and DNS queries reaching node2's resolver over the overlay are lost. The
+/// first is placed in the backend, every path to node1, never a network
+/// fault; the second in DNS, the cross-node lookups to node2, whose own
+/// lookups are on time.
+#[test]
+fn a_slow_backend_and_lost_dns_queries_are_placed_where_they_are_as_root() {
+    let lab = Lab::up(&[]);
+    lab.run(&[
+        "lab",
+        "fault",
+        "slow-backend",
+        "--on",
+        "node1",
+        "--delay",
+        "2s",
+        "--percent",
+        "10",
+    ]);
+    lab.run(&[
+        "lab",
+        "fault",
+        "dns-loss",
+        "--on",
+        "node2",
+        "--percent",
+        "30",
+    ]);
+    let r = lab.matrix(40);
+    let by_kind = |kind: &str| {
+        r.findings
+            .iter()
+            .filter(|f| f.kind.as_str() == kind)
+            .collect::<Vec<_>>()
+    };
+    let slow = by_kind("server-time-tail");
+    assert!(!slow.is_empty(), "{:#?}", r.findings);
+    let f = slow[0];
+    assert_eq!(f.locus.as_str(), "backend", "{f:#?}");
+    assert_eq!(f.destination_node.as_deref(), Some("node1"), "{f:#?}");
+    assert_eq!(
+        f.likely_causes.first().map(|c| c.id.as_str()),
+        Some("backend-slow"),
+        "{f:#?}"
+    );
+    // Never a network fault: no ladder anywhere.
+    assert!(
+        by_kind("syn-retransmit-ladder").is_empty(),
+        "{:#?}",
+        r.findings
+    );
+    let dns = by_kind("dns-timeout-ladder");
+    assert!(!dns.is_empty(), "{:#?}", r.findings);
+    let f = dns[0];
+    assert_eq!(f.locus.as_str(), "dns", "{f:#?}");
+    assert_eq!(f.destination_node.as_deref(), Some("node2"), "{f:#?}");
+    assert!(
+        f.pairs.iter().all(|(s, d)| d == "node2" && s != "node2"),
+        "the cross-node lookups to node2 only: {f:#?}"
+    );
+    assert_eq!(
+        f.likely_causes.first().map(|c| c.id.as_str()),
+        Some("dns-path-loss"),
+        "one query at a time: never the race: {f:#?}"
+    );
+    lab.run(&["lab", "fault", "clear"]);
+}
+
 #[test]
 fn lab_commands_fail_clearly() {
     let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
