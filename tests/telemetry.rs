@@ -422,3 +422,66 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
         "{metrics}"
     );
 }
+
+/// `lab demo --telemetry`: the lab's own Jaeger and collector, the demo's
+/// last lines a link that opens the verdict's example trace (a probe that
+/// lost the scenario's two SYNs); `lab down` stops both.
+#[test]
+fn the_demo_prints_a_jaeger_link_that_opens_the_verdicts_trace_as_root() {
+    programs();
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "tk{}x{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    // Removed however the test ends.
+    let lab = Lab(name.clone());
+    let out = Command::new(bin())
+        .args(["lab", "demo", "--fault", "drop-syn", "--samples", "3"])
+        .args(["--telemetry", "--name", &name])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let link = text
+        .lines()
+        .find_map(|l| l.strip_prefix("the verdict's example trace: "))
+        .unwrap_or_else(|| panic!("a trace link: {text}"))
+        .to_string();
+    assert!(link.starts_with("http://127.0.0.1:"), "{link}");
+    let get = |url: &str| {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "5", url])
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok())
+            .flatten()
+    };
+    let trace = wait_for(
+        "the linked trace in Jaeger",
+        Duration::from_secs(30),
+        || get(&link),
+    );
+    let root = trace["result"]["resourceSpans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["scopeSpans"].as_array().unwrap())
+        .flat_map(|s| s["spans"].as_array().unwrap())
+        .find(|s| s["name"].as_str().is_some_and(|n| n.starts_with("GET ")))
+        .cloned()
+        .unwrap_or_else(|| panic!("the probe's span: {trace:#}"));
+    let retransmits = attr(&root["attributes"], "tailprobe.syn_retransmits")
+        .and_then(|v| v["intValue"].as_str())
+        .and_then(|v| v.parse::<u32>().ok());
+    assert_eq!(retransmits, Some(2), "the scenario's 3 s rung: {root:#}");
+    drop(lab);
+    assert!(get(&link).is_none(), "lab down stops Jaeger");
+}

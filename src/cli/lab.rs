@@ -118,6 +118,13 @@ pub enum LabCommand {
         /// Leave the lab up afterwards.
         #[arg(long)]
         keep: bool,
+        /// Start the lab's own Jaeger and OpenTelemetry Collector (built by
+        /// scripts/telemetry) on this machine's loopback, send the probers'
+        /// traces and the verdict's alerts through them, and end with the
+        /// link to the verdict's example trace; the lab stays up for `lab
+        /// down`.
+        #[arg(long)]
+        telemetry: bool,
         #[arg(long, default_value = "tpdemo")]
         name: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -553,6 +560,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             fault,
             samples,
             keep,
+            telemetry,
             name,
             format,
             html,
@@ -563,6 +571,11 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             let scenario = run::Scenario::parse(&fault)?;
             if deploy.is_some() && !kube.kubernetes {
                 anyhow::bail!("--deploy applies with --kubernetes");
+            }
+            if telemetry && kube.kubernetes {
+                anyhow::bail!(
+                    "--telemetry runs with the lab's own probers, not with --kubernetes; there, apply deploy/otel-collector (lab run --deploy)"
+                );
             }
             let opts = kube.options()?;
             let (text, report) = block_on(async {
@@ -580,7 +593,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     )
                     .await
                 } else {
-                    run::demo(&plan, scenario, samples, keep, progress, &cancel).await
+                    run::demo(&plan, scenario, samples, keep, telemetry, progress, &cancel).await
                 }
             })??;
             if let Some(path) = &html {

@@ -11,6 +11,7 @@ pub mod plan;
 pub mod relay;
 pub mod run;
 mod sh;
+pub mod telemetry;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -484,6 +485,7 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
         }
     }
     fault::release(prefix)?;
+    telemetry::stop(prefix);
     let _ = std::fs::remove_dir_all(state_dir(prefix));
     Ok(mine)
 }

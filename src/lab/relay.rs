@@ -33,18 +33,21 @@ fn loopback(url: &str) -> Option<(&str, SocketAddr, &str)> {
         .then(|| Some((scheme, SocketAddr::new(ip, port.parse().ok()?), path)))?
 }
 
-/// Starts the relay when the traces endpoint (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`,
-/// else `OTEL_EXPORTER_OTLP_ENDPOINT`) is on this machine's loopback. It
-/// lives as long as this process.
-pub fn start(plan: &Plan) -> Result<ProberEnv, LabError> {
+/// Starts the relay when the traces endpoint (`endpoint`, an OTLP/HTTP
+/// base URL such as the lab's own collector; else
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT`)
+/// is on this machine's loopback. It lives as long as this process.
+pub fn start(plan: &Plan, endpoint: Option<&str>) -> Result<ProberEnv, LabError> {
     let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
     let (url, signal) = match (
+        endpoint,
         var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
         var("OTEL_EXPORTER_OTLP_ENDPOINT"),
     ) {
-        (Some(u), _) => (u, true),
-        (None, Some(u)) => (u, false),
-        (None, None) => return Ok(ProberEnv::default()),
+        (Some(u), _, _) => (u.to_string(), false),
+        (None, Some(u), _) => (u, true),
+        (None, None, Some(u)) => (u, false),
+        (None, None, None) => return Ok(ProberEnv::default()),
     };
     let Some((scheme, target, path)) = loopback(&url) else {
         return Ok(ProberEnv::default());
@@ -75,10 +78,11 @@ pub fn start(plan: &Plan) -> Result<ProberEnv, LabError> {
         .map_err(|e| LabError::Kernel {
             what: format!("cannot start a thread ({e})"),
         })?;
-    let http = var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
-        // http/protobuf unless told otherwise, as the exporters default.
-        .is_none_or(|p| p.starts_with("http"));
+    let http = endpoint.is_some()
+        || var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+            .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+            // http/protobuf unless told otherwise, as the exporters default.
+            .is_none_or(|p| p.starts_with("http"));
     // The general endpoint gets the signal's path appended over HTTP; the
     // per-signal one is used as written.
     let path = match (signal, http) {

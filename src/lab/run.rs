@@ -168,7 +168,7 @@ pub async fn matrix_all(
     let done = Arc::new(AtomicU64::new(0));
     let mut jobs = Vec::new();
     // One OTLP pipeline for the whole lab; every span names its own node.
-    let otlp = lab_otlp(plan)?;
+    let otlp = lab_otlp(plan, None)?;
     let mut total = 0;
     for i in plan.node_ids() {
         for &kind in vantage.kinds() {
@@ -517,15 +517,25 @@ impl Scenario {
     }
 }
 
-/// Up, inject, matrix from every node, report, down (unless `keep`).
+/// Up, inject, matrix from every node, report, down (unless `keep`, or
+/// `telemetry`: the lab's own Jaeger and collector, whose trace link the
+/// report ends with).
 pub async fn demo(
     plan: &Plan,
     scenario: Scenario,
     samples: u32,
     keep: bool,
+    telemetry: bool,
     progress: bool,
     cancel: &CancellationToken,
 ) -> Result<(String, crate::export::report::ClusterMatrix), LabError> {
+    // Checked before anything is built: a missing build is a usage error.
+    if telemetry {
+        super::telemetry::Programs::find()?;
+    }
+    // The link printed at the end must open: with its own Jaeger, the lab
+    // stays up for `lab down` to remove, Jaeger and the collector with it.
+    let keep = keep || telemetry;
     let took = super::up(plan, &scenario.knobs(), "0s")?;
     let result = async {
         let (faults, said) = scenario.faults(plan);
@@ -538,12 +548,46 @@ pub async fn demo(
             plan.nodes,
             took.as_secs_f64()
         );
+        let tele = if telemetry {
+            Some(super::telemetry::start(&plan.prefix).await?)
+        } else {
+            None
+        };
         // The probers' traces reach a collector on this machine through
         // the relay; the verdict's alert records go from this process.
-        let env = super::relay::start(plan)?;
+        let endpoint = tele.as_ref().map(super::telemetry::Telemetry::endpoint);
+        let env = super::relay::start(plan, endpoint.as_deref())?;
         let started = start_daemons(plan, false, &env)?;
-        let m = round_over_http(plan, samples, progress, cancel).await?;
+        let m = round_over_http(plan, samples, progress, tele.as_ref(), cancel).await?;
         text += &crate::hub::table::render(&m);
+        if let Some(t) = &tele {
+            text += &format!(
+                "\ntraces: Jaeger's query API at http://{} (its own collector at {})\n",
+                t.jaeger,
+                t.endpoint()
+            );
+            let example = m.findings.iter().flat_map(|f| f.examples.first()).next();
+            match example {
+                Some(e) if t.wait_for_trace(&e.trace_id).await => {
+                    text += &format!(
+                        "the verdict's example trace: {}\n",
+                        t.trace_url(&e.trace_id)
+                    )
+                }
+                Some(e) => {
+                    text += &format!(
+                        "the verdict's example trace {} did not reach Jaeger within 30 s; the collector's log is in {}\n",
+                        e.trace_id,
+                        super::state_dir(&plan.prefix).join("telemetry").display()
+                    )
+                }
+                None => text += "no finding, so no example trace\n",
+            }
+            text += &format!(
+                "Jaeger and the lab stay up until: tailprobe lab down --name {}\n",
+                plan.prefix
+            );
+        }
         if keep {
             text += "\nthe lab stays up; its probers and hub:\n";
             for line in started {
@@ -670,6 +714,7 @@ async fn round_over_http(
     plan: &Plan,
     samples: u32,
     progress: bool,
+    telemetry: Option<&super::telemetry::Telemetry>,
     cancel: &CancellationToken,
 ) -> Result<crate::export::report::ClusterMatrix, LabError> {
     let mut loaded = Loaded::defaults();
@@ -724,14 +769,27 @@ async fn round_over_http(
         })???;
     m.rests_on = format!("lab {lab}: {}", m.rests_on);
     zones(&nodes, &mut m);
-    crate::export::finish_one_shot(lab_otlp(plan)?, &m.findings).await;
+    if let Some(t) = telemetry {
+        m.trace_url = Some(t.trace_url("{trace_id}"));
+    }
+    let endpoint = telemetry.map(super::telemetry::Telemetry::endpoint);
+    crate::export::finish_one_shot(lab_otlp(plan, endpoint.as_deref())?, &m.findings).await;
     Ok(m)
 }
 
-/// The lab's OTLP pipeline, from the `OTEL_*` variables; `None` without.
-fn lab_otlp(plan: &Plan) -> Result<Option<Arc<crate::export::otlp::Otlp>>, LabError> {
+/// The lab's OTLP pipeline: to `endpoint` (the lab's own collector), else
+/// from the `OTEL_*` variables; `None` without either.
+fn lab_otlp(
+    plan: &Plan,
+    endpoint: Option<&str>,
+) -> Result<Option<Arc<crate::export::otlp::Otlp>>, LabError> {
+    let cfg = endpoint.map(|e| crate::config::OtlpConfig {
+        endpoint: Some(e.to_string()),
+        protocol: Some("http/protobuf".into()),
+        ..Default::default()
+    });
     Ok(crate::export::otlp::Otlp::start(
-        None,
+        cfg.as_ref(),
         &plan.prefix,
         crate::model::SynSchedule::classic(),
         Default::default(),
