@@ -247,7 +247,7 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
         &["--config", jcfg.to_str().unwrap()],
         &dir.0.join("jaeger.log"),
     );
-    let _collector = InNs::start(
+    let collector = InNs::start(
         &ns,
         &otelcol,
         &["--config", ccfg.to_str().unwrap()],
@@ -421,6 +421,33 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
             .any(|l| l.starts_with("tailprobe_") && l.contains("svc-node2")),
         "{metrics}"
     );
+
+    // The collector gone: the run still ends on time, its exports dropped
+    // and said, never waited on past the flush budget.
+    drop(collector);
+    lab.run(&["fault", "clear"]);
+    let t0 = Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            bin(),
+            "matrix",
+            "--samples",
+            "2",
+            "--format",
+            "json",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
+    assert!(took < Duration::from_secs(30), "{took:?}: {err}");
+    assert!(err.contains("OTLP"), "the dropped exports are said: {err}");
 }
 
 /// `lab demo --telemetry`: the lab's own Jaeger and collector, the demo's
