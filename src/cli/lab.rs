@@ -347,7 +347,7 @@ pub struct LabMatrixArgs {
 }
 
 pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
-    use crate::lab::{self, Plan, run};
+    use crate::lab::{self, Plan};
     let node = |plan: &Plan, name: &str| {
         plan.node_index(name).ok_or_else(|| {
             anyhow::anyhow!(
@@ -568,7 +568,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             deploy,
         } => {
             let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
-            let scenario = run::Scenario::parse(&fault)?;
+            let scenario = lab::scenario::Scenario::parse(&fault)?;
             if deploy.is_some() && !kube.kubernetes {
                 anyhow::bail!("--deploy applies with --kubernetes");
             }
@@ -582,7 +582,7 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 let cancel = CancellationToken::new();
                 crate::shutdown::cancel_on_signals(cancel.clone());
                 if kube.kubernetes {
-                    run::demo_kubernetes(
+                    lab::demo::demo_kubernetes(
                         &plan,
                         scenario,
                         &opts,
@@ -593,7 +593,8 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     )
                     .await
                 } else {
-                    run::demo(&plan, scenario, samples, keep, telemetry, progress, &cancel).await
+                    lab::demo::demo(&plan, scenario, samples, keep, telemetry, progress, &cancel)
+                        .await
                 }
             })??;
             if let Some(path) = &html {

@@ -4,12 +4,14 @@
 //! own namespace; `down` finds leftovers by prefix, even after a crash.
 
 pub mod delayer;
+pub mod demo;
 mod fault;
 pub mod kube;
 pub mod netns;
 pub mod plan;
 pub mod relay;
 pub mod run;
+pub mod scenario;
 mod sh;
 pub mod telemetry;
 
