@@ -18,6 +18,7 @@ pub mod causes;
 mod cell;
 mod evidence;
 mod finding;
+mod hold;
 mod locus;
 pub mod scope;
 mod stat;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 pub use causes::{CauseId, LikelyCause};
 pub use evidence::Evidence;
+pub use hold::VerdictHold;
 pub use scope::{Grouping, ScopeKey};
 
 use crate::model::{

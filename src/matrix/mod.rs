@@ -251,7 +251,7 @@ async fn watch_verdict(
     cancel: CancellationToken,
 ) {
     let t0 = std::time::Instant::now();
-    let mut held: Option<(Vec<crate::detect::FindingKey>, std::time::Instant)> = None;
+    let mut hold = crate::detect::VerdictHold::new(VERDICT_HOLD);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -283,23 +283,13 @@ async fn watch_verdict(
         else {
             return;
         };
-        let keys: Vec<_> = findings.iter().map(|f| f.key()).collect();
-        if keys.is_empty() {
-            held = None;
-            continue;
-        }
-        let now = std::time::Instant::now();
-        match &held {
-            Some((k, since)) if *k == keys && now.duration_since(*since) >= VERDICT_HOLD => {
-                *until.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Early {
-                    after: t0.elapsed(),
-                    windows,
-                });
-                cancel.cancel();
-                return;
-            }
-            Some((k, _)) if *k == keys => {}
-            _ => held = Some((keys, now)),
+        if hold.held(&findings, std::time::Instant::now()) {
+            *until.reached.lock().unwrap_or_else(|e| e.into_inner()) = Some(Early {
+                after: t0.elapsed(),
+                windows,
+            });
+            cancel.cancel();
+            return;
         }
     }
 }
