@@ -388,6 +388,10 @@ pub fn detect_each<'a>(
     }
     agreement::cross_check(&mut findings, &mut real, (&probed, &passive));
     findings.extend(real);
+    // A place known before one that is not: a scope over paths of unknown
+    // destination (a Service whose stalled probes named no backend yet)
+    // says less than the same trouble on known paths.
+    findings.sort_by_key(|f| f.path == Some(PathKind::Unknown));
     findings
 }
 

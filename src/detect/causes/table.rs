@@ -276,7 +276,13 @@ pub const CAUSES: &[CauseSpec] = &[
               the other nodes reach the same Services: that node's kube-proxy rules no longer match the \
               cluster (a stuck sync, a failed restart).",
         kinds: &[FindingKind::SynRetransmitLadder, FindingKind::ProbeFailures],
-        checks: &[(Check::Row, 3.0), (Check::ServiceOnly, 3.0)],
+        checks: &[
+            (Check::Row, 3.0),
+            (Check::ServiceOnly, 3.0),
+            // The node's rules serve its own Services too: its same-node
+            // paths through them break with the rest.
+            (Check::SameNodeHit, 2.0),
+        ],
         remediation: &[
             "compare the node's Service rules with another node's: nft list table ip kube-proxy (or iptables-save -t nat) | grep <ClusterIP>",
             "kube-proxy's health on that node: its /healthz (port 10256), kubeproxy_sync_proxy_rules_last_timestamp_seconds; restart it",
