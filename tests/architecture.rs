@@ -111,3 +111,50 @@ fn the_rules_are_read_from_real_imports() {
     assert!(g["detect"].contains("model"), "{:?}", g["detect"]);
     assert!(g["daemon"].contains("probe") && g["daemon"].contains("export"));
 }
+
+/// Every source file under 600 lines: one concern each, split before it
+/// grows two.
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut stack = vec![src];
+    let mut long = Vec::new();
+    let mut seen = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                seen += 1;
+                let n = std::fs::read_to_string(&path).unwrap().lines().count();
+                if n > 600 {
+                    long.push(format!("{} ({n} lines)", path.display()));
+                }
+            }
+        }
+    }
+    assert!(seen > 50, "the walk reads the source: {seen} files");
+    assert!(long.is_empty(), "split these: {long:?}");
+}
+
+/// The probe knows nothing of where its results go, and the statistics
+/// only the vocabulary they count in.
+#[test]
+fn the_probe_and_the_stats_stay_low() {
+    let g = graph();
+    for (m, never) in [("probe", ["export", "server"])] {
+        for n in never {
+            assert!(!g[m].contains(n), "{m} imports {n}: {:?}", g[m]);
+        }
+    }
+    let stats: BTreeSet<String> = g["stats"]
+        .iter()
+        .filter(|d| *d != "model")
+        .cloned()
+        .collect();
+    assert!(
+        stats.is_empty(),
+        "stats imports {stats:?}; it may import only model"
+    );
+}

@@ -24,15 +24,14 @@ mod exporters;
 mod resource;
 pub mod sampler;
 mod tls;
+mod trace;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram, MeterProvider as _};
-use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
-};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
@@ -40,7 +39,6 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 
 use self::sampler::Sampling;
 use crate::config::OtlpConfig;
-use crate::model::ProbeKind;
 use crate::model::SynSchedule;
 use crate::model::{Outcome, ProbeResult, TraceRef};
 
@@ -489,103 +487,6 @@ impl Otlp {
         ]
     }
 
-    /// Exports a finished probe's trace when it is kept; returns it.
-    pub fn trace(&self, r: &ProbeResult) -> Option<TraceRef> {
-        (self.traces_on && r.outcome != Outcome::Cancelled && self.keep(r))
-            .then(|| self.span(r, Self::dims(r)))
-    }
-
-    fn span(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> TraceRef {
-        let t = &r.target;
-        attrs.extend([
-            KeyValue::new("server.address", t.host.clone()),
-            KeyValue::new("server.port", i64::from(t.port)),
-            KeyValue::new("url.full", t.url.clone()),
-            KeyValue::new("tailprobe.outcome", r.outcome.as_str()),
-            KeyValue::new("tailprobe.syn_retransmits", i64::from(r.syn_retransmits)),
-        ]);
-        if t.kind == ProbeKind::Http {
-            attrs.push(KeyValue::new("http.request.method", "GET"));
-        }
-        if let Some(s) = r.status {
-            attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
-        }
-        if let Some(p) = r.peer_addr {
-            attrs.push(KeyValue::new("network.peer.address", p.ip().to_string()));
-        }
-        if let Some(l) = r.local_addr {
-            attrs.push(KeyValue::new("network.local.port", i64::from(l.port())));
-        }
-        if !r.outcome.is_ok() {
-            // The conventions: the status code for an HTTP status error.
-            let kind = match (r.outcome, r.status) {
-                (Outcome::HttpStatus, Some(code)) => code.to_string(),
-                _ => r.outcome.as_str().to_string(),
-            };
-            attrs.push(KeyValue::new("error.type", kind));
-        }
-        if let Some(rung) = self.schedule.rung_seconds(r.syn_retransmits) {
-            attrs.push(KeyValue::new("tailprobe.rung_seconds", rung));
-        }
-        let start = r.started_at;
-        let root = self
-            .tracer
-            .span_builder(match t.kind {
-                ProbeKind::Http => format!("GET {}", t.name),
-                ProbeKind::Tcp => format!("connect {}", t.name),
-                ProbeKind::Dns(_) => format!("query {}", t.name),
-            })
-            .with_kind(SpanKind::Client)
-            .with_start_time(start)
-            .with_attributes(attrs)
-            .start(&self.tracer);
-        let cx = Context::current_with_span(root);
-        let child = |name: &'static str, from: Duration, to: Duration| {
-            let mut s = self
-                .tracer
-                .span_builder(name)
-                .with_kind(SpanKind::Internal)
-                .with_start_time(start + from)
-                .start_with_context(&self.tracer, &cx);
-            s.end_with_timestamp(start + to);
-        };
-        let p = &r.phases;
-        let connect_from = p.dns.unwrap_or_default();
-        if let Some(d) = p.dns {
-            child("dns", Duration::ZERO, d);
-        }
-        if let Some(c) = p.connect {
-            child("connect", connect_from, c);
-            if let Some(fb) = p.first_byte {
-                child("first byte", c, fb);
-            }
-        } else if t.kind != ProbeKind::Http || r.syn_retransmits > 0 {
-            child("connect", connect_from, p.total);
-        }
-        let span = cx.span();
-        for e in &r.syn_events {
-            span.add_event_with_timestamp(
-                "SYN retransmitted",
-                start + connect_from + e.at,
-                vec![KeyValue::new(
-                    "tailprobe.syn_retransmits",
-                    i64::from(e.retransmits),
-                )],
-            );
-        }
-        if !r.outcome.is_ok() {
-            span.set_status(Status::error(
-                r.error.clone().unwrap_or_else(|| r.outcome.as_str().into()),
-            ));
-        }
-        span.end_with_timestamp(start + p.total);
-        let sc = span.span_context();
-        TraceRef {
-            trace_id: sc.trace_id().to_string(),
-            span_id: sc.span_id().to_string(),
-        }
-    }
-
     /// Sends what is queued and stops, within [`SHUTDOWN_BUDGET`] in all: the
     /// three signals flush side by side, and one whose collector does not
     /// answer is left behind (and said) rather than waited on for its
@@ -673,37 +574,4 @@ impl super::Exporter for Otlp {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Outcome;
-
-    fn result(outcome: Outcome, rtx: u32, total_ms: u64) -> ProbeResult {
-        let mut r = crate::stats::tests::result(total_ms, outcome, std::time::UNIX_EPOCH);
-        r.syn_retransmits = rtx;
-        r
-    }
-
-    #[test]
-    fn every_telling_probe_is_kept_and_healthy_ones_at_one_percent() {
-        let cfg = OtlpConfig::default();
-        assert_eq!(cfg.healthy_sample_ratio, 0.01);
-        // Whatever the draw, a failure, a lost SYN or a slow probe is kept.
-        for draw in [0.0, 0.5, 0.999] {
-            assert!(keep(&cfg, &result(Outcome::Refused, 0, 1), draw));
-            assert!(keep(&cfg, &result(Outcome::Ok, 1, 1), draw));
-            assert!(keep(&cfg, &result(Outcome::Ok, 0, 1000), draw));
-        }
-        // A healthy probe is kept only on a draw under the ratio.
-        let healthy = result(Outcome::Ok, 0, 1);
-        assert!(keep(&cfg, &healthy, 0.0099));
-        assert!(!keep(&cfg, &healthy, 0.01));
-        let kept = (0..10_000)
-            .filter(|i| keep(&cfg, &healthy, f64::from(*i) / 10_000.0))
-            .count();
-        assert_eq!(kept, 100, "one in a hundred over an even spread of draws");
-        assert!(
-            !keep(&cfg, &result(Outcome::Ok, 0, 999), 0.5),
-            "999 ms is under `slow`"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,110 @@
+//! A probe as a trace: a client span named for the probe, its phases as
+//! child spans (dns, connect, first byte), each lost SYN an event, the
+//! kernel's retransmit count and rung as attributes.
+
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use std::time::Duration;
+
+use opentelemetry::{Context, KeyValue};
+
+use super::Otlp;
+use crate::model::{Outcome, ProbeKind, ProbeResult, TraceRef};
+
+impl Otlp {
+    /// Exports a finished probe's trace when it is kept; returns it.
+    pub fn trace(&self, r: &ProbeResult) -> Option<TraceRef> {
+        (self.traces_on && r.outcome != Outcome::Cancelled && self.keep(r))
+            .then(|| self.span(r, Self::dims(r)))
+    }
+
+    fn span(&self, r: &ProbeResult, mut attrs: Vec<KeyValue>) -> TraceRef {
+        let t = &r.target;
+        attrs.extend([
+            KeyValue::new("server.address", t.host.clone()),
+            KeyValue::new("server.port", i64::from(t.port)),
+            KeyValue::new("url.full", t.url.clone()),
+            KeyValue::new("tailprobe.outcome", r.outcome.as_str()),
+            KeyValue::new("tailprobe.syn_retransmits", i64::from(r.syn_retransmits)),
+        ]);
+        if t.kind == ProbeKind::Http {
+            attrs.push(KeyValue::new("http.request.method", "GET"));
+        }
+        if let Some(s) = r.status {
+            attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
+        }
+        if let Some(p) = r.peer_addr {
+            attrs.push(KeyValue::new("network.peer.address", p.ip().to_string()));
+        }
+        if let Some(l) = r.local_addr {
+            attrs.push(KeyValue::new("network.local.port", i64::from(l.port())));
+        }
+        if !r.outcome.is_ok() {
+            // The conventions: the status code for an HTTP status error.
+            let kind = match (r.outcome, r.status) {
+                (Outcome::HttpStatus, Some(code)) => code.to_string(),
+                _ => r.outcome.as_str().to_string(),
+            };
+            attrs.push(KeyValue::new("error.type", kind));
+        }
+        if let Some(rung) = self.schedule.rung_seconds(r.syn_retransmits) {
+            attrs.push(KeyValue::new("tailprobe.rung_seconds", rung));
+        }
+        let start = r.started_at;
+        let root = self
+            .tracer
+            .span_builder(match t.kind {
+                ProbeKind::Http => format!("GET {}", t.name),
+                ProbeKind::Tcp => format!("connect {}", t.name),
+                ProbeKind::Dns(_) => format!("query {}", t.name),
+            })
+            .with_kind(SpanKind::Client)
+            .with_start_time(start)
+            .with_attributes(attrs)
+            .start(&self.tracer);
+        let cx = Context::current_with_span(root);
+        let child = |name: &'static str, from: Duration, to: Duration| {
+            let mut s = self
+                .tracer
+                .span_builder(name)
+                .with_kind(SpanKind::Internal)
+                .with_start_time(start + from)
+                .start_with_context(&self.tracer, &cx);
+            s.end_with_timestamp(start + to);
+        };
+        let p = &r.phases;
+        let connect_from = p.dns.unwrap_or_default();
+        if let Some(d) = p.dns {
+            child("dns", Duration::ZERO, d);
+        }
+        if let Some(c) = p.connect {
+            child("connect", connect_from, c);
+            if let Some(fb) = p.first_byte {
+                child("first byte", c, fb);
+            }
+        } else if t.kind != ProbeKind::Http || r.syn_retransmits > 0 {
+            child("connect", connect_from, p.total);
+        }
+        let span = cx.span();
+        for e in &r.syn_events {
+            span.add_event_with_timestamp(
+                "SYN retransmitted",
+                start + connect_from + e.at,
+                vec![KeyValue::new(
+                    "tailprobe.syn_retransmits",
+                    i64::from(e.retransmits),
+                )],
+            );
+        }
+        if !r.outcome.is_ok() {
+            span.set_status(Status::error(
+                r.error.clone().unwrap_or_else(|| r.outcome.as_str().into()),
+            ));
+        }
+        span.end_with_timestamp(start + p.total);
+        let sc = span.span_context();
+        TraceRef {
+            trace_id: sc.trace_id().to_string(),
+            span_id: sc.span_id().to_string(),
+        }
+    }
+}
