@@ -422,6 +422,42 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
         "{metrics}"
     );
 
+    // Scraped by a real Prometheus, as a cluster's would scrape the
+    // collector: tailprobe's series arrive with their labels.
+    let data = dir.0.join("prometheus");
+    std::fs::create_dir_all(&data).unwrap();
+    let prom_cfg = dir.file(
+        "prometheus.yml",
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: collector\n    static_configs:\n      - targets: [\"127.0.0.1:8889\"]\n",
+    );
+    let _prometheus = InNs::start(
+        &ns,
+        std::path::Path::new("/usr/bin/prometheus"),
+        &[
+            &format!("--config.file={}", prom_cfg.display()),
+            &format!("--storage.tsdb.path={}", data.display()),
+            "--web.listen-address=127.0.0.1:9090",
+        ],
+        &dir.0.join("prometheus.log"),
+    );
+    let all_tailprobe =
+        "http://127.0.0.1:9090/api/v1/query?query=%7B__name__%3D~%22tailprobe_.%2A%22%7D";
+    let scraped = wait_for(
+        "tailprobe's series in Prometheus",
+        Duration::from_secs(60),
+        || {
+            json(&ns, all_tailprobe).filter(|v| {
+                v["data"]["result"].as_array().is_some_and(|a| {
+                    a.iter()
+                        .any(|r| r["metric"].to_string().contains("svc-node2"))
+                })
+            })
+        },
+    );
+    let series = &scraped["data"]["result"][0]["metric"];
+    assert_eq!(series["job"], "collector", "{scraped:#}");
+    assert_eq!(series["exported_job"], "tailprobe", "{scraped:#}");
+
     // The collector gone: the run still ends on time, its exports dropped
     // and said, never waited on past the flush budget.
     drop(collector);
