@@ -156,6 +156,12 @@ fn share(series: &[Series], hit: impl Fn(&Series) -> bool) -> f64 {
     h as f64 / n.max(1) as f64
 }
 
+/// A host-network series between two nodes.
+fn host_cross_node(s: &Series) -> bool {
+    s.dims.source_kind == SourceKind::Host
+        && s.dims.destination_node.as_deref() != Some(&*s.dims.source_node)
+}
+
 fn label(
     grouping: &'static str,
     rungs: &[u32],
@@ -393,10 +399,7 @@ pub fn cases() -> Vec<Case> {
         for n in NODES {
             with(&mut f, n, |f| f.rises.conntrack_insert_failed = Some(12));
         }
-        let sh = share(&s, |s| {
-            s.dims.source_kind == SourceKind::Host
-                && s.dims.destination_node.as_deref() != Some(&*s.dims.source_node)
-        });
+        let sh = share(&s, host_cross_node);
         push(
             "snat-port-clash",
             s,
@@ -421,10 +424,7 @@ pub fn cases() -> Vec<Case> {
                 f.ipvs_conn_reuse_mode = Some(1);
             });
         }
-        let sh = share(&s, |s| {
-            s.dims.source_kind == SourceKind::Host
-                && s.dims.destination_node.as_deref() != Some(&*s.dims.source_node)
-        });
+        let sh = share(&s, host_cross_node);
         push(
             "ipvs-conn-reuse",
             s,

@@ -136,6 +136,16 @@ impl Drop for Lab {
     }
 }
 
+/// `tailprobe matrix` inside a namespace: two probes a target, JSON.
+fn matrix_in(ns: &str, cfg: &std::path::Path) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, bin(), "matrix", "--samples", "2"])
+        .args(["--format", "json", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap()
+}
+
 fn curl(ns: &str, url: &str) -> Option<String> {
     let out = Command::new("ip")
         .args(["netns", "exec", ns, "curl", "-sf", "--max-time", "5", url])
@@ -271,22 +281,7 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
          [[target]]\nname = \"svc-node2\"\nurl = \"http://10.96.0.12/\"\nnode = \"node2\"\n\
          [[target]]\nname = \"svc-node3\"\nurl = \"http://10.96.0.13/\"\nnode = \"node3\"\n",
     );
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            bin(),
-            "matrix",
-            "--samples",
-            "2",
-            "--format",
-            "json",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = matrix_in(&ns, &cfg);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "{e}: {}{}",
@@ -463,22 +458,7 @@ fn a_probe_that_lost_six_syns_is_read_back_from_jaeger_through_the_collector_as_
     drop(collector);
     lab.run(&["fault", "clear"]);
     let t0 = Instant::now();
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            bin(),
-            "matrix",
-            "--samples",
-            "2",
-            "--format",
-            "json",
-        ])
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let out = matrix_in(&ns, &cfg);
     let took = t0.elapsed();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(matches!(out.status.code(), Some(0 | 1)), "{err}");
