@@ -8,7 +8,7 @@
 //! share is the generated probes' own, never the detector's.
 
 use super::simulate::{Fault, Kernel};
-use super::{Case, Label, Mode, NODES, build_from, mix, node_facts};
+use super::{Case, Label, Mode, NODES, ViewLabel, build_from, mix, node_facts};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -559,6 +559,38 @@ pub fn cases() -> Vec<Case> {
             f.rises.conntrack_insert_failed = Some(2)
         });
         push("healthy-with-moving-counters", s, f, &[], None);
+    }
+    // What one node's prober concludes alone, where its own probes and its
+    // own counters can know: a full neighbour table, a SNAT clash and IPVS
+    // reuse are counted on the source, stale rules break the source's own
+    // Service paths, a lossy link shows on both ends' rows. The others
+    // need the far end's counters or the other rows: the hub's view.
+    let every: Vec<String> = NODES.iter().map(|n| n.to_string()).collect();
+    let node = |n: &str| vec![n.to_string()];
+    for (name, hit, cause) in [
+        (
+            "neighbour-table-overflow",
+            node("node1"),
+            "neighbour-table-overflow",
+        ),
+        ("snat-port-clash", every.clone(), "snat-port-clash"),
+        ("ipvs-conn-reuse", every.clone(), "ipvs-conn-reuse"),
+        ("stale-proxy-rules", node("node1"), "stale-proxy-rules"),
+        (
+            "underlay-loss-one-link",
+            vec!["node1".to_string(), "node2".to_string()],
+            "path-packet-loss",
+        ),
+    ] {
+        let case = out
+            .iter_mut()
+            .find(|c| c.name == format!("class:{name}"))
+            .expect("a class case");
+        case.view = Some(ViewLabel {
+            hit_sources: hit,
+            cause: cause.to_string(),
+            blind_target: None,
+        });
     }
     out
 }
