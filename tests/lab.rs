@@ -664,6 +664,57 @@ fn a_slow_backend_and_lost_dns_queries_are_placed_where_they_are_as_root() {
     lab.run(&["lab", "fault", "clear"]);
 }
 
+/// A prober held to 2 % of a CPU by a cgroup quota (`lab fault
+/// starve-prober`): its own probes start late, and it names itself, never
+/// the network: a prober-starved finding, its locus the prober, from node1's
+/// own daemon; node2's daemon, not starved, raises nothing.
+#[test]
+fn a_starved_prober_names_itself_not_the_network_as_root() {
+    let lab = Lab::up(&[]);
+    lab.run(&["lab", "run", "--samples", "2", "--vantage", "host"]);
+    lab.run(&[
+        "lab",
+        "fault",
+        "starve-prober",
+        "--on",
+        "node1",
+        "--cpu",
+        "2",
+    ]);
+    let findings = |node: usize| {
+        curl_in(
+            &format!("{}-n{node}", lab.name),
+            "http://127.0.0.1:9797/api/v1/findings",
+        )
+        .and_then(|v| v["findings"].as_array().cloned())
+    };
+    let t0 = std::time::Instant::now();
+    let starved = loop {
+        let found = findings(1).unwrap_or_default();
+        if let Some(f) = found.iter().find(|f| f["kind"] == "prober-starved") {
+            break (f.clone(), found);
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "no prober-starved finding on node1: {found:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    };
+    let (f, all) = starved;
+    assert_eq!(f["locus"], "prober", "{f:#}");
+    assert_eq!(f["likely_causes"][0]["id"], "prober-starved", "{f:#}");
+    assert!(
+        all.iter().all(|f| f["locus"] != "network"),
+        "the prober's delay is never the network's: {all:#?}"
+    );
+    assert_eq!(
+        findings(2).map(|f| f.len()),
+        Some(0),
+        "node2 is not starved"
+    );
+    lab.run(&["lab", "fault", "clear"]);
+}
+
 #[test]
 fn lab_commands_fail_clearly() {
     let (code, _, err) = tailprobe(&["lab", "status", "--name", "nosuchlab9"]);
