@@ -4,7 +4,9 @@
 //! score of 0.5 or more); else the finding's kind does.
 
 use super::causes::{self, CauseId};
-use super::{Finding, FindingKind, Locus};
+use serde::{Deserialize, Serialize};
+
+use super::{Finding, FindingKind};
 
 /// Sets `f.locus` and the reason for it.
 pub fn place(f: &mut Finding) {
@@ -75,4 +77,43 @@ fn where_words(locus: Locus, id: CauseId) -> String {
         Locus::Unknown => "lies where the evidence cannot say",
     };
     format!("{place} ({id})")
+}
+
+/// Where a finding puts the time or the trouble: the question "is it the
+/// network?", answered. Rendered from the finding's kind and its likeliest
+/// cause; never part of its identity.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Locus {
+    /// The handshake: SYNs lost or delayed before a connection existed.
+    Network,
+    /// After the connection was up (first byte, body), or SYNs dropped by
+    /// the destination itself (its accept queue).
+    Backend,
+    /// The name lookup.
+    Dns,
+    /// The probing node itself: its timers late, its CPU throttled.
+    Prober,
+    #[default]
+    Unknown,
+}
+
+impl Locus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Locus::Network => "network",
+            Locus::Backend => "backend",
+            Locus::Dns => "dns",
+            Locus::Prober => "prober",
+            Locus::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Locus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }

@@ -7,10 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::cell::Cell;
-use super::super::evidence::{self, Evidence};
-use super::super::scope::{Grouping, ScopeKey};
-use super::super::{Finding, FindingKind, causes, examples, ratio, round3, stat};
+use super::{Finding, FindingKind, examples, ratio, round3};
+use crate::detect::cell::Cell;
+use crate::detect::evidence::{self, Evidence};
+use crate::detect::scope::{Grouping, ScopeKey};
+use crate::detect::{causes, stat};
 use crate::model::{DetectorConfig, NodeFacts, PathKind, match_dns_rung};
 
 /// Lookups a cell timed: probes with a DNS phase.

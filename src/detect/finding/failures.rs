@@ -1,8 +1,9 @@
 //! Failures no other finding explains (a PMTU finding explains its own).
 
-use super::super::cell::Cell;
-use super::super::evidence::{self, Evidence};
-use super::super::{Finding, FindingKind, Locus, causes, examples, ratio, round3};
+use super::{Finding, FindingKind, examples, ratio, round3};
+use crate::detect::cell::Cell;
+use crate::detect::evidence::{self, Evidence};
+use crate::detect::{Locus, causes};
 use crate::model::{NodeFacts, Outcome, PathKind, Via};
 
 fn failure_share(c: &Cell) -> f64 {

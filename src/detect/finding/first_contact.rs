@@ -4,10 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use super::super::cell::{Cell, FIRST_CONTACT_MAX_S};
-use super::super::evidence::Evidence;
-use super::super::scope::{Grouping, ScopeKey};
-use super::super::{Finding, FindingKind, causes, examples, ratio, round3};
+use super::{Finding, FindingKind, examples, ratio, round3};
+use crate::detect::causes;
+use crate::detect::cell::{Cell, FIRST_CONTACT_MAX_S};
+use crate::detect::evidence::Evidence;
+use crate::detect::scope::{Grouping, ScopeKey};
 use crate::model::DetectorConfig;
 
 pub fn findings(cells: &[Cell], cfg: &DetectorConfig) -> Vec<Finding> {

@@ -11,10 +11,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::cell::Cell;
-use super::super::evidence::{self, LadderText};
-use super::super::scope::{Grouping, ScopeKey};
-use super::super::{Finding, FindingKind, RungCount, causes, examples, ratio, round3, stat};
+use super::{Finding, FindingKind, RungCount, examples, ratio, round3};
+use crate::detect::cell::Cell;
+use crate::detect::evidence::{self, LadderText};
+use crate::detect::scope::{Grouping, ScopeKey};
+use crate::detect::{causes, stat};
 use crate::model::{DetectorConfig, NodeFacts, PathKind};
 
 pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Finding> {

@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use super::super::cell::{Cell, LARGE_BODY_BYTES};
-use super::super::evidence::Evidence;
-use super::super::{Finding, FindingKind, causes, examples, ratio, round3};
+use super::{Finding, FindingKind, examples, ratio, round3};
+use crate::detect::causes;
+use crate::detect::cell::{Cell, LARGE_BODY_BYTES};
+use crate::detect::evidence::Evidence;
 use crate::model::{DetectorConfig, Outcome, PathKind};
 
 /// Probes that stalled after the connect: a connected probe that timed out,

@@ -8,10 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use super::super::cell::Cell;
-use super::super::evidence::Evidence;
-use super::super::scope::{Grouping, ScopeKey};
-use super::super::{Finding, FindingKind, Locus, causes, ratio, round3, stat};
+use super::{Finding, FindingKind, ratio, round3};
+use crate::detect::cell::Cell;
+use crate::detect::evidence::Evidence;
+use crate::detect::scope::{Grouping, ScopeKey};
+use crate::detect::{Locus, causes, stat};
 use crate::model::{DetectorConfig, NodeFacts, PROBER_LATE_MS, SourceKind};
 
 /// Probes a healthy prober starts 100 ms late: the background of the test.

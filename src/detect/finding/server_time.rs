@@ -13,10 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::super::cell::Cell;
-use super::super::evidence::Evidence;
-use super::super::scope::{Grouping, ScopeKey};
-use super::super::{Finding, FindingKind, Locus, causes, examples, ratio, round3, stat};
+use super::{Finding, FindingKind, examples, ratio, round3};
+use crate::detect::cell::Cell;
+use crate::detect::evidence::Evidence;
+use crate::detect::scope::{Grouping, ScopeKey};
+use crate::detect::{Locus, causes, stat};
 use crate::model::{DetectorConfig, PathKind, Sample};
 
 /// Late answers a healthy backend gives: the background of the test.

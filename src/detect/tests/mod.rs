@@ -3,7 +3,8 @@ use std::time::{Duration, SystemTime};
 use super::causes::has_checksum_fix;
 use super::*;
 use crate::model::{
-    Counters, Dims, Outcome, OverlayDevice, Phases, Sample, SeriesWindow as Series, Target,
+    Counters, Dims, Outcome, OverlayDevice, Phases, Sample, SeriesWindow as Series, Severity,
+    SourceKind, Target,
 };
 
 /// One probe: connect time in ms, SYN retransmits, outcome.
