@@ -191,14 +191,13 @@ pub fn cases() -> Vec<Case> {
                     facts: Vec<NodeFacts>,
                     kinds: &[&'static str],
                     label: Option<Label>| {
-        out.push(Case {
-            name: format!("class:{name}"),
+        out.push(Case::labelled(
+            format!("class:{name}"),
             series,
             facts,
-            expected: kinds.iter().copied().collect(),
+            kinds,
             label,
-            view: None,
-        });
+        ));
     };
     let ladder = ["syn-retransmit-ladder"];
     let fill = |v: Mode| vec![v; N];

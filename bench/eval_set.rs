@@ -35,6 +35,27 @@ pub struct Case {
     pub view: Option<ViewLabel>,
 }
 
+impl Case {
+    /// A case with the finding kinds it must raise and, where labelled, the
+    /// first finding's fields; no per-node view.
+    fn labelled(
+        name: String,
+        series: Vec<Series>,
+        facts: Vec<NodeFacts>,
+        kinds: &[&'static str],
+        label: Option<Label>,
+    ) -> Self {
+        Case {
+            name,
+            series,
+            facts,
+            expected: kinds.iter().copied().collect(),
+            label,
+            view: None,
+        }
+    }
+}
+
 /// What one node's prober, judging only its own host-network probes and its
 /// own facts, must conclude.
 #[derive(Debug, Clone)]
@@ -611,14 +632,13 @@ fn labelled() -> Vec<Case> {
                     facts: Vec<NodeFacts>,
                     kinds: &[&'static str],
                     label: Option<Label>| {
-        out.push(Case {
-            name: format!("sim:{name}"),
+        out.push(Case::labelled(
+            format!("sim:{name}"),
             series,
             facts,
-            expected: kinds.iter().copied().collect(),
+            kinds,
             label,
-            view: None,
-        });
+        ));
     };
     let ladder = ["syn-retransmit-ladder"];
     let label = |grouping, rungs: &[u32], share, cause| {

@@ -12,22 +12,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{LabError, kube::Bins};
+use super::LabError;
+use super::kube::Bins;
+use super::kube::bins::pinned;
 
 const JAEGER_GO_MOD: &str = include_str!("../../tools/jaeger/go.mod");
 const OTELCOL_GO_MOD: &str = include_str!("../../tools/otelcol/go.mod");
-
-/// A pinned module's version in a wrapper's go.mod.
-fn pinned(go_mod: &'static str, module: &str) -> Option<&'static str> {
-    go_mod.lines().find_map(|l| {
-        let mut w = l.split_whitespace();
-        if w.next() == Some("require") {
-            return (w.next() == Some(module)).then(|| w.next()).flatten();
-        }
-        let mut w = l.split_whitespace();
-        (w.next() == Some(module)).then(|| w.next()).flatten()
-    })
-}
 
 /// The two programs, where `scripts/telemetry` built them.
 #[derive(Debug, Clone)]
@@ -178,8 +168,9 @@ pub async fn start(prefix: &str) -> Result<Telemetry, LabError> {
                 what: format!("cannot start {} ({e})", bin.display()),
             })?;
         write(&dir.join(format!("{name}.pid")), &child.id().to_string())?;
-        // Not waited on: it outlives this process, and `lab down` stops it.
-        std::mem::forget(child);
+        // Not waited on (dropping a child neither kills nor reaps it): it
+        // outlives this process, and `lab down` stops it by its pid.
+        drop(child);
     }
     let t = Telemetry {
         jaeger: SocketAddr::from(([127, 0, 0, 1], query)),

@@ -1,4 +1,5 @@
-//! The seed's incident, judged whole and check by check: the checksum bug named first with its evidence, and what rules it out.
+//! The seed's incident, judged whole and check by check: the checksum bug
+//! named first with its evidence, and what rules it out.
 
 use super::*;
 

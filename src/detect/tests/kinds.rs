@@ -125,3 +125,40 @@ fn a_large_body_is_known_from_what_was_measured_not_the_url() {
     big.body_bytes = 65_536;
     assert_eq!(kinds(&[small, big]), [FindingKind::PmtuBlackhole]);
 }
+
+/// Failures at a small share on every source's paths to one node are one
+/// pattern, whatever the share: the column, not one source's stale rules.
+#[test]
+fn small_failures_alike_from_every_source_are_a_column_not_a_row() {
+    let mut probes = repeat(ok(0.5), 18);
+    probes.extend(repeat((0.0, 0, Outcome::Refused), 2));
+    // The straight paths to node1's pod are clean: the Service-only check
+    // alone would favour stale rules on each source.
+    let s: Vec<Series> = ["node2", "node3"]
+        .iter()
+        .flat_map(|src| {
+            [
+                series(src, SourceKind::Host, "node1", "node/node1", "u", &probes),
+                series(
+                    src,
+                    SourceKind::Host,
+                    "node1",
+                    "pod/node1",
+                    "u",
+                    &repeat(ok(0.5), 20),
+                ),
+            ]
+        })
+        .collect();
+    let found = detect(&s, &[], &DetectorConfig::default());
+    assert!(!found.is_empty());
+    for f in &found {
+        assert_eq!(f.kind, FindingKind::ProbeFailures, "{f:#?}");
+        assert!(
+            f.likely_causes
+                .iter()
+                .all(|c| c.id != CauseId::StaleProxyRules),
+            "every source fails alike: no row: {f:#?}"
+        );
+    }
+}

@@ -1,4 +1,5 @@
-//! SYN-retransmit ladders: read from the client kernel's schedule, found at small shares, told from delays, give-ups and single unlucky probes.
+//! SYN-retransmit ladders: read from the client kernel's schedule, found at
+//! small shares, told from delays, give-ups and single unlucky probes.
 
 use super::*;
 

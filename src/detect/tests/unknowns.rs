@@ -1,4 +1,5 @@
-//! What the judged probers saw and did not: other paths counted as hit only when they are, and what one prober never probed left unknown.
+//! What the judged probers saw and did not: other paths counted as hit only
+//! when they are, and what one prober never probed left unknown.
 
 use super::*;
 
@@ -149,4 +150,30 @@ fn a_ladder_behind_a_service_of_unknown_node_leaves_the_cross_node_check_open() 
         .unwrap_or_else(|| panic!("{f:#?}"));
     let check = "only cross-node paths are hit, same-node paths are clean";
     assert!(vxlan.unknown.iter().any(|u| u == check), "{vxlan:#?}");
+}
+
+/// A ladder on paths whose destination is unknown (a Service's stalled
+/// probes that named no backend yet) is listed after the same trouble on
+/// known paths: the known place says more.
+#[test]
+fn findings_on_known_paths_come_before_unknown_ones() {
+    let ladder = repeat((63_400.0, 6, Outcome::Ok), 20);
+    let mut unknown = series("node1", SourceKind::Host, "node2", "svc-all", "u", &ladder);
+    unknown.dims.destination_node = None;
+    unknown.dims.path = PathKind::Unknown;
+    let known = series(
+        "node2",
+        SourceKind::Host,
+        "node3",
+        "svc-node3",
+        "u",
+        &ladder,
+    );
+    let found = detect(&[unknown, known], &[], &DetectorConfig::default());
+    let paths: Vec<Option<PathKind>> = found.iter().map(|f| f.path).collect();
+    assert_eq!(
+        paths,
+        [Some(PathKind::CrossNode), Some(PathKind::Unknown)],
+        "{found:#?}"
+    );
 }

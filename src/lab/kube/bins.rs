@@ -12,24 +12,24 @@ const ETCD_GO_MOD: &str = include_str!("../../../tools/etcd/go.mod");
 
 /// The pinned `k8s.io/kubernetes` release, such as `v1.37.2`.
 pub fn kubernetes_version() -> &'static str {
-    KUBERNETES_GO_MOD
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("require k8s.io/kubernetes "))
-        .and_then(|rest| rest.split_whitespace().next())
+    pinned(KUBERNETES_GO_MOD, "k8s.io/kubernetes")
         .expect("tools/kubernetes/go.mod requires k8s.io/kubernetes")
 }
 
 /// The pinned etcd server release, such as `v3.6.16`.
 pub fn etcd_version() -> &'static str {
-    ETCD_GO_MOD
-        .lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some("go.etcd.io/etcd/server/v3"))
-                .then(|| w.next())
-                .flatten()
-        })
+    pinned(ETCD_GO_MOD, "go.etcd.io/etcd/server/v3")
         .expect("tools/etcd/go.mod requires go.etcd.io/etcd/server/v3")
+}
+
+/// A module's pinned version in a wrapper module's go.mod: a `require M v`
+/// line, or `M v` inside a require block.
+pub fn pinned(go_mod: &'static str, module: &str) -> Option<&'static str> {
+    go_mod.lines().find_map(|l| {
+        let l = l.trim();
+        let mut w = l.strip_prefix("require ").unwrap_or(l).split_whitespace();
+        (w.next() == Some(module)).then(|| w.next()).flatten()
+    })
 }
 
 /// The programs of one control plane.
