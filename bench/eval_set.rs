@@ -174,6 +174,7 @@ fn build_from(
         let connect = dns.unwrap_or_default() + Duration::from_secs_f64(connect_s);
         let failed_connect = matches!(outcome, Outcome::Refused | Outcome::ConnectTimeout);
         let phases = Phases {
+            tls: None,
             dns,
             connect: (!failed_connect).then_some(connect),
             first_byte: outcome
@@ -195,6 +196,7 @@ fn build_from(
         });
     }
     Series {
+        cert_not_after: None,
         dims: Dims {
             source_node: src.into(),
             source_kind: kind,
@@ -1121,6 +1123,7 @@ pub fn blind(series: Vec<Series>, target: &str) -> Vec<Series> {
     for s in hit {
         let key = (s.dims.source_node.to_string(), s.dims.source_kind);
         let m = merged.entry(key).or_insert_with(|| Series {
+            cert_not_after: None,
             dims: Dims {
                 destination_node: None,
                 path: PathKind::Unknown,

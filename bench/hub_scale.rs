@@ -64,6 +64,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
                         (400 + jitter, 0)
                     };
                     WireSample {
+                        tl: None,
                         l: None,
                         t: now_ms - 600_000 + (s as u64) * 30_000 + jitter,
                         dns: None,
@@ -78,6 +79,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
                 })
                 .collect();
             WindowSeries {
+                cert_not_after: None,
                 dims: Dims {
                     source_node: node(n).into(),
                     source_kind: kind,

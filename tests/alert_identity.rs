@@ -22,6 +22,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
         Duration::from_micros(700)
     };
     SeriesWindow {
+        cert_not_after: None,
         dims: Dims {
             source_node: src.into(),
             source_kind: SourceKind::Host,
@@ -38,6 +39,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
                 prober_lag_ms: None,
                 at: SystemTime::UNIX_EPOCH + Duration::from_secs(i),
                 phases: Phases {
+                    tls: None,
                     dns: None,
                     connect: Some(connect),
                     first_byte: Some(connect),

@@ -464,6 +464,7 @@ async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
         .map(|dst| {
             let cross = dst != "node1";
             WindowSeries {
+                cert_not_after: None,
                 dims: dims(dst),
                 url: format!("http://svc-{dst}/"),
                 body_bytes: 2,
@@ -473,6 +474,7 @@ async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
                 } else {
                     (0..5)
                         .map(|i| WireSample {
+                            tl: None,
                             l: None,
                             t: now_ms - 5_000 + i * 1_000,
                             dns: None,

@@ -65,6 +65,7 @@ fn incident() -> ClusterMatrix {
                             prober_lag_ms: None,
                             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000 + i),
                             phases: Phases {
+                                tls: None,
                                 dns: None,
                                 connect,
                                 first_byte: connect,

@@ -34,6 +34,8 @@ impl Default for MetricsConfig {
 pub enum MetricPhase {
     Dns,
     Connect,
+    /// The TLS handshake's end (`https://` targets only).
+    Tls,
     FirstByte,
     Total,
 }

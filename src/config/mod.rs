@@ -90,6 +90,8 @@ pub struct ProbeConfig {
     pub timeout: Dur,
     pub connect_timeout: Option<Dur>,
     pub first_byte_timeout: Dur,
+    /// `https://` only: the TLS handshake's bound after the connect.
+    pub tls_timeout: Dur,
     /// Status codes that end a probe `ok`: "2xx", "301", "200-204".
     pub valid_status_codes: Vec<StatusRange>,
     pub syn_poll: Dur,
@@ -108,6 +110,7 @@ impl Default for ProbeConfig {
             timeout: Dur(t.timeout),
             connect_timeout: None,
             first_byte_timeout: Dur(t.first_byte_timeout),
+            tls_timeout: Dur(t.tls_timeout),
             valid_status_codes: vec![StatusRange(200, 299)],
             syn_poll: Dur::millis(200),
             max_in_flight: 4096,
@@ -132,6 +135,7 @@ impl ProbeConfig {
             timeout,
             connect_timeout: self.connect_timeout.map(|d| d.get()).unwrap_or(timeout),
             first_byte_timeout: self.first_byte_timeout.get(),
+            tls_timeout: self.tls_timeout.get(),
             max_body_bytes: self.max_body_bytes,
         }
     }
@@ -194,6 +198,8 @@ pub struct DetectConfig {
     pub window: Dur,
     pub background_syn_loss: f64,
     pub min_rung_probes: u64,
+    /// An `https://` target whose certificate ends sooner is a finding.
+    pub cert_expiry_warning: Dur,
 }
 
 impl Default for DetectConfig {
@@ -204,6 +210,7 @@ impl Default for DetectConfig {
             window: Dur::secs(600),
             background_syn_loss: d.background_syn_loss,
             min_rung_probes: d.min_rung_probes,
+            cert_expiry_warning: Dur(d.cert_expiry_warning),
         }
     }
 }
@@ -213,6 +220,7 @@ impl DetectConfig {
         DetectorConfig {
             background_syn_loss: self.background_syn_loss,
             min_rung_probes: self.min_rung_probes,
+            cert_expiry_warning: self.cert_expiry_warning.get(),
             ..crate::model::DetectorConfig::default()
         }
     }
@@ -232,6 +240,17 @@ pub struct TargetConfig {
     pub first_byte_timeout: Option<Dur>,
     pub valid_status_codes: Option<Vec<StatusRange>>,
     pub max_body_bytes: Option<u64>,
+    /// `https://` only, as every field below.
+    pub tls_timeout: Option<Dur>,
+    /// The name sent as SNI and checked against the certificate, when it is
+    /// not the URL's host (a VIP's certificate names its Service).
+    pub server_name: Option<Spanned<String>>,
+    /// The CAs to trust (PEM) instead of the system's.
+    pub ca_file: Option<Spanned<String>>,
+    pub client_cert: Option<Spanned<String>>,
+    pub client_key: Option<Spanned<String>>,
+    /// A file whose content is sent as `Authorization: Bearer` (any scheme).
+    pub bearer_token_file: Option<String>,
 }
 
 /// HTTP status codes that count as `ok`: `"2xx"` (a class), `"301"` (one

@@ -1,6 +1,7 @@
 //! A `[[target]]` table into a [`Target`], its gaps filled from `[probe]`.
 
 use std::ops::Range;
+use std::path::PathBuf;
 
 use super::{ProbeConfig, TargetConfig};
 use crate::model::{Target, TargetNode};
@@ -43,5 +44,89 @@ pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>
         None => p.valid_status(),
     };
     t.max_body_bytes = tc.max_body_bytes.unwrap_or(p.max_body_bytes);
+    t.tls_timeout = tc.tls_timeout.unwrap_or(p.tls_timeout).get();
+    t.bearer_token_file = tc.bearer_token_file.as_ref().map(PathBuf::from);
+    tls(tc, &mut t)?;
     Ok(t)
+}
+
+/// The `https://` fields: refused on other schemes, and each file read now,
+/// so an unreadable CA fails `tailprobe check`, not every probe.
+fn tls(tc: &TargetConfig, t: &mut Target) -> Result<(), (Range<usize>, String)> {
+    let name = &t.name;
+    let Some(o) = t.tls.as_mut() else {
+        let set = [
+            ("server_name", tc.server_name.as_ref().map(|s| s.span())),
+            ("ca_file", tc.ca_file.as_ref().map(|s| s.span())),
+            ("client_cert", tc.client_cert.as_ref().map(|s| s.span())),
+            ("client_key", tc.client_key.as_ref().map(|s| s.span())),
+        ];
+        if let Some((key, Some(span))) = set.into_iter().find(|(_, s)| s.is_some()) {
+            return Err((
+                span,
+                format!(
+                    "{key} applies to https:// targets only; target \"{name}\" is {}",
+                    tc.url.get_ref()
+                ),
+            ));
+        }
+        return Ok(());
+    };
+    if let Some(s) = &tc.server_name {
+        let v = s.get_ref().trim();
+        if v.is_empty() {
+            return Err((s.span(), "server_name is empty; write the name the certificate carries, such as \"kubernetes.default.svc\"".into()));
+        }
+        o.server_name = v.to_string();
+    }
+    if let Some(ca) = &tc.ca_file {
+        let path = PathBuf::from(ca.get_ref());
+        pem_certificates("CA file", &path).map_err(|e| (ca.span(), e))?;
+        o.ca_file = Some(path);
+    }
+    match (&tc.client_cert, &tc.client_key) {
+        (None, None) => {}
+        (Some(c), Some(k)) => {
+            let cert = PathBuf::from(c.get_ref());
+            pem_certificates("client certificate", &cert).map_err(|e| (c.span(), e))?;
+            let key = PathBuf::from(k.get_ref());
+            std::fs::read(&key).map_err(|e| {
+                (
+                    k.span(),
+                    format!("cannot read the client key {} ({e})", key.display()),
+                )
+            })?;
+            o.client_cert = Some((cert, key));
+        }
+        (Some(s), None) | (None, Some(s)) => {
+            return Err((
+                s.span(),
+                "client_cert and client_key go together; set both, or neither".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The PEM certificates a file holds: at least one.
+fn pem_certificates(what: &str, path: &std::path::Path) -> Result<usize, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the {what} {} ({e}); give a readable PEM file",
+            path.display()
+        )
+    })?;
+    let n = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the {what} {} is not PEM ({e})", path.display()))?
+        .len();
+    if n == 0 {
+        return Err(format!(
+            "the {what} {} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+            path.display()
+        ));
+    }
+    Ok(n)
 }

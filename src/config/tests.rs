@@ -64,9 +64,47 @@ fn bad_values_are_located() {
     let (l, _, m) = err("[probe]\ntimeout = 75\n");
     assert_eq!(l, 2);
     assert!(m.contains("\"75s\""), "{m}");
-    let (l, c, m) = err("[[target]]\nname = \"a\"\nurl = \"https://x/\"\n");
+    let (l, c, m) = err("[[target]]\nname = \"a\"\nurl = \"ftp://x/\"\n");
     assert_eq!((l, c), (3, 7));
-    assert!(m.contains("plain-HTTP"), "{m}");
+    assert!(m.contains("https://"), "{m}");
+}
+
+#[test]
+fn tls_fields_are_checked_where_they_are_written() {
+    let t = "[[target]]\nname = \"a\"\n";
+    // An unreadable CA file fails the check, at its line.
+    let (l, c, m) = err(&format!(
+        "{t}url = \"https://x/\"\nca_file = \"/nonexistent/ca.pem\"\n"
+    ));
+    assert_eq!((l, c), (4, 11));
+    assert!(
+        m.contains("cannot read the CA file /nonexistent/ca.pem"),
+        "{m}"
+    );
+    // TLS settings on a plain-HTTP target are a mistake, not ignored.
+    let (l, _, m) = err(&format!(
+        "{t}url = \"http://x/\"\nserver_name = \"x.example\"\n"
+    ));
+    assert_eq!(l, 4);
+    assert!(m.contains("applies to https:// targets only"), "{m}");
+    let (l, _, m) = err(&format!(
+        "{t}url = \"https://x/\"\nclient_cert = \"/etc/c.pem\"\n"
+    ));
+    assert_eq!(l, 4);
+    assert!(m.contains("client_cert and client_key go together"), "{m}");
+    let loaded = parse(
+        "c.toml",
+        &format!("{t}url = \"https://10.96.0.1/readyz\"\nserver_name = \"kubernetes.default.svc\"\ntls_timeout = \"3s\"\n"),
+    )
+    .unwrap();
+    let target = &loaded.targets[0];
+    assert_eq!(
+        (
+            target.tls.as_ref().unwrap().server_name.as_str(),
+            target.tls_timeout
+        ),
+        ("kubernetes.default.svc", std::time::Duration::from_secs(3))
+    );
 }
 
 #[test]
@@ -287,7 +325,7 @@ fn metrics_and_ui_tables_are_checked_and_located() {
     let (l, _, m) = err(&format!("[metrics]\nbuckets = \"all\"\n{t}"));
     assert_eq!(l, 2);
     assert!(m.contains("rungs") && m.contains("none"), "{m}");
-    let (l, _, m) = err(&format!("[metrics]\nphases = [\"connect\", \"tls\"]\n{t}"));
+    let (l, _, m) = err(&format!("[metrics]\nphases = [\"connect\", \"ssl\"]\n{t}"));
     assert_eq!(l, 2);
     assert!(m.contains("first_byte"), "{m}");
     // A comment naming the key above the table does not take the error.

@@ -168,6 +168,12 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
         timing,
     )?;
     k.dur(
+        &["probe", "tls_timeout"],
+        p.tls_timeout.get(),
+        MS..=HOUR,
+        timing,
+    )?;
+    k.dur(
         &["probe", "syn_poll"],
         p.syn_poll.get(),
         Duration::from_millis(10)..=Duration::from_secs(10),
@@ -339,6 +345,12 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
         1..=1_000_000,
         "the default is 2",
     )?;
+    k.dur(
+        &["detect", "cert_expiry_warning"],
+        d.cert_expiry_warning.get(),
+        Duration::ZERO..=365 * DAY,
+        "a certificate ending sooner is a finding (the default is 14 days; 0 says only expired ones)",
+    )?;
     if let Some(o) = &c.otlp {
         if !(0.0..=1.0).contains(&o.healthy_sample_ratio) {
             return Err(k.err(
@@ -416,6 +428,7 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             ("timeout", t.timeout),
             ("connect_timeout", t.connect_timeout),
             ("first_byte_timeout", t.first_byte_timeout),
+            ("tls_timeout", t.tls_timeout),
         ] {
             if let Some(v) = v {
                 let lo = if f == "jitter" { Duration::ZERO } else { MS };

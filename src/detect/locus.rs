@@ -40,7 +40,9 @@ pub fn kind_locus(kind: FindingKind) -> Locus {
         | FindingKind::PmtuBlackhole
         | FindingKind::FirstContactDelay => Locus::Network,
         FindingKind::DnsTimeoutLadder => Locus::Dns,
-        FindingKind::ServerTimeTail => Locus::Backend,
+        FindingKind::ServerTimeTail
+        | FindingKind::TlsCertExpiring
+        | FindingKind::ApiServerUnready => Locus::Backend,
         FindingKind::ProberStarved => Locus::Prober,
         FindingKind::ProbeFailures => Locus::Unknown,
     }
@@ -64,6 +66,10 @@ fn kind_words(kind: FindingKind) -> &'static str {
             "the handshake was fast; the time went after the connection was up: the backend"
         }
         FindingKind::ProberStarved => "the prober's own timers were late",
+        FindingKind::TlsCertExpiring => "the certificate is the server's own",
+        FindingKind::ApiServerUnready => {
+            "the API server answered, or refused, its own readiness check"
+        }
         FindingKind::ProbeFailures => "the failures alone do not say where",
     }
 }

@@ -99,6 +99,7 @@ fn judge(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Vec<Findi
     findings.extend(pmtu);
     findings.extend(finding::server_time::findings(cells, cfg));
     findings.extend(finding::prober::findings(cells, facts, cfg));
+    findings.extend(finding::cert::findings(cells, cfg));
     for f in &mut findings {
         locus::place(f);
     }

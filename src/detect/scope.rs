@@ -264,6 +264,9 @@ impl ScopeKey {
             (Grouping::SourcePath, _) => format!("every {path} path from {src}"),
             (Grouping::SourceService, _) => format!("every path through a Service from {src}"),
             (Grouping::Pair, _) => format!("every path from {src} to {dst}"),
+            (Grouping::Target, FindingKind::TlsCertExpiring) => {
+                format!("the certificate {target} serves ({sources} sources)")
+            }
             (Grouping::Target, _) => format!("every path to {target} ({sources} sources)"),
             (Grouping::SourceKindPath, _) => format!("{path} paths from {src} ({net})"),
             (Grouping::Source, FindingKind::DnsTimeoutLadder) => {

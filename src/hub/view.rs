@@ -45,7 +45,8 @@ pub fn judge(
     let mut facts: BTreeMap<String, (SourceKind, NodeFacts)> = BTreeMap::new();
     for (url, doc) in docs {
         cells.extend(doc.series.iter().map(|s| {
-            let mut cell = Cell::from_samples(s.window.dims.clone(), &s.url, &s.window.samples);
+            let mut cell = Cell::from_samples(s.window.dims.clone(), &s.url, &s.window.samples)
+                .with_cert_not_after(s.window.cert_not_after);
             // Stalls in progress, as the prober last reported them.
             for p in s.window.pending.iter().filter(|p| p.syn_retransmits > 0) {
                 *cell.waiting.entry(p.syn_retransmits).or_default() += 1;

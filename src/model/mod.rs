@@ -18,7 +18,9 @@ pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
 pub use series::{
     Dims, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,
 };
-pub use target::{DnsQuery, ProbeKind, Target, TargetNode, Timing, dns_parallel};
+pub use target::{
+    API_SERVER_TARGET, DnsQuery, ProbeKind, Target, TargetNode, Timing, TlsOptions, dns_parallel,
+};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,8 @@ pub struct DetectorConfig {
     pub min_rung_probes: u64,
     /// The binomial tail below which rung probes are significant.
     pub alpha: f64,
+    /// A served certificate that ends sooner than this is a finding.
+    pub cert_expiry_warning: std::time::Duration,
 }
 
 impl Default for DetectorConfig {
@@ -39,6 +43,9 @@ impl Default for DetectorConfig {
             background_syn_loss: 1e-4,
             min_rung_probes: 2,
             alpha: 1e-3,
+            // Two weeks: past a renewal job's weekly retry, before a
+            // 90-day certificate's last third is gone.
+            cert_expiry_warning: std::time::Duration::from_secs(14 * 86_400),
         }
     }
 }

@@ -143,6 +143,11 @@ pub enum Outcome {
     DnsError,
     /// The host name lookup did not finish in time.
     DnsTimeout,
+    /// Connected, but the TLS handshake did not finish in time.
+    TlsTimeout,
+    /// The TLS handshake failed: a certificate not trusted, expired or for
+    /// another name, or no protocol both ends speak.
+    TlsError,
     /// The response was not valid HTTP/1.1.
     ProtocolError,
     /// Shut down while in flight.
@@ -152,7 +157,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Ok,
         Outcome::HttpStatus,
         Outcome::Refused,
@@ -164,6 +169,8 @@ impl Outcome {
         Outcome::Closed,
         Outcome::DnsError,
         Outcome::DnsTimeout,
+        Outcome::TlsTimeout,
+        Outcome::TlsError,
         Outcome::ProtocolError,
         Outcome::Cancelled,
         Outcome::Error,
@@ -182,6 +189,8 @@ impl Outcome {
             Outcome::Closed => "closed",
             Outcome::DnsError => "dns-error",
             Outcome::DnsTimeout => "dns-timeout",
+            Outcome::TlsTimeout => "tls-timeout",
+            Outcome::TlsError => "tls-error",
             Outcome::ProtocolError => "protocol-error",
             Outcome::Cancelled => "cancelled",
             Outcome::Error => "error",
@@ -199,12 +208,16 @@ impl Outcome {
 }
 
 /// Phase marks, each measured from the probe's start on the monotonic clock
-/// (curl's convention: `connect` includes `dns`, `first_byte` includes both).
-/// A phase that never completed is `None`.
+/// (curl's convention: `connect` includes `dns`, `tls` includes the connect,
+/// `first_byte` includes them all). A phase that never completed, or that
+/// the probe has not (`tls` over plain HTTP), is `None`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Phases {
     pub dns: Option<Duration>,
     pub connect: Option<Duration>,
+    /// The TLS handshake's end (`https://` only): curl's `appconnect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Duration>,
     pub first_byte: Option<Duration>,
     pub total: Duration,
 }
@@ -214,6 +227,17 @@ impl Phases {
     pub fn connect_only(&self) -> Option<Duration> {
         self.connect
             .map(|c| c.saturating_sub(self.dns.unwrap_or_default()))
+    }
+
+    /// The TLS handshake alone, from the connect's end.
+    pub fn tls_only(&self) -> Option<Duration> {
+        Some(self.tls?.saturating_sub(self.connect?))
+    }
+
+    /// Where the server's time starts: the TLS handshake's end over
+    /// `https://`, else the connect's.
+    pub fn ready(&self) -> Option<Duration> {
+        self.tls.or(self.connect)
     }
 }
 
@@ -298,6 +322,9 @@ pub struct ProbeResult {
     /// one the target cannot lead to): not believed, the destination stays
     /// unknown.
     pub rejected_node_header: bool,
+    /// The server certificate's end of validity (`https://`, Unix seconds),
+    /// once a handshake has seen it.
+    pub cert_not_after: Option<i64>,
 }
 
 impl ProbeResult {

@@ -179,6 +179,9 @@ pub struct SeriesWindow {
     /// A DNS target that sends A and AAAA at once (`parallel=1`): the
     /// pattern that meets conntrack's insert race.
     pub dns_parallel: bool,
+    /// The server certificate's end of validity, as the series' last
+    /// handshake saw it (`https://`, Unix seconds).
+    pub cert_not_after: Option<i64>,
 }
 
 impl SeriesWindow {
@@ -190,6 +193,7 @@ impl SeriesWindow {
             body_bytes,
             pending: Vec::new(),
             dns_parallel: false,
+            cert_not_after: None,
         }
     }
 

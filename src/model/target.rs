@@ -3,7 +3,26 @@
 //! pure; where targets come from (configuration, Kubernetes) is `targets`.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// The API server's probe through the `kubernetes` Service: its own
+/// finding when it fails, since every node's agents and controllers
+/// depend on it.
+pub const API_SERVER_TARGET: &str = "svc/default/kubernetes";
+
+/// How an `https://` target's TLS is set up. Files are PEM, read by the
+/// prober (and checked by `tailprobe check`); none of them is required.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct TlsOptions {
+    /// The name sent as SNI and that the certificate must carry: the URL's
+    /// host unless set (a VIP's certificate names the Service, not the IP).
+    pub server_name: String,
+    /// The CAs to trust; the system's roots when unset.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for servers that ask for one.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
 
 /// What a `dns://` target asks and how patiently.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +48,8 @@ pub struct Timing {
     pub connect_timeout: Duration,
     /// After the connect, the response head must arrive within this.
     pub first_byte_timeout: Duration,
+    /// After the connect, the TLS handshake must end within this.
+    pub tls_timeout: Duration,
     pub max_body_bytes: u64,
 }
 
@@ -44,6 +65,9 @@ impl Default for Timing {
             // A backend that has not begun answering 30 s after the connect
             // is down for any SLO; waiting longer only holds memory.
             first_byte_timeout: Duration::from_secs(30),
+            // Two round trips when nothing is lost; 10 s leaves room for a
+            // lost flight's retransmissions (1 s, 2 s, 4 s) and no more.
+            tls_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
         }
     }
@@ -52,7 +76,8 @@ impl Default for Timing {
 /// What a probe of the target does, chosen by the URL's scheme.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
-    /// `http://`: connect, GET with `Connection: close`, read the body.
+    /// `http://` or `https://` (with [`Target::tls`]): connect, the TLS
+    /// handshake over `https://`, GET with `Connection: close`, read the body.
     Http,
     /// `tcp://host:port`: connect only.
     Tcp,
@@ -92,6 +117,14 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// After the connect, the response head must arrive within this.
     pub first_byte_timeout: Duration,
+    /// Set for `https://`: the handshake's name, trust and identity.
+    pub tls: Option<TlsOptions>,
+    /// After the connect, the TLS handshake must end within this.
+    pub tls_timeout: Duration,
+    /// Sent as `Authorization: Bearer` when set: the API server's probe
+    /// shows its service-account token, read anew for every probe since
+    /// the kubelet rotates it.
+    pub bearer_token_file: Option<PathBuf>,
     pub max_body_bytes: u64,
     /// Status ranges that end a probe `ok` (inclusive); by default 2xx only,
     /// so a redirect or an error page is never counted as healthy.
@@ -107,7 +140,7 @@ impl Target {
     }
 
     /// A target for `url` with the default probe settings; the scheme
-    /// (`http`, `tcp`, `dns`) picks the probe kind.
+    /// (`http`, `https`, `tcp`, `dns`) picks the probe kind.
     pub fn parse(name: &str, url: &str) -> Result<Self, String> {
         let uri: http::Uri = url.parse().map_err(|e| {
             format!("invalid URL \"{url}\" ({e}); write it as \"http://HOST:PORT/PATH\"")
@@ -128,8 +161,16 @@ impl Target {
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into());
+        let mut tls = None;
         let (kind, port) = match scheme {
             "http" => (ProbeKind::Http, uri.port_u16().unwrap_or(80)),
+            "https" => {
+                tls = Some(TlsOptions {
+                    server_name: host.clone(),
+                    ..TlsOptions::default()
+                });
+                (ProbeKind::Http, uri.port_u16().unwrap_or(443))
+            }
             "tcp" => (
                 ProbeKind::Tcp,
                 uri.port_u16().ok_or_else(|| {
@@ -149,7 +190,7 @@ impl Target {
             }
             other => {
                 return Err(format!(
-                    "URL scheme \"{other}\" is not supported; use http:// (a plain-HTTP exchange), tcp:// (connect only) or dns:// (a UDP query)"
+                    "URL scheme \"{other}\" is not supported; use http:// (a plain-HTTP exchange), https:// (the same over TLS), tcp:// (connect only) or dns:// (a UDP query)"
                 ));
             }
         };
@@ -172,6 +213,9 @@ impl Target {
             timeout: defaults.timeout,
             connect_timeout: defaults.timeout,
             first_byte_timeout: defaults.first_byte_timeout,
+            tls,
+            tls_timeout: defaults.tls_timeout,
+            bearer_token_file: None,
             max_body_bytes: defaults.max_body_bytes,
             valid_status: vec![(200, 299)],
         })
@@ -201,6 +245,7 @@ impl Target {
         self.timeout = t.timeout;
         self.connect_timeout = t.connect_timeout.min(t.timeout);
         self.first_byte_timeout = t.first_byte_timeout;
+        self.tls_timeout = t.tls_timeout;
         self.max_body_bytes = t.max_body_bytes;
         self
     }
@@ -347,11 +392,24 @@ mod tests {
     }
 
     #[test]
-    fn rejects_https_and_schemeless_urls() {
+    fn https_is_http_over_tls_named_by_its_host() {
+        let t = Target::parse("a", "https://api.example:6443/readyz").unwrap();
+        assert_eq!((t.kind.clone(), t.port), (ProbeKind::Http, 6443));
+        assert_eq!(t.tls.unwrap().server_name, "api.example");
+        let t = Target::parse("b", "https://[fd00::1]/").unwrap();
+        assert_eq!(
+            (t.port, t.tls.unwrap().server_name.as_str()),
+            (443, "fd00::1")
+        );
+        assert!(Target::parse("c", "http://x/").unwrap().tls.is_none());
+    }
+
+    #[test]
+    fn rejects_unknown_schemes_and_schemeless_urls() {
         assert!(
-            Target::parse("a", "https://x/")
+            Target::parse("a", "ftp://x/")
                 .unwrap_err()
-                .contains("plain-HTTP")
+                .contains("https://")
         );
         assert!(Target::parse("a", "x:80").is_err());
     }

@@ -250,6 +250,7 @@ impl Step<'_> {
             phases: Phases {
                 dns: None,
                 connect: established.then_some(took),
+                tls: None,
                 first_byte: None,
                 total: took,
             },
@@ -258,6 +259,7 @@ impl Step<'_> {
             error: (!established).then(|| format!("{:?} after {took:?}", key.end)),
             tcp_info: None,
             syn_retransmits: u32::from(key.syns_lost),
+            cert_not_after: None,
             syn_events: Vec::new(),
             local_addr: None,
             peer_addr: Some(key.destination.addr),

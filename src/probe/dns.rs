@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
 
-use crate::model::DnsQuery;
+use crate::model::{DnsQuery, Outcome};
 
 /// How a query ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -151,6 +151,39 @@ pub fn rcode_name(rcode: u8) -> &'static str {
         4 => "NOTIMP",
         5 => "REFUSED",
         _ => "an unknown RCODE",
+    }
+}
+
+/// A DNS probe: the query's time is the `dns` phase.
+pub(super) async fn query(
+    server: SocketAddr,
+    q: &crate::model::DnsQuery,
+    t0: tokio::time::Instant,
+    st: &mut super::run::Progress,
+) -> Result<(), super::run::Failure> {
+    let answer = resolve(server, q).await.map_err(|e| {
+        super::run::Failure::new(Outcome::Error, format!("cannot query {server}: {e}"))
+    })?;
+    match answer {
+        DnsAnswer::Answered { rcode: 0, .. } => {
+            st.phases.dns = Some(t0.elapsed());
+            Ok(())
+        }
+        DnsAnswer::Answered { rcode, .. } => {
+            st.phases.dns = Some(t0.elapsed());
+            Err(super::run::Failure::new(
+                Outcome::DnsError,
+                format!("{server} answered {} for {}", rcode_name(rcode), q.name),
+            ))
+        }
+        DnsAnswer::Silent => Err(super::run::Failure::new(
+            Outcome::TotalTimeout,
+            format!(
+                "no answer from {server} after {} attempts of {}",
+                q.attempts,
+                humantime::format_duration(q.attempt_timeout)
+            ),
+        )),
     }
 }
 

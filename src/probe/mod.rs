@@ -2,14 +2,17 @@
 //! evidence attached. [`Prober::probe`] never reuses a connection;
 //! [`scheduler`] runs probes on fixed-rate schedules.
 
+mod connect;
 pub mod dns;
 mod http;
 pub mod limits;
 pub use http::NODE_HEADER;
+mod run;
 pub mod scheduler;
 pub mod socket;
 mod stalls;
 pub use stalls::StallHold;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -122,6 +125,8 @@ pub struct Prober {
     pub in_flight: Arc<InFlight>,
     /// The nodes a response header may name.
     pub known_nodes: Arc<KnownNodes>,
+    /// The `https://` targets' client configurations.
+    pub tls: tls::TlsClients,
 }
 
 impl Prober {
@@ -133,6 +138,7 @@ impl Prober {
             syn_retries: None,
             in_flight: Arc::default(),
             known_nodes: Arc::new(KnownNodes::of(source_node, &[])),
+            tls: tls::TlsClients::default(),
         }
     }
 }
@@ -149,6 +155,10 @@ impl Prober {
             syn_poll: p.syn_poll.get(),
             syn_retries: p.syn_retries,
             in_flight: Arc::default(),
+            tls: tls::TlsClients::default(),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -366,6 +366,8 @@ pub fn histograms_doc(source_node: &str, stats: &Stats, window: Option<Duration>
         .map(|(mut meta, h)| {
             meta.histograms = crate::stats::Phase::ALL
                 .iter()
+                // A plain-HTTP series has no TLS phase to show.
+                .filter(|p| **p != crate::stats::Phase::Tls || h.tls.is_some())
                 .map(|p| (p.as_str().to_string(), h.get(*p).to_base64()))
                 .collect();
             meta

@@ -76,6 +76,7 @@ pub async fn matrix(State(s): State<ApiState>, Query(q): Query<MatrixQuery>) -> 
                         .cloned()
                         .collect();
                     Cell::from_samples(series.key.clone(), &series.url, &recent)
+                        .with_cert_not_after(series.cert_not_after)
                 }
             });
         });

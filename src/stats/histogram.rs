@@ -18,17 +18,25 @@ use crate::model::Phases;
 pub enum Phase {
     Dns,
     Connect,
+    Tls,
     FirstByte,
     Total,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 4] = [Phase::Dns, Phase::Connect, Phase::FirstByte, Phase::Total];
+    pub const ALL: [Phase; 5] = [
+        Phase::Dns,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::FirstByte,
+        Phase::Total,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Dns => "dns",
             Phase::Connect => "connect",
+            Phase::Tls => "tls",
             Phase::FirstByte => "first_byte",
             Phase::Total => "total",
         }
@@ -120,14 +128,18 @@ impl Latency {
     }
 }
 
-/// One histogram per phase.
+/// One histogram per phase. The TLS handshake's is made by the first
+/// `https://` probe: a plain-HTTP series pays nothing for it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PhaseHistograms {
     pub dns: Latency,
     pub connect: Latency,
+    pub tls: Option<Box<Latency>>,
     pub first_byte: Latency,
     pub total: Latency,
 }
+
+static NO_TLS: std::sync::LazyLock<Latency> = std::sync::LazyLock::new(Latency::default);
 
 impl PhaseHistograms {
     /// Records the phases that completed. `total` is recorded only when the
@@ -138,6 +150,9 @@ impl PhaseHistograms {
         }
         if let Some(c) = p.connect {
             self.connect.record(c);
+        }
+        if let Some(t) = p.tls {
+            self.tls.get_or_insert_default().record(t);
         }
         if let Some(f) = p.first_byte {
             self.first_byte.record(f);
@@ -151,6 +166,7 @@ impl PhaseHistograms {
         match phase {
             Phase::Dns => &self.dns,
             Phase::Connect => &self.connect,
+            Phase::Tls => self.tls.as_deref().unwrap_or(&NO_TLS),
             Phase::FirstByte => &self.first_byte,
             Phase::Total => &self.total,
         }
@@ -159,6 +175,9 @@ impl PhaseHistograms {
     pub fn merge(&mut self, other: &PhaseHistograms) -> Result<(), HistogramError> {
         self.dns.merge(&other.dns)?;
         self.connect.merge(&other.connect)?;
+        if let Some(t) = &other.tls {
+            self.tls.get_or_insert_default().merge(t)?;
+        }
         self.first_byte.merge(&other.first_byte)?;
         self.total.merge(&other.total)
     }
@@ -171,7 +190,7 @@ mod tests {
     #[test]
     fn phases_are_named_as_the_wire_names_them() {
         let names: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
-        assert_eq!(names, ["dns", "connect", "first_byte", "total"]);
+        assert_eq!(names, ["dns", "connect", "tls", "first_byte", "total"]);
     }
 
     #[test]
@@ -194,10 +213,12 @@ mod tests {
         let p = |dns: u64, c: u64, fb: u64, t: u64| Phases {
             dns: Some(Duration::from_millis(dns)),
             connect: Some(Duration::from_millis(c)),
+            tls: Some(Duration::from_millis(c + 1)),
             first_byte: Some(Duration::from_millis(fb)),
             total: Duration::from_millis(t),
         };
         let mut a = PhaseHistograms::default();
+        assert!(a.get(Phase::Tls).is_empty() && a.tls.is_none());
         a.record(&p(1, 2, 3, 4), true);
         let mut b = PhaseHistograms::default();
         b.record(&p(5, 6, 7, 8), true);
@@ -257,6 +278,7 @@ mod tests {
     fn total_only_for_completed_exchanges() {
         let mut h = PhaseHistograms::default();
         let p = Phases {
+            tls: None,
             dns: None,
             connect: Some(ms(1)),
             first_byte: None,

@@ -28,6 +28,9 @@ pub struct Series {
     /// The largest response body measured since the series began, seeded
     /// with what the target declares.
     pub body_bytes: u64,
+    /// The server certificate's end of validity, as the last handshake saw
+    /// it (`https://`, Unix seconds).
+    pub cert_not_after: Option<i64>,
 }
 
 impl Series {
@@ -40,6 +43,7 @@ impl Series {
             outcomes: BTreeMap::new(),
             syn_retransmits: 0,
             recent: VecDeque::new(),
+            cert_not_after: None,
         }
     }
 
@@ -59,7 +63,7 @@ impl Series {
 
     /// The samples at or after `since`: what the detector judges.
     pub fn window_samples(&self, since: SystemTime) -> SeriesWindow {
-        SeriesWindow::new(
+        let mut w = SeriesWindow::new(
             self.key.clone(),
             self.recent
                 .iter()
@@ -68,7 +72,9 @@ impl Series {
                 .collect(),
             self.body_bytes,
         )
-        .for_url(&self.url)
+        .for_url(&self.url);
+        w.cert_not_after = self.cert_not_after;
+        w
     }
 
     /// Histograms of the samples newer than `since`.
@@ -230,6 +236,9 @@ impl Stats {
         s.histograms.record(&r.phases, r.outcome.completed());
         s.syn_retransmits += u64::from(r.syn_retransmits);
         s.body_bytes = s.body_bytes.max(r.body_size());
+        if r.cert_not_after.is_some() {
+            s.cert_not_after = r.cert_not_after;
+        }
         s.recent.push_back(Sample::of(r, trace));
         while s.recent.len() > self.retention.max_samples {
             s.recent.pop_front();
@@ -327,6 +336,7 @@ pub(crate) mod tests {
 
     pub(crate) fn result(total_ms: u64, outcome: Outcome, at: SystemTime) -> ProbeResult {
         ProbeResult {
+            cert_not_after: None,
             target: Arc::new(Target::parse("t", "http://127.0.0.1:1/").unwrap()),
             source_node: "n1".into(),
             source_kind: SourceKind::Host,
@@ -335,6 +345,7 @@ pub(crate) mod tests {
             started_at: at,
             start_lag: Duration::ZERO,
             phases: Phases {
+                tls: None,
                 dns: None,
                 connect: Some(Duration::from_millis(total_ms / 2)),
                 first_byte: None,

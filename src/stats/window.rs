@@ -59,6 +59,9 @@ pub struct WindowSeries {
     /// Probes stalled in SYN_SENT when the document was made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<WirePending>,
+    /// The server certificate's end of validity (`https://`, Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<i64>,
 }
 
 /// A stall in progress on the wire: start in milliseconds since the epoch,
@@ -117,6 +120,9 @@ pub struct WireSample {
     pub dns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub c: Option<u64>,
+    /// The TLS handshake's end (`https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tl: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fb: Option<u64>,
     pub z: u64,
@@ -146,6 +152,7 @@ impl From<&Sample> for WireSample {
             t: epoch_ms(s.at),
             dns: s.phases.dns.map(us),
             c: s.phases.connect.map(us),
+            tl: s.phases.tls.map(us),
             fb: s.phases.first_byte.map(us),
             z: us(s.phases.total),
             o: s.outcome,
@@ -166,6 +173,7 @@ impl From<&WireSample> for Sample {
             phases: Phases {
                 dns: w.dns.map(Duration::from_micros),
                 connect: w.c.map(Duration::from_micros),
+                tls: w.tl.map(Duration::from_micros),
                 first_byte: w.fb.map(Duration::from_micros),
                 total: Duration::from_micros(w.z),
             },
@@ -212,6 +220,7 @@ impl From<WindowDoc> for Held {
                         body_bytes: s.body_bytes,
                         pending: s.pending.iter().map(Pending::from).collect(),
                         dns_parallel: crate::model::dns_parallel(&s.url),
+                        cert_not_after: s.cert_not_after,
                     },
                     url: s.url,
                 })
@@ -266,6 +275,7 @@ impl WindowDoc {
                     .map(|p| WireSample::from(*p))
                     .collect(),
                 pending: Vec::new(),
+                cert_not_after: s.cert_not_after,
             });
         });
         let mut index: std::collections::HashMap<Dims, usize> = series
@@ -282,6 +292,7 @@ impl WindowDoc {
                     dropped: 0,
                     samples: Vec::new(),
                     pending: Vec::new(),
+                    cert_not_after: None,
                 });
                 series.len() - 1
             });
@@ -331,6 +342,7 @@ impl WindowDoc {
                         dropped: (s.recent.len() - keep) as u64,
                         samples: s.recent.iter().take(keep).map(WireSample::from).collect(),
                         pending: Vec::new(),
+                        cert_not_after: s.cert_not_after,
                     }
                 })
                 .collect(),
@@ -345,6 +357,7 @@ impl WindowDoc {
             body_bytes: s.body_bytes,
             pending: s.pending.iter().map(Pending::from).collect(),
             dns_parallel: crate::model::dns_parallel(&s.url),
+            cert_not_after: s.cert_not_after,
         })
     }
 
@@ -393,6 +406,7 @@ mod tests {
             prober_lag_ms: None,
             at: SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms),
             phases: Phases {
+                tls: None,
                 dns: None,
                 connect: Some(Duration::from_micros(connect_us)),
                 first_byte: Some(Duration::from_micros(connect_us + 300)),

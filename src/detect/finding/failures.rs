@@ -4,7 +4,7 @@ use super::{Finding, FindingKind, examples, ratio, round3};
 use crate::detect::cell::Cell;
 use crate::detect::evidence::{self, Evidence};
 use crate::detect::{Locus, causes};
-use crate::model::{NodeFacts, Outcome, PathKind, Via};
+use crate::model::{API_SERVER_TARGET, NodeFacts, Outcome, PathKind, Via};
 
 fn failure_share(c: &Cell) -> f64 {
     ratio(c.failures.values().sum(), c.n)
@@ -104,6 +104,14 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], pmtu: &[Finding]) -> Vec<Fi
                 ),
                 None => (locus, why.to_string()),
             };
+            // The API server's own check is its own finding: every agent
+            // and controller on the node depends on it.
+            let api = &*c.w.dims.target == API_SERVER_TARGET;
+            let kind = if api {
+                FindingKind::ApiServerUnready
+            } else {
+                FindingKind::ProbeFailures
+            };
             Finding {
                 likely_causes,
                 locus,
@@ -121,9 +129,12 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], pmtu: &[Finding]) -> Vec<Fi
                         .filter_map(|o| outcome_hint(*o))
                         .map(str::to_string),
                 )
+                .chain(api.then(|| {
+                    "the API server's readiness through the kubernetes Service failed: kubectl get --raw='/readyz?verbose' names the failing check; kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes lists the servers the VIP leads to".to_string()
+                }))
                 .collect(),
                 examples: examples(&[c], |p| !p.outcome.is_ok()),
-                ..Finding::of_cell(FindingKind::ProbeFailures, c)
+                ..Finding::of_cell(kind, c)
             }
             .with_confidence(1.0)
         })
@@ -142,6 +153,14 @@ fn placed(o: Outcome) -> (Locus, &'static str) {
         | Outcome::ProtocolError => (
             Locus::Backend,
             "the connection was answered or made; what failed came from the destination's side",
+        ),
+        Outcome::TlsError => (
+            Locus::Backend,
+            "the connection was made and the server's TLS refused the handshake: its certificate or its TLS setup",
+        ),
+        Outcome::TlsTimeout => (
+            Locus::Network,
+            "the connection was made but the handshake's large flights (the certificate chain) never came: large packets lost on the path",
         ),
         Outcome::ConnectTimeout | Outcome::Unreachable => (
             Locus::Network,
@@ -171,6 +190,12 @@ fn outcome_hint(o: Outcome) -> Option<&'static str> {
         }
         Outcome::HttpStatus => "the backend answered with a non-2xx status",
         Outcome::DnsError => "the name did not resolve",
+        Outcome::TlsError => {
+            "tls-error: the handshake was refused; the probe's error names why (an untrusted, expired or misnamed certificate, or a client certificate asked for)"
+        }
+        Outcome::TlsTimeout => {
+            "tls-timeout: connected, but the handshake stalled: the certificate's flight is the first full-size packet, so an MTU black hole shows here first; else a server that accepts and never answers"
+        }
         Outcome::DnsTimeout => {
             "the name lookup did not finish in time: the node's resolver (resolv.conf) does not answer"
         }

@@ -20,10 +20,15 @@ pub enum FindingKind {
     ServerTimeTail,
     /// The prober's own timers were late, or its cgroup throttled it.
     ProberStarved,
+    /// A served TLS certificate ends soon, or has ended.
+    TlsCertExpiring,
+    /// The API server's own readiness probe failed through the
+    /// `kubernetes` Service.
+    ApiServerUnready,
 }
 
 impl FindingKind {
-    pub const ALL: [FindingKind; 7] = [
+    pub const ALL: [FindingKind; 9] = [
         FindingKind::SynRetransmitLadder,
         FindingKind::DnsTimeoutLadder,
         FindingKind::PmtuBlackhole,
@@ -31,6 +36,8 @@ impl FindingKind {
         FindingKind::FirstContactDelay,
         FindingKind::ServerTimeTail,
         FindingKind::ProberStarved,
+        FindingKind::TlsCertExpiring,
+        FindingKind::ApiServerUnready,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +49,8 @@ impl FindingKind {
             FindingKind::FirstContactDelay => "first-contact-delay",
             FindingKind::ServerTimeTail => "server-time-tail",
             FindingKind::ProberStarved => "prober-starved",
+            FindingKind::TlsCertExpiring => "tls-cert-expiring",
+            FindingKind::ApiServerUnready => "apiserver-unready",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A finding (one verdict, its scope, rungs, evidence and likely causes)
 //! and the rules that raise each kind, one file per kind.
 
+pub mod cert;
 pub mod dns;
 pub mod failures;
 pub mod first_contact;

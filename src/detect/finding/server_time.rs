@@ -36,8 +36,10 @@ pub fn server_time(p: &Sample) -> Option<Duration> {
     if p.prober_late() {
         return None;
     }
-    let (connect, first) = (p.phases.connect?, p.phases.first_byte?);
-    first.checked_sub(connect)
+    // From the TLS handshake's end over https://: the handshake's own
+    // round trips are the path's, not the server's time to answer.
+    let (ready, first) = (p.phases.ready()?, p.phases.first_byte?);
+    first.checked_sub(ready)
 }
 
 /// One cell's tail: (tail answers, answers, median, threshold).

@@ -46,6 +46,7 @@ fn series_dns(
         let connect =
             connected.then(|| dns.unwrap_or_default() + Duration::from_secs_f64(ms / 1e3));
         let phases = Phases {
+            tls: None,
             dns,
             connect,
             first_byte: connect,
@@ -70,6 +71,7 @@ fn series_dns(
         PathKind::CrossNode
     };
     Series {
+        cert_not_after: None,
         dims: Dims {
             source_node: src.into(),
             source_kind: kind,

@@ -1,6 +1,7 @@
 //! A probe as a trace: a client span named for the probe, its phases as
-//! child spans (dns, connect, first byte), each lost SYN an event, the
-//! kernel's retransmit count and rung as attributes.
+//! child spans (dns, connect, tls, first byte), each lost SYN an event, the
+//! kernel's retransmit count and rung as attributes, and over `https://`
+//! the server name and the certificate's end of validity.
 
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use std::time::Duration;
@@ -28,6 +29,18 @@ impl Otlp {
         ]);
         if t.kind == ProbeKind::Http {
             attrs.push(KeyValue::new("http.request.method", "GET"));
+        }
+        if let Some(o) = &t.tls {
+            attrs.push(KeyValue::new("url.scheme", "https"));
+            attrs.push(KeyValue::new("tls.server.name", o.server_name.clone()));
+        }
+        if let Some(end) = r.cert_not_after {
+            // The conventions' tls.server.not_after is an RFC 3339 time.
+            let at = std::time::UNIX_EPOCH + Duration::from_secs(end.max(0).unsigned_abs());
+            attrs.push(KeyValue::new(
+                "tls.server.not_after",
+                humantime::format_rfc3339_seconds(at).to_string(),
+            ));
         }
         if let Some(s) = r.status {
             attrs.push(KeyValue::new("http.response.status_code", i64::from(s)));
@@ -78,8 +91,14 @@ impl Otlp {
         }
         if let Some(c) = p.connect {
             child("connect", connect_from, c);
+            if let Some(tls) = p.tls {
+                child("tls", c, tls);
+            } else if t.tls.is_some() && r.outcome != crate::model::Outcome::Ok {
+                // The handshake that failed or stalled, to its end.
+                child("tls", c, p.total);
+            }
             if let Some(fb) = p.first_byte {
-                child("first byte", c, fb);
+                child("first byte", p.ready().unwrap_or(c), fb);
             }
         } else if t.kind != ProbeKind::Http || r.syn_retransmits > 0 {
             child("connect", connect_from, p.total);

@@ -26,6 +26,7 @@ use crate::probe::scheduler::SkipReason;
 use crate::stats::Phase;
 
 mod labels;
+mod tls;
 
 use labels::{
     BurnLabels, FindingLabels, PathLabels, PhaseLabels, ProbeLabels, ServerLabels, SkipLabels,
@@ -87,6 +88,7 @@ fn phase_of(p: MetricPhase) -> Phase {
     match p {
         MetricPhase::Dns => Phase::Dns,
         MetricPhase::Connect => Phase::Connect,
+        MetricPhase::Tls => Phase::Tls,
         MetricPhase::FirstByte => Phase::FirstByte,
         MetricPhase::Total => Phase::Total,
     }
@@ -126,6 +128,7 @@ pub struct Metrics {
     /// Discovery and self-registration.
     pub kube: crate::targets::kubernetes::metrics::KubeMetrics,
     pub passive: crate::passive::metrics::PassiveMetrics,
+    tls: tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -270,6 +273,7 @@ impl Metrics {
         );
         let kube = crate::targets::kubernetes::metrics::KubeMetrics::register(&mut registry);
         let passive = crate::passive::metrics::PassiveMetrics::register(&mut registry);
+        let tls = tls::TlsMetrics::register(&mut registry);
         let build = Family::<Vec<(String, String)>, Gauge>::default();
         registry.register("build_info", "tailprobe version", build.clone());
         build
@@ -301,6 +305,7 @@ impl Metrics {
             otlp,
             kube,
             passive,
+            tls,
         }
     }
 
@@ -327,6 +332,7 @@ impl Metrics {
         for (phase, value) in [
             (Phase::Dns, p.dns),
             (Phase::Connect, p.connect),
+            (Phase::Tls, p.tls),
             (Phase::FirstByte, p.first_byte),
             (Phase::Total, completed.then_some(p.total)),
         ] {
@@ -345,6 +351,10 @@ impl Metrics {
                 .inc_by(u64::from(r.syn_retransmits));
         }
         self.start_lag.observe(r.start_lag.as_secs_f64());
+        if let Some(end) = r.cert_not_after {
+            self.name(&r.target.name);
+            self.tls.seen(&r.target.name, end);
+        }
         if r.rejected_node_header {
             self.name(&r.target.name);
             self.node_header_rejected
@@ -427,6 +437,7 @@ impl Metrics {
             self.node_header_rejected.remove(&TargetLabels {
                 target: target.clone(),
             });
+            self.tls.forget(target);
         }
         gone.len()
     }

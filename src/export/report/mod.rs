@@ -28,6 +28,14 @@ pub struct Cell {
     pub max_ms: Option<f64>,
     pub connect_p50_ms: Option<f64>,
     pub connect_max_ms: Option<f64>,
+    /// The TLS handshake's end (`https://` only), like the connect's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_max_ms: Option<f64>,
+    /// The served certificate's end of validity, RFC 3339 (`https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_not_after: Option<String>,
     /// Sum of SYN retransmissions over the cell's probes (`TCP_INFO`).
     pub syn_retransmits: u64,
     /// Total latency, HdrHistogram V2 deflate, base64; empty in the hub's
@@ -73,10 +81,18 @@ fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
+fn rfc3339(unix_s: Option<i64>) -> Option<String> {
+    unix_s.map(|s| {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(s.max(0).unsigned_abs());
+        humantime::format_rfc3339_seconds(at).to_string()
+    })
+}
+
 impl Cell {
     pub fn from_series(s: &Series) -> Self {
         let total = &s.histograms.total;
         let connect = &s.histograms.connect;
+        let tls = s.histograms.tls.as_deref();
         Self {
             dims: s.key.clone(),
             url: s.url.clone(),
@@ -93,6 +109,9 @@ impl Cell {
             max_ms: ms(total.max()),
             connect_p50_ms: ms(connect.quantile(0.5)),
             connect_max_ms: ms(connect.max()),
+            tls_p50_ms: ms(tls.and_then(|h| h.quantile(0.5))),
+            tls_max_ms: ms(tls.and_then(|h| h.max())),
+            cert_not_after: rfc3339(s.cert_not_after),
             syn_retransmits: s.syn_retransmits,
             histogram: total.to_base64(),
             connect_histogram: connect.to_base64(),
@@ -153,7 +172,7 @@ impl Cell {
     /// histograms: the hub's cells, hundreds of thousands at a time.
     pub fn from_samples(dims: Dims, url: &str, samples: &[crate::model::Sample]) -> Self {
         let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-        let (mut totals, mut connects) = (Vec::new(), Vec::new());
+        let (mut totals, mut connects, mut tls) = (Vec::new(), Vec::new(), Vec::new());
         let (mut failures, mut syn_retransmits) = (0, 0);
         for s in samples {
             *outcomes.entry(s.outcome.as_str().to_string()).or_default() += 1;
@@ -165,9 +184,11 @@ impl Cell {
                 totals.push(s.phases.total);
             }
             connects.extend(s.phases.connect);
+            tls.extend(s.phases.tls);
         }
         totals.sort_unstable();
         connects.sort_unstable();
+        tls.sort_unstable();
         Self {
             dims,
             url: url.to_string(),
@@ -180,6 +201,9 @@ impl Cell {
             max_ms: ms(totals.last().copied()),
             connect_p50_ms: ms(rank(&connects, 0.5)),
             connect_max_ms: ms(connects.last().copied()),
+            tls_p50_ms: ms(rank(&tls, 0.5)),
+            tls_max_ms: ms(tls.last().copied()),
+            cert_not_after: None,
             syn_retransmits,
             histogram: String::new(),
             connect_histogram: String::new(),
@@ -192,6 +216,15 @@ impl Cell {
             examples: examples(samples.iter()),
             waiting: BTreeMap::new(),
         }
+    }
+}
+
+impl Cell {
+    /// The same cell with the served certificate's end of validity (Unix
+    /// seconds), which samples do not carry.
+    pub fn with_cert_not_after(mut self, unix_s: Option<i64>) -> Self {
+        self.cert_not_after = rfc3339(unix_s);
+        self
     }
 }
 
@@ -400,6 +433,7 @@ impl MatrixReport {
             );
         }
         let with_waiting = self.cells.iter().any(|c| !c.waiting.is_empty());
+        let with_tls = self.cells.iter().any(|c| c.tls_max_ms.is_some());
         let mut header = vec![
             "TARGET",
             "DESTINATION",
@@ -412,6 +446,9 @@ impl MatrixReport {
             "FAILURES",
             "SYN-RTX",
         ];
+        if with_tls {
+            header.push("TLS-P50");
+        }
         if with_waiting {
             header.push("WAITING");
         }
@@ -431,6 +468,9 @@ impl MatrixReport {
                     c.failures.to_string(),
                     c.syn_retransmits.to_string(),
                 ];
+                if with_tls {
+                    row.push(human_ms(c.tls_p50_ms));
+                }
                 if with_waiting {
                     row.push(waiting_text(&c.waiting));
                 }

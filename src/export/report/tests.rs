@@ -120,6 +120,7 @@ fn a_cell_from_samples_has_exact_percentiles() {
         prober_lag_ms: None,
         at: SystemTime::UNIX_EPOCH,
         phases: Phases {
+            tls: None,
             dns: None,
             connect: Some(Duration::from_millis(ms)),
             first_byte: None,
@@ -174,6 +175,7 @@ fn examples_are_the_bad_probes_first_then_the_slowest() {
         prober_lag_ms: None,
         at: SystemTime::UNIX_EPOCH,
         phases: Phases {
+            tls: None,
             dns: None,
             connect: Some(Duration::from_millis(ms)),
             first_byte: None,
@@ -320,6 +322,9 @@ fn names_align_left_and_numbers_right() {
     let dims = dims(Some("node-with-a-long-name"), PathKind::CrossNode);
     let mut r = report(1);
     let cell = Cell {
+        cert_not_after: None,
+        tls_max_ms: None,
+        tls_p50_ms: None,
         dims,
         url: "http://x/".into(),
         samples: 7,
