@@ -60,6 +60,7 @@ fn every_prober_knows_every_node(
         "pod/node1",
         "pod/node2",
         "pod/node3",
+        "svc/default/kubernetes",
     ]);
     for (key, (_, _, base)) in ps {
         eventually("every node as a target", Duration::from_secs(60), || {
@@ -85,10 +86,16 @@ fn targets(c: &Cluster, base: &str) -> BTreeSet<String> {
 
 /// (verb, resource) a user asked for, every request in `namespace`. A
 /// server-side apply that made a new object (a patch answered 201) was
-/// authorized as a create as well: the API server asks for both.
+/// authorized as a create as well: the API server asks for both. A GET of
+/// no resource is the API server's own probe (`/readyz`), readable by every
+/// authenticated user (system:public-info-viewer): no Role grants it.
 fn used_by(c: &Cluster, user: &str, namespace: &str) -> BTreeSet<(String, String)> {
     let mut used = BTreeSet::new();
     for a in c.audit().into_iter().filter(|a| a.user == user) {
+        if a.resource.is_empty() && a.namespace.is_none() {
+            assert_eq!((a.verb.as_str(), a.code), ("get", 200), "{a:?}");
+            continue;
+        }
         assert_eq!(
             a.namespace.as_deref(),
             Some(namespace),
@@ -189,6 +196,28 @@ fn deploy_runs_on_the_real_control_plane_and_reaches_every_node_through_kube_pro
                 }
             });
         }
+    }
+    // The API server's own readiness through the `kubernetes` Service, over
+    // HTTPS with the service account's CA and token, from every prober:
+    // host and pod network alike.
+    for (_, _, base) in ps.values() {
+        let needles = [
+            "target=\"svc/default/kubernetes\"",
+            "path=\"unknown\"",
+            "outcome=\"ok\"",
+        ];
+        eventually(
+            "an ok probe of the API server",
+            Duration::from_secs(60),
+            || {
+                let n = c.metric(1, base, "tailprobe_probes_total", &needles);
+                if n > 0.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{base}: {needles:?}"))
+                }
+            },
+        );
     }
 
     // Each node's Service: selector-less, a ClusterIP from the Service
@@ -555,6 +584,65 @@ fn pod_probers(c: &Cluster, ns: &str, config: &str) {
     tailprobe::lab::kube::deploy::wait_rollout(&c.plan, ns, Duration::from_secs(120)).unwrap();
 }
 
+/// `node_ports = true`: the per-node Services become type NodePort and each
+/// prober also reaches every node through its own node's address on the
+/// node port the real API server allocated, which the real kube-proxy
+/// DNATs (and masquerades when the backend is on another node).
+#[test]
+fn node_ports_reach_every_node_through_this_nodes_own_address_as_root() {
+    let c = Cluster::get();
+    let _g = c.share();
+    let ns = "tnport";
+    pod_probers(
+        c,
+        ns,
+        "[probe]\ninterval = \"1s\"\njitter = \"0s\"\ntimeout = \"10s\"\n\
+         [server]\nlisten = \"0.0.0.0:9797\"\n\
+         [kubernetes]\necho_listen = \"0.0.0.0:9798\"\nnode_service_port = 80\nreapply = \"1s\"\n\
+         round = \"3s\"\npod_ip_targets = false\nnode_ports = true\n",
+    );
+    for node in NODES {
+        eventually(
+            "a NodePort Service per node",
+            Duration::from_secs(60),
+            || match c.get_json("service", ns, &format!("tailprobe-node-{node}")) {
+                Some(svc) if svc["spec"]["type"] == "NodePort" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+    }
+    let ps = probers(c, ns);
+    assert_eq!(ps.len(), 3, "{ps:?}");
+    for ((me, _), (_, _, base)) in &ps {
+        for dest in NODES {
+            let path = if dest == me {
+                "same-node"
+            } else {
+                "cross-node"
+            };
+            let needles = [
+                format!("target=\"nodeport/{dest}\""),
+                format!("destination_node=\"{dest}\""),
+                format!("path=\"{path}\""),
+                "outcome=\"ok\"".to_string(),
+            ];
+            let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+            eventually(
+                "a probe through the NodePort",
+                Duration::from_secs(60),
+                || {
+                    if c.metric(1, base, "tailprobe_probes_total", &needles) > 0.0 {
+                        Ok(())
+                    } else {
+                        Err(format!("{me}: {needles:?}"))
+                    }
+                },
+            );
+        }
+    }
+    c.kubectl_ok(&["delete", "namespace", ns, "--wait=true", "--timeout=90s"]);
+}
+
 /// Past `node_services_max_nodes` no Service per node: the probers delete
 /// theirs, and the pool's two probe Services lead to one node at a time,
 /// round by round, through real ClusterIPs that the real kube-proxy
@@ -575,7 +663,11 @@ fn past_the_bound_a_pool_of_services_reaches_every_node_in_turn_as_root() {
     );
     let ps = probers(c, ns);
     assert_eq!(ps.len(), 3, "{ps:?}");
-    let slots = set(&["pool/tailprobe-pool-0", "pool/tailprobe-pool-1"]);
+    let slots = set(&[
+        "pool/tailprobe-pool-0",
+        "pool/tailprobe-pool-1",
+        "svc/default/kubernetes",
+    ]);
     for ((me, _), (_, _, base)) in &ps {
         eventually("the pool's targets", Duration::from_secs(60), || {
             let got = targets(c, base);

@@ -52,6 +52,14 @@ pub struct KubernetesConfig {
     /// At most this many discovered targets; the rest are named in a
     /// warning and counted.
     pub max_targets: usize,
+    /// The API server is probed through the `kubernetes` Service at this
+    /// path (`/readyz`, `/livez`); empty: not probed.
+    pub api_server_path: String,
+    /// Also probe every node's Service through this node's own NodePort:
+    /// kube-proxy's NodePort DNAT and the masquerade that follows it, where
+    /// reverse-path filters and SNAT port clashes bite. Costs a node port
+    /// per node (the Services become type NodePort).
+    pub node_ports: bool,
 }
 
 /// An address range, `10.244.0.0/16` or `fd00::/8`.
@@ -128,6 +136,8 @@ impl Default for KubernetesConfig {
             service_namespaces: Vec::new(),
             endpoint_cidrs: Vec::new(),
             max_targets: 1000,
+            api_server_path: "/readyz".into(),
+            node_ports: false,
         }
     }
 }

@@ -418,6 +418,17 @@ pub fn check(path: &str, text: &str, c: &Config) -> Result<(), ConfigError> {
             1..=100_000,
             "each target is probed every interval (the default is 1000)",
         )?;
+        let path = &kc.api_server_path;
+        if !path.is_empty()
+            && (!path.starts_with('/')
+                || path.len() > 256
+                || !path.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(k.err(
+                &["kubernetes", "api_server_path"],
+                format!("[kubernetes] api_server_path = \"{}\" is not a plain path; write \"/readyz\", \"/livez\", or \"\" not to probe the API server", path.escape_default()),
+            ));
+        }
     }
     for (i, t) in c.targets.iter().enumerate() {
         let i = i.to_string();

@@ -66,6 +66,9 @@ impl Dims {
 #[serde(rename_all = "kebab-case")]
 pub enum Via {
     Service,
+    /// A node's own address on a Service's node port (`nodeport/`): the
+    /// NodePort DNAT, then masquerade when the backend is elsewhere.
+    NodePort,
     Pod,
     Unknown,
 }
@@ -81,6 +84,8 @@ impl Via {
             .any(|p| target.starts_with(p))
         {
             Via::Service
+        } else if target.starts_with("nodeport/") {
+            Via::NodePort
         } else if target.starts_with("pod/") {
             Via::Pod
         } else {
@@ -91,6 +96,7 @@ impl Via {
     pub fn as_str(self) -> &'static str {
         match self {
             Via::Service => "service",
+            Via::NodePort => "node-port",
             Via::Pod => "pod",
             Via::Unknown => "unknown",
         }

@@ -351,10 +351,19 @@ async fn planner(
         _ = stores.ready() => {}
     }
     let round = cfg.round.get();
+    let api = super::apiserver::ApiServer::from_env(
+        |k| std::env::var(k).ok(),
+        std::path::Path::new(super::apiserver::SERVICE_ACCOUNT_DIR),
+    );
+    // The node's own address, where its NodePorts listen (the downward
+    // API's status.hostIP).
+    let host_ip = std::env::var("HOST_IP").ok().filter(|ip| !ip.is_empty());
     let who = Me {
+        host_ip: host_ip.as_deref(),
         node: &me.node,
         namespace: &me.namespace,
         echo_port: me.echo_port,
+        api_server: api.as_ref(),
     };
     let mut rejected: Vec<String> = Vec::new();
     loop {
@@ -367,6 +376,7 @@ async fn planner(
         let wish = super::register::Wish {
             pool: p.pool,
             slot: p.pool_slot,
+            node_port: cfg.node_ports,
         };
         me.wish.send_if_modified(|w| {
             let changed = *w != wish;

@@ -12,6 +12,7 @@
 //! Invariant: when the API server is unreachable, the last targets stay and
 //! probing goes on; the outage shows in `tailprobe_kubernetes_watch_up`.
 
+pub mod apiserver;
 pub mod discovery;
 pub mod metrics;
 pub mod names;

@@ -20,7 +20,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use crate::config::KubernetesConfig;
 use crate::config::ProbeConfig;
 use crate::model::SourceKind;
-use crate::model::{Target, TargetNode};
+use crate::model::{API_SERVER_TARGET, Target, TargetNode};
 
 /// Labels and annotations that carry meaning between probers.
 pub mod labels {
@@ -55,6 +55,8 @@ pub struct ServiceInfo {
     /// The cluster places its endpoints (pods it selects); without a
     /// selector, anyone who may write an EndpointSlice chooses them.
     pub has_selector: bool,
+    /// The node port of the probe port, on a NodePort Service.
+    pub node_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -121,6 +123,10 @@ pub struct Me<'a> {
     pub node: &'a str,
     pub namespace: &'a str,
     pub echo_port: u16,
+    /// The API server as this pod's environment names it, when it does.
+    pub api_server: Option<&'a super::apiserver::ApiServer>,
+    /// This node's own address (`HOST_IP`): where its NodePorts listen.
+    pub host_ip: Option<&'a str>,
 }
 
 pub fn plan(
@@ -189,9 +195,23 @@ pub fn plan(
                 TargetNode::Known(node.clone()),
                 probe,
             ));
+            // The same Service through this node's own NodePort: DNAT on
+            // the way in, masquerade when the backend is elsewhere.
+            if let (true, Some(host), Some(node_port)) = (cfg.node_ports, me.host_ip, svc.node_port)
+            {
+                add(target(
+                    format!("nodeport/{node}"),
+                    &url("http", host, node_port, "/"),
+                    TargetNode::Known(node.clone()),
+                    probe,
+                ));
+            }
         } else if cfg.service_selector.matches(&svc.labels) {
             add(trusted(snap, svc, me, cfg).and_then(|()| service_target(svc, ready(svc), probe)));
         }
+    }
+    if let Some(api) = me.api_server.filter(|_| !cfg.api_server_path.is_empty()) {
+        add(api.target(cfg, probe));
     }
     if cfg.pod_ip_targets {
         for p in &snap.probers {
@@ -218,7 +238,8 @@ pub fn plan(
     targets.dedup_by(|a, b| a.name == b.name);
     // Past the cap, the cluster's own mesh (node/ and pod/ targets) is kept
     // first, then opted-in Services in name order.
-    targets.sort_by_key(|t| t.name.starts_with("svc/"));
+    // The API server's own probe is kept with the mesh.
+    targets.sort_by_key(|t| t.name.starts_with("svc/") && t.name != API_SERVER_TARGET);
     let over_limit = targets.len().saturating_sub(cfg.max_targets);
     for t in targets.drain(cfg.max_targets.min(targets.len())..) {
         rejected.push(format!(
@@ -495,12 +516,21 @@ impl From<&Service> for ServiceInfo {
             cluster_ip: spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None"),
             ports: spec
                 .ports
+                .clone()
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
                 .filter_map(|p| Some((p.name.unwrap_or_default(), u16::try_from(p.port).ok()?)))
                 .collect(),
             has_selector: spec.selector.is_some_and(|s| !s.is_empty()),
+            node_port: spec
+                .ports
+                .iter()
+                .flatten()
+                .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                .find(|p| p.name.as_deref() == Some("http"))
+                .and_then(|p| p.node_port)
+                .and_then(|n| u16::try_from(n).ok()),
         }
     }
 }

@@ -104,11 +104,17 @@ fn common_labels() -> BTreeMap<String, String> {
 pub struct Wish {
     pub pool: bool,
     pub slot: Option<usize>,
+    /// The per-node Service is type NodePort (`[kubernetes] node_ports`).
+    pub node_port: bool,
 }
 
-/// The per-node Service as this pod applies it.
-pub fn node_service(id: &PodIdentity, port: u16) -> Service {
+/// The per-node Service as this pod applies it: type NodePort when the
+/// NodePort path is probed too.
+pub fn node_service(id: &PodIdentity, port: u16, node_port: bool) -> Service {
     let mut svc = service_for(id, port);
+    if node_port && let Some(spec) = svc.spec.as_mut() {
+        spec.type_ = Some("NodePort".into());
+    }
     svc.metadata = ObjectMeta {
         name: Some(names::node_service(&id.node)),
         namespace: Some(id.namespace.clone()),
@@ -240,7 +246,13 @@ pub async fn apply(
 ) -> Result<(), KubeError> {
     let pp = PatchParams::apply(&id.field_manager()).force();
     if !wish.pool {
-        apply_one(client, &id.namespace, &node_service(id, port), &pp).await?;
+        apply_one(
+            client,
+            &id.namespace,
+            &node_service(id, port, wish.node_port),
+            &pp,
+        )
+        .await?;
     }
     apply_one(client, &id.namespace, &node_slice(id), &pp).await?;
     if let Some(k) = wish.slot {
@@ -435,11 +447,12 @@ mod tests {
                 ..id()
             },
             80,
+            false,
         );
         let spec = v6_svc.spec.unwrap();
         assert_eq!(spec.ip_families, Some(vec!["IPv6".to_string()]));
         assert_eq!(spec.ip_family_policy.as_deref(), Some("SingleStack"));
-        let svc = node_service(&id(), 80);
+        let svc = node_service(&id(), 80, false);
         assert_eq!(
             svc.spec.as_ref().unwrap().ip_families,
             Some(vec!["IPv4".to_string()])
