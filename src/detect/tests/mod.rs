@@ -166,4 +166,5 @@ mod incident;
 mod kinds;
 mod ladders;
 mod passive;
+mod tls;
 mod unknowns;
