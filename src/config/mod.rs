@@ -251,6 +251,9 @@ pub struct TargetConfig {
     pub client_key: Option<Spanned<String>>,
     /// A file whose content is sent as `Authorization: Bearer` (any scheme).
     pub bearer_token_file: Option<String>,
+    /// Probe every address the URL's host name resolves to, each its own
+    /// series.
+    pub all_addresses: Option<Spanned<bool>>,
 }
 
 /// HTTP status codes that count as `ok`: `"2xx"` (a class), `"301"` (one

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::PathBuf;
 
 use super::{ProbeConfig, TargetConfig};
-use crate::model::{Target, TargetNode};
+use crate::model::{ProbeKind, Target, TargetNode};
 
 /// Builds a target from its table. Errors carry the span they refer to.
 pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>, String)> {
@@ -46,6 +46,18 @@ pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>
     t.max_body_bytes = tc.max_body_bytes.unwrap_or(p.max_body_bytes);
     t.tls_timeout = tc.tls_timeout.unwrap_or(p.tls_timeout).get();
     t.bearer_token_file = tc.bearer_token_file.as_ref().map(PathBuf::from);
+    if let Some(all) = tc.all_addresses.as_ref().filter(|a| *a.get_ref()) {
+        if t.ip.is_some() || matches!(t.kind, ProbeKind::Dns(_)) {
+            return Err((
+                all.span(),
+                format!(
+                    "all_addresses needs a host name to resolve; target \"{name}\" names {}",
+                    tc.url.get_ref()
+                ),
+            ));
+        }
+        t.all_addresses = true;
+    }
     tls(tc, &mut t)?;
     Ok(t)
 }

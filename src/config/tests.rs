@@ -97,6 +97,11 @@ fn tls_fields_are_checked_where_they_are_written() {
         &format!("{t}url = \"https://10.96.0.1/readyz\"\nserver_name = \"kubernetes.default.svc\"\ntls_timeout = \"3s\"\n"),
     )
     .unwrap();
+    let (l, _, m) = err(&format!(
+        "{t}url = \"http://10.0.0.1/\"\nall_addresses = true\n"
+    ));
+    assert_eq!(l, 4);
+    assert!(m.contains("all_addresses needs a host name"), "{m}");
     let target = &loaded.targets[0];
     assert_eq!(
         (

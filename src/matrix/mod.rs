@@ -214,9 +214,10 @@ pub async fn run_with(
                 cancel.clone(),
             );
             tasks.spawn(async move {
-                let (r, stall) = prober.probe_held(&target, &cancel).await;
-                recorder.record(&r);
-                drop(stall);
+                for (r, stall) in prober.probe_each(&target, &cancel).await {
+                    recorder.record(&r);
+                    drop(stall);
+                }
                 drop(permit);
             });
             if !opts.spacing.is_zero() {

@@ -234,6 +234,18 @@ impl Phases {
         Some(self.tls?.saturating_sub(self.connect?))
     }
 
+    /// The marks of a probe that started after a lookup of `dns` made for
+    /// it: each mark moves by the lookup, which becomes the `dns` phase.
+    pub fn after_lookup(self, dns: Duration) -> Self {
+        Self {
+            dns: Some(dns),
+            connect: self.connect.map(|c| c + dns),
+            tls: self.tls.map(|t| t + dns),
+            first_byte: self.first_byte.map(|f| f + dns),
+            total: self.total + dns,
+        }
+    }
+
     /// Where the server's time starts: the TLS handshake's end over
     /// `https://`, else the connect's.
     pub fn ready(&self) -> Option<Duration> {
@@ -337,6 +349,23 @@ impl ProbeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_probe_after_a_shared_lookup_carries_it_in_every_mark() {
+        let ms = Duration::from_millis;
+        let p = Phases {
+            dns: None,
+            connect: Some(ms(2)),
+            tls: Some(ms(5)),
+            first_byte: None,
+            total: ms(9),
+        }
+        .after_lookup(ms(3));
+        assert_eq!(
+            (p.dns, p.connect, p.tls, p.first_byte, p.total),
+            (Some(ms(3)), Some(ms(5)), Some(ms(8)), None, ms(12))
+        );
+    }
 
     #[test]
     fn parses_fields_at_their_offsets() {

@@ -125,6 +125,9 @@ pub struct Target {
     /// shows its service-account token, read anew for every probe since
     /// the kubelet rotates it.
     pub bearer_token_file: Option<PathBuf>,
+    /// Every address the host name resolves to is probed, each its own
+    /// series (`name@address`): one bad backend behind round-robin DNS.
+    pub all_addresses: bool,
     pub max_body_bytes: u64,
     /// Status ranges that end a probe `ok` (inclusive); by default 2xx only,
     /// so a redirect or an error page is never counted as healthy.
@@ -216,6 +219,7 @@ impl Target {
             tls,
             tls_timeout: defaults.tls_timeout,
             bearer_token_file: None,
+            all_addresses: false,
             max_body_bytes: defaults.max_body_bytes,
             valid_status: vec![(200, 299)],
         })
@@ -230,6 +234,22 @@ impl Target {
             .next()?
             .parse()
             .ok()
+    }
+
+    /// The target at one of its name's addresses: its own series
+    /// (`name@10.0.0.5`, `name@[fd00::5]`), the same `Host` header and TLS
+    /// name, no lookup of its own.
+    pub fn at_address(&self, ip: IpAddr) -> Self {
+        let at = match ip {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        Self {
+            name: format!("{}@{at}", self.name),
+            ip: Some(ip),
+            all_addresses: false,
+            ..self.clone()
+        }
     }
 
     /// The same target with another node attribution.
@@ -389,6 +409,20 @@ mod tests {
         );
         let t = Target::parse("c", "http://[::1]:81/").unwrap();
         assert_eq!(t.ip, Some("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_target_at_one_address_keeps_its_host_and_names_the_address() {
+        let t = Target::parse("web", "https://web.example:8443/x").unwrap();
+        let v4 = t.at_address("10.0.0.5".parse().unwrap());
+        assert_eq!(v4.name, "web@10.0.0.5");
+        assert_eq!(v4.ip, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(
+            (v4.authority.as_str(), v4.tls.unwrap().server_name.as_str()),
+            ("web.example:8443", "web.example")
+        );
+        let v6 = t.at_address("fd00::5".parse().unwrap());
+        assert_eq!(v6.name, "web@[fd00::5]");
     }
 
     #[test]

@@ -28,14 +28,24 @@ pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(12);
 
 static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
 
-/// Resolves `host` through the system resolver, bounded and timed out. The
-/// caller gives up at the deadline even if the blocking call goes on; the
-/// slot is held until it returns, which is what bounds the threads.
+/// The first address of `host`, as curl connects to it.
 pub(super) async fn lookup(
     host: &str,
     port: u16,
     deadline: Instant,
 ) -> Result<SocketAddr, Failure> {
+    Ok(lookup_all(host, port, deadline).await?[0])
+}
+
+/// Every address of `host`, in the resolver's order, through the system
+/// resolver, bounded and timed out; never empty. The caller gives up at the
+/// deadline even if the blocking call goes on; the slot is held until it
+/// returns, which is what bounds the threads.
+pub(super) async fn lookup_all(
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<Vec<SocketAddr>, Failure> {
     let timed_out = || {
         Failure::new(
             Outcome::DnsTimeout,
@@ -49,7 +59,15 @@ pub(super) async fn lookup(
     let name = host.to_string();
     let task = tokio::task::spawn_blocking(move || {
         let _slot = slot;
-        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(|mut a| a.next())
+        std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(|all| {
+            let mut seen = Vec::new();
+            for a in all {
+                if !seen.contains(&a) {
+                    seen.push(a);
+                }
+            }
+            seen
+        })
     });
     match tokio::time::timeout_at(deadline, task).await {
         Err(_) => Err(timed_out()),
@@ -61,11 +79,11 @@ pub(super) async fn lookup(
             Outcome::DnsError,
             format!("cannot resolve {host}: {e}"),
         )),
-        Ok(Ok(Ok(None))) => Err(Failure::new(
+        Ok(Ok(Ok(a))) if a.is_empty() => Err(Failure::new(
             Outcome::DnsError,
             format!("{host} has no address"),
         )),
-        Ok(Ok(Ok(Some(a)))) => Ok(a),
+        Ok(Ok(Ok(a))) => Ok(a),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::connect::{LOOKUP_TIMEOUT, connect_mark, lookup};
+use super::connect::{LOOKUP_TIMEOUT, connect_mark, lookup, lookup_all};
 use super::{CountGuard, Prober, StallHold, socket, tls};
 use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
 use crate::model::{ProbeKind, Target, TargetNode};
@@ -62,7 +62,50 @@ impl Failure {
     }
 }
 
+/// A name probed at every address (`all_addresses`) mints a series per
+/// address: at most this many, so a name with hundreds of records cannot
+/// flood the stats and `/metrics`.
+pub const MAX_ADDRESSES: usize = 16;
+
 impl Prober {
+    /// The probes one tick of `target` makes: one, or with `all_addresses`
+    /// one per address its name resolves to (at most [`MAX_ADDRESSES`], in
+    /// the resolver's order), each under its own series (`name@address`),
+    /// all from one lookup whose time is each one's `dns` phase. A name
+    /// that does not resolve is probed as the one target, so the failure is
+    /// recorded under the target's own name.
+    pub async fn probe_each(
+        &self,
+        target: &Arc<Target>,
+        cancel: &CancellationToken,
+    ) -> Vec<(ProbeResult, StallHold)> {
+        if !target.all_addresses || target.ip.is_some() {
+            return vec![self.probe_held(target, cancel).await];
+        }
+        let started_at = SystemTime::now();
+        let t0 = Instant::now();
+        let deadline = t0 + target.connect_timeout.min(LOOKUP_TIMEOUT);
+        let found = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            r = lookup_all(&target.host, target.port, deadline) => r.ok(),
+        };
+        let Some(addrs) = found else {
+            return vec![self.probe_held(target, cancel).await];
+        };
+        let dns = t0.elapsed();
+        let each = addrs.into_iter().take(MAX_ADDRESSES).map(|a| {
+            let t = Arc::new(target.at_address(a.ip()));
+            async move {
+                let (mut r, hold) = self.probe_held(&t, cancel).await;
+                r.started_at = started_at;
+                r.phases = r.phases.after_lookup(dns);
+                (r, hold)
+            }
+        });
+        futures::future::join_all(each).await
+    }
+
     /// Runs one probe: a fresh connection, never reused. Returns when the
     /// exchange ends, the target's timeout passes or `cancel` fires.
     pub async fn probe(&self, target: &Arc<Target>, cancel: &CancellationToken) -> ProbeResult {

@@ -125,6 +125,11 @@ fn same_target(a: &Target, b: &Target) -> bool {
         && a.timeout == b.timeout
         && a.connect_timeout == b.connect_timeout
         && a.max_body_bytes == b.max_body_bytes
+        && a.first_byte_timeout == b.first_byte_timeout
+        && a.tls == b.tls
+        && a.tls_timeout == b.tls_timeout
+        && a.bearer_token_file == b.bearer_token_file
+        && a.all_addresses == b.all_addresses
 }
 
 async fn schedule(
@@ -157,11 +162,12 @@ async fn schedule(
         );
         tasks.spawn(async move {
             let start_lag = due.elapsed();
-            let (mut result, stall) = prober.probe_held(&target, &cancel).await;
-            result.start_lag = start_lag;
-            sink.record(&result);
-            // Only now: the stall stays visible until its sample is.
-            drop(stall);
+            for (mut result, stall) in prober.probe_each(&target, &cancel).await {
+                result.start_lag = start_lag;
+                sink.record(&result);
+                // Only now: the stall stays visible until its sample is.
+                drop(stall);
+            }
             drop(permit);
         });
     }
