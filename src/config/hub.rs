@@ -3,6 +3,10 @@
 use serde::Deserialize;
 
 use super::Dur;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::validate::{Checker, DAY, HOUR, SEC};
 
 /// `[hub]`: read by `tailprobe hub` only; probers ignore it.
 #[derive(Debug, Clone, Deserialize)]
@@ -55,5 +59,43 @@ impl HubConfig {
                 )
             })
         })
+    }
+}
+
+impl HubConfig {
+    /// Every bound of `[hub]`.
+    pub(super) fn check(&self, k: &Checker<'_>) -> Result<(), ConfigError> {
+        let h = self;
+        k.dur(
+            &["hub", "interval"],
+            h.interval.get(),
+            SEC..=HOUR,
+            "the hub pulls every prober this often",
+        )?;
+        k.dur(
+            &["hub", "timeout"],
+            h.timeout.get(),
+            Duration::from_millis(100)..=h.interval.get(),
+            "one pull must end before the next round (at most [hub] interval)",
+        )?;
+        k.num(
+            &["hub", "max_concurrent"],
+            h.max_concurrent,
+            1..=4096,
+            "each pull in flight holds a connection",
+        )?;
+        k.dur(
+            &["hub", "forget_after"],
+            h.forget_after.get(),
+            h.interval.get()..=DAY,
+            "a silent prober's last data is kept this long (at least one round)",
+        )?;
+        k.num(
+            &["hub", "max_doc_bytes"],
+            h.max_doc_bytes,
+            (64 << 10)..=(1 << 30),
+            "one prober's document is held in memory whole",
+        )?;
+        Ok(())
     }
 }

@@ -5,6 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::{Dur, LabelSelector};
+use std::time::Duration;
+
+use super::ConfigError;
+use super::validate::{Checker, DAY};
 
 /// `[kubernetes]`: discovery and self-registration. The table's presence turns
 /// both on; the API is found in-cluster, else through `KUBECONFIG`.
@@ -186,6 +190,68 @@ impl KubernetesConfig {
             return Some("[kubernetes] round and reapply must be longer than zero; the defaults are \"60s\" and \"300s\"".into());
         }
         None
+    }
+}
+
+impl KubernetesConfig {
+    /// Every bound of `[kubernetes]`.
+    pub(super) fn check(&self, k: &Checker<'_>) -> Result<(), ConfigError> {
+        let kc = self;
+        k.dur(
+            &["kubernetes", "round"],
+            kc.round.get(),
+            Duration::from_millis(100)..=DAY,
+            "the pinglist rotates this often",
+        )?;
+        k.dur(
+            &["kubernetes", "reapply"],
+            kc.reapply.get(),
+            Duration::from_millis(100)..=DAY,
+            "the node's Service is applied again this often, each time a write to the API server",
+        )?;
+        k.num(
+            &["kubernetes", "full_mesh_max_nodes"],
+            kc.full_mesh_max_nodes,
+            1..=100_000,
+            "the default is 100",
+        )?;
+        k.num(
+            &["kubernetes", "remote_nodes_per_round"],
+            kc.remote_nodes_per_round,
+            1..=100_000,
+            "the default is 20",
+        )?;
+        k.num(
+            &["kubernetes", "node_services_max_nodes"],
+            kc.node_services_max_nodes,
+            1..=100_000,
+            "a Service per node costs a ClusterIP and kube-proxy rules on every node per node (the default is 1000; a /20 Service range holds 4,096)",
+        )?;
+        k.num(
+            &["kubernetes", "service_pool"],
+            kc.service_pool,
+            1..=4096,
+            "each probe Service costs a ClusterIP (the default is 64)",
+        )?;
+        k.num(
+            &["kubernetes", "max_targets"],
+            kc.max_targets,
+            1..=100_000,
+            "each target is probed every interval (the default is 1000)",
+        )?;
+        let path = &kc.api_server_path;
+        if !path.is_empty()
+            && (!path.starts_with('/')
+                || path.len() > 256
+                || !path.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(k.err(
+                &["kubernetes", "api_server_path"],
+                format!("[kubernetes] api_server_path = \"{}\" is not a plain path; write \"/readyz\", \"/livez\", or \"\" not to probe the API server", path.escape_default()),
+            ));
+        }
+
+        Ok(())
     }
 }
 

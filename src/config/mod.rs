@@ -6,37 +6,44 @@
 //! Invariant: `config` imports only `model`. Every table's struct lives here,
 //! and the modules that act on a table import it from here, never the reverse.
 
+mod detect;
 mod duration;
 mod error;
 mod hub;
 mod kubernetes;
+mod matrix;
 mod metrics;
 mod otlp;
 mod passive;
+mod probe;
 mod selector;
+mod server;
 mod slo;
 mod target;
 mod ui;
 mod validate;
 
+pub use detect::DetectConfig;
 pub use duration::Dur;
 pub use error::ConfigError;
 pub use hub::HubConfig;
 pub use kubernetes::KubernetesConfig;
+pub use matrix::MatrixConfig;
 pub use metrics::{Buckets, Grain, MetricPhase, MetricsConfig};
 pub use otlp::OtlpConfig;
 pub use passive::PassiveConfig;
+pub use probe::ProbeConfig;
 pub use selector::LabelSelector;
+pub use server::ServerConfig;
 pub use slo::{BurnAlert, SloConfig};
 pub use ui::UiConfig;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::model::{DetectorConfig, SourceKind, Target, Timing};
+use crate::model::{SourceKind, Target};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -75,155 +82,6 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     #[serde(default, rename = "slo")]
     pub slos: Vec<SloConfig>,
-}
-
-/// `[probe]`: defaults for every target.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProbeConfig {
-    /// `false`: send no synthetic probe. Targets are still discovered, to
-    /// name the destinations of passive connections and for requested
-    /// rounds.
-    pub enabled: bool,
-    pub interval: Dur,
-    pub jitter: Dur,
-    pub timeout: Dur,
-    pub connect_timeout: Option<Dur>,
-    pub first_byte_timeout: Dur,
-    /// `https://` only: the TLS handshake's bound after the connect.
-    pub tls_timeout: Dur,
-    /// Status codes that end a probe `ok`: "2xx", "301", "200-204".
-    pub valid_status_codes: Vec<StatusRange>,
-    pub syn_poll: Dur,
-    pub max_in_flight: usize,
-    pub max_body_bytes: u64,
-    pub syn_retries: Option<u8>,
-}
-
-impl Default for ProbeConfig {
-    fn default() -> Self {
-        let t = Timing::default();
-        Self {
-            enabled: true,
-            interval: Dur(t.interval),
-            jitter: Dur(t.jitter),
-            timeout: Dur(t.timeout),
-            connect_timeout: None,
-            first_byte_timeout: Dur(t.first_byte_timeout),
-            tls_timeout: Dur(t.tls_timeout),
-            valid_status_codes: vec![StatusRange(200, 299)],
-            syn_poll: Dur::millis(200),
-            max_in_flight: 4096,
-            max_body_bytes: t.max_body_bytes,
-            syn_retries: None,
-        }
-    }
-}
-
-impl ProbeConfig {
-    /// The status ranges that end a probe `ok`, for targets that name none.
-    pub fn valid_status(&self) -> Vec<(u16, u16)> {
-        self.valid_status_codes.iter().map(|r| (r.0, r.1)).collect()
-    }
-
-    /// The timing and body limit a target gets when it says nothing itself.
-    pub fn timing(&self) -> Timing {
-        let timeout = self.timeout.get();
-        Timing {
-            interval: self.interval.get(),
-            jitter: self.jitter.get(),
-            timeout,
-            connect_timeout: self.connect_timeout.map(|d| d.get()).unwrap_or(timeout),
-            first_byte_timeout: self.first_byte_timeout.get(),
-            tls_timeout: self.tls_timeout.get(),
-            max_body_bytes: self.max_body_bytes,
-        }
-    }
-}
-
-/// `[server]`: the daemon's HTTP endpoints.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    pub listen: SocketAddr,
-    /// Connections open at once; past it a new one is closed on accept.
-    pub max_connections: usize,
-    /// A request head must arrive within this; idle connections close after it.
-    pub header_read_timeout: Dur,
-    /// On shutdown, open connections may finish for this long.
-    pub shutdown_grace: Dur,
-    /// A file holding a bearer token (a mounted Secret): when set, every
-    /// endpoint but /healthz and /readyz wants it.
-    pub token_file: Option<std::path::PathBuf>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 9797)),
-            max_connections: 256,
-            header_read_timeout: Dur::secs(10),
-            shutdown_grace: Dur::secs(2),
-            token_file: None,
-        }
-    }
-}
-
-/// `[matrix]`: the one-shot run.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MatrixConfig {
-    pub samples: u32,
-    pub concurrency: usize,
-    pub spacing: Dur,
-}
-
-impl Default for MatrixConfig {
-    fn default() -> Self {
-        Self {
-            samples: 20,
-            concurrency: 256,
-            spacing: Dur::millis(5),
-        }
-    }
-}
-
-/// `[detect]`: how the detector judges.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectConfig {
-    /// The daemon re-evaluates its window this often.
-    pub interval: Dur,
-    /// The daemon judges the probes of this last stretch of time.
-    pub window: Dur,
-    pub background_syn_loss: f64,
-    pub min_rung_probes: u64,
-    /// An `https://` target whose certificate ends sooner is a finding.
-    pub cert_expiry_warning: Dur,
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        let d = DetectorConfig::default();
-        Self {
-            interval: Dur::secs(30),
-            window: Dur::secs(600),
-            background_syn_loss: d.background_syn_loss,
-            min_rung_probes: d.min_rung_probes,
-            cert_expiry_warning: Dur(d.cert_expiry_warning),
-        }
-    }
-}
-
-impl DetectConfig {
-    pub fn detector(&self) -> DetectorConfig {
-        DetectorConfig {
-            background_syn_loss: self.background_syn_loss,
-            min_rung_probes: self.min_rung_probes,
-            cert_expiry_warning: self.cert_expiry_warning.get(),
-            ..crate::model::DetectorConfig::default()
-        }
-    }
 }
 
 /// One `[[target]]`.

@@ -5,6 +5,10 @@
 use serde::Deserialize;
 
 use super::Dur;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::validate::{Checker, DAY, SEC};
 
 /// `[passive]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,5 +43,46 @@ impl Default for PassiveConfig {
             interval: Dur::secs(1),
             idle: Dur::secs(600),
         }
+    }
+}
+
+impl PassiveConfig {
+    /// Every bound of `[passive]`.
+    pub(super) fn check(&self, k: &Checker<'_>) -> Result<(), ConfigError> {
+        let v = self;
+        k.num(
+            &["passive", "max_destinations"],
+            v.max_destinations,
+            16..=1_000_000,
+            "each destination costs the kernel 1.6 KiB of map memory",
+        )?;
+        k.num(
+            &["passive", "max_connecting"],
+            v.max_connecting,
+            64..=10_000_000,
+            "each connection in SYN_SENT costs the kernel 48 bytes of map memory",
+        )?;
+        k.dur(
+            &["passive", "interval"],
+            v.interval.get(),
+            Duration::from_millis(100)..=Duration::from_secs(60),
+            "the detector sees passive connections this late at most",
+        )?;
+        k.dur(
+            &["passive", "idle"],
+            v.idle.get(),
+            SEC..=DAY,
+            "a destination idle this long leaves the kernel's map",
+        )?;
+        if let Some(i) = v.pod_netns.iter().position(|p| !p.starts_with('/')) {
+            return Err(k.err(
+                &["passive", "pod_netns", &i.to_string()],
+                format!(
+                    "[passive] pod_netns entry {} is not an absolute path; write a network namespace's path, such as \"/run/netns/NAME\" or \"/proc/PID/ns/net\"",
+                    i + 1
+                ),
+            ));
+        }
+        Ok(())
     }
 }
