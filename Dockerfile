@@ -15,6 +15,9 @@ COPY bpf bpf
 COPY tools tools
 COPY deploy deploy
 COPY src src
+# The evaluation set (kit/) is a dev-dependency: cargo reads its manifest
+# to load the workspace, even for the binary alone.
+COPY kit kit
 # TAILPROBE_REQUIRE_BPF: an image without passive mode fails here, not on a node.
 RUN TAILPROBE_REQUIRE_BPF=1 cargo build --release --locked --bin tailprobe \
     && strip target/release/tailprobe

@@ -2,12 +2,9 @@
 //! healthy case, every ladder found (down to 1 probe in 50 over 200 probes),
 //! and each finding kind where it belongs.
 
-#[path = "../bench/eval_set.rs"]
-mod eval_set;
-
 #[test]
 fn every_labelled_case_gets_exactly_its_findings() {
-    let cases = eval_set::cases();
+    let cases = tailprobe_evalkit::cases();
     assert!(cases.len() > 40);
     assert!(
         cases
@@ -27,7 +24,7 @@ fn every_labelled_case_gets_exactly_its_findings() {
             c.expected.iter().map(|k| k.to_string()).collect();
         assert_eq!(found, want, "case {}", c.name);
     }
-    for (kind, (_, fp, fneg)) in eval_set::score(&cases) {
+    for (kind, (_, fp, fneg)) in tailprobe_evalkit::score(&cases) {
         assert_eq!((fp, fneg), (0, 0), "{kind}");
     }
 }
@@ -37,8 +34,8 @@ fn every_labelled_case_gets_exactly_its_findings() {
 /// healthy case.
 #[test]
 fn every_labelled_field_is_right() {
-    let cases = eval_set::cases();
-    let f = eval_set::fields(&cases);
+    let cases = tailprobe_evalkit::cases();
+    let f = tailprobe_evalkit::fields(&cases);
     for (name, (right, judged)) in [
         ("kind", f.kind),
         ("scope", f.scope),
@@ -61,8 +58,8 @@ fn every_labelled_field_is_right() {
 
 /// The simulator walks the kernel's ladders from its timer alone.
 mod simulator {
-    use super::eval_set::simulate::{Fault, Kernel, connect};
     use rand::rngs::StdRng;
+    use tailprobe_evalkit::simulate::{Fault, Kernel, connect};
 
     fn exact(linear: u32) -> Kernel {
         Kernel {
@@ -120,8 +117,8 @@ mod simulator {
 /// first, for the simulated cases and the recorded lab runs alike.
 #[test]
 fn each_node_alone_ranks_the_right_cause_first() {
-    let cases = eval_set::cases();
-    let scores = eval_set::views(&cases);
+    let cases = tailprobe_evalkit::cases();
+    let scores = tailprobe_evalkit::views(&cases);
     println!(
         "{:<40} {:>9} {:>6} {:>5} blind",
         "scenario (one node's view)", "precision", "recall", "top-1"
