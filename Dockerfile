@@ -6,7 +6,7 @@ FROM rust:1.95-alpine AS build
 # builds but has no passive mode, which deploy/passive runs it with.
 RUN apk add --no-cache musl-dev clang llvm libbpf-dev
 WORKDIR /src
-# What `cargo build --bin tailprobe` reads, and only that (tests/image.rs
+# What `cargo build --bin tailprobe` reads, and only that (tests/image/main.rs
 # builds from these paths alone): the lab embeds tools/*/go.mod (the pinned
 # control plane) and deploy/'s manifests; the [[bench]] files need not exist
 # to build the binary.

@@ -1,0 +1,8 @@
+//! The tests on the real kernel: network namespaces, veths, VXLAN and
+//! nftables. They need root and fail with a clear message without it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod lab;
+mod timing;
