@@ -438,15 +438,42 @@ pub async fn poll_async<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// Polls until `check` holds, or fails with what was last seen.
-pub fn eventually<T>(
+/// Polls every 500 ms until `check` holds, or fails with what was last
+/// seen.
+pub fn eventually<T>(what: &str, within: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually_every(what, within, Duration::from_millis(500), check)
+}
+
+/// [`eventually`], polling every `every`.
+pub fn eventually_every<T>(
     what: &str,
     within: Duration,
+    every: Duration,
     mut check: impl FnMut() -> Result<T, String>,
 ) -> T {
     let mut seen = String::new();
-    poll(within, Duration::from_millis(500), || {
-        check().map_err(|e| seen = e).ok()
+    poll(within, every, || check().map_err(|e| seen = e).ok())
+        .unwrap_or_else(|| panic!("{what}: not within {within:?}; last seen: {seen}"))
+}
+
+/// [`eventually_every`] for async tests.
+pub async fn eventually_async<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let seen = std::cell::RefCell::new(String::new());
+    let last = &seen;
+    let found = poll_async(within, every, || {
+        let attempt = check();
+        async move { attempt.await.map_err(|e| *last.borrow_mut() = e).ok() }
     })
-    .unwrap_or_else(|| panic!("{what}: not within {within:?}; last seen: {seen}"))
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what}: not within {within:?}; last seen: {}",
+            seen.borrow()
+        )
+    })
 }

@@ -242,19 +242,21 @@ async fn passive_flag_turns_passive_mode_on_for_run_only() {
     }
     assert!(line.contains("reads this node's connections"), "{line}");
     let series = "source_kind=\"passive-host\",destination_node=\"n1\",target=\"self\"";
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // This test's own connects: another process than the prober's.
-        let (_, _, body) = common::get(&addr, "/metrics").await;
-        if body.contains(series) {
-            assert!(body.contains("tailprobe_passive_up 1"), "{body}");
-            assert!(!body.contains("source_kind=\"host\""), "no probe was sent");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no passive series: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let body = common::eventually_async(
+        "a passive series",
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+        || async {
+            // This test's own connects: another process than the prober's.
+            let (_, _, body) = common::get(&addr, "/metrics").await;
+            if body.contains(series) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await;
+    assert!(body.contains("tailprobe_passive_up 1"), "{body}");
+    assert!(!body.contains("source_kind=\"host\""), "no probe was sent");
 }

@@ -26,14 +26,21 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Connects, retrying while the server starts.
 async fn connect(addr: &str) -> TcpStream {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpStream::connect(addr).await {
-            Ok(s) => return s,
-            Err(e) if Instant::now() > until => panic!("{addr}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
+    // The last refusal, for the failure's message.
+    let last = std::cell::RefCell::new(None);
+    let tried = &last;
+    let stream = common::poll_async(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        move || async move {
+            TcpStream::connect(addr)
+                .await
+                .map_err(|e| *tried.borrow_mut() = Some(e))
+                .ok()
+        },
+    )
+    .await;
+    stream.unwrap_or_else(|| panic!("{addr}: {}", last.into_inner().unwrap()))
 }
 
 /// Sends a GET and reads the response head.
@@ -317,23 +324,28 @@ async fn the_open_files_limit_is_raised_checked_and_healthz_outlives_stuck_probe
         .spawn()
         .unwrap();
     let pid = child.id().unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, _, m) = match TcpStream::connect(&listen).await {
-            Ok(_) => get(&listen, "/metrics").await,
-            Err(_) => (0, String::new(), String::new()),
-        };
-        let in_flight: f64 = m
-            .lines()
-            .find(|l| l.starts_with("tailprobe_probes_in_flight "))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0);
-        if in_flight >= 400.0 {
-            break;
-        }
-        assert!(Instant::now() < until, "400 probes never got in flight");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually_async(
+        "400 probes in flight",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            let (_, _, m) = match TcpStream::connect(&listen).await {
+                Ok(_) => get(&listen, "/metrics").await,
+                Err(_) => (0, String::new(), String::new()),
+            };
+            let in_flight: f64 = m
+                .lines()
+                .find(|l| l.starts_with("tailprobe_probes_in_flight "))
+                .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0.0);
+            if in_flight >= 400.0 {
+                Ok(())
+            } else {
+                Err(format!("{in_flight} in flight"))
+            }
+        },
+    )
+    .await;
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let open = limits
         .lines()

@@ -53,30 +53,20 @@ async fn try_get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// Polls `path` until `ok` holds, for up to `within`.
 async fn until(addr: &str, path: &str, within: Duration, ok: impl Fn(&Value) -> bool) -> Value {
-    // The last answer that did not match, for the failure's message.
-    let last = std::cell::RefCell::new(None);
-    let matched = common::poll_async(within, Duration::from_millis(200), || {
-        let (last, ok) = (&last, &ok);
-        async move {
-            let Ok(Some((200, body))) =
-                tokio::time::timeout(Duration::from_secs(2), try_get(addr, path)).await
-            else {
-                return None;
-            };
-            let v = serde_json::from_str::<Value>(&body).ok()?;
-            if ok(&v) {
-                return Some(v);
-            }
-            *last.borrow_mut() = Some(v);
-            None
+    let ok = &ok;
+    common::eventually_async(path, within, Duration::from_millis(200), || async move {
+        let Ok(Some((200, body))) =
+            tokio::time::timeout(Duration::from_secs(2), try_get(addr, path)).await
+        else {
+            return Err("no answer".to_string());
+        };
+        match serde_json::from_str::<Value>(&body) {
+            Ok(v) if ok(&v) => Ok(v),
+            Ok(v) => Err(format!("{v:#}")),
+            Err(e) => Err(format!("{e}: {body}")),
         }
     })
-    .await;
-    match (matched, last.into_inner()) {
-        (Some(v), _) => v,
-        (None, Some(v)) => panic!("{path} never matched: {v:#}"),
-        (None, None) => panic!("{path} never answered"),
-    }
+    .await
 }
 
 fn state_of<'a>(probers: &'a Value, node: &str) -> &'a str {
@@ -335,14 +325,18 @@ async fn a_prober_runs_one_bounded_round_at_a_time() {
         reqwest::Client::builder().no_proxy().build().unwrap()
     };
     let url = format!("http://{listen}/api/v1/round?samples=2");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while try_get(&listen, "/readyz").await.map(|r| r.0) != Some(200) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the prober never got ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually_async(
+        "the prober ready",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            match try_get(&listen, "/readyz").await.map(|r| r.0) {
+                Some(200) => Ok(()),
+                status => Err(format!("/readyz: {status:?}")),
+            }
+        },
+    )
+    .await;
     let first = tokio::spawn({
         let (client, url) = (client.clone(), url.clone());
         async move { client.post(&url).send().await.unwrap() }
@@ -392,19 +386,21 @@ async fn the_hub_sends_cluster_findings_as_alerts_from_the_hub() {
         ),
     );
     let mut h = hub(&hub_cfg);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let record = loop {
-        if let Some(r) = log_records(&rx).into_iter().find(|r| {
-            attr(&r["attributes"], "tailprobe.finding.kind").as_deref() == Some("probe-failures")
-        }) {
-            break r;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no alert record from the hub"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let record = common::eventually_async(
+        "an alert record from the hub",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || async {
+            log_records(&rx)
+                .into_iter()
+                .find(|r| {
+                    attr(&r["attributes"], "tailprobe.finding.kind").as_deref()
+                        == Some("probe-failures")
+                })
+                .ok_or_else(|| "no probe-failures record".to_string())
+        },
+    )
+    .await;
     assert_eq!(
         attr(&record["attributes"], "tailprobe.alert.source").as_deref(),
         Some("hub"),

@@ -160,32 +160,34 @@ async fn a_running_daemon_passes_promtool_and_a_real_scrape_keeps_types() {
             Some(v)
         }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (meta, retrans) = loop {
-        // Over OpenMetrics the family is `tailprobe_probes`; over the text
-        // format it is its sample name.
-        let meta = get("/api/v1/metadata".into()).await;
-        let retrans = get(
-            "/api/v1/query?query=tailprobe_syn_retransmits_total%7Btarget%3D%22far%22%7D".into(),
-        )
-        .await;
-        let has_meta = meta
-            .as_ref()
-            .is_some_and(|m| m["data"]["tailprobe_probes"].is_array());
-        let has_value = retrans.as_ref().is_some_and(|r| {
-            r["data"]["result"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-        });
-        if has_meta && has_value {
-            break (meta.unwrap(), retrans.unwrap());
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "Prometheus never showed tailprobe_probes' metadata and the SYN counter: {meta:?} {retrans:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (meta, retrans) = common::eventually_async(
+        "Prometheus showing tailprobe_probes' metadata and the SYN counter",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            // Over OpenMetrics the family is `tailprobe_probes`; over the text
+            // format it is its sample name.
+            let meta = get("/api/v1/metadata".into()).await;
+            let retrans = get(
+                "/api/v1/query?query=tailprobe_syn_retransmits_total%7Btarget%3D%22far%22%7D"
+                    .into(),
+            )
+            .await;
+            let has_meta = meta
+                .as_ref()
+                .is_some_and(|m| m["data"]["tailprobe_probes"].is_array());
+            let has_value = retrans.as_ref().is_some_and(|r| {
+                r["data"]["result"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
+            match (meta, retrans) {
+                (Some(m), Some(r)) if has_meta && has_value => Ok((m, r)),
+                (meta, retrans) => Err(format!("{meta:?} {retrans:?}")),
+            }
+        },
+    )
+    .await;
     let m = &meta["data"]["tailprobe_probes"][0];
     assert_eq!(m["type"], "counter", "{meta}");
     assert_eq!(m["help"], "Probes finished, by outcome.", "{meta}");

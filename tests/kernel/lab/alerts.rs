@@ -295,10 +295,12 @@ fn the_checksum_bug_is_a_verdict_seconds_after_the_first_lost_syn_as_root() {
 /// once the receiver has them; every trace id is one of the run's spans.
 fn raised_findings(rx: &common::otlp::Receiver) -> Vec<String> {
     use common::otlp::{attr, log_records, phase};
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while log_records(rx).is_empty() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // Up to 10 s for the records; the checks below say what is missing.
+    common::poll(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(100),
+        || (!log_records(rx).is_empty()).then_some(()),
+    );
     let records = log_records(rx);
     let spans = rx.spans("http");
     records

@@ -43,21 +43,24 @@ fn real_curls_on_the_checksum_bug_give_a_passive_verdict_as_root() {
     // began before it is not seen.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     for i in 1..=3 {
-        loop {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &plan.node_ns(i), "curl", "-sf", "-m", "5"])
-                .arg("http://127.0.0.1:9797/metrics")
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).contains("\ntailprobe_passive_up 1\n") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "node{i}'s prober never read the kernel: {err}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
+        common::eventually_every(
+            &format!("node{i}'s prober reading the kernel ({err})"),
+            deadline.saturating_duration_since(std::time::Instant::now()),
+            std::time::Duration::from_millis(200),
+            || {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &plan.node_ns(i), "curl", "-sf", "-m", "5"])
+                    .arg("http://127.0.0.1:9797/metrics")
+                    .output()
+                    .unwrap();
+                let metrics = String::from_utf8_lossy(&out.stdout);
+                if metrics.contains("\ntailprobe_passive_up 1\n") {
+                    Ok(())
+                } else {
+                    Err(metrics.into_owned())
+                }
+            },
+        );
     }
     let started = std::time::Instant::now();
     let mut curls = Vec::new();
@@ -164,22 +167,21 @@ fn real_curls_on_the_checksum_bug_give_a_passive_verdict_as_root() {
         "no probe was sent: {cells:#?}"
     );
     // The hub pulls the passive series as their own vantage.
-    let hub = curl_in(
-        &plan.node_ns(1),
-        &format!("http://127.0.0.1:{}/api/v1/matrix", 9798),
+    common::eventually_every(
+        "the hub's final verdict",
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_secs(1),
+        || {
+            let hub = curl_in(&plan.node_ns(1), "http://127.0.0.1:9798/api/v1/matrix");
+            if hub
+                .as_ref()
+                .and_then(ladder)
+                .is_some_and(|f| f["provisional"] == false)
+            {
+                Ok(())
+            } else {
+                Err(format!("{hub:#?}"))
+            }
+        },
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut hub = hub;
-    while !hub
-        .as_ref()
-        .and_then(ladder)
-        .is_some_and(|f| f["provisional"] == false)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the hub never judged: {hub:#?}"
-        );
-        std::thread::sleep(std::time::Duration::from_secs(1));
-        hub = curl_in(&plan.node_ns(1), "http://127.0.0.1:9798/api/v1/matrix");
-    }
 }
