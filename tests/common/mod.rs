@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: loopback servers that misbehave
-//! on purpose. Every socket here is on 127.0.0.1.
+//! on purpose (every socket here is on 127.0.0.1), the daemon's command
+//! line, the root check, and the poller every wait goes through.
 #![allow(dead_code)]
 
 pub mod browser;
@@ -405,7 +406,8 @@ impl Drop for Daemon {
 }
 
 /// Calls `f` every `every` until it gives a value or `within` has passed:
-/// the value, or None. The one poller; [`eventually`] is it with a failure.
+/// the value, or None. With [`poll_async`], the one poller; the
+/// `eventually` functions are it with a failure.
 pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = std::time::Instant::now() + within;
     loop {

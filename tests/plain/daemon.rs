@@ -24,16 +24,7 @@ async fn serves_metrics_and_histograms_and_stops_on_sigterm() {
         ),
     );
     let (mut child, mut stderr) = common::daemon(&cfg, &[]);
-    loop {
-        let line = stderr
-            .next_line()
-            .await
-            .unwrap()
-            .expect("the daemon logs before probing");
-        if line.contains("Probing.") {
-            break;
-        }
-    }
+    common::wait_for_line(&mut stderr, "Probing.", Duration::from_secs(10)).await;
     assert_eq!(get(&listen, "/healthz").await.0, 200);
     assert_eq!(get(&listen, "/readyz").await.0, 200);
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -6,7 +6,7 @@
 use crate::common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Behaviour, Server, SynBlackhole, TempDir, free_port, get};
 use serde_json::Value;
@@ -23,21 +23,23 @@ fn sample_names(text: &str) -> BTreeSet<String> {
 
 /// Scrapes `addr` until every `needle` shows.
 async fn scrape_until(addr: &str, needles: &[&str]) -> String {
-    let t0 = Instant::now();
-    loop {
-        let body = match tokio::net::TcpStream::connect(addr).await {
-            Ok(_) => get(addr, "/metrics").await.2,
-            Err(_) => String::new(),
-        };
-        if needles.iter().all(|n| body.contains(n)) {
-            return body;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{addr}/metrics never showed {needles:?}:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::eventually_async(
+        &format!("{addr}/metrics showing {needles:?}"),
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let body = match tokio::net::TcpStream::connect(addr).await {
+                Ok(_) => get(addr, "/metrics").await.2,
+                Err(_) => String::new(),
+            };
+            if needles.iter().all(|n| body.contains(n)) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await
 }
 
 /// Every (panel title, expr) of the dashboard, rows' panels included.
