@@ -6,7 +6,7 @@ FROM rust:1.95-alpine AS build
 # builds but has no passive mode, which deploy/passive runs it with.
 RUN apk add --no-cache musl-dev clang llvm libbpf-dev
 WORKDIR /src
-# What `cargo build --bin tailprobe` reads, and only that (tests/image.rs
+# What `cargo build --bin tailprobe` reads, and only that (tests/image/main.rs
 # builds from these paths alone): the lab embeds tools/*/go.mod (the pinned
 # control plane) and deploy/'s manifests; the [[bench]] files need not exist
 # to build the binary.
@@ -15,6 +15,9 @@ COPY bpf bpf
 COPY tools tools
 COPY deploy deploy
 COPY src src
+# The evaluation set (kit/) is a dev-dependency: cargo reads its manifest
+# to load the workspace, even for the binary alone.
+COPY kit kit
 # TAILPROBE_REQUIRE_BPF: an image without passive mode fails here, not on a node.
 RUN TAILPROBE_REQUIRE_BPF=1 cargo build --release --locked --bin tailprobe \
     && strip target/release/tailprobe

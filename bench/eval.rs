@@ -1,13 +1,10 @@
 //! Precision and recall of the detector on the labelled evaluation set.
 //! Run with `cargo bench --bench eval`.
 
-#[path = "eval_set.rs"]
-mod eval_set;
-
 fn main() {
-    let cases = eval_set::cases();
+    let cases = tailprobe_evalkit::cases();
     let t = std::time::Instant::now();
-    let scores = eval_set::score(&cases);
+    let scores = tailprobe_evalkit::score(&cases);
     let took = t.elapsed();
     println!(
         "detector evaluation: {} labelled cases, detected in {:.1} ms",
@@ -38,7 +35,7 @@ fn main() {
         .filter(|c| tailprobe::detect::detect(&c.series, &c.facts, &Default::default()).is_empty())
         .count();
     println!("healthy cases with no finding: {quiet} of {healthy}");
-    let f = eval_set::fields(&cases);
+    let f = tailprobe_evalkit::fields(&cases);
     println!("per field (right of judged):");
     for (name, (right, judged)) in [
         ("kind", f.kind),
@@ -88,7 +85,7 @@ fn main() {
         "  {:<38} {:>9} {:>6} {:>5} {:>7}  blind service",
         "scenario", "precision", "recall", "top-1", "margin"
     );
-    for (name, s) in eval_set::views(&cases) {
+    for (name, s) in tailprobe_evalkit::views(&cases) {
         println!(
             "  {name:<38} {:>9.3} {:>6.3} {:>5.3} {:>7}  {}",
             s.precision(),

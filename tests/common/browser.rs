@@ -122,8 +122,7 @@ impl Browser {
 
     /// Waits until `script` returns something truthy, for up to `within`.
     pub async fn until(&self, script: &str, within: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        super::poll_async(within, Duration::from_millis(100), || async {
             let v = self.exec(script, json!([])).await;
             let truthy = match &v {
                 Value::Null | Value::Bool(false) => false,
@@ -131,15 +130,10 @@ impl Browser {
                 Value::String(s) => !s.is_empty(),
                 _ => true,
             };
-            if truthy {
-                return v;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not true within {within:?}: {script}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            truthy.then_some(v)
+        })
+        .await
+        .unwrap_or_else(|| panic!("not true within {within:?}: {script}"))
     }
 
     async fn element(&self, css: &str) -> String {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use tailprobe::lab::Plan;
@@ -27,22 +27,12 @@ pub struct Cluster {
 /// others for reading, so none of them runs while the API server is down.
 static GATE: RwLock<()> = RwLock::new(());
 
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert_eq!(
-        uid.split_whitespace().nth(2),
-        Some("0"),
-        "the cluster tests need root: the lab creates network namespaces; run ./scripts/test as root"
-    );
-}
-
 impl Cluster {
     /// The binary's cluster, up on first use (about 5 s).
     pub fn get() -> &'static Cluster {
         static CLUSTER: OnceLock<Cluster> = OnceLock::new();
         CLUSTER.get_or_init(|| {
-            require_root();
+            super::require_root("the cluster tests");
             let bins = Bins::find(None)
                 .unwrap_or_else(|e| panic!("{e} (./scripts/test builds it before the tests run)"));
             let prefix = format!("kc{}", std::process::id() % 1_000_000);
@@ -322,22 +312,4 @@ fn relative(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf 
         out.push(c);
     }
     out
-}
-
-/// Polls until `check` holds, or fails with what was last seen.
-pub fn eventually<T>(
-    what: &str,
-    within: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("{what}: not within {within:?}; last seen: {seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
 }

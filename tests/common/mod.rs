@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: loopback servers that misbehave
-//! on purpose. Every socket here is on 127.0.0.1.
+//! on purpose (every socket here is on 127.0.0.1), the daemon's command
+//! line, the root check, and the poller every wait goes through.
 #![allow(dead_code)]
 
 pub mod browser;
@@ -309,8 +310,7 @@ pub type Lines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStde
 /// readable; killed when dropped.
 pub fn daemon(cfg: &std::path::Path, env: &[(&str, &str)]) -> (tokio::process::Child, Lines) {
     use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap()])
+    let mut child = tokio::process::Command::from(run_command(None, cfg))
         .envs(env.iter().copied())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -354,4 +354,128 @@ pub fn terminate(pid: u32) {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
+}
+
+/// Fails the test, saying why, unless it runs as root: `what` names the
+/// tests, which build network namespaces.
+pub fn require_root(what: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert_eq!(
+        uid.split_whitespace().nth(2),
+        Some("0"),
+        "{what} need root: they create network namespaces; run ./scripts/test as root"
+    );
+}
+
+/// `tailprobe run --config cfg`, inside the network namespace `ns` when
+/// given: the one place a test builds a daemon's command line.
+pub fn run_command(ns: Option<&str>, cfg: &std::path::Path) -> std::process::Command {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns, bin()]);
+            c
+        }
+        None => std::process::Command::new(bin()),
+    };
+    cmd.arg("run").arg("--config").arg(cfg);
+    cmd
+}
+
+/// A daemon for tests that do not read its log: `tailprobe run` inside a
+/// network namespace, its log dropped, killed when dropped.
+pub struct Daemon(std::process::Child);
+
+impl Daemon {
+    pub fn start_in(ns: &str, cfg: &std::path::Path) -> Self {
+        Daemon(
+            run_command(Some(ns), cfg)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Calls `f` every `every` until it gives a value or `within` has passed:
+/// the value, or None. With [`poll_async`], the one poller; the
+/// `eventually` functions are it with a failure.
+pub fn poll<T>(within: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// [`poll`] for async tests: the wait yields to the runtime, which keeps
+/// serving the test's own servers meanwhile.
+pub async fn poll_async<T, F: std::future::Future<Output = Option<T>>>(
+    within: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> F,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Polls every 500 ms until `check` holds, or fails with what was last
+/// seen.
+pub fn eventually<T>(what: &str, within: Duration, check: impl FnMut() -> Result<T, String>) -> T {
+    eventually_every(what, within, Duration::from_millis(500), check)
+}
+
+/// [`eventually`], polling every `every`.
+pub fn eventually_every<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut seen = String::new();
+    poll(within, every, || check().map_err(|e| seen = e).ok())
+        .unwrap_or_else(|| panic!("{what}: not within {within:?}; last seen: {seen}"))
+}
+
+/// [`eventually_every`] for async tests.
+pub async fn eventually_async<T, F: std::future::Future<Output = Result<T, String>>>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let seen = std::cell::RefCell::new(String::new());
+    let last = &seen;
+    let found = poll_async(within, every, || {
+        let attempt = check();
+        async move { attempt.await.map_err(|e| *last.borrow_mut() = e).ok() }
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "{what}: not within {within:?}; last seen: {}",
+            seen.borrow()
+        )
+    })
 }

@@ -1,0 +1,7 @@
+//! The tests that drive a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod page;
