@@ -207,6 +207,7 @@ fn build_from(
             } else {
                 PathKind::CrossNode
             },
+            family: Default::default(),
         },
         samples,
         body_bytes,

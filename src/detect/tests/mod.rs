@@ -78,6 +78,7 @@ fn series_dns(
             destination_node: Some(dst.into()),
             target: target.into(),
             path,
+            family: Default::default(),
         },
         samples,
         body_bytes,
