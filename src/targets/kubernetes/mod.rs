@@ -14,6 +14,7 @@
 
 pub mod apiserver;
 pub mod discovery;
+mod families;
 pub mod metrics;
 pub mod names;
 pub mod plan;

@@ -50,6 +50,8 @@ pub struct ServiceInfo {
     pub annotations: BTreeMap<String, String>,
     /// `None` for headless Services, which have no VIP to probe.
     pub cluster_ip: Option<String>,
+    /// `spec.clusterIPs`: one per family on a dual-stack Service.
+    pub cluster_ips: Vec<String>,
     /// TCP ports: name and number.
     pub ports: Vec<(String, u16)>,
     /// The cluster places its endpoints (pods it selects); without a
@@ -207,7 +209,10 @@ pub fn plan(
                 ));
             }
         } else if cfg.service_selector.matches(&svc.labels) {
-            add(trusted(snap, svc, me, cfg).and_then(|()| service_target(svc, ready(svc), probe)));
+            let trust = trusted(snap, svc, me, cfg);
+            for t in super::families::targets(svc, trust, |s| service_target(s, ready(s), probe)) {
+                add(t);
+            }
         }
     }
     if let Some(api) = me.api_server.filter(|_| !cfg.api_server_path.is_empty()) {
@@ -514,6 +519,7 @@ impl From<&Service> for ServiceInfo {
             labels: s.metadata.labels.clone().unwrap_or_default(),
             annotations: s.metadata.annotations.clone().unwrap_or_default(),
             cluster_ip: spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None"),
+            cluster_ips: spec.cluster_ips.unwrap_or_default(),
             ports: spec
                 .ports
                 .clone()

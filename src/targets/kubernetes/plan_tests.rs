@@ -15,6 +15,7 @@ fn svc(ns: &str, name: &str, labels: &[(&str, &str)], annotations: &[(&str, &str
         ports: vec![("http".into(), 80), ("admin".into(), 8080)],
         has_selector: true,
         node_port: None,
+        ..ServiceInfo::default()
     }
 }
 
