@@ -128,6 +128,27 @@ fn config_text(plan: &Plan, i: usize, kind: SourceKind, samples: u32, passive: b
             dns = plan::DNS_PORT,
         );
     }
+    // A dual-stack lab probes every Service, and every pod, once per
+    // family: the IPv6 twin of each target is its name with `/ipv6`.
+    if plan.dual_stack {
+        let _ = write!(
+            c,
+            "\n[[target]]\nname = \"svc/lab/all/ipv6\"\nurl = \"http://[{all}]:{port}/\"\n",
+            all = plan.all_vip6(),
+            port = plan::POD_PORT,
+        );
+        for j in plan.node_ids() {
+            let _ = write!(
+                c,
+                "\n[[target]]\nname = \"node/{node}/ipv6\"\nurl = \"http://[{vip}]:{port}/\"\nnode = \"{node}\"\n\
+                 \n[[target]]\nname = \"pod/{node}/ipv6\"\nurl = \"http://[{pod}]:{port}/\"\nnode = \"{node}\"\n",
+                node = plan.node_name(j),
+                vip = plan.node_vip6(j),
+                pod = plan.pod_ip6(j),
+                port = plan::POD_PORT,
+            );
+        }
+    }
     // 64 KiB bodies fill full-size segments, which an MTU black hole eats.
     // 75 s: past the 63 s and 67 s rungs, so a stalled body is known without
     // waiting 135 s while a connect on the last rung still completes.
