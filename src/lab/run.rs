@@ -378,8 +378,23 @@ pub fn render_grid(r: &LabReport) -> String {
         out,
         "node x node: slowest probe through each node's Service VIP (median in brackets; SYN retransmits after +)"
     );
+    // A dual-stack lab's IPv6 Services get a grid of their own.
+    let v6 =
+        r.reports.iter().flat_map(|rep| &rep.cells).any(|c| {
+            c.dims.family == crate::model::Family::Ipv6 && c.dims.target.starts_with("node/")
+        });
+    for (suffix, title) in [("", ""), ("/ipv6", "IPv6 ")] {
+        if suffix.is_empty() || v6 {
+            grid(r, suffix, title, &mut out);
+        }
+    }
+    let _ = writeln!(out, "(= same node; N! failed probes)");
+    out
+}
+
+fn grid(r: &LabReport, suffix: &str, title: &str, out: &mut String) {
     let width = 24;
-    let _ = write!(out, "{:<14}", "source");
+    let _ = write!(out, "{:<14}", format!("{title}source"));
     for n in &r.nodes {
         let _ = write!(out, "{n:<width$}");
     }
@@ -392,7 +407,7 @@ pub fn render_grid(r: &LabReport) -> String {
         );
         for n in &r.nodes {
             let cell = rep.cells.iter().find(|c| {
-                *c.dims.target == format!("node/{n}")
+                *c.dims.target == format!("node/{n}{suffix}")
                     && c.dims.destination_node.as_deref() == Some(n.as_str())
             });
             let text = match cell {
@@ -415,8 +430,6 @@ pub fn render_grid(r: &LabReport) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "(= same node; N! failed probes)");
-    out
 }
 
 /// The lab's OTLP pipeline: to `endpoint` (the lab's own collector), else
