@@ -320,7 +320,7 @@ fn from_ipv4_only(ns: &str) {
         }
         assert_eq!(r.outcome, Outcome::Unreachable, "{url}: {error}");
         assert!(
-            error.contains("no IPv6 route to fd00:96::11") && error.contains("IPv4-only"),
+            error.contains("fd00:96::11") && error.contains("no IPv6 route or address"),
             "{url}: {error}"
         );
     }
