@@ -90,6 +90,7 @@ fn doc(p: usize, nodes: usize, now_ms: u64) -> WindowDoc {
                     } else {
                         PathKind::CrossNode
                     },
+                    family: Default::default(),
                 },
                 url: format!("http://tailprobe-node-{dest}.tailprobe.svc/"),
                 body_bytes: 2,

@@ -57,6 +57,7 @@ fn matrix(nodes: usize) -> ClusterMatrix {
                         } else {
                             PathKind::CrossNode
                         },
+                        family: Default::default(),
                     },
                     &format!("http://tailprobe-node-{}.tailprobe.svc/", node(d)),
                     &[],

@@ -205,6 +205,7 @@ fn build_from(
     Series {
         cert_not_after: None,
         dims: Dims {
+            family: Default::default(),
             source_node: src.into(),
             source_kind: kind,
             destination_node: Some(dst.into()),

@@ -112,6 +112,8 @@ pub struct TargetConfig {
     /// Probe every address the URL's host name resolves to, each its own
     /// series.
     pub all_addresses: Option<Spanned<bool>>,
+    /// Pins a host name to one address family (`"ipv4"` or `"ipv6"`).
+    pub family: Option<crate::model::Family>,
 }
 
 /// HTTP status codes that count as `ok`: `"2xx"` (a class), `"301"` (one

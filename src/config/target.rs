@@ -59,7 +59,10 @@ pub fn build(tc: &TargetConfig, p: &ProbeConfig) -> Result<Target, (Range<usize>
         t.all_addresses = true;
     }
     tls(tc, &mut t)?;
-    Ok(t)
+    match tc.family {
+        Some(f) => t.with_family(f).map_err(|m| (tc.url.span(), m)),
+        None => Ok(t),
+    }
 }
 
 /// The `https://` fields: refused on other schemes, and each file read now,

@@ -15,6 +15,10 @@ use crate::model::{DetectorConfig, Network, NodeFacts, PathKind, SourceKind, Via
 /// not see the receivers' counters or the other vantage's probes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
+    /// One family is hit and the other family's twins of the hit paths
+    /// are clean (`Some(true)`), hit too (`Some(false)`), or were not
+    /// probed (`None`).
+    pub one_family_only: Option<bool>,
     pub cross_node_hit: bool,
     pub same_node_hit: bool,
     /// Some hit path's destination is unknown: a Service whose backends
@@ -198,6 +202,40 @@ pub fn spread<'a>(m: &[&Cell<'a>]) -> Spread<'a> {
 }
 
 /// What a ladder over the cells `m` is judged on.
+/// Which cells belong to a comparison.
+pub type CellFilter<'a> = Box<dyn Fn(&Cell) -> bool + 'a>;
+
+/// The cells to compare a scope with across families. When the hit cells
+/// are all one family: their twins in the other family (same source node
+/// and network, same destination, same kind of target), `None` when no
+/// twin was probed (a one-family cluster). When both families are hit: the
+/// hit cells themselves, so the comparison reads "hit in both".
+pub fn family_twins<'a>(cells: &'a [Cell], m: &'a [&'a Cell]) -> Option<CellFilter<'a>> {
+    let families: BTreeSet<crate::model::Family> = m.iter().map(|c| c.w.dims.family).collect();
+    if families.len() != 1 {
+        // Both families in the scope: hit in both, and every cell is its
+        // own family's; a twin of a hit cell is a hit cell.
+        return Some(Box::new(move |c: &Cell| {
+            m.iter().any(|h| std::ptr::eq(*h, c))
+        }));
+    }
+    let f = *families.iter().next()?;
+    let twin = move |c: &Cell| {
+        c.w.dims.family != f
+            && m.iter().any(|h| {
+                let (a, b) = (&h.w.dims, &c.w.dims);
+                a.source_node == b.source_node
+                    && a.source_kind == b.source_kind
+                    && a.destination_node == b.destination_node
+                    && a.via() == b.via()
+            })
+    };
+    cells
+        .iter()
+        .any(twin)
+        .then(|| Box::new(twin) as Box<dyn Fn(&Cell) -> bool>)
+}
+
 pub fn of_ladder(
     cells: &[Cell],
     m: &[&Cell],
@@ -283,6 +321,7 @@ pub fn of_ladder(
             .flatten()
     };
     let mut e = Evidence {
+        one_family_only: family_twins(cells, m).map(|twins| !hit_any(&twins)),
         column,
         row,
         cross_node_hit: m.iter().any(|c| c.w.dims.path == PathKind::CrossNode),

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::FindingKind;
-use crate::model::{Dims, PathKind, SourceKind};
+use crate::model::{Dims, Family, PathKind, SourceKind};
 
 /// How cells are grouped into one scope, from broad to narrow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -102,6 +102,10 @@ pub struct ScopeKey {
     /// with probes: the two verdicts stand side by side.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passive: bool,
+    /// One address family, when the scope is hit in one family and clean
+    /// in the other (dual-stack only: a one-family cluster never sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<Family>,
 }
 
 impl ScopeKey {
@@ -116,7 +120,14 @@ impl ScopeKey {
             target: None,
             via: None,
             passive: false,
+            family: None,
         }
+    }
+
+    /// The same key narrowed to one address family.
+    pub fn in_family(mut self, family: Family) -> Self {
+        self.family = Some(family);
+        self
     }
 
     /// The keys of the groups a series with `d` falls in under `grouping`:
@@ -218,6 +229,7 @@ impl ScopeKey {
         parts.extend(self.path.map(|p| p.as_str().to_string()));
         parts.extend(self.target.clone());
         parts.extend(self.via.map(|v| v.as_str().to_string()));
+        parts.extend(self.family.map(|f| f.as_str().to_string()));
         parts.join("/")
     }
 
@@ -285,6 +297,9 @@ impl ScopeKey {
             (Grouping::Cell, _) => format!("{target} from {src} ({net}) to {dst} ({path})"),
             (Grouping::FirstContact, _) => format!("the first connections on {paths} paths"),
         };
-        format!("{prefix}{words}")
+        match self.family {
+            Some(f) => format!("{prefix}{words}, {} only", f.describe()),
+            None => format!("{prefix}{words}"),
+        }
     }
 }

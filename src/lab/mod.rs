@@ -9,10 +9,12 @@ mod fault;
 pub mod kube;
 pub mod netns;
 pub mod plan;
+pub mod plan6;
 pub mod relay;
 pub mod run;
 pub mod scenario;
 mod sh;
+mod status;
 pub mod telemetry;
 
 use std::path::PathBuf;
@@ -20,8 +22,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use fault::{Fault, clear, inject, load};
-use fault::{delayer_pids, fault_tables};
 pub use plan::Plan;
+pub use status::status;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
@@ -159,9 +161,10 @@ pub fn find(prefix: &str) -> Result<Plan, LabError> {
         });
     }
     let kubernetes = all.iter().any(|ns| *ns == format!("{prefix}-cp"));
-    Ok(Plan::new(prefix, nodes)
-        .map_err(LabError::Usage)?
-        .with_kubernetes(kubernetes))
+    let plan = Plan::new(prefix, nodes).map_err(LabError::Usage)?;
+    let dual_stack =
+        sh::in_ns(&plan.node_ns(1), "ip", &["link", "show", plan6::VXLAN6_DEV]).is_ok();
+    Ok(plan.with_kubernetes(kubernetes).with_dual_stack(dual_stack))
 }
 
 /// Builds the lab and starts an echo target in every pod; for a Kubernetes
@@ -189,6 +192,11 @@ pub fn up_with(
         return Err(LabError::NameInUse {
             prefix: plan.prefix.clone(),
         });
+    }
+    if plan.kubernetes && plan.dual_stack {
+        return Err(LabError::Usage(
+            "--dual-stack builds the lab's own IPv6 Services; the Kubernetes lab's kube-proxy is IPv4-only here: drop --kubernetes or --dual-stack".into(),
+        ));
     }
     if plan.kubernetes {
         // Before anything is made: a missing build is a usage error.
@@ -262,12 +270,21 @@ fn build(plan: &Plan, knobs: &Knobs, echo_delay: &str) -> Result<(), LabError> {
         })?;
         sh::batch("bridge", Some(&plan.node_ns(i)), &plan.node_fdb_batch(i))?;
         sh::sysctl(&plan.node_ns(i), "net.ipv4.ip_forward", "1")?;
+        if plan.dual_stack {
+            sh::ip_batch(Some(&plan.node_ns(i)), &plan.node_batch6(i))?;
+            sh::batch("bridge", Some(&plan.node_ns(i)), &plan.node_fdb_batch6(i))?;
+            sh::sysctl(&plan.node_ns(i), "net.ipv6.conf.all.forwarding", "1")?;
+        }
         if plan.kubernetes {
             // kube-proxy programs the Services; pods come from the agent.
             knobs.apply(plan, i)?;
             continue;
         }
         sh::ip_batch(Some(&plan.pod_ns(i)), &plan.pod_batch(i))?;
+        if plan.dual_stack {
+            sh::ip_batch(Some(&plan.pod_ns(i)), &plan.pod_batch6(i))?;
+            sh::nft(&plan.node_ns(i), &plan.kube_proxy6_nft())?;
+        }
         sh::nft(&plan.node_ns(i), &plan.kube_proxy_nft(true)).map_err(|e| match e {
             LabError::Command { message, .. } => LabError::Kernel {
                 what: format!(
@@ -305,10 +322,13 @@ const ECHO_DELAY_FILE: &str = "echo-delay";
 /// resolver on port 53 answering with the Service that has a backend on
 /// every node.
 fn echo_args(plan: &Plan, i: usize, delay: &str) -> Vec<String> {
+    // A dual-stack lab's echo listens on both families at once: `[::]`
+    // takes IPv4 too (the namespace's bindv6only is 0).
+    let any = if plan.dual_stack { "[::]" } else { "0.0.0.0" };
     [
         "echo",
         "--listen",
-        &format!("0.0.0.0:{}", plan::POD_PORT),
+        &format!("{any}:{}", plan::POD_PORT),
         "--node",
         &plan.node_name(i),
         "--pod",
@@ -316,7 +336,7 @@ fn echo_args(plan: &Plan, i: usize, delay: &str) -> Vec<String> {
         "--delay",
         delay,
         "--dns",
-        &format!("0.0.0.0:{}", plan::DNS_PORT),
+        &format!("{any}:{}", plan::DNS_PORT),
         "--dns-answer",
         &plan.all_vip().to_string(),
     ]
@@ -490,102 +510,4 @@ pub fn down(prefix: &str) -> Result<Vec<String>, LabError> {
     telemetry::stop(prefix);
     let _ = std::fs::remove_dir_all(state_dir(prefix));
     Ok(mine)
-}
-
-/// What `lab status` shows: the topology, the faults with their counters,
-/// and each node's UDP checksum errors and SYN knobs.
-pub fn status(plan: &Plan) -> Result<String, LabError> {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "lab {}: {} nodes, state in {}",
-        plan.prefix,
-        plan.nodes,
-        state_dir(&plan.prefix).display()
-    );
-    if plan.kubernetes {
-        let _ = writeln!(
-            out,
-            "kubernetes {}: API server https://{}:{} (inside {}), admin kubeconfig {}; \
-             `tailprobe lab kubectl --name {} -- get pods -A`",
-            kube::bins::kubernetes_version(),
-            plan.api_ip(),
-            plan::API_PORT,
-            plan.control_ns(),
-            kube::admin_kubeconfig(&plan.prefix).display(),
-            plan.prefix
-        );
-        let _ = writeln!(
-            out,
-            "services: from the API server, programmed by kube-proxy in every node; node i's pods in 10.244.i.0/24"
-        );
-    } else {
-        let _ = writeln!(
-            out,
-            "services: {} (backend on every node){}",
-            plan.all_vip(),
-            plan.node_ids()
-                .map(|i| format!(", {} -> {}", plan.node_vip(i), plan.node_name(i)))
-                .collect::<String>()
-        );
-    }
-    for i in plan.node_ids() {
-        let ns = plan.node_ns(i);
-        let read = |key: &str| {
-            sh::in_ns(
-                &ns,
-                "cat",
-                &[&format!("/proc/sys/{}", key.replace('.', "/"))],
-            )
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "-".into())
-        };
-        let snmp = sh::in_ns(&ns, "cat", &["/proc/net/snmp"]).unwrap_or_default();
-        let csum_errors = crate::node::udp_in_csum_errors(&snmp)
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "-".into());
-        let offload = sh::in_ns(&ns, "ethtool", &["-k", plan::UNDERLAY_DEV]).unwrap_or_default();
-        let feature = |name: &str| {
-            offload
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .unwrap_or("-")
-                .to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{}: underlay {} pods {} tunnel {}; syn_linear_timeouts={} syn_retries={} txrehash={} udp_timeout={}; eth0 tx-checksumming={} rx-checksumming={}; UdpInCsumErrors={}",
-            plan.node_name(i),
-            plan.underlay_ip(i),
-            if plan.kubernetes {
-                plan.pod_cidr(i)
-            } else {
-                plan.pod_ip(i).to_string()
-            },
-            plan.tunnel_ip(i),
-            read("net.ipv4.tcp_syn_linear_timeouts"),
-            read("net.ipv4.tcp_syn_retries"),
-            read("net.core.txrehash"),
-            read("net.netfilter.nf_conntrack_udp_timeout"),
-            feature("tx-checksumming:"),
-            feature("rx-checksumming:"),
-            csum_errors
-        );
-        for table in fault_tables(plan, i)? {
-            let listing = sh::in_ns(&ns, "nft", &["list", "table", "ip", &table])?;
-            for rule in listing.lines().filter(|l| l.contains("counter packets")) {
-                let _ = writeln!(out, "  fault {table}: {}", rule.trim());
-            }
-        }
-        if delayer_pids(&ns).next().is_some() {
-            let rules = sh::in_ns(&ns, "iptables", &["-t", "mangle", "-S", "PREROUTING"])
-                .unwrap_or_default();
-            for rule in rules.lines().filter(|l| l.contains("NFQUEUE")) {
-                let _ = writeln!(out, "  fault delay: {rule} (userspace delayer running)");
-            }
-        }
-    }
-    Ok(out)
 }

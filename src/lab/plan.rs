@@ -53,6 +53,8 @@ pub struct Plan {
     pub prefix: String,
     pub nodes: usize,
     pub kubernetes: bool,
+    /// IPv6 beside IPv4 (`lab up --dual-stack`): see `plan6.rs`.
+    pub dual_stack: bool,
 }
 
 impl Plan {
@@ -75,7 +77,14 @@ impl Plan {
             prefix: prefix.to_string(),
             nodes,
             kubernetes: false,
+            dual_stack: false,
         })
+    }
+
+    /// The same lab with IPv6 beside IPv4.
+    pub fn with_dual_stack(mut self, on: bool) -> Self {
+        self.dual_stack = on;
+        self
     }
 
     /// The same lab, run by the real control plane.

@@ -128,6 +128,27 @@ fn config_text(plan: &Plan, i: usize, kind: SourceKind, samples: u32, passive: b
             dns = plan::DNS_PORT,
         );
     }
+    // A dual-stack lab probes every Service, and every pod, once per
+    // family: the IPv6 twin of each target is its name with `/ipv6`.
+    if plan.dual_stack {
+        let _ = write!(
+            c,
+            "\n[[target]]\nname = \"svc/lab/all/ipv6\"\nurl = \"http://[{all}]:{port}/\"\n",
+            all = plan.all_vip6(),
+            port = plan::POD_PORT,
+        );
+        for j in plan.node_ids() {
+            let _ = write!(
+                c,
+                "\n[[target]]\nname = \"node/{node}/ipv6\"\nurl = \"http://[{vip}]:{port}/\"\nnode = \"{node}\"\n\
+                 \n[[target]]\nname = \"pod/{node}/ipv6\"\nurl = \"http://[{pod}]:{port}/\"\nnode = \"{node}\"\n",
+                node = plan.node_name(j),
+                vip = plan.node_vip6(j),
+                pod = plan.pod_ip6(j),
+                port = plan::POD_PORT,
+            );
+        }
+    }
     // 64 KiB bodies fill full-size segments, which an MTU black hole eats.
     // 75 s: past the 63 s and 67 s rungs, so a stalled body is known without
     // waiting 135 s while a connect on the last rung still completes.
@@ -357,8 +378,23 @@ pub fn render_grid(r: &LabReport) -> String {
         out,
         "node x node: slowest probe through each node's Service VIP (median in brackets; SYN retransmits after +)"
     );
+    // A dual-stack lab's IPv6 Services get a grid of their own.
+    let v6 =
+        r.reports.iter().flat_map(|rep| &rep.cells).any(|c| {
+            c.dims.family == crate::model::Family::Ipv6 && c.dims.target.starts_with("node/")
+        });
+    for (suffix, title) in [("", ""), ("/ipv6", "IPv6 ")] {
+        if suffix.is_empty() || v6 {
+            grid(r, suffix, title, &mut out);
+        }
+    }
+    let _ = writeln!(out, "(= same node; N! failed probes)");
+    out
+}
+
+fn grid(r: &LabReport, suffix: &str, title: &str, out: &mut String) {
     let width = 24;
-    let _ = write!(out, "{:<14}", "source");
+    let _ = write!(out, "{:<14}", format!("{title}source"));
     for n in &r.nodes {
         let _ = write!(out, "{n:<width$}");
     }
@@ -371,7 +407,7 @@ pub fn render_grid(r: &LabReport) -> String {
         );
         for n in &r.nodes {
             let cell = rep.cells.iter().find(|c| {
-                *c.dims.target == format!("node/{n}")
+                *c.dims.target == format!("node/{n}{suffix}")
                     && c.dims.destination_node.as_deref() == Some(n.as_str())
             });
             let text = match cell {
@@ -394,8 +430,6 @@ pub fn render_grid(r: &LabReport) -> String {
         }
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "(= same node; N! failed probes)");
-    out
 }
 
 /// The lab's OTLP pipeline: to `endpoint` (the lab's own collector), else

@@ -55,6 +55,7 @@ impl Scenario {
                     to: 1,
                     count: 2,
                     percent: 100,
+                    family: None,
                 }],
                 "the first 2 SYNs of every flow from node2 to node1 dropped on node1's overlay".into(),
             ),

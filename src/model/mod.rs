@@ -16,7 +16,7 @@ pub use facts::{Counters, NodeFacts, OverlayDevice, parse_kernel};
 pub use probe::{Network, Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
 pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
 pub use series::{
-    Dims, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,
+    Dims, Family, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,
 };
 pub use target::{
     API_SERVER_TARGET, DnsQuery, ProbeKind, Target, TargetNode, Timing, TlsOptions, dns_parallel,

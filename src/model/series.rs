@@ -2,6 +2,7 @@
 //! the detector need it ([`Sample`]), and a series' recent samples
 //! ([`SeriesWindow`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +19,73 @@ pub struct Dims {
     pub destination_node: Option<Arc<str>>,
     pub target: Arc<str>,
     pub path: PathKind,
+    /// The address family the probe went over. Documents written before
+    /// families were a dimension read as IPv4, which is all they held.
+    #[serde(default)]
+    pub family: Family,
+}
+
+/// An address family: on a dual-stack cluster every Service is probed once
+/// per family, and a path can break in one family only (its own routes,
+/// neighbour discovery, MTU, filter rules).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
+
+    /// The family a packet to `ip` travels in: an IPv4-mapped IPv6 address
+    /// is IPv4 on the wire.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "ipv4",
+            Family::Ipv6 => "ipv6",
+        }
+    }
+
+    /// As people write it: "IPv4", "IPv6".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        }
+    }
+
+    /// The other family.
+    pub fn other(self) -> Self {
+        match self {
+            Family::Ipv4 => Family::Ipv6,
+            Family::Ipv6 => Family::Ipv4,
+        }
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ipv4" => Ok(Family::Ipv4),
+            "ipv6" => Ok(Family::Ipv6),
+            _ => Err(format!(
+                "address family \"{s}\" is neither \"ipv4\" nor \"ipv6\""
+            )),
+        }
+    }
 }
 
 impl Dims {
@@ -28,6 +96,13 @@ impl Dims {
             destination_node: r.destination_node.clone(),
             target: r.target.name.as_str().into(),
             path: r.path,
+            // The target's own family (a literal or a pin), else the address
+            // a host name resolved to.
+            family: r
+                .target
+                .family
+                .or_else(|| r.peer_addr.map(|a| Family::of(a.ip())))
+                .unwrap_or_default(),
         }
     }
 
@@ -44,6 +119,7 @@ impl Dims {
             path: PathKind::classify(source_node, destination.as_deref()),
             destination_node: destination,
             target: t.name.as_str().into(),
+            family: t.family.unwrap_or_default(),
         }
     }
 

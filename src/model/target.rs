@@ -104,6 +104,10 @@ pub struct Target {
     pub host: String,
     /// Set when `host` is an IP literal: no DNS phase then.
     pub ip: Option<IpAddr>,
+    /// The address family probed: the literal's, or pinned (a host name
+    /// then resolves to that family only); `None` takes what the lookup
+    /// gives.
+    pub family: Option<super::Family>,
     pub port: u16,
     /// `Host` header value.
     pub authority: String,
@@ -201,6 +205,7 @@ impl Target {
         Ok(Self {
             name: name.to_string(),
             url: url.to_string(),
+            family: ip.map(super::Family::of),
             ip,
             authority: uri
                 .authority()
@@ -247,6 +252,7 @@ impl Target {
         Self {
             name: format!("{}@{at}", self.name),
             ip: Some(ip),
+            family: Some(super::Family::of(ip)),
             all_addresses: false,
             ..self.clone()
         }
@@ -256,6 +262,24 @@ impl Target {
     pub fn with_node(mut self, node: TargetNode) -> Self {
         self.node = node;
         self
+    }
+
+    /// The same target pinned to one address family; an IP literal of the
+    /// other family cannot be.
+    pub fn with_family(mut self, family: super::Family) -> Result<Self, String> {
+        if let Some(ip) = self.ip
+            && super::Family::of(ip) != family
+        {
+            return Err(format!(
+                "{} is an {} address but the target asks for {}; drop the family or give an {} address",
+                ip,
+                super::Family::of(ip).describe(),
+                family.describe(),
+                family.describe()
+            ));
+        }
+        self.family = Some(family);
+        Ok(self)
     }
 
     /// The same target with these timings and body limit.
@@ -409,6 +433,26 @@ mod tests {
         );
         let t = Target::parse("c", "http://[::1]:81/").unwrap();
         assert_eq!(t.ip, Some("::1".parse().unwrap()));
+        assert_eq!(t.family, Some(super::super::Family::Ipv6));
+    }
+
+    #[test]
+    fn a_family_is_the_literal_s_or_pinned() {
+        use super::super::Family;
+        let v4 = Target::parse("a", "tcp://10.0.0.1:80").unwrap();
+        assert_eq!(v4.family, Some(Family::Ipv4));
+        let e = v4.with_family(Family::Ipv6).unwrap_err();
+        assert!(e.contains("is an IPv4 address"), "{e}");
+        let mapped = Target::parse("m", "tcp://[::ffff:10.0.0.1]:80").unwrap();
+        assert_eq!(mapped.family, Some(Family::Ipv4), "IPv4 on the wire");
+        let named = Target::parse("b", "http://svc.example/").unwrap();
+        assert_eq!(named.family, None);
+        let pinned = named.with_family(Family::Ipv6).unwrap();
+        assert_eq!(pinned.family, Some(Family::Ipv6));
+        // One address of a name: that address's family.
+        let named = Target::parse("b", "http://svc.example/").unwrap();
+        let at = named.at_address("fd00::5".parse().unwrap());
+        assert_eq!(at.family, Some(Family::Ipv6));
     }
 
     #[test]

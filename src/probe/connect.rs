@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Prober;
 use super::run::{Failure, Progress};
 use super::socket;
-use crate::model::{Outcome, SynEvent, Target, TcpInfo};
+use crate::model::{Family, Outcome, SynEvent, Target, TcpInfo};
 
 /// Host-name lookups run on blocking threads that cannot be cancelled: at
 /// most this many at once, so a dead resolver strands a bounded number of
@@ -32,18 +32,21 @@ static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_L
 pub(super) async fn lookup(
     host: &str,
     port: u16,
+    family: Option<Family>,
     deadline: Instant,
 ) -> Result<SocketAddr, Failure> {
-    Ok(lookup_all(host, port, deadline).await?[0])
+    Ok(lookup_all(host, port, family, deadline).await?[0])
 }
 
 /// Every address of `host`, in the resolver's order, through the system
 /// resolver, bounded and timed out; never empty. The caller gives up at the
 /// deadline even if the blocking call goes on; the slot is held until it
-/// returns, which is what bounds the threads.
+/// returns, which is what bounds the threads. A target pinned to a family
+/// takes that family's addresses only (AAAA for IPv6).
 pub(super) async fn lookup_all(
     host: &str,
     port: u16,
+    family: Option<Family>,
     deadline: Instant,
 ) -> Result<Vec<SocketAddr>, Failure> {
     let timed_out = || {
@@ -61,7 +64,7 @@ pub(super) async fn lookup_all(
         let _slot = slot;
         std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), port)).map(|all| {
             let mut seen = Vec::new();
-            for a in all {
+            for a in all.filter(|a| family.is_none_or(|f| Family::of(a.ip()) == f)) {
                 if !seen.contains(&a) {
                     seen.push(a);
                 }
@@ -81,7 +84,10 @@ pub(super) async fn lookup_all(
         )),
         Ok(Ok(Ok(a))) if a.is_empty() => Err(Failure::new(
             Outcome::DnsError,
-            format!("{host} has no address"),
+            match family {
+                Some(f) => format!("{host} has no {} address", f.describe()),
+                None => format!("{host} has no address"),
+            },
         )),
         Ok(Ok(Ok(a))) => Ok(a),
     }
@@ -128,7 +134,18 @@ impl Prober {
             Type::STREAM.nonblocking(),
             Some(Protocol::TCP),
         )
-        .map_err(local)?;
+        .map_err(|e| match e.raw_os_error() {
+            // The kernel has the family turned off (ipv6.disable=1): a
+            // setup, like a network without a route for it.
+            Some(libc::EAFNOSUPPORT) => Failure::new(
+                Outcome::Unreachable,
+                format!(
+                    "cannot open an {} socket ({e}): this host has the family turned off",
+                    Family::of(addr.ip()).describe()
+                ),
+            ),
+            _ => local(e),
+        })?;
         sock.set_tcp_nodelay(true).map_err(local)?;
         if let Some(n) = self.syn_retries {
             socket::set_syn_count(sock.as_fd(), n).map_err(local)?;

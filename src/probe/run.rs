@@ -88,7 +88,7 @@ impl Prober {
         let found = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
-            r = lookup_all(&target.host, target.port, deadline) => r.ok(),
+            r = lookup_all(&target.host, target.port, target.family, deadline) => r.ok(),
         };
         let Some(addrs) = found else {
             return vec![self.probe_held(target, cancel).await];
@@ -238,7 +238,7 @@ impl Prober {
             Some(ip) => SocketAddr::new(ip, t.port),
             None => {
                 let deadline = Instant::now() + t.connect_timeout.min(LOOKUP_TIMEOUT);
-                let found = lookup(&t.host, t.port, deadline).await?;
+                let found = lookup(&t.host, t.port, t.family, deadline).await?;
                 st.phases.dns = Some(t0.elapsed());
                 found
             }

@@ -97,6 +97,7 @@ fn incident() -> ClusterMatrix {
                         } else {
                             PathKind::SameNode
                         },
+                        family: Default::default(),
                     },
                     samples,
                     2,

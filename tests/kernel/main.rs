@@ -5,5 +5,6 @@
 mod common;
 
 mod addresses;
+mod ipv6;
 mod lab;
 mod timing;

@@ -33,6 +33,7 @@ fn window(src: &str, dst: &str) -> SeriesWindow {
             } else {
                 PathKind::SameNode
             },
+            family: Default::default(),
         },
         samples: (0..20)
             .map(|i| Sample {

@@ -459,6 +459,7 @@ async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
         } else {
             PathKind::CrossNode
         },
+        family: Default::default(),
     };
     let series = ["node1", "node2", "node3"]
         .into_iter()

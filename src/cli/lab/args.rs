@@ -158,6 +158,11 @@ pub struct KubeArgs {
     /// (default: its cache).
     #[arg(long, env = "TAILPROBE_KUBE_BIN")]
     pub kube_bin: Option<PathBuf>,
+    /// Give the built-in lab IPv6 beside IPv4 (ULA underlay, pods, Service
+    /// VIPs and a second VXLAN device, as Calico's dual-stack VXLAN): its
+    /// matrix probes every Service once per family.
+    #[arg(long)]
+    pub dual_stack: bool,
 }
 
 impl KubeArgs {
@@ -211,6 +216,10 @@ pub enum FaultCommand {
         /// (a partial, still deterministic drop).
         #[arg(long, default_value_t = 100)]
         percent: u32,
+        /// Only this family's overlay (ipv4: vxlan.calico, ipv6:
+        /// vxlan-v6.calico); by default every family the lab has.
+        #[arg(long)]
+        family: Option<crate::model::Family>,
     },
     /// The VXLAN double-NAT checksum bug on a node's outgoing overlay traffic.
     VxlanCsumBug {

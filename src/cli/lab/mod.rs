@@ -34,7 +34,8 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
         } => {
             let plan = Plan::new(&name.prefix, nodes)
                 .map_err(anyhow::Error::msg)?
-                .with_kubernetes(kube.kubernetes);
+                .with_kubernetes(kube.kubernetes)
+                .with_dual_stack(kube.dual_stack);
             let took = lab::up_with(
                 &plan,
                 &(&knobs).into(),
@@ -135,11 +136,13 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                     to,
                     count,
                     percent,
+                    family,
                 } => lab::Fault::DropSyn {
                     from: node(&plan, &from)?,
                     to: node(&plan, &to)?,
                     count,
                     percent,
+                    family,
                 },
                 FaultCommand::VxlanCsumBug { on } => lab::Fault::VxlanCsumBug {
                     on: node(&plan, &on)?,
@@ -232,7 +235,9 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
             kube,
             deploy,
         } => {
-            let plan = Plan::new(&name, nodes).map_err(anyhow::Error::msg)?;
+            let plan = Plan::new(&name, nodes)
+                .map_err(anyhow::Error::msg)?
+                .with_dual_stack(kube.dual_stack);
             let scenario = lab::scenario::Scenario::parse(&fault)?;
             if deploy.is_some() && !kube.kubernetes {
                 anyhow::bail!("--deploy applies with --kubernetes");

@@ -91,6 +91,11 @@ pub enum Check {
     /// neighbour table, reverse-path filter): nothing on the nodes
     /// explains the loss.
     NoDropCounterRose,
+    /// One address family is hit; the other family's twins of the hit
+    /// paths (same nodes, network and kind of target) are clean. Where no
+    /// twin exists (a one-family cluster) it is missing, not unknown:
+    /// nothing was hidden from the probers, there is no second family.
+    OneFamilyOnly,
 }
 
 impl Check {
@@ -167,6 +172,9 @@ impl Check {
             Check::NoDropCounterRose => {
                 "no drop counter rose on the nodes at either end (listen queue, conntrack, neighbour table, reverse-path filter)"
             }
+            Check::OneFamilyOnly => {
+                "one address family is hit; the other family's paths between the same nodes, through the same kind of target, are clean"
+            }
         }
     }
 
@@ -230,6 +238,7 @@ impl Check {
                 ];
                 (!rose.iter().all(Option::is_none)).then(|| rose.iter().flatten().all(|n| *n == 0))
             }
+            Check::OneFamilyOnly => Some(e.one_family_only == Some(true)),
         }
     }
 }

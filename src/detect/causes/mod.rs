@@ -9,7 +9,7 @@ mod check;
 mod table;
 
 pub use check::Check;
-pub use table::CAUSES;
+pub use table::{CAUSES, FAMILY_BLIND};
 
 use super::{Evidence, FindingKind, Locus};
 
@@ -34,6 +34,7 @@ pub enum CauseId {
     ReversePathFilter,
     StaleProxyRules,
     DnsPathLoss,
+    FamilyPath,
 }
 
 impl CauseId {
@@ -55,6 +56,7 @@ impl CauseId {
             CauseId::ReversePathFilter => "reverse-path-filter",
             CauseId::StaleProxyRules => "stale-proxy-rules",
             CauseId::DnsPathLoss => "dns-path-loss",
+            CauseId::FamilyPath => "family-path",
         }
     }
 }
@@ -121,7 +123,10 @@ pub struct LikelyCause {
 /// (required) check is missing is left out. The score is the weight of the present evidence over the
 /// weight judged, where an unknown check weighs half: what a node cannot
 /// know neither proves a cause nor rules it out, but a cause known only
-/// from a little evidence ranks below one whose evidence was seen.
+/// from a little evidence ranks below one whose evidence was seen. A cause
+/// in [`FAMILY_BLIND`] strikes both address families alike: when one
+/// family alone is hit, that is missing evidence as heavy as all its own
+/// (its score halves); on a one-family cluster it is not judged at all.
 pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
     let mut out: Vec<LikelyCause> = CAUSES
         .iter()
@@ -150,6 +155,10 @@ pub fn rank(kind: FindingKind, e: &Evidence) -> Vec<LikelyCause> {
                         unknown.push(check.describe().to_string());
                     }
                 }
+            }
+            if FAMILY_BLIND.contains(&c.id) && Check::OneFamilyOnly.holds(e) == Some(true) {
+                judged += c.checks.iter().map(|(_, w)| w).sum::<f64>();
+                missing.push("the other address family would be hit too: only one is".to_string());
             }
             let overlay = e
                 .overlay_tx_checksum_on

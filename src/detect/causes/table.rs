@@ -4,6 +4,17 @@
 use super::super::{FindingKind, Locus};
 use super::{CauseId, CauseSpec, Check};
 
+/// Causes that cannot pick one address family: a lossy link, a slow or
+/// overflowing backend, a starved prober, a full conntrack table (shared by
+/// both families) lose IPv4 and IPv6 alike.
+pub const FAMILY_BLIND: &[CauseId] = &[
+    CauseId::PathPacketLoss,
+    CauseId::BackendSlow,
+    CauseId::ProberStarved,
+    CauseId::ListenQueueOverflow,
+    CauseId::ConntrackTableFull,
+];
+
 /// `{overlay}` in a remediation is replaced by the overlay device found on
 /// the hit sources (`vxlan.calico` when none was found).
 pub const CAUSES: &[CauseSpec] = &[
@@ -301,5 +312,25 @@ pub const CAUSES: &[CauseSpec] = &[
             "fewer probes per prober: a longer [probe] interval, or fewer targets ([kubernetes] remote_nodes_per_round)",
         ],
         locus: Locus::Prober,
+    },
+    CauseSpec {
+        id: CauseId::FamilyPath,
+        title: "One address family's path is broken: its own route, MTU, neighbour discovery or filter rule",
+        why: "IPv4 and IPv6 share the nodes, the links and the backends but little else: each family has its own \
+              routes, its own overlay device (Calico's vxlan.calico and vxlan-v6.calico), its own MTU (VXLAN over \
+              IPv6 costs 70 bytes, not 50), ARP against neighbour discovery, and its own filter tables (ip \
+              against ip6, iptables against ip6tables). SYNs lost in one family only point at one of those.",
+        kinds: &[FindingKind::SynRetransmitLadder],
+        checks: &[
+            (Check::OneFamilyOnly, 3.0),
+            (Check::DeterministicRungs, 1.0),
+            (Check::CrossNodeOnly, 1.0),
+        ],
+        remediation: &[
+            "nft list ruleset (ip6 and inet tables) and ip6tables-save on the destination node: DROP rules for the hit family",
+            "ip -6 route get <pod address> and ip -6 neigh show on both nodes: the route and the neighbour entry through the overlay",
+            "the family's overlay device (Calico: vxlan-v6.calico for IPv6) and its MTU and FDB entries: ip -d link show, bridge fdb show dev vxlan-v6.calico",
+        ],
+        locus: Locus::Network,
     },
 ];

@@ -31,10 +31,25 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
     };
     let mut covered: BTreeSet<usize> = BTreeSet::new();
     let mut out = Vec::new();
-    for grouping in Grouping::WIDENING {
+    // On a dual-stack cluster each grouping is tried across both families
+    // first, then within each: a ladder in one family only is that
+    // family's, as a ladder on cross-node paths only is theirs.
+    let dual = cells
+        .iter()
+        .any(|c| c.w.dims.family != cells[0].w.dims.family);
+    let passes = Grouping::WIDENING
+        .into_iter()
+        .flat_map(|g| [(g, false), (g, true)])
+        .filter(|(_, by_family)| dual || !by_family);
+    for (grouping, by_family) in passes {
         let mut groups: BTreeMap<ScopeKey, Vec<usize>> = BTreeMap::new();
         for (i, c) in cells.iter().enumerate().filter(|(_, c)| informative(c)) {
             for key in ScopeKey::keys(grouping, &c.w.dims) {
+                let key = if by_family {
+                    key.in_family(c.w.dims.family)
+                } else {
+                    key
+                };
                 groups.entry(key).or_default().push(i);
             }
         }
@@ -93,13 +108,13 @@ pub fn findings(cells: &[Cell], facts: &[NodeFacts], cfg: &DetectorConfig) -> Ve
     }
     for (i, c) in cells.iter().enumerate() {
         if c.ladder && !covered.contains(&i) {
-            out.push(finding(
-                cells,
-                &[i],
-                ScopeKey::of(Grouping::Cell, &c.w.dims),
-                facts,
-                cfg,
-            ));
+            let key = ScopeKey::of(Grouping::Cell, &c.w.dims);
+            let key = if dual {
+                key.in_family(c.w.dims.family)
+            } else {
+                key
+            };
+            out.push(finding(cells, &[i], key, facts, cfg));
         }
     }
     out
@@ -140,7 +155,20 @@ fn finding(
     let p_binom = m.iter().map(|c| c.p_value).fold(1.0, f64::min);
 
     let judged = evidence::of_ladder(cells, &m, key.path, facts, &rungs, cfg);
-    let lines = LadderText {
+    let family_line = key.family.and_then(|f| {
+        let twins = evidence::family_twins(cells, &m)?;
+        let (h, t) = cells
+            .iter()
+            .filter(|c| twins(c))
+            .fold((0, 0), |(h, t), c| (h + c.hits(), t + c.n));
+        Some(format!(
+            "{} only: {hits} of {n} {} probes lost SYNs, {h} of {t} {} probes between the same nodes, from the same networks, through the same kind of target",
+            f.describe(),
+            f.describe(),
+            f.other().describe()
+        ))
+    });
+    let mut lines = LadderText {
         m: &m,
         rungs: &rungs,
         p_binom,
@@ -149,6 +177,7 @@ fn finding(
         cfg,
     }
     .lines();
+    lines.extend(family_line);
     let agreement = if rung_probes > 0 {
         agree as f64 / rung_probes as f64
     } else {

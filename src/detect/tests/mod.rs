@@ -35,8 +35,9 @@ fn series_dns(
     dns_ms: Option<f64>,
 ) -> Series {
     // What the echo declares for `/bytes/N`; the probe measures it.
-    let body_bytes = Target::parse(target, url)
-        .ok()
+    let parsed = Target::parse(target, url).ok();
+    let body_bytes = parsed
+        .as_ref()
         .and_then(|t| t.echo_body_bytes())
         .unwrap_or(0);
     let mut samples = Vec::new();
@@ -78,6 +79,8 @@ fn series_dns(
             destination_node: Some(dst.into()),
             target: target.into(),
             path,
+            // The URL's literal: `http://[fd00::1]/` is an IPv6 series.
+            family: parsed.and_then(|t| t.family).unwrap_or_default(),
         },
         samples,
         body_bytes,
@@ -161,6 +164,7 @@ fn at(s: &mut Series, secs: &[u64]) {
 mod censored;
 mod checks;
 mod edges;
+mod families;
 mod first_contact;
 mod incident;
 mod kinds;

@@ -484,6 +484,8 @@ impl Otlp {
             ),
             KeyValue::new("tailprobe.target", r.target.name.clone()),
             KeyValue::new("tailprobe.path", r.path.as_str()),
+            // The semantic conventions' own attribute, with their values.
+            KeyValue::new("network.type", crate::model::Dims::of(r).family.as_str()),
         ]
     }
 

@@ -25,6 +25,8 @@ pub(super) struct PathLabels {
     pub(super) destination_node: String,
     pub(super) target: String,
     pub(super) path: String,
+    /// `ipv4` or `ipv6`: a label, not more series, on a one-family cluster.
+    pub(super) family: String,
 }
 
 /// A stalled probe's series and the SYNs it has lost so far.
@@ -43,6 +45,7 @@ impl PathLabels {
             destination_node: d.destination_node.as_deref().unwrap_or("").into(),
             target: d.target.to_string(),
             path: d.path.as_str().into(),
+            family: d.family.as_str().into(),
         }
     }
 }

@@ -148,3 +148,27 @@ fn a_target_that_leaves_takes_its_series_along() {
     assert_eq!(m.retain_targets(|_| false), 2);
     assert_eq!(series(&m.encode(), "stays"), 0);
 }
+
+#[test]
+fn the_family_is_a_label_not_more_series() {
+    let m = Metrics::new(Arc::default(), &MetricsConfig::default());
+    m.observe(&result("a", Outcome::Ok, 0));
+    let mut v6 = result("b", Outcome::Ok, 0);
+    v6.target = Arc::new(Target::parse("b", "http://[::1]:1/").unwrap());
+    m.observe(&v6);
+    let text = m.encode();
+    let count = series(&text, "a");
+    assert_eq!(series(&text, "b"), count, "{text}");
+    let of = |t: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("target=\"{t}\"")))
+            .all(|l| {
+                l.contains(if t == "a" {
+                    "family=\"ipv4\""
+                } else {
+                    "family=\"ipv6\""
+                })
+            })
+    };
+    assert!(of("a") && of("b"), "{text}");
+}

@@ -452,6 +452,14 @@ impl MatrixReport {
         if with_waiting {
             header.push("WAITING");
         }
+        // A one-family run reads as it always did.
+        let with_family = self
+            .cells
+            .windows(2)
+            .any(|w| w[0].dims.family != w[1].dims.family);
+        if with_family {
+            header.insert(3, "FAMILY");
+        }
         let rows: Vec<Vec<String>> = self
             .cells
             .iter()
@@ -474,6 +482,9 @@ impl MatrixReport {
                 if with_waiting {
                     row.push(waiting_text(&c.waiting));
                 }
+                if with_family {
+                    row.insert(3, c.dims.family.as_str().into());
+                }
                 row
             })
             .collect();
@@ -490,7 +501,7 @@ impl MatrixReport {
             let mut l = String::new();
             for (i, c) in cells.iter().enumerate() {
                 // Names left-aligned, numbers right-aligned.
-                if i < 3 {
+                if i < 3 + usize::from(with_family) {
                     let _ = write!(l, "{c:<w$}  ", w = widths[i]);
                 } else {
                     let _ = write!(l, "{c:>w$}  ", w = widths[i]);

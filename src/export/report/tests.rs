@@ -10,6 +10,7 @@ fn dims(destination: Option<&str>, path: PathKind) -> Dims {
         destination_node: destination.map(Into::into),
         target: "t".into(),
         path,
+        family: Default::default(),
     }
 }
 
@@ -363,4 +364,27 @@ fn human_units() {
     assert_eq!(human_ms(Some(12.34)), "12.3ms");
     assert_eq!(human_ms(Some(63_420.0)), "63.42s");
     assert_eq!(human_ms(None), "-");
+}
+
+#[test]
+fn the_family_column_shows_on_a_dual_stack_run_only() {
+    let mut r = report(1);
+    let cell = |target: &str, family| {
+        let mut d = dims(Some("n2"), PathKind::CrossNode);
+        d.target = target.into();
+        d.family = family;
+        Cell::from_samples(d, "http://x/", &[])
+    };
+    r.cells.push(cell("node/n2", crate::model::Family::Ipv4));
+    let one = r.to_table();
+    assert!(!one.contains("FAMILY") && !one.contains("ipv4"), "{one}");
+    r.cells
+        .push(cell("node/n2/ipv6", crate::model::Family::Ipv6));
+    let both = r.to_table();
+    let lines: Vec<&str> = both.lines().collect();
+    assert!(lines[1].contains("  PATH        FAMILY  SAMPLES"), "{both}");
+    assert!(
+        lines[2].contains("cross-node  ipv4  ") && lines[3].contains("cross-node  ipv6  "),
+        "{both}"
+    );
 }

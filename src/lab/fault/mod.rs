@@ -19,6 +19,7 @@ pub fn release(lab: &str) -> Result<usize, LabError> {
 }
 
 use super::{LabError, Plan, check_root, delayer, plan, sh, signal, spawn_in, state_dir};
+use crate::model::Family;
 
 /// A fault to inject.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub enum Fault {
         to: usize,
         count: u32,
         percent: u32,
+        /// One family's overlay only; `None`: every family the lab has.
+        family: Option<Family>,
     },
     /// The VXLAN double-NAT checksum bug on node `on`'s outgoing overlay.
     VxlanCsumBug { on: usize },
@@ -81,6 +84,7 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             to,
             count,
             percent,
+            family,
         } => {
             if from == to {
                 return Err(LabError::Usage(
@@ -94,7 +98,23 @@ pub fn inject(plan: &Plan, fault: &Fault) -> Result<(), LabError> {
             if !(1..=100).contains(&percent) {
                 return Err(LabError::Usage("--percent must be 1 to 100".into()));
             }
-            sh::nft(&plan.node_ns(to), &plan.drop_syn_nft(from, count, percent))
+            if family == Some(Family::Ipv6) && !plan.dual_stack {
+                return Err(LabError::Usage(format!(
+                    "lab {} has no IPv6 overlay; start it with `lab up --dual-stack` or drop --family",
+                    plan.prefix
+                )));
+            }
+            for f in plan.families() {
+                if family.is_some_and(|only| only != *f) {
+                    continue;
+                }
+                let rules = match f {
+                    Family::Ipv4 => plan.drop_syn_nft(from, count, percent),
+                    Family::Ipv6 => plan.drop_syn6_nft(from, count, percent),
+                };
+                sh::nft(&plan.node_ns(to), &rules)?;
+            }
+            Ok(())
         }
         Fault::VxlanCsumBug { on } => {
             // The mark survives encapsulation, so the outer packet is
@@ -250,8 +270,8 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
         backend::clear(plan)? + network::clear_rp_filter(plan)? + starve::clear(&plan.prefix)?;
     for i in plan.node_ids() {
         let ns = plan.node_ns(i);
-        for table in fault_tables(plan, i)? {
-            sh::nft(&ns, &format!("delete table ip {table}\n"))?;
+        for (family, table) in fault_tables(plan, i)? {
+            sh::nft(&ns, &format!("delete table {family} {table}\n"))?;
             removed += 1;
         }
         if !plan.kubernetes {
@@ -287,11 +307,15 @@ pub fn clear(plan: &Plan) -> Result<usize, LabError> {
     Ok(removed)
 }
 
-pub(super) fn fault_tables(plan: &Plan, i: usize) -> Result<Vec<String>, LabError> {
+/// The fault tables on node i, each with its nftables family (`ip`, `ip6`).
+pub(super) fn fault_tables(plan: &Plan, i: usize) -> Result<Vec<(String, String)>, LabError> {
     let prefix = format!("{}-fault-", plan.prefix);
     Ok(sh::in_ns(&plan.node_ns(i), "nft", &["list", "tables"])?
         .lines()
-        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
-        .filter(|t| t.starts_with(&prefix))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace().skip(1);
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .filter(|(_, t)| t.starts_with(&prefix))
         .collect())
 }

@@ -14,10 +14,12 @@
 
 pub mod apiserver;
 pub mod discovery;
+mod families;
 pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod register;
+pub mod snapshot;
 
 /// Errors talking to the API server.
 #[derive(Debug, thiserror::Error)]
