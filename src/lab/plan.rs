@@ -373,38 +373,18 @@ impl Plan {
     /// how many SYNs of each flow were dropped. With `percent` below 100, a
     /// flow's first SYN is picked at random; a flow not picked passes.
     pub fn drop_syn_nft(&self, from: usize, count: u32, percent: u32) -> String {
-        let t = self.fault_table("dropsyn", &format!("from{from}"));
         let sources = format!("{{ {}, 10.244.{from}.0/24 }}", self.tunnel_ip(from));
-        let key = "ip saddr . tcp sport";
-        let mut s = format!("table ip {t} {{\n");
-        for k in 1..=count {
-            let _ = writeln!(
-                s,
-                "  set s{k} {{ type ipv4_addr . inet_service; flags dynamic,timeout; timeout 10m; }}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  chain prerouting {{ type filter hook prerouting priority raw - 10; policy accept;"
-        );
-        let m =
-            format!("iifname \"{VXLAN_DEV}\" ip saddr {sources} tcp flags & (syn | ack) == syn");
-        let _ = writeln!(s, "    {m} {key} @s{count} accept");
-        for k in (1..count).rev() {
-            let _ = writeln!(
-                s,
-                "    {m} {key} @s{k} add @s{} {{ {key} }} counter drop",
-                k + 1
-            );
-        }
-        let pick = if percent < 100 {
-            format!(" numgen random mod 100 < {percent}")
-        } else {
-            String::new()
-        };
-        let _ = writeln!(s, "    {m}{pick} add @s1 {{ {key} }} counter drop");
-        let _ = writeln!(s, "  }}\n}}");
-        s
+        syn_ladder_nft(
+            &SynLadder {
+                table: format!("ip {}", self.fault_table("dropsyn", &format!("from{from}"))),
+                addr_type: "ipv4_addr",
+                saddr: "ip saddr",
+                dev: VXLAN_DEV,
+                sources,
+            },
+            count,
+            percent,
+        )
     }
 
     /// The VXLAN checksum bug, on the sending node: outer UDP packets whose
@@ -451,6 +431,58 @@ impl Plan {
              iifname \"{UNDERLAY_DEV}\" udp dport {VXLAN_PORT} meta length > {size} counter drop\n  }}\n}}\n"
         )
     }
+}
+
+/// One family's SYN-drop fault: where its rules go and what they match.
+pub(super) struct SynLadder<'a> {
+    /// `ip NAME` or `ip6 NAME`.
+    pub table: String,
+    /// The set element type of a source address.
+    pub addr_type: &'a str,
+    /// The match on a packet's source address (`ip saddr`, `ip6 saddr`).
+    pub saddr: &'a str,
+    /// The overlay device the SYNs arrive on.
+    pub dev: &'a str,
+    /// The sources dropped from, as an nftables set literal.
+    pub sources: String,
+}
+
+/// The ladder of dynamic sets behind [`Plan::drop_syn_nft`], for either
+/// family: the first `count` SYNs of `percent` % of the flows are dropped.
+pub(super) fn syn_ladder_nft(l: &SynLadder<'_>, count: u32, percent: u32) -> String {
+    let key = format!("{} . tcp sport", l.saddr);
+    let mut s = format!("table {} {{\n", l.table);
+    for k in 1..=count {
+        let _ = writeln!(
+            s,
+            "  set s{k} {{ type {} . inet_service; flags dynamic,timeout; timeout 10m; }}",
+            l.addr_type
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{ type filter hook prerouting priority raw - 10; policy accept;"
+    );
+    let m = format!(
+        "iifname \"{}\" {} {} tcp flags & (syn | ack) == syn",
+        l.dev, l.saddr, l.sources
+    );
+    let _ = writeln!(s, "    {m} {key} @s{count} accept");
+    for k in (1..count).rev() {
+        let _ = writeln!(
+            s,
+            "    {m} {key} @s{k} add @s{} {{ {key} }} counter drop",
+            k + 1
+        );
+    }
+    let pick = if percent < 100 {
+        format!(" numgen random mod 100 < {percent}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(s, "    {m}{pick} add @s1 {{ {key} }} counter drop");
+    let _ = writeln!(s, "  }}\n}}");
+    s
 }
 
 #[cfg(test)]

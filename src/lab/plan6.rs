@@ -12,7 +12,9 @@
 use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 
-use super::plan::{MASQ_MARK, POD_PORT, Plan, UNDERLAY_DEV, VXLAN_PORT, VXLAN_VNI};
+use super::plan::{
+    MASQ_MARK, POD_PORT, Plan, SynLadder, UNDERLAY_DEV, VXLAN_PORT, VXLAN_VNI, syn_ladder_nft,
+};
 use crate::model::Family;
 
 /// Calico's name for the IPv6 VXLAN device.
@@ -187,38 +189,21 @@ impl Plan {
     /// of `percent` % of the flows from node `from`'s tunnel address and
     /// pods, arriving on `vxlan-v6.calico`.
     pub fn drop_syn6_nft(&self, from: usize, count: u32, percent: u32) -> String {
-        let t = self.fault_table("dropsyn6", &format!("from{from}"));
         let sources = format!("{{ {}, {} }}", self.tunnel_ip6(from), self.pod_cidr6(from));
-        let key = "ip6 saddr . tcp sport";
-        let mut s = format!("table ip6 {t} {{\n");
-        for k in 1..=count {
-            let _ = writeln!(
-                s,
-                "  set s{k} {{ type ipv6_addr . inet_service; flags dynamic,timeout; timeout 10m; }}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "  chain prerouting {{ type filter hook prerouting priority raw - 10; policy accept;"
-        );
-        let m =
-            format!("iifname \"{VXLAN6_DEV}\" ip6 saddr {sources} tcp flags & (syn | ack) == syn");
-        let _ = writeln!(s, "    {m} {key} @s{count} accept");
-        for k in (1..count).rev() {
-            let _ = writeln!(
-                s,
-                "    {m} {key} @s{k} add @s{} {{ {key} }} counter drop",
-                k + 1
-            );
-        }
-        let pick = if percent < 100 {
-            format!(" numgen random mod 100 < {percent}")
-        } else {
-            String::new()
-        };
-        let _ = writeln!(s, "    {m}{pick} add @s1 {{ {key} }} counter drop");
-        let _ = writeln!(s, "  }}\n}}");
-        s
+        syn_ladder_nft(
+            &SynLadder {
+                table: format!(
+                    "ip6 {}",
+                    self.fault_table("dropsyn6", &format!("from{from}"))
+                ),
+                addr_type: "ipv6_addr",
+                saddr: "ip6 saddr",
+                dev: VXLAN6_DEV,
+                sources,
+            },
+            count,
+            percent,
+        )
     }
 }
 
