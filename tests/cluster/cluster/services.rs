@@ -229,7 +229,12 @@ fn targets_follow_opted_in_services_through_revoked_rbac_and_compacted_history_a
             .and_then(|b| serde_json::from_str::<Vec<Value>>(&b).ok())
             .unwrap_or_default()
             .iter()
-            .filter(|t| t["name"].as_str().unwrap_or("").starts_with("svc/"))
+            // The opted-in Services; the API server's own probe is always
+            // there and is not one of them.
+            .filter(|t| {
+                let name = t["name"].as_str().unwrap_or("");
+                name.starts_with("svc/") && name != "svc/default/kubernetes"
+            })
             .map(|t| {
                 let mixed = t["mixed"].as_array().into_iter().flatten();
                 (
