@@ -14,7 +14,7 @@ use crate::config::Loaded;
 use crate::export::Recorder;
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::report::MatrixReport;
-use crate::probe::scheduler::Sink;
+use crate::model::Record;
 use crate::probe::{InFlight, Prober};
 use crate::stats::{Retention, Series, Stats};
 
@@ -215,7 +215,7 @@ pub async fn run_with(
             );
             tasks.spawn(async move {
                 for (r, stall) in prober.probe_each(&target, &cancel).await {
-                    recorder.record(&r);
+                    recorder.record(&r, None);
                     drop(stall);
                 }
                 drop(permit);
@@ -363,4 +363,11 @@ pub fn stalls_by_path(stalled: &[(crate::model::Dims, String, crate::model::Pend
         out.push(format!("{more} more paths"));
     }
     out.join(", ")
+}
+
+/// The finished probes of a one-shot run, for its progress display.
+impl Record for std::sync::atomic::AtomicU64 {
+    fn record(&self, _r: &crate::model::ProbeResult, _trace: Option<&crate::model::TraceRef>) {
+        self.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }

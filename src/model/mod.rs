@@ -8,12 +8,14 @@
 
 mod facts;
 mod probe;
+mod record;
 mod schedule;
 mod series;
 mod target;
 
 pub use facts::{Counters, NodeFacts, OverlayDevice, parse_kernel};
 pub use probe::{Network, Outcome, PathKind, Phases, ProbeResult, SourceKind, SynEvent, TcpInfo};
+pub use record::{Record, SkipReason};
 pub use schedule::{DNS_RUNGS_S, SynSchedule, match_dns_rung};
 pub use series::{
     Dims, Family, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PassiveConfig;
+use crate::model::Record;
 use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target};
 use crate::probe::InFlight;
-use crate::probe::scheduler::Sink;
 use attribute::{Attribution, Vantages};
 use metrics::{ConnectLabels, PassiveMetrics};
 use read::{ConnectKey, Connecting, Deltas};
@@ -60,7 +60,7 @@ pub struct Context {
     /// The targets of the moment: they name the destinations.
     pub targets: Arc<RwLock<Vec<Arc<Target>>>>,
     /// The fan-out results go to (without tracing: there is no probe).
-    pub sink: Arc<dyn Sink>,
+    pub sink: Arc<dyn Record>,
     pub in_flight: Arc<InFlight>,
     pub metrics: PassiveMetrics,
 }
@@ -223,7 +223,7 @@ impl Step<'_> {
             let took = read::bucket_upper(bucket);
             let r = self.result(kind, target, key, took);
             for _ in 0..n.min(MAX_PER_BUCKET) {
-                self.ctx.sink.record(&r);
+                self.ctx.sink.record(&r, None);
             }
         }
     }

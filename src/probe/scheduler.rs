@@ -3,6 +3,7 @@
 //! point and never awaited by the schedule, so a probe stuck for 63 s delays
 //! neither the next probe of its target nor any other target. When the
 //! in-flight bound is reached the probe is skipped and counted, never queued.
+//! Every result goes to one [`Record`], the driver's fan-out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,36 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Prober;
-use crate::model::ProbeResult;
-use crate::model::Target;
-
-/// Receives every finished probe and every skipped one. Implementations must
-/// be quick: they run on the probe's task.
-pub trait Sink: Send + Sync + 'static {
-    fn record(&self, result: &ProbeResult);
-    fn skipped(&self, target: &Target, reason: SkipReason);
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SkipReason {
-    /// `max_in_flight` probes were already running.
-    InFlightLimit,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 1] = [SkipReason::InFlightLimit];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::InFlightLimit => "in-flight-limit",
-        }
-    }
-}
+use crate::model::{Record, SkipReason, Target};
 
 /// Runs one schedule per target until cancelled.
 pub struct Scheduler {
     prober: Arc<Prober>,
-    sink: Arc<dyn Sink>,
+    sink: Arc<dyn Record>,
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -54,7 +31,7 @@ pub struct Scheduler {
 impl Scheduler {
     pub fn new(
         prober: Arc<Prober>,
-        sink: Arc<dyn Sink>,
+        sink: Arc<dyn Record>,
         max_in_flight: usize,
         cancel: CancellationToken,
     ) -> Self {
@@ -135,7 +112,7 @@ fn same_target(a: &Target, b: &Target) -> bool {
 async fn schedule(
     target: Arc<Target>,
     prober: Arc<Prober>,
-    sink: Arc<dyn Sink>,
+    sink: Arc<dyn Record>,
     limit: Arc<Semaphore>,
     stop: CancellationToken,
     cancel: CancellationToken,
@@ -164,7 +141,7 @@ async fn schedule(
             let start_lag = due.elapsed();
             for (mut result, stall) in prober.probe_each(&target, &cancel).await {
                 result.start_lag = start_lag;
-                sink.record(&result);
+                sink.record(&result, None);
                 // Only now: the stall stays visible until its sample is.
                 drop(stall);
             }

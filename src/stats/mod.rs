@@ -305,6 +305,13 @@ impl Stats {
     }
 }
 
+/// The stats keep every probe, with its trace as a finding's example.
+impl crate::model::Record for Stats {
+    fn record(&self, r: &ProbeResult, trace: Option<&TraceRef>) {
+        self.record_traced(r, trace.cloned());
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use common::{Behaviour, Server};
 use tailprobe::model::Target;
-use tailprobe::model::{Outcome, ProbeResult, SourceKind};
+use tailprobe::model::{Outcome, ProbeResult, Record, SkipReason, SourceKind, TraceRef};
 use tailprobe::probe::Prober;
-use tailprobe::probe::scheduler::{Scheduler, Sink, SkipReason};
+use tailprobe::probe::scheduler::Scheduler;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Default)]
@@ -20,8 +20,8 @@ struct Collect {
     skipped: AtomicUsize,
 }
 
-impl Sink for Collect {
-    fn record(&self, r: &ProbeResult) {
+impl Record for Collect {
+    fn record(&self, r: &ProbeResult, _trace: Option<&TraceRef>) {
         self.results.lock().unwrap().push(r.clone());
     }
     fn skipped(&self, _: &Target, reason: SkipReason) {

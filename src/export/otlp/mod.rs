@@ -557,7 +557,7 @@ fn keep(cfg: &OtlpConfig, r: &ProbeResult, draw: f64) -> bool {
 pub const SHUTDOWN_BUDGET: Duration = Duration::from_secs(3);
 
 /// Probe metrics: every probe, whether its trace was kept or not.
-impl super::Exporter for Otlp {
+impl crate::model::Record for Otlp {
     fn record(&self, r: &ProbeResult, _trace: Option<&TraceRef>) {
         if r.outcome == Outcome::Cancelled {
             return;

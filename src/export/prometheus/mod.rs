@@ -21,8 +21,8 @@ use prometheus_client::registry::Registry;
 use crate::config::{Buckets, Grain, MetricPhase, MetricsConfig};
 use crate::model::{Dims, ProbeResult};
 use crate::model::{Outcome, Target};
+use crate::model::{Record, SkipReason};
 use crate::probe::InFlight;
-use crate::probe::scheduler::SkipReason;
 use crate::stats::Phase;
 
 mod labels;
@@ -537,7 +537,7 @@ impl Metrics {
     }
 }
 
-impl super::Exporter for Metrics {
+impl Record for Metrics {
     fn record(&self, r: &ProbeResult, _trace: Option<&crate::model::TraceRef>) {
         self.observe(r);
     }

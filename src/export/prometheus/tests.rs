@@ -115,11 +115,11 @@ fn per_path_series_drop_the_target_and_destination() {
 
 #[test]
 fn skipped_probes_are_counted_by_target_and_reason() {
-    use crate::export::Exporter;
+    use crate::model::Record;
     let m = Metrics::new(Arc::default(), &MetricsConfig::default());
     let r = result("busy", Outcome::Ok, 0);
     m.skipped(&r.target, SkipReason::InFlightLimit);
-    Exporter::skipped(&m, &r.target, SkipReason::InFlightLimit);
+    Record::skipped(&m, &r.target, SkipReason::InFlightLimit);
     let text = m.encode();
     assert!(
         text.contains(
