@@ -84,6 +84,7 @@ impl Drop for Names {
 
 #[test]
 fn every_address_of_a_name_is_a_series_of_its_own_as_root() {
+    let _turn = crate::shared();
     let names = Names::new();
     let dir = TempDir::new("addresses");
     let cfg = dir.file(

@@ -52,17 +52,23 @@ fn unique(tag: &str) -> String {
 /// A dual-stack lab, removed when dropped.
 struct Lab {
     name: String,
+    // Dropped after the lab is down (fields drop after `Drop::drop`).
+    _turn: crate::Turn,
 }
 
 impl Lab {
     fn up(extra: &[&str]) -> Self {
         require_root();
+        let turn = crate::shared();
         let name = unique("t6");
         let mut args = vec!["lab", "up", "--dual-stack", "--name", &name, "--nodes", "3"];
         args.extend_from_slice(extra);
         let (code, out, err) = tailprobe(&args);
         // Removed even when up failed half-way.
-        let lab = Lab { name };
+        let lab = Lab {
+            name,
+            _turn: crate::Turn::Shared(turn),
+        };
         assert_eq!(code, 0, "lab up --dual-stack: {out}{err}");
         lab
     }
@@ -298,6 +304,7 @@ fn probe_in(ns: &str, url: &'static str) -> tailprobe::model::ProbeResult {
 
 #[test]
 fn an_ipv6_address_from_an_ipv4_only_namespace_is_unreachable_with_its_reason_as_root() {
+    let _turn = crate::shared();
     for disable_ipv6 in [false, true] {
         let ns = Netns::ipv4_only(disable_ipv6);
         from_ipv4_only(&ns.0);

@@ -173,6 +173,7 @@ fn errors(timed: &Timed, wire: &HashMap<u16, Duration>) -> (f64, f64, usize) {
 
 #[test]
 fn each_connect_time_matches_the_wire_against_a_capture_as_root() {
+    let _turn = crate::shared();
     let pair = Pair::new();
     let port = 8123;
     let server_ip = pair.server_ip.clone();

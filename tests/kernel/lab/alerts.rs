@@ -94,7 +94,7 @@ fn a_lab_fault_raises_and_clears_an_otlp_alert_as_root() {
 fn the_checksum_bug_is_a_verdict_seconds_after_the_first_lost_syn_as_root() {
     use common::otlp::{Receiver, attr, log_records, phase};
     use std::time::{Duration, Instant};
-    let lab = Lab::up(&["--syn-linear-timeouts", "0", "--txrehash", "0"]);
+    let lab = Lab::up_alone(&["--syn-linear-timeouts", "0", "--txrehash", "0"]);
     for on in ["node1", "node2", "node3"] {
         lab.run(&["lab", "fault", "vxlan-csum-bug", "--on", on]);
     }

@@ -116,7 +116,7 @@ fn a_slow_backend_and_lost_dns_queries_are_placed_where_they_are_as_root() {
 /// own daemon; node2's daemon, not starved, raises nothing.
 #[test]
 fn a_starved_prober_names_itself_not_the_network_as_root() {
-    let lab = Lab::up(&[]);
+    let lab = Lab::up_alone(&[]);
     lab.run(&["lab", "run", "--samples", "2", "--vantage", "host"]);
     lab.run(&[
         "lab",

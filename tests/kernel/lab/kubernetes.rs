@@ -9,6 +9,7 @@ use super::*;
 /// network's cross-node paths, from every prober. Nothing is left after.
 #[test]
 fn the_demo_on_the_real_control_plane_names_the_checksum_bug_through_the_hub_as_root() {
+    let _turn = crate::shared();
     common::require_root("the lab tests");
     let name = format!("tk{}", std::process::id() % 100_000);
     let out = Command::new(bin())
@@ -102,6 +103,7 @@ fn a_kubernetes_lab_runs_kube_proxy_in_iptables_mode_as_root() {
 /// port is taken does.
 #[test]
 fn a_control_plane_that_cannot_start_says_why_and_leaves_nothing_as_root() {
+    let _turn = crate::shared();
     common::require_root("the lab tests");
     let real = tailprobe::lab::kube::Bins::find(None).unwrap();
     let dir = common::TempDir::new("broken-etcd");

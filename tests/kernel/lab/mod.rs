@@ -33,10 +33,22 @@ fn tailprobe(args: &[&str]) -> (i32, String, String) {
 /// A lab that is removed when dropped.
 struct Lab {
     name: String,
+    // Dropped after the lab is down (fields drop after `Drop::drop`).
+    _turn: crate::Turn,
 }
 
 impl Lab {
     fn up(extra: &[&str]) -> Self {
+        Self::up_in(crate::Turn::Shared(crate::shared()), extra)
+    }
+
+    /// A lab for a test whose assertions are deadlines: no other test of
+    /// this binary runs beside it.
+    fn up_alone(extra: &[&str]) -> Self {
+        Self::up_in(crate::Turn::Alone(crate::alone()), extra)
+    }
+
+    fn up_in(turn: crate::Turn, extra: &[&str]) -> Self {
         common::require_root("the lab tests");
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
@@ -48,7 +60,7 @@ impl Lab {
         args.extend_from_slice(extra);
         let (code, out, err) = tailprobe(&args);
         assert_eq!(code, 0, "lab up: {out}{err}");
-        Lab { name }
+        Lab { name, _turn: turn }
     }
 
     fn run(&self, args: &[&str]) {
