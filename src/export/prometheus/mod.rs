@@ -26,11 +26,12 @@ use crate::probe::InFlight;
 use crate::stats::Phase;
 
 mod labels;
+mod slo;
 mod tls;
 
 use labels::{
-    BurnLabels, FindingLabels, PathLabels, PhaseLabels, ProbeLabels, ServerLabels, SkipLabels,
-    SloLabels, StallLabels, TargetLabels,
+    FindingLabels, PathLabels, PhaseLabels, ProbeLabels, ServerLabels, SkipLabels, StallLabels,
+    TargetLabels,
 };
 
 /// `buckets = "rungs"`, upper bounds in seconds. A rung at T arrives in
@@ -102,10 +103,7 @@ pub struct Metrics {
     syn_retransmits: Family<PathLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
     findings: Family<FindingLabels, Gauge>,
-    slo_probes: Family<SloLabels, Counter>,
-    slo_good: Family<SloLabels, Counter>,
-    slo_burn: Family<BurnLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    slo_alert: Family<BurnLabels, Gauge>,
+    slo: slo::SloMetrics,
     in_flight: Gauge,
     syn_stalled: Gauge,
     stalled: Family<StallLabels, Gauge>,
@@ -179,30 +177,7 @@ impl Metrics {
             "The detector's current findings (1 while raised), by kind, scope key (stable: grouping and dimensions, never prose), likeliest cause and where the trouble lies (network, backend, dns, prober)",
             findings.clone(),
         );
-        let slo_probes = Family::<SloLabels, Counter>::default();
-        registry.register(
-            "slo_probes",
-            "Probes counted toward each SLO",
-            slo_probes.clone(),
-        );
-        let slo_good = Family::<SloLabels, Counter>::default();
-        registry.register(
-            "slo_good",
-            "Probes that ended ok within each SLO's threshold",
-            slo_good.clone(),
-        );
-        let slo_burn = Family::<BurnLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        registry.register(
-            "slo_burn_rate",
-            "Error-budget burn rate per SLO alert window (1 = exactly on budget)",
-            slo_burn.clone(),
-        );
-        let slo_alert = Family::<BurnLabels, Gauge>::default();
-        registry.register(
-            "slo_alert",
-            "1 while an SLO burn-rate alert fires (window is the long window)",
-            slo_alert.clone(),
-        );
+        let slo = slo::SloMetrics::register(&mut registry);
         let in_flight_g = Gauge::default();
         registry.register(
             "probes_in_flight",
@@ -286,10 +261,7 @@ impl Metrics {
             syn_retransmits,
             skipped,
             findings,
-            slo_probes,
-            slo_good,
-            slo_burn,
-            slo_alert,
+            slo,
             in_flight: in_flight_g,
             syn_stalled,
             stalled,
@@ -464,36 +436,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one probe toward an SLO.
+    /// A probe counted toward the SLO named `slo`.
     pub fn slo_probe(&self, slo: &str, good: bool) {
-        let l = SloLabels { slo: slo.into() };
-        self.slo_probes.get_or_create(&l).inc();
-        if good {
-            self.slo_good.get_or_create(&l).inc();
-        }
+        self.slo.probe(slo, good);
     }
 
     /// Publishes every SLO alert's burn rates and state.
     pub fn set_slo(&self, states: &[(crate::slo::AlertState, crate::slo::BurnAlert)]) {
-        use crate::slo::rules::prometheus_duration;
-        for (s, a) in states {
-            for (window, burn) in [(a.long.get(), s.long_burn), (a.short.get(), s.short_burn)] {
-                self.slo_burn
-                    .get_or_create(&BurnLabels {
-                        slo: s.slo.clone(),
-                        severity: s.severity.clone(),
-                        window: prometheus_duration(window),
-                    })
-                    .set(burn);
-            }
-            self.slo_alert
-                .get_or_create(&BurnLabels {
-                    slo: s.slo.clone(),
-                    severity: s.severity.clone(),
-                    window: prometheus_duration(a.long.get()),
-                })
-                .set(i64::from(s.firing));
-        }
+        self.slo.set(states);
     }
 
     /// Replaces the findings gauge with the detector's latest verdict.
