@@ -156,3 +156,28 @@ fn random_up_to(d: Duration) -> Duration {
     }
     Duration::from_nanos(rand::rng().random_range(0..d.as_nanos().min(u128::from(u64::MAX)) as u64))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schedule restarts when anything a probe reads changes, the TLS
+    /// settings and the address expansion included; the name alone does not.
+    #[test]
+    fn a_target_is_the_same_only_if_its_probe_would_be() {
+        let t = Target::parse("t", "https://a.example/").unwrap();
+        assert!(same_target(&t, &t.clone()));
+        let mut other = t.clone();
+        other.tls.as_mut().unwrap().server_name = "b.example".into();
+        assert!(!same_target(&t, &other));
+        let mut other = t.clone();
+        other.tls_timeout = Duration::from_secs(1);
+        assert!(!same_target(&t, &other));
+        let mut other = t.clone();
+        other.all_addresses = true;
+        assert!(!same_target(&t, &other));
+        let mut other = t.clone();
+        other.bearer_token_file = Some("/t".into());
+        assert!(!same_target(&t, &other));
+    }
+}

@@ -13,32 +13,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::bin;
+use crate::lab::{Lab, cells, tailprobe};
 use tailprobe::detect::{CauseId, FindingKind};
 use tailprobe::export::report::Cell;
-use tailprobe::lab::run::LabReport;
 use tailprobe::model::{Family, Outcome, PathKind, SourceKind, Target, Via};
 use tailprobe::probe::Prober;
 use tokio_util::sync::CancellationToken;
-
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert_eq!(
-        uid.split_whitespace().nth(2),
-        Some("0"),
-        "the IPv6 lab tests need root: they create network namespaces; run ./scripts/test as root"
-    );
-}
-
-fn tailprobe(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn unique(tag: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -47,73 +27,6 @@ fn unique(tag: &str) -> String {
         std::process::id() % 100_000,
         N.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-/// A dual-stack lab, removed when dropped.
-struct Lab {
-    name: String,
-    // Dropped after the lab is down (fields drop after `Drop::drop`).
-    _turn: crate::Turn,
-}
-
-impl Lab {
-    fn up(extra: &[&str]) -> Self {
-        require_root();
-        let turn = crate::shared();
-        let name = unique("t6");
-        let mut args = vec!["lab", "up", "--dual-stack", "--name", &name, "--nodes", "3"];
-        args.extend_from_slice(extra);
-        let (code, out, err) = tailprobe(&args);
-        // Removed even when up failed half-way.
-        let lab = Lab {
-            name,
-            _turn: crate::Turn::Shared(turn),
-        };
-        assert_eq!(code, 0, "lab up --dual-stack: {out}{err}");
-        lab
-    }
-
-    fn run(&self, args: &[&str]) {
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--name", &self.name]);
-        let (code, out, err) = tailprobe(&all);
-        assert_eq!(code, 0, "{args:?}: {out}{err}");
-    }
-
-    fn matrix(&self, samples: u32) -> LabReport {
-        let s = samples.to_string();
-        let (code, out, err) = tailprobe(&[
-            "lab",
-            "matrix",
-            "--name",
-            &self.name,
-            "--samples",
-            &s,
-            "--format",
-            "json",
-        ]);
-        assert!(code == 0 || code == 1, "lab matrix: {err}");
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = tailprobe(&["lab", "down", "--name", &self.name]);
-    }
-}
-
-/// Every cell that opens a connection, with its source node and kind.
-fn cells(r: &LabReport) -> Vec<(&str, SourceKind, &Cell)> {
-    r.reports
-        .iter()
-        .flat_map(|rep| {
-            rep.cells
-                .iter()
-                .map(move |c| (rep.source_node.as_str(), rep.source_kind, c))
-        })
-        .filter(|(_, _, c)| !c.url.starts_with("dns://"))
-        .collect()
 }
 
 fn fast(c: &Cell) -> bool {
@@ -125,7 +38,7 @@ fn fast(c: &Cell) -> bool {
 #[test]
 fn a_dual_stack_lab_probes_both_families_and_finds_a_ladder_on_the_ipv6_overlay_as_root() {
     let t0 = std::time::Instant::now();
-    let lab = Lab::up(&["--syn-linear-timeouts", "0"]);
+    let lab = Lab::up(&["--dual-stack", "--syn-linear-timeouts", "0"]);
     let (code, status, _) = tailprobe(&["lab", "status", "--name", &lab.name]);
     assert_eq!(code, 0);
     assert!(
@@ -255,7 +168,7 @@ struct Netns(String);
 
 impl Netns {
     fn ipv4_only(disable_ipv6: bool) -> Self {
-        require_root();
+        common::require_root("the IPv6 tests");
         let ns = Netns(unique("t6v4only"));
         let ip = |args: &[&str]| {
             let out = Command::new("ip").args(args).output().unwrap();

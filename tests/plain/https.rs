@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 /// The test's CA and the files it signs into `dir`.
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    /// Its certificate, written where the test's files are.
+    file: PathBuf,
 }
 
 fn unix(t: SystemTime) -> i64 {
@@ -54,7 +55,8 @@ fn ymd(unix_s: i64) -> (i32, u8, u8) {
 }
 
 impl Ca {
-    fn new() -> Self {
+    /// A CA whose certificate is written into `dir`.
+    fn in_dir(dir: &TempDir) -> Self {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         p.distinguished_name
@@ -62,7 +64,7 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let cert = p.self_signed(&key).unwrap();
         Self {
-            pem: cert.pem(),
+            file: dir.file("ca.pem", &cert.pem()),
             issuer: Issuer::new(p, key),
         }
     }
@@ -157,8 +159,8 @@ fn opts(name: &str, ca: Option<&Path>) -> TlsOptions {
 #[tokio::test(flavor = "multi_thread")]
 async fn https_probes_time_the_handshake_and_read_the_certificate() {
     let dir = TempDir::new("https");
-    let ca = Ca::new();
-    let ca_file = dir.file("ca.pem", &ca.pem);
+    let ca = Ca::in_dir(&dir);
+    let ca_file = ca.file.clone();
     let now = unix(SystemTime::now());
     let end = midnight(now + 400 * 86_400);
     let (cert, key) = ca.sign(&dir, "good", &["svc.test", "127.0.0.1"], now - 3600, end);
@@ -211,8 +213,8 @@ async fn https_probes_time_the_handshake_and_read_the_certificate() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_certificate_and_a_stalled_handshake_are_their_own_outcomes() {
     let dir = TempDir::new("https-bad");
-    let ca = Ca::new();
-    let ca_file = dir.file("ca.pem", &ca.pem);
+    let ca = Ca::in_dir(&dir);
+    let ca_file = ca.file.clone();
     let now = unix(SystemTime::now());
     let (cert, key) = ca.sign(&dir, "old", &["svc.test"], now - 90 * 86_400, now - 86_400);
     let s = SServer::start(&cert, &key, None);
@@ -247,8 +249,8 @@ async fn an_expired_certificate_and_a_stalled_handshake_are_their_own_outcomes()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
     let dir = TempDir::new("https-mtls");
-    let ca = Ca::new();
-    let ca_file = dir.file("ca.pem", &ca.pem);
+    let ca = Ca::in_dir(&dir);
+    let ca_file = ca.file.clone();
     let now = unix(SystemTime::now());
     let (cert, key) = ca.sign(&dir, "srv", &["svc.test"], now - 3600, now + 86_400 * 30);
     let (client, client_key) = ca.sign(&dir, "client", &["prober.test"], now - 3600, now + 86_400);
@@ -276,8 +278,8 @@ async fn a_server_that_asks_for_a_client_certificate_gets_the_configured_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_matrix_reports_the_tls_phase_and_a_certificate_about_to_end() {
     let dir = TempDir::new("https-matrix");
-    let ca = Ca::new();
-    let ca_file = dir.file("ca.pem", &ca.pem);
+    let ca = Ca::in_dir(&dir);
+    let ca_file = ca.file.clone();
     let now = unix(SystemTime::now());
     let end = midnight(now + 5 * 86_400);
     let (cert, key) = ca.sign(&dir, "soon", &["svc.test"], now - 3600, end);

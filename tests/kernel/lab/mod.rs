@@ -21,7 +21,7 @@ mod kubernetes;
 mod ladders;
 mod passive;
 
-fn tailprobe(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn tailprobe(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -31,14 +31,14 @@ fn tailprobe(args: &[&str]) -> (i32, String, String) {
 }
 
 /// A lab that is removed when dropped.
-struct Lab {
-    name: String,
+pub(crate) struct Lab {
+    pub(crate) name: String,
     // Dropped after the lab is down (fields drop after `Drop::drop`).
     _turn: crate::Turn,
 }
 
 impl Lab {
-    fn up(extra: &[&str]) -> Self {
+    pub(crate) fn up(extra: &[&str]) -> Self {
         Self::up_in(crate::Turn::Shared(crate::shared()), extra)
     }
 
@@ -63,14 +63,14 @@ impl Lab {
         Lab { name, _turn: turn }
     }
 
-    fn run(&self, args: &[&str]) {
+    pub(crate) fn run(&self, args: &[&str]) {
         let mut all: Vec<&str> = args.to_vec();
         all.extend(["--name", &self.name]);
         let (code, out, err) = tailprobe(&all);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
     }
 
-    fn matrix(&self, samples: u32) -> LabReport {
+    pub(crate) fn matrix(&self, samples: u32) -> LabReport {
         let s = samples.to_string();
         let (code, out, err) = tailprobe(&[
             "lab",
@@ -139,7 +139,7 @@ impl Drop for Lab {
 
 /// Every cell that opens connections (the name lookups to each node's
 /// resolver, over UDP, take no SYN), with its source node and kind.
-fn cells(r: &LabReport) -> Vec<(&str, SourceKind, &Cell)> {
+pub(crate) fn cells(r: &LabReport) -> Vec<(&str, SourceKind, &Cell)> {
     every_cell(r)
         .into_iter()
         .filter(|(_, _, c)| !c.url.starts_with("dns://"))
