@@ -55,12 +55,15 @@ pub async fn run(
     let files = crate::probe::limits::raise_open_files(loaded.config.probe.max_in_flight)?;
     tracing::debug!(open_files = files, "Open-files limit raised.");
     let prober = Arc::new(Prober::from_loaded(&loaded));
-    let stats = Arc::new(Stats::new(Retention {
-        max_age: Some(loaded.config.detect.window.get()),
-        ..Retention::DAEMON
-    }));
+    let stats = Arc::new(Stats::with_live(
+        Retention {
+            max_age: Some(loaded.config.detect.window.get()),
+            ..Retention::DAEMON
+        },
+        Arc::clone(&prober.live),
+    ));
     let metrics = Arc::new(Metrics::new(
-        Arc::clone(&prober.in_flight),
+        Arc::clone(stats.live()),
         &loaded.config.metrics,
     ));
     let facts = crate::node::gather(&prober.source_node).await;
@@ -103,7 +106,6 @@ pub async fn run(
         window: loaded.config.detect.window.get(),
         metrics: Arc::clone(&metrics),
         stats: Arc::clone(&stats),
-        in_flight: Arc::clone(&prober.in_flight),
         trace_url: loaded.config.ui.trace_url.clone(),
         node_labels: crate::node::labels_from_env(),
         ready: Arc::clone(&ready),
@@ -167,7 +169,6 @@ pub async fn run(
     };
     let judge = tokio::spawn(judge(
         Arc::clone(&stats),
-        Arc::clone(&prober.in_flight),
         Arc::clone(&metrics),
         verdict,
         (slos, epoch),
@@ -277,7 +278,7 @@ fn passive(
         source_node: Arc::clone(&prober.source_node),
         targets: Arc::clone(targets),
         sink,
-        in_flight: Arc::clone(&prober.in_flight),
+        live: Arc::clone(stats.live()),
         metrics: metrics.passive.clone(),
     };
     match crate::passive::start(cfg, ctx, cancel.clone()) {
@@ -305,7 +306,6 @@ const EVENT_GAP_FACTOR: u32 = 10;
 #[allow(clippy::too_many_arguments)]
 async fn judge(
     stats: Arc<Stats>,
-    in_flight: Arc<crate::probe::InFlight>,
     metrics: Arc<Metrics>,
     verdict: Arc<std::sync::RwLock<crate::server::api::FindingsDoc>>,
     (slos, epoch): (
@@ -341,7 +341,7 @@ async fn judge(
             // A provisional finding settling is judged again before it
             // would be raised.
             _ = tokio::time::sleep(EVENT_GAP), if alerter.settling() => {}
-            _ = in_flight.changed() => {
+            _ = stats.live().changed() => {
                 let gap = EVENT_GAP.max(last.1 * EVENT_GAP_FACTOR);
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -367,14 +367,8 @@ async fn judge(
         // pool, so it never delays a probe's timer.
         let since = std::time::SystemTime::now() - cfg.window.get();
         let (judged, f, d) = (Arc::clone(&stats), facts.clone(), detector.clone());
-        // The stalls before the samples (see `model::attach_pending`).
-        let pending = in_flight.pending();
         let findings = match tokio::task::spawn_blocking(move || {
-            let mut windows = judged.windows(since);
-            crate::model::attach_pending(
-                &mut windows,
-                pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
-            );
+            let windows = judged.snapshot(since);
             crate::detect::detect(&windows, std::slice::from_ref(&f), &d)
         })
         .await

@@ -63,7 +63,7 @@ pub fn rss_child(kind: &str, n: usize) {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let busy = rss_kib("self");
         if kind == "tailprobe" {
-            assert_eq!(prober.in_flight.probes(), n, "every probe is in flight");
+            assert_eq!(prober.live.probes(), n, "every probe is in flight");
         }
         cancel.cancel();
         for t in tasks {

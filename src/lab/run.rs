@@ -17,7 +17,8 @@ use crate::matrix::{self, MatrixOptions};
 use crate::model::DetectorConfig;
 use crate::model::NodeFacts;
 use crate::model::{Network, PathKind, SourceKind};
-use crate::probe::{InFlight, Prober};
+use crate::probe::Prober;
+use crate::stats::Live;
 
 /// Where probes start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,7 +186,7 @@ pub async fn matrix_all(
     progress: bool,
     cancel: &CancellationToken,
 ) -> Result<(LabReport, crate::stats::Recording), LabError> {
-    let in_flight = Arc::new(InFlight::default());
+    let live = Arc::new(Live::default());
     let done = Arc::new(AtomicU64::new(0));
     let mut jobs = Vec::new();
     // One OTLP pipeline for the whole lab; every span names its own node.
@@ -200,7 +201,7 @@ pub async fn matrix_all(
                 Network::Pod => plan.pod_ns(i),
             };
             let mut prober = Prober::from_loaded(&loaded);
-            prober.in_flight = Arc::clone(&in_flight);
+            prober.live = Arc::clone(&live);
             let (prober, done, cancel) = (Arc::new(prober), Arc::clone(&done), cancel.clone());
             let read_in = ns.clone();
             let mut opts = MatrixOptions::from_loaded(&loaded);
@@ -223,7 +224,7 @@ pub async fn matrix_all(
         }
     }
     let bar =
-        progress.then(|| matrix::Progress::start(total, Arc::clone(&done), Arc::clone(&in_flight)));
+        progress.then(|| matrix::Progress::start(total, Arc::clone(&done), Arc::clone(&live)));
     let reports =
         tokio::task::spawn_blocking(move || jobs.into_iter().map(|j| j.join()).collect::<Vec<_>>())
             .await

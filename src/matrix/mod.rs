@@ -15,7 +15,8 @@ use crate::export::Recorder;
 use crate::export::otlp::{Otlp, OtlpError};
 use crate::export::report::MatrixReport;
 use crate::model::Record;
-use crate::probe::{InFlight, Prober};
+use crate::probe::Prober;
+use crate::stats::{Live, PendingStall};
 use crate::stats::{Retention, Series, Stats};
 
 #[derive(Debug, Clone)]
@@ -112,7 +113,7 @@ pub async fn run(
     let total = loaded.targets.len() as u64 * u64::from(opts.samples);
     let progress = opts
         .progress
-        .then(|| Progress::start(total, Arc::clone(&done), Arc::clone(&prober.in_flight)));
+        .then(|| Progress::start(total, Arc::clone(&done), Arc::clone(&prober.live)));
     let facts = crate::node::gather(&prober.source_node).await;
     let mut opts = opts.clone();
     if opts.otlp.is_none() {
@@ -181,7 +182,10 @@ pub async fn run_with(
     cancel: &CancellationToken,
     done: &Arc<AtomicU64>,
 ) -> (MatrixReport, Vec<Series>) {
-    let stats = Arc::new(Stats::new(Retention::ONE_SHOT));
+    let stats = Arc::new(Stats::with_live(
+        Retention::ONE_SHOT,
+        Arc::clone(&prober.live),
+    ));
     let recorder = Arc::new(
         Recorder::new(opts.otlp.clone())
             .with(Arc::clone(&stats) as _)
@@ -196,7 +200,6 @@ pub async fn run_with(
         tokio::spawn(watch_verdict(
             Arc::clone(u),
             Arc::clone(&stats),
-            Arc::clone(&prober.in_flight),
             cancel.clone(),
         ))
     });
@@ -230,7 +233,7 @@ pub async fn run_with(
     if let Some(w) = watch {
         w.abort();
     }
-    let series = stats.snapshot();
+    let series = stats.series();
     let report = MatrixReport::new(
         &prober.source_node,
         prober.source_kind,
@@ -245,34 +248,20 @@ pub async fn run_with(
 /// Judges the run every [`VERDICT_POLL`] (and when a stall begins or
 /// ends), the stalls as censored evidence; once the same findings have held
 /// for [`VERDICT_HOLD`], keeps them and ends the run.
-async fn watch_verdict(
-    until: Arc<UntilVerdict>,
-    stats: Arc<Stats>,
-    in_flight: Arc<InFlight>,
-    cancel: CancellationToken,
-) {
+async fn watch_verdict(until: Arc<UntilVerdict>, stats: Arc<Stats>, cancel: CancellationToken) {
     let t0 = std::time::Instant::now();
     let mut hold = crate::detect::VerdictHold::new(VERDICT_HOLD);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(VERDICT_POLL) => {}
-            _ = in_flight.changed() => {}
+            _ = stats.live().changed() => {}
         }
-        let pending = in_flight.pending();
         // Copying and judging is CPU work: off the runtime's workers, so
         // the probes' timers keep time.
         let (stats, until_) = (Arc::clone(&stats), Arc::clone(&until));
         let Ok((windows, findings)) = tokio::task::spawn_blocking(move || {
-            let mut windows: Vec<_> = stats
-                .snapshot()
-                .iter()
-                .map(|s| s.window_samples(SystemTime::UNIX_EPOCH))
-                .collect();
-            crate::model::attach_pending(
-                &mut windows,
-                pending.into_iter().map(|(d, _, p)| (d, p)).collect(),
-            );
+            let windows = stats.snapshot(SystemTime::UNIX_EPOCH);
             let findings = crate::detect::detect(
                 &windows,
                 std::slice::from_ref(&until_.facts),
@@ -304,7 +293,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn start(total: u64, done: Arc<AtomicU64>, in_flight: Arc<InFlight>) -> Self {
+    pub fn start(total: u64, done: Arc<AtomicU64>, live: Arc<Live>) -> Self {
         let bar = indicatif::ProgressBar::new(total);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -316,13 +305,13 @@ impl Progress {
         let ticker = tokio::spawn(async move {
             loop {
                 b.set_position(done.load(Ordering::Relaxed));
-                let stalled = in_flight.pending();
+                let stalled = live.pending();
                 b.set_message(if stalled.is_empty() {
-                    format!("({} in flight)", in_flight.probes())
+                    format!("({} in flight)", live.probes())
                 } else {
                     format!(
                         "({} in flight, {} waiting on SYN retransmission: {})",
-                        in_flight.probes(),
+                        live.probes(),
                         stalled.len(),
                         stalls_by_path(&stalled)
                     )
@@ -342,9 +331,14 @@ impl Progress {
 
 /// The stalls by destination and path, most first, three at most:
 /// "node2 cross-node 8 (>=2 SYNs lost), node3 cross-node 7 (>=1)".
-pub fn stalls_by_path(stalled: &[(crate::model::Dims, String, crate::model::Pending)]) -> String {
+pub fn stalls_by_path(stalled: &[PendingStall]) -> String {
     let mut by: std::collections::BTreeMap<(String, &str), (usize, u32)> = Default::default();
-    for (d, _, p) in stalled {
+    for PendingStall {
+        dims: d,
+        pending: p,
+        ..
+    } in stalled
+    {
         let e = by
             .entry((d.destination_or_unknown().to_string(), d.path.as_str()))
             .or_insert((0, u32::MAX));

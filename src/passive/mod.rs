@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::PassiveConfig;
 use crate::model::Record;
 use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target};
-use crate::probe::InFlight;
+use crate::stats::{Live, PendingStall};
 use attribute::{Attribution, Vantages};
 use metrics::{ConnectLabels, PassiveMetrics};
 use read::{ConnectKey, Connecting, Deltas};
@@ -61,7 +61,9 @@ pub struct Context {
     pub targets: Arc<RwLock<Vec<Arc<Target>>>>,
     /// The fan-out results go to (without tracing: there is no probe).
     pub sink: Arc<dyn Record>,
-    pub in_flight: Arc<InFlight>,
+    /// The stats' live half (`Stats::live`): the connects stalled in
+    /// SYN_SENT are judged with the probes' stalls.
+    pub live: Arc<Live>,
     pub metrics: PassiveMetrics,
 }
 
@@ -139,7 +141,7 @@ fn reader(
         let wake = Instant::now() + interval;
         while Instant::now() < wake {
             if cancel.is_cancelled() {
-                ctx.in_flight.set_passive_stalls(Vec::new());
+                ctx.live.set_passive(Vec::new());
                 return;
             }
             std::thread::sleep(Duration::from_millis(50).min(interval));
@@ -176,8 +178,7 @@ fn reader(
                 step.connects(&key, &new);
             }
         }
-        ctx.in_flight
-            .set_passive_stalls(step.stalls(&reading.connecting, mono));
+        ctx.live.set_passive(step.stalls(&reading.connecting, mono));
         ctx.metrics
             .overflow
             .inc_by(reading.overflow.saturating_sub(overflow));
@@ -270,11 +271,7 @@ impl Step<'_> {
     }
 
     /// Connects in SYN_SENT that lost a SYN, as stalls of their series.
-    fn stalls(
-        &self,
-        connecting: &[[u8; read::FLIGHT_LEN]],
-        mono: u64,
-    ) -> Vec<(Dims, String, Pending)> {
+    fn stalls(&self, connecting: &[[u8; read::FLIGHT_LEN]], mono: u64) -> Vec<PendingStall> {
         connecting
             .iter()
             .filter_map(Connecting::parse)
@@ -283,17 +280,17 @@ impl Step<'_> {
                 let kind = self.vantages.kind_of(c.destination.netns)?;
                 let t = self.attribution.target(&c.destination.addr)?;
                 let waited = Duration::from_nanos(mono.saturating_sub(c.started_ns));
-                Some((
-                    Dims::of_target(&self.ctx.source_node, kind, t),
-                    format!("tcp://{}", c.destination.addr),
-                    Pending {
+                Some(PendingStall {
+                    dims: Dims::of_target(&self.ctx.source_node, kind, t),
+                    url: format!("tcp://{}", c.destination.addr),
+                    pending: Pending {
                         at: self.wall.checked_sub(waited).unwrap_or(self.wall),
                         syn_retransmits: c.syns_lost,
                         // The first SYN is lost at the initial timeout.
                         stalled_after: waited.min(Duration::from_secs(1)),
                         waited,
                     },
-                ))
+                })
             })
             .collect()
     }

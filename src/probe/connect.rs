@@ -188,7 +188,7 @@ impl Prober {
                             retransmits: info.total_retrans.min(255) as u8,
                         });
                         st.hold.lost(
-                            &self.in_flight,
+                            &self.live,
                             info.total_retrans,
                             (st.started_at, st.t0.into_std()),
                             (t, &self.source_node, self.source_kind),

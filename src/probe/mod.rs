@@ -10,12 +10,9 @@ pub use http::NODE_HEADER;
 mod run;
 pub mod scheduler;
 pub mod socket;
-mod stalls;
-pub use stalls::StallHold;
 pub mod tls;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -58,61 +55,6 @@ impl KnownNodes {
     }
 }
 
-/// Probes in flight right now, and the ones stalled in SYN retransmission
-/// with what they have lost so far: what a progress display shows while a
-/// 63 s rung runs, and the censored evidence the detector judges before the
-/// probes land (see `model::Pending`).
-#[derive(Debug, Default)]
-pub struct InFlight {
-    probes: AtomicUsize,
-    stalls: stalls::Stalls,
-}
-
-impl InFlight {
-    pub fn probes(&self) -> usize {
-        self.probes.load(Ordering::Relaxed)
-    }
-    pub fn syn_stalled(&self) -> usize {
-        self.stalls.len()
-    }
-    /// Every stall in progress: its series, its target's URL, and what it
-    /// has lost so far.
-    pub fn pending(&self) -> Vec<(crate::model::Dims, String, crate::model::Pending)> {
-        self.stalls.pending()
-    }
-    /// Replaces the node's own connects stalled in SYN_SENT (passive
-    /// mode's last reading): judged, exported and served with the probes'.
-    pub fn set_passive_stalls(
-        &self,
-        stalls: Vec<(crate::model::Dims, String, crate::model::Pending)>,
-    ) {
-        self.stalls.set_passive(stalls);
-    }
-    /// Resolves when a stall begins or ends, or a probe that lost SYNs is
-    /// recorded: when a verdict may have changed. One waiter; a change
-    /// while no one waits is kept for the next.
-    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.stalls.changed()
-    }
-}
-
-/// Decrements an [`InFlight`] counter when dropped, so cancellation and
-/// timeouts cannot leak a count.
-struct CountGuard<'a>(&'a AtomicUsize);
-
-impl<'a> CountGuard<'a> {
-    fn new(c: &'a AtomicUsize) -> Self {
-        c.fetch_add(1, Ordering::Relaxed);
-        Self(c)
-    }
-}
-
-impl Drop for CountGuard<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Runs probes from one vantage point.
 #[derive(Debug)]
 pub struct Prober {
@@ -122,7 +64,9 @@ pub struct Prober {
     pub syn_poll: Duration,
     /// `TCP_SYNCNT` for every probe socket, when set.
     pub syn_retries: Option<u8>,
-    pub in_flight: Arc<InFlight>,
+    /// Where its probes count themselves in flight and stalled: the
+    /// driver's `Stats::live`, so every reader of the stats sees them.
+    pub live: Arc<crate::stats::Live>,
     /// The nodes a response header may name.
     pub known_nodes: Arc<KnownNodes>,
     /// The `https://` targets' client configurations.
@@ -136,7 +80,7 @@ impl Prober {
             source_kind,
             syn_poll: Duration::from_millis(200),
             syn_retries: None,
-            in_flight: Arc::default(),
+            live: Arc::default(),
             known_nodes: Arc::new(KnownNodes::of(source_node, &[])),
             tls: tls::TlsClients::default(),
         }
@@ -154,7 +98,7 @@ impl Prober {
             source_kind: loaded.source_kind(),
             syn_poll: p.syn_poll.get(),
             syn_retries: p.syn_retries,
-            in_flight: Arc::default(),
+            live: Arc::default(),
             tls: tls::TlsClients::default(),
         }
     }

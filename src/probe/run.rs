@@ -12,9 +12,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::connect::{LOOKUP_TIMEOUT, connect_mark, lookup, lookup_all};
-use super::{CountGuard, Prober, StallHold, socket, tls};
+use super::{Prober, socket, tls};
 use crate::model::{Outcome, PathKind, Phases, ProbeResult, SynEvent, TcpInfo};
 use crate::model::{ProbeKind, Target, TargetNode};
+use crate::stats::StallHold;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -120,7 +121,7 @@ impl Prober {
         target: &Arc<Target>,
         cancel: &CancellationToken,
     ) -> (ProbeResult, StallHold) {
-        let _in_flight = CountGuard::new(&self.in_flight.probes);
+        let _in_flight = self.live.in_flight();
         let started_at = SystemTime::now();
         let t0 = Instant::now();
         let mut st = Progress {
@@ -207,7 +208,7 @@ impl Prober {
                 (_, Some(_)) => (None, true),
                 (_, None) => (None, false),
             };
-        st.hold.landed(&self.in_flight, st.syn_retransmits);
+        st.hold.landed(&self.live, st.syn_retransmits);
         let result = ProbeResult {
             path: PathKind::classify(&self.source_node, destination.as_deref()),
             target: Arc::clone(target),

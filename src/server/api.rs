@@ -27,8 +27,6 @@ pub struct ApiState {
     pub window: Duration,
     pub metrics: Arc<Metrics>,
     pub stats: Arc<Stats>,
-    /// The probes in flight, and the stalls among them the window carries.
-    pub in_flight: Arc<crate::probe::InFlight>,
     /// `[ui] trace_url`, for the page.
     pub trace_url: Option<String>,
     /// This node's labels (`TAILPROBE_NODE_LABELS`), for the page and the
@@ -188,15 +186,12 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
         Arc::clone(&s.stats),
         s.window,
     );
-    // The stalls before the samples: a probe landing in between shows
-    // twice at worst (and is deduplicated), never not at all.
-    let pending = s.in_flight.pending();
     let labels = s.node_labels.clone();
     // Copying and compressing every series is CPU work: off the runtime's
     // workers, as for the histograms.
     let built = tokio::task::spawn_blocking(move || {
         let mut doc =
-            crate::stats::window::WindowDoc::build(&node, kind, &stats, pending, w, facts);
+            crate::stats::window::WindowDoc::build(&node, kind, stats.reading(), w, facts);
         doc.labels = labels;
         if gzip {
             doc.to_gzip()

@@ -52,8 +52,6 @@ pub async fn matrix(State(s): State<ApiState>, Query(q): Query<MatrixQuery>) -> 
         let v = s.verdict.read().unwrap_or_else(|e| e.into_inner());
         (v.findings.clone(), v.facts.clone(), v.generated_at.clone())
     };
-    // The stalls before the samples (see `model::attach_pending`).
-    let pending = s.in_flight.pending();
     let (node, kind, stats) = (
         Arc::clone(&s.source_node),
         s.source_kind,
@@ -65,7 +63,8 @@ pub async fn matrix(State(s): State<ApiState>, Query(q): Query<MatrixQuery>) -> 
         let prober = format!("{node} {}", kind.as_str());
         let now = SystemTime::now();
         let mut cells: Vec<Cell> = Vec::new();
-        stats.visit(|series| {
+        let reading = stats.reading();
+        reading.visit(|series| {
             cells.push(match since {
                 None => Cell::from_series(series),
                 Some(w) => {
@@ -85,12 +84,19 @@ pub async fn matrix(State(s): State<ApiState>, Query(q): Query<MatrixQuery>) -> 
             .enumerate()
             .map(|(i, c)| (c.dims.clone(), i))
             .collect();
-        for (dims, url, p) in pending.iter().filter(|(_, _, p)| p.syn_retransmits > 0) {
-            let i = *index.entry(dims.clone()).or_insert_with(|| {
-                cells.push(Cell::from_samples(dims.clone(), url, &[]));
+        for stall in reading
+            .stalls
+            .iter()
+            .filter(|s| s.pending.syn_retransmits > 0)
+        {
+            let i = *index.entry(stall.dims.clone()).or_insert_with(|| {
+                cells.push(Cell::from_samples(stall.dims.clone(), &stall.url, &[]));
                 cells.len() - 1
             });
-            *cells[i].waiting.entry(p.syn_retransmits).or_default() += 1;
+            *cells[i]
+                .waiting
+                .entry(stall.pending.syn_retransmits)
+                .or_default() += 1;
         }
         ClusterMatrix {
             generated_at,

@@ -4,6 +4,7 @@
 //! the retention are built from those samples on demand.
 
 pub mod histogram;
+pub mod live;
 pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -13,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub use histogram::{HistogramError, Latency, Phase, PhaseHistograms};
+pub use live::{Live, PendingStall, Reading, StallHold};
 
 use crate::model::{Dims, NodeFacts, Outcome, ProbeResult, Sample, SeriesWindow, Target, TraceRef};
 
@@ -180,7 +182,8 @@ impl Retention {
     };
 }
 
-/// All series of one prober. Each series has its own lock and the map's
+/// All series of one prober, and the probes still in motion ([`Live`]):
+/// the one store of evidence. Each series has its own lock and the map's
 /// lock is held only to find or add a series, so a reader (the judge, the
 /// API) copying one series never holds up probes recording to the others,
 /// and never for longer than that one copy.
@@ -188,6 +191,7 @@ impl Retention {
 pub struct Stats {
     series: Mutex<BTreeMap<Dims, Arc<Mutex<Series>>>>,
     retention: Retention,
+    live: Arc<Live>,
 }
 
 /// Locks a mutex whose holder may have panicked: the data stays usable (a
@@ -198,10 +202,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Stats {
     pub fn new(retention: Retention) -> Self {
+        Self::with_live(retention, Arc::default())
+    }
+
+    /// Stats that adopt a prober's [`Live`] (`Prober::live`), so its
+    /// stalls are read with its samples.
+    pub fn with_live(retention: Retention, live: Arc<Live>) -> Self {
         Self {
             series: Mutex::default(),
             retention,
+            live,
         }
+    }
+
+    /// The probes in flight and the stalls in progress: what a prober
+    /// (`Prober::live`) and passive mode write to.
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+
+    /// The stalls in progress, read now, and the series through them: the
+    /// one way to read both (see [`Reading`]).
+    pub fn reading(&self) -> Reading<'_> {
+        Reading::new(self)
+    }
+
+    /// Every series' samples at or after `since` with its stalls in
+    /// progress attached: what the detector judges.
+    pub fn snapshot(&self, since: SystemTime) -> Vec<SeriesWindow> {
+        self.reading().windows(since)
     }
 
     /// Adds one probe's numbers (cancelled probes are counted, not timed).
@@ -283,17 +312,9 @@ impl Stats {
     }
 
     /// A copy of every series, in key order.
-    pub fn snapshot(&self) -> Vec<Series> {
+    pub fn series(&self) -> Vec<Series> {
         let mut out = Vec::new();
         self.visit(|s| out.push(s.clone()));
-        out
-    }
-
-    /// Every series' samples at or after `since`, without the histograms:
-    /// the judge's cheap copy.
-    pub fn windows(&self, since: SystemTime) -> Vec<SeriesWindow> {
-        let mut out = Vec::new();
-        self.visit(|s| out.push(s.window_samples(since)));
         out
     }
 
@@ -333,7 +354,7 @@ pub(crate) mod tests {
         // stays while the detector's window holds its samples; "gone" goes.
         assert_eq!(stats.forget(|t| t == "t", since), 1);
         let left: Vec<String> = stats
-            .snapshot()
+            .series()
             .iter()
             .map(|s| s.key.target.to_string())
             .collect();
@@ -388,7 +409,7 @@ pub(crate) mod tests {
             t + Duration::from_secs(120),
         ));
         stats.record(&result(1, Outcome::Cancelled, t));
-        let s = &stats.snapshot()[0];
+        let s = &stats.series()[0];
         assert_eq!((s.samples(), s.failures()), (7, 1));
         assert_eq!(s.histograms.total.len(), 5, "a timeout is not a latency");
         assert_eq!(s.syn_retransmits, 6);

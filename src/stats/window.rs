@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Series, Stats};
+use super::{PendingStall, Reading, Series};
 use crate::model::{
     Dims, NodeFacts, Outcome, Pending, Phases, Sample, SeriesWindow, SourceKind, TraceRef,
 };
@@ -247,21 +247,19 @@ pub enum DocError {
 }
 
 impl WindowDoc {
-    /// The last `window` of every series in `stats`, with the stalls still
-    /// pending (read before the samples: see `model::attach_pending`), each
-    /// with its target's URL.
+    /// The last `window` of every series in the reading, with the stalls
+    /// still pending, each with its target's URL.
     pub fn build(
         source_node: &str,
         source_kind: SourceKind,
-        stats: &Stats,
-        pending: Vec<(Dims, String, Pending)>,
+        reading: Reading<'_>,
         window: Duration,
         facts: Option<NodeFacts>,
     ) -> Self {
         let now = SystemTime::now();
         let since = now - window;
         let mut series = Vec::new();
-        stats.visit(|s| {
+        reading.visit(|s| {
             let recent: Vec<&Sample> = s.recent.iter().filter(|p| p.at >= since).collect();
             let keep = recent.len().min(MAX_SAMPLES_PER_SERIES);
             let skip = recent.len() - keep;
@@ -283,7 +281,12 @@ impl WindowDoc {
             .enumerate()
             .map(|(i, s)| (s.dims.clone(), i))
             .collect();
-        for (dims, url, p) in pending {
+        for PendingStall {
+            dims,
+            url,
+            pending: p,
+        } in reading.stalls
+        {
             let i = *index.entry(dims.clone()).or_insert_with(|| {
                 series.push(WindowSeries {
                     dims,
@@ -427,9 +430,9 @@ mod tests {
 
     #[test]
     fn stalls_in_progress_travel_with_their_series() {
-        let stats = Stats::new(super::super::Retention::ONE_SHOT);
+        let stats = crate::stats::Stats::new(crate::stats::Retention::ONE_SHOT);
         let t = SystemTime::now();
-        let landed = super::super::tests::result(3_000, Outcome::Ok, t);
+        let landed = crate::stats::tests::result(3_000, Outcome::Ok, t);
         stats.record(&landed);
         let dims = Dims::of(&landed);
         let stall = |at: SystemTime| Pending {
@@ -441,18 +444,23 @@ mod tests {
         let mut elsewhere = dims.clone();
         elsewhere.target = "svc-new".into();
         let earlier = t - Duration::from_secs(1);
-        let pending = vec![
+        let stalled = |dims: &Dims, url: &str, pending| PendingStall {
+            dims: dims.clone(),
+            url: url.to_string(),
+            pending,
+        };
+        let mut reading = stats.reading();
+        reading.stalls = vec![
             // The landed probe's own stall, read before it landed: once.
-            (dims.clone(), "u".to_string(), stall(t)),
-            (dims.clone(), "u".to_string(), stall(earlier)),
+            stalled(&dims, "u", stall(t)),
+            stalled(&dims, "u", stall(earlier)),
             // A series whose probes have all stalled so far.
-            (elsewhere.clone(), "http://new/".to_string(), stall(t)),
+            stalled(&elsewhere, "http://new/", stall(t)),
         ];
         let doc = WindowDoc::build(
             "n1",
             SourceKind::Host,
-            &stats,
-            pending,
+            reading,
             Duration::from_secs(60),
             None,
         );

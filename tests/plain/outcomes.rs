@@ -177,12 +177,12 @@ async fn syn_stalled_connect_is_seen_while_pending_then_times_out() {
             .unwrap()
             .with_timeout(Duration::from_millis(2500)),
     );
-    let in_flight = Arc::clone(&prober.in_flight);
+    let live = Arc::clone(&prober.live);
     let watcher = tokio::spawn(async move {
         let mut most = 0;
         for _ in 0..30 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            most = most.max(in_flight.syn_stalled());
+            most = most.max(live.syn_stalled());
         }
         most
     });
@@ -206,11 +206,7 @@ async fn syn_stalled_connect_is_seen_while_pending_then_times_out() {
         1,
         "one probe counted as SYN-stalled while pending"
     );
-    assert_eq!(
-        prober.in_flight.syn_stalled(),
-        0,
-        "and no longer once it ended"
-    );
+    assert_eq!(prober.live.syn_stalled(), 0, "and no longer once it ended");
 }
 
 #[tokio::test]

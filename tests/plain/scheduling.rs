@@ -53,7 +53,7 @@ async fn a_stuck_target_does_not_delay_another() {
         target("fast", &fast.url("/"), interval),
     ]);
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    let hung_now = prober.in_flight.probes();
+    let hung_now = prober.live.probes();
     cancel.cancel();
     s.wait().await;
 

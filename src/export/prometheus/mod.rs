@@ -22,7 +22,7 @@ use crate::config::{Buckets, Grain, MetricPhase, MetricsConfig};
 use crate::model::{Dims, ProbeResult};
 use crate::model::{Outcome, Target};
 use crate::model::{Record, SkipReason};
-use crate::probe::InFlight;
+use crate::stats::Live;
 use crate::stats::Phase;
 
 mod labels;
@@ -108,7 +108,7 @@ pub struct Metrics {
     syn_stalled: Gauge,
     stalled: Family<StallLabels, Gauge>,
     start_lag: Histogram,
-    in_flight_source: Arc<InFlight>,
+    in_flight_source: Arc<Live>,
     /// The phases with a histogram (none with `buckets = "none"`).
     phases: Vec<Phase>,
     grain: Grain,
@@ -130,7 +130,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(in_flight: Arc<InFlight>, cfg: &MetricsConfig) -> Self {
+    pub fn new(in_flight: Arc<Live>, cfg: &MetricsConfig) -> Self {
         let mut registry = Registry::with_prefix("tailprobe");
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register("probes", "Probes finished, by outcome", probes.clone());
@@ -472,11 +472,11 @@ impl Metrics {
         self.syn_stalled.set(pending.len() as i64);
         // Rebuilt at every scrape: a stall that ended leaves no series.
         self.stalled.clear();
-        for (dims, _, p) in &pending {
+        for stall in &pending {
             self.stalled
                 .get_or_create(&StallLabels {
-                    path: PathLabels::of(dims),
-                    syns_lost: p.syn_retransmits.to_string(),
+                    path: PathLabels::of(&stall.dims),
+                    syns_lost: stall.pending.syn_retransmits.to_string(),
                 })
                 .inc();
         }
