@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tailprobe::model::{Dims, Outcome, PathKind, SourceKind};
-use tailprobe::stats::window::{VERSION, WindowDoc, WindowSeries, WireSample};
+use tailprobe::wire::window::{VERSION, WindowDoc, WindowSeries, WireSample};
 
 const REMOTE: usize = 20;
 const SAMPLES: usize = 20;

@@ -21,8 +21,8 @@ mod machine;
 use std::time::Duration;
 
 use serde_json::json;
-use tailprobe::export::report::{Cell, ClusterCell, ClusterMatrix};
 use tailprobe::model::{Dims, PathKind, SourceKind};
+use tailprobe::wire::report::{Cell, ClusterCell, ClusterMatrix};
 
 const REMOTE: usize = 20;
 
@@ -114,7 +114,7 @@ async fn main() {
     let b = common::browser::Browser::start(1400, 1000).await;
     for n in sizes {
         let m = matrix(n);
-        let html = tailprobe::export::page::report(&m);
+        let html = tailprobe::wire::page::report(&m);
         let file = dir.file(&format!("m{n}.html"), &html);
         let (mut first, mut redraw) = (Vec::new(), Vec::new());
         for _ in 0..3 {

@@ -94,7 +94,7 @@ pub async fn run(
         .map_err(|source| DaemonError::Bind { addr, source })?;
     let addr = listener.local_addr().unwrap_or(addr);
     let ready = Arc::new(AtomicBool::new(false));
-    let verdict = Arc::new(std::sync::RwLock::new(crate::server::api::FindingsDoc {
+    let verdict = Arc::new(std::sync::RwLock::new(crate::wire::findings::FindingsDoc {
         source_node: prober.source_node.to_string(),
         ..Default::default()
     }));
@@ -114,7 +114,7 @@ pub async fn run(
             loaded
                 .targets
                 .iter()
-                .map(|t| api::TargetDoc::from(t.as_ref()))
+                .map(|t| crate::wire::findings::TargetDoc::from(t.as_ref()))
                 .collect(),
         )),
         token: match &loaded.config.server.token_file {
@@ -218,7 +218,7 @@ pub async fn run(
                     tracing::debug!(forgotten, "Dropped the series of targets no longer probed.");
                 }
                 *listed.write().unwrap_or_else(|e| e.into_inner()) =
-                    all.iter().map(|t| api::TargetDoc::from(t.as_ref())).collect();
+                    all.iter().map(|t| crate::wire::findings::TargetDoc::from(t.as_ref())).collect();
                 *current.write().unwrap_or_else(|e| e.into_inner()) = all.clone();
                 tracing::debug!(targets = scheduler.len(), "Schedules follow discovery.");
             }
@@ -307,7 +307,7 @@ const EVENT_GAP_FACTOR: u32 = 10;
 async fn judge(
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
-    verdict: Arc<std::sync::RwLock<crate::server::api::FindingsDoc>>,
+    verdict: Arc<std::sync::RwLock<crate::wire::findings::FindingsDoc>>,
     (slos, epoch): (
         Arc<std::sync::Mutex<crate::slo::Tracker>>,
         std::time::Instant,
@@ -557,7 +557,7 @@ fn round_fn(
                 crate::matrix::run_with(Arc::clone(&prober), &targets, &opts, &cancel, &done).await;
             let facts =
                 crate::node::with_rise(&before, crate::node::gather(&prober.source_node).await);
-            crate::stats::window::WindowDoc::of_round(
+            crate::wire::window::WindowDoc::of_round(
                 &prober.source_node,
                 prober.source_kind,
                 &series,

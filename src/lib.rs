@@ -38,6 +38,7 @@ pub mod shutdown;
 pub mod slo;
 pub mod stats;
 pub mod targets;
+pub mod wire;
 
 /// The version reported in metrics, the `User-Agent` and traces.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

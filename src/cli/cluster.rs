@@ -181,7 +181,7 @@ pub(super) fn cluster_matrix(args: ClusterMatrixArgs) -> anyhow::Result<u8> {
         Format::Html => {
             let mut m = m.clone();
             m.trace_url = loaded.config.ui.trace_url.clone();
-            crate::export::page::report(&m)
+            crate::wire::page::report(&m)
         }
     };
     write_output(args.output.as_deref(), &text)?;

@@ -329,7 +329,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 Format::Table => report.to_table(),
                 Format::Json => report.to_json() + "\n",
                 Format::Html => {
-                    let mut m = crate::export::report::ClusterMatrix::of_reports(
+                    let mut m = crate::wire::report::ClusterMatrix::of_reports(
                         std::slice::from_ref(&report),
                         &report.findings,
                         report.facts.as_slice(),
@@ -339,7 +339,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     if !labels.is_empty() {
                         m.node_labels.insert(report.source_node.clone(), labels);
                     }
-                    crate::export::page::report(&m)
+                    crate::wire::page::report(&m)
                 }
             };
             write_output(args.output.as_deref(), &text)?;

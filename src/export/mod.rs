@@ -7,9 +7,8 @@
 pub mod alerts;
 pub mod exposition;
 pub mod otlp;
-pub mod page;
 pub mod prometheus;
-pub mod report;
+mod report;
 
 mod recorder;
 mod slo;

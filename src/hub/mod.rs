@@ -2,7 +2,7 @@
 //! cluster as one, so scopes span nodes and every node's facts count.
 //! Stateless: the probers hold the data, so a restarted hub loses nothing.
 //!
-//! - `stats::window`: the window document probers serve and the hub pulls.
+//! - `wire::window`: the window document probers serve and the hub pulls.
 //! - [`pull`]: the pulls, and each prober's state (up, stale, unreachable).
 //! - [`view`]: the merge and the verdict ([`view::ClusterMatrix`]).
 //!
@@ -190,7 +190,7 @@ pub async fn ask_and_judge(
     ask: pull::Ask,
     probers: &Mutex<Probers>,
     loaded: &Loaded,
-    answered: impl Fn(&Result<(crate::stats::window::WindowDoc, u64), pull::PullError>),
+    answered: impl Fn(&Result<(crate::wire::window::WindowDoc, u64), pull::PullError>),
 ) -> ClusterMatrix {
     let forget = loaded.config.hub.forget_after.get();
     probers

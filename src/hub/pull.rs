@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::HubConfig;
-use crate::stats::window::{DocError, Held, WindowDoc};
+use crate::wire::window::{DocError, Held, WindowDoc};
 
 /// Why one pull failed.
 #[derive(Debug, thiserror::Error)]
@@ -423,7 +423,7 @@ mod tests {
 
     fn doc() -> WindowDoc {
         WindowDoc {
-            version: crate::stats::window::VERSION,
+            version: crate::wire::window::VERSION,
             source_node: "n1".into(),
             source_kind: SourceKind::Host,
             generated_at: "x".into(),

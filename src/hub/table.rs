@@ -83,6 +83,6 @@ pub fn render(m: &ClusterMatrix) -> String {
         }
         let _ = writeln!(out, "{}", line.trim_end());
     }
-    out += &crate::export::report::render_findings(&m.findings);
+    out += &crate::wire::report::render_findings(&m.findings);
     out
 }

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::pull::ProberState;
-use crate::export::report::Cell;
 use crate::model::{DetectorConfig, NodeFacts, SourceKind};
-use crate::stats::window::Held;
+use crate::wire::report::Cell;
+use crate::wire::window::Held;
 
-pub use crate::export::report::{ClusterCell, ClusterMatrix};
+pub use crate::wire::report::{ClusterCell, ClusterMatrix};
 
 /// "judged on 5 of 6 probers; 1 stale (node3 pod), 0 unreachable".
 pub fn rests_on(counts: &BTreeMap<ProberState, usize>, stale: &[String]) -> String {
@@ -94,7 +94,7 @@ pub fn judge(
             .map(|(s, n)| (s.as_str().to_string(), *n))
             .collect(),
         cells,
-        rungs: crate::export::report::rungs_of(&facts),
+        rungs: crate::wire::report::rungs_of(&facts),
         facts,
         findings,
         node_labels,

@@ -22,7 +22,7 @@ pub async fn demo(
     telemetry: bool,
     progress: bool,
     cancel: &CancellationToken,
-) -> Result<(String, crate::export::report::ClusterMatrix), LabError> {
+) -> Result<(String, crate::wire::report::ClusterMatrix), LabError> {
     // Checked before anything is built: a missing build is a usage error.
     if telemetry {
         super::telemetry::Programs::find()?;
@@ -111,7 +111,7 @@ pub async fn demo_kubernetes(
     keep: bool,
     progress: bool,
     cancel: &CancellationToken,
-) -> Result<(String, crate::export::report::ClusterMatrix), LabError> {
+) -> Result<(String, crate::wire::report::ClusterMatrix), LabError> {
     use super::kube::{self, deploy as dep};
     let plan = plan.clone().with_kubernetes(true);
     let took = super::up_with(&plan, &scenario.knobs(), "0s", opts)?;
@@ -210,7 +210,7 @@ async fn round_over_http(
     progress: bool,
     telemetry: Option<&super::telemetry::Telemetry>,
     cancel: &CancellationToken,
-) -> Result<crate::export::report::ClusterMatrix, LabError> {
+) -> Result<crate::wire::report::ClusterMatrix, LabError> {
     let mut loaded = Loaded::defaults();
     loaded.config.hub.probers = plan
         .node_ids()

@@ -12,13 +12,13 @@ use tokio_util::sync::CancellationToken;
 use super::{LabError, Plan, netns, plan, state_dir};
 use crate::config::{self, Loaded};
 use crate::detect::Finding;
-use crate::export::report::{MatrixReport, human_ms};
 use crate::matrix::{self, MatrixOptions};
 use crate::model::DetectorConfig;
 use crate::model::NodeFacts;
 use crate::model::{Network, PathKind, SourceKind};
 use crate::probe::Prober;
 use crate::stats::Live;
+use crate::wire::report::{MatrixReport, human_ms};
 
 /// Where probes start from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,8 @@ impl LabReport {
 /// What the page draws of a lab run: every prober's cells, the verdict,
 /// each node in a zone (node1 and node2 in zone-a, the rest in zone-b) so
 /// that grouping by a label is there to try.
-pub fn page_of(r: &LabReport) -> crate::export::report::ClusterMatrix {
-    let mut m = crate::export::report::ClusterMatrix::of_reports(&r.reports, &r.findings, &r.facts);
+pub fn page_of(r: &LabReport) -> crate::wire::report::ClusterMatrix {
+    let mut m = crate::wire::report::ClusterMatrix::of_reports(&r.reports, &r.findings, &r.facts);
     m.rests_on = format!(
         "lab {}: {} nodes, host and pod network",
         r.lab,
@@ -70,7 +70,7 @@ pub fn page_of(r: &LabReport) -> crate::export::report::ClusterMatrix {
 }
 
 /// node1 and node2 in zone-a, the rest in zone-b.
-pub(super) fn zones(nodes: &[String], m: &mut crate::export::report::ClusterMatrix) {
+pub(super) fn zones(nodes: &[String], m: &mut crate::wire::report::ClusterMatrix) {
     for (i, n) in nodes.iter().enumerate() {
         let zone = if i < 2 { "zone-a" } else { "zone-b" };
         m.node_labels.insert(

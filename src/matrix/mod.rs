@@ -13,11 +13,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::Loaded;
 use crate::export::Recorder;
 use crate::export::otlp::{Otlp, OtlpError};
-use crate::export::report::MatrixReport;
 use crate::model::Record;
 use crate::probe::Prober;
 use crate::stats::{Live, PendingStall};
 use crate::stats::{Retention, Series, Stats};
+use crate::wire::report::MatrixReport;
 
 #[derive(Debug, Clone)]
 pub struct MatrixOptions {

@@ -50,7 +50,7 @@ pub struct ApiState {
 /// A fresh one-shot round: `samples` probes per current target, returned as
 /// a window document.
 pub type RoundFn = Arc<
-    dyn Fn(u32) -> futures::future::BoxFuture<'static, crate::stats::window::WindowDoc>
+    dyn Fn(u32) -> futures::future::BoxFuture<'static, crate::wire::window::WindowDoc>
         + Send
         + Sync,
 >;
@@ -59,45 +59,7 @@ pub type RoundFn = Arc<
 /// check, not a load test.
 pub const MAX_ROUND_SAMPLES: u32 = 20;
 
-/// One entry of `/api/v1/targets`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TargetDoc {
-    pub name: String,
-    pub url: String,
-    /// The destination node when known before probing.
-    pub node: Option<String>,
-    /// The candidate nodes of a Service with backends on several nodes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mixed: Vec<String>,
-}
-
-impl From<&crate::model::Target> for TargetDoc {
-    fn from(t: &crate::model::Target) -> Self {
-        use crate::model::TargetNode;
-        let (node, mixed) = match &t.node {
-            TargetNode::Known(n) => (Some(n.clone()), Vec::new()),
-            TargetNode::Mixed(ns) => (None, ns.clone()),
-            TargetNode::Unknown => (None, Vec::new()),
-        };
-        Self {
-            name: t.name.clone(),
-            url: t.url.clone(),
-            node,
-            mixed,
-        }
-    }
-}
-
-/// The `/api/v1/findings` document: the detector's latest verdict over the
-/// daemon's window, with the facts it was judged on.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FindingsDoc {
-    pub source_node: String,
-    /// When the verdict was reached; absent before the first evaluation.
-    pub generated_at: Option<String>,
-    pub facts: Option<crate::model::NodeFacts>,
-    pub findings: Vec<crate::detect::Finding>,
-}
+pub use crate::wire::findings::{FindingsDoc, TargetDoc};
 
 pub fn router(state: ApiState) -> Router {
     let guarded = Router::new()
@@ -190,8 +152,7 @@ async fn window(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Re
     // Copying and compressing every series is CPU work: off the runtime's
     // workers, as for the histograms.
     let built = tokio::task::spawn_blocking(move || {
-        let mut doc =
-            crate::stats::window::WindowDoc::build(&node, kind, stats.reading(), w, facts);
+        let mut doc = crate::wire::window::WindowDoc::build(&node, kind, stats.reading(), w, facts);
         doc.labels = labels;
         if gzip {
             doc.to_gzip()

@@ -9,3 +9,4 @@ pub mod echo;
 pub mod http;
 pub mod page;
 pub mod token;
+pub mod window;

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::api::ApiState;
-use crate::export::report::{Cell, ClusterCell, ClusterMatrix, rungs_of};
 use crate::model::Dims;
+use crate::wire::report::{Cell, ClusterCell, ClusterMatrix, rungs_of};
 
 /// The windows `/api/v1/matrix?window=` offers.
 const WINDOWS: [&str; 3] = ["1m", "10m", "cumulative"];
@@ -24,7 +24,7 @@ pub async fn page() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        crate::export::page::live(),
+        crate::wire::page::live(),
     )
         .into_response()
 }

@@ -5,7 +5,6 @@
 
 pub mod histogram;
 pub mod live;
-pub mod window;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 
 use common::browser::Browser;
 use serde_json::json;
-use tailprobe::export::report::{Cell, ClusterCell, ClusterMatrix, rungs_of};
 use tailprobe::model::{
     Counters, DetectorConfig, Dims, NodeFacts, Outcome, OverlayDevice, PathKind, Phases, Sample,
     SeriesWindow, SourceKind, TraceRef,
 };
+use tailprobe::wire::report::{Cell, ClusterCell, ClusterMatrix, rungs_of};
 
 const NODES: [&str; 3] = ["node1", "node2", "node3"];
 
@@ -161,7 +161,7 @@ async fn the_report_shows_the_incident_at_a_glance_and_in_detail() {
     let m = incident();
     assert_eq!(m.findings.len(), 2, "the ladder and the refused path");
     let dir = common::TempDir::new("page");
-    let file = dir.file("report.html", &tailprobe::export::page::report(&m));
+    let file = dir.file("report.html", &tailprobe::wire::page::report(&m));
     let b = Browser::start(1400, 1000).await;
     b.goto(&format!("file://{}", file.display())).await;
     b.until(

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::lab::{Lab, cells, tailprobe};
 use tailprobe::detect::{CauseId, FindingKind};
-use tailprobe::export::report::Cell;
 use tailprobe::model::{Family, Outcome, PathKind, SourceKind, Target, Via};
 use tailprobe::probe::Prober;
+use tailprobe::wire::report::Cell;
 use tokio_util::sync::CancellationToken;
 
 fn unique(tag: &str) -> String {

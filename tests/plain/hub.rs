@@ -410,7 +410,7 @@ async fn the_hub_sends_cluster_findings_as_alerts_from_the_hub() {
 }
 
 /// A prober that only serves one window document, whatever is asked.
-async fn serve_doc(doc: tailprobe::stats::window::WindowDoc) -> String {
+async fn serve_doc(doc: tailprobe::wire::window::WindowDoc) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -444,7 +444,7 @@ async fn serve_doc(doc: tailprobe::stats::window::WindowDoc) -> String {
 async fn cluster_matrix_until_verdict_judges_the_stalls_in_progress() {
     use std::time::SystemTime;
     use tailprobe::model::{Dims, Outcome, PathKind, SourceKind};
-    use tailprobe::stats::window::{VERSION, WindowDoc, WindowSeries, WirePending, WireSample};
+    use tailprobe::wire::window::{VERSION, WindowDoc, WindowSeries, WirePending, WireSample};
     let now_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()

@@ -240,7 +240,7 @@ async fn the_html_report_carries_the_run() {
     assert!(html.starts_with("<!doctype html>"));
     let start = html.find("type=\"application/json\">").unwrap() + 24;
     let end = start + html[start..].find("</script>").unwrap();
-    let m: tailprobe::export::report::ClusterMatrix =
+    let m: tailprobe::wire::report::ClusterMatrix =
         serde_json::from_str(&html[start..end]).unwrap();
     assert_eq!(m.cells.len(), 2);
     assert!(

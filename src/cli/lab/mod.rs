@@ -268,13 +268,13 @@ pub fn lab(command: LabCommand) -> anyhow::Result<u8> {
                 }
             })??;
             if let Some(path) = &html {
-                std::fs::write(path, crate::export::page::report(&report))
+                std::fs::write(path, crate::wire::page::report(&report))
                     .with_context(|| format!("cannot write the page to {}", path.display()))?;
             }
             match format {
                 Format::Table => print!("{text}"),
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                Format::Html => print!("{}", crate::export::page::report(&report)),
+                Format::Html => print!("{}", crate::wire::page::report(&report)),
             }
             Ok(0)
         }
@@ -325,7 +325,7 @@ fn kube_run(plan: &crate::lab::Plan, args: &LabMatrixArgs, daemons: bool) -> any
     let text = match args.format {
         Format::Table => crate::hub::table::render(&m),
         Format::Json => serde_json::to_string_pretty(&m)? + "\n",
-        Format::Html => crate::export::page::report(&m),
+        Format::Html => crate::wire::page::report(&m),
     };
     write_output(args.output.as_deref(), &text)?;
     Ok(0)
@@ -383,11 +383,11 @@ fn lab_matrix(args: LabMatrixArgs, daemons: bool, progress: bool) -> anyhow::Res
     let text = match args.format {
         Format::Table => {
             let mut t = run::render_grid(&report);
-            t += &crate::export::report::render_findings(&report.findings);
+            t += &crate::wire::report::render_findings(&report.findings);
             t
         }
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
-        Format::Html => crate::export::page::report(&run::page_of(&report)),
+        Format::Html => crate::wire::page::report(&run::page_of(&report)),
     };
     write_output(args.output.as_deref(), &text)?;
     Ok(if report.healthy() { 0 } else { 1 })

@@ -13,7 +13,7 @@ use kube::api::{Api, ListParams};
 
 use super::super::{LabError, Plan, netns};
 use super::{Bins, admin_kubeconfig, with_admin};
-use crate::export::report::ClusterMatrix;
+use crate::wire::report::ClusterMatrix;
 
 /// deploy/ as this binary was built with it: every file the default
 /// kustomization (`deploy/kustomization.yaml`: the base and the hub, and

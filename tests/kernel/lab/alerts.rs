@@ -219,7 +219,7 @@ fn the_checksum_bug_is_a_verdict_seconds_after_the_first_lost_syn_as_root() {
     );
     eprintln!("matrix --until-verdict took {:.1} s", took.as_secs_f64());
     assert!(took <= Duration::from_secs(10), "{took:?}");
-    let r: tailprobe::export::report::MatrixReport = serde_json::from_str(&stdout).unwrap();
+    let r: tailprobe::wire::report::MatrixReport = serde_json::from_str(&stdout).unwrap();
     let e = r.ended_early.as_ref().expect("ended on its verdict");
     assert!(e.waiting > 0, "{e:?}");
     assert!(
@@ -370,7 +370,7 @@ fn lab_matrix_and_demo_send_their_findings_as_otlp_alerts_as_root() {
     let html = std::fs::read_to_string(&page).unwrap();
     let start = html.find("type=\"application/json\">").unwrap() + 24;
     let end = start + html[start..].find("</script>").unwrap();
-    let m: tailprobe::export::report::ClusterMatrix =
+    let m: tailprobe::wire::report::ClusterMatrix =
         serde_json::from_str(&html[start..end]).unwrap();
     assert!(
         m.findings

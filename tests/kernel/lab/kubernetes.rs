@@ -27,7 +27,7 @@ fn the_demo_on_the_real_control_plane_names_the_checksum_bug_through_the_hub_as_
     let _ = tailprobe(&["lab", "down", "--name", &name]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let m: tailprobe::export::report::ClusterMatrix = serde_json::from_slice(&out.stdout)
+    let m: tailprobe::wire::report::ClusterMatrix = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(m.probers.get("up"), Some(&6), "{}", m.rests_on);
     let first = m.findings.first().expect("a finding");

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Daemon, bin};
 use tailprobe::detect::{CauseId, FindingKind};
-use tailprobe::export::report::Cell;
 use tailprobe::lab::run::LabReport;
 use tailprobe::model::{PathKind, SourceKind, Via};
+use tailprobe::wire::report::Cell;
 
 mod alerts;
 mod daemons;
@@ -91,7 +91,7 @@ impl Lab {
     /// `tailprobe matrix` run by hand inside one node's namespace, on the
     /// config the lab generates for its host network: that node's prober
     /// alone, its own probes and facts, as on a real cluster's node.
-    fn node_matrix(&self, node: usize, samples: u32) -> tailprobe::export::report::MatrixReport {
+    fn node_matrix(&self, node: usize, samples: u32) -> tailprobe::wire::report::MatrixReport {
         self.node_matrix_with(node, samples, &[])
     }
 
@@ -101,7 +101,7 @@ impl Lab {
         node: usize,
         samples: u32,
         extra: &[&str],
-    ) -> tailprobe::export::report::MatrixReport {
+    ) -> tailprobe::wire::report::MatrixReport {
         let plan = tailprobe::lab::Plan::new(&self.name, 3).unwrap();
         let config = std::env::temp_dir().join(format!("{}-node{node}.toml", self.name));
         std::fs::write(

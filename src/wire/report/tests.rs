@@ -1,6 +1,7 @@
 use super::*;
 use crate::detect::{CauseId, FindingKind, LikelyCause, ScopeKey};
 use crate::model::{Dims, PathKind};
+use std::time::SystemTime;
 
 /// A cell's dims from n1's host network to `t`.
 fn dims(destination: Option<&str>, path: PathKind) -> Dims {

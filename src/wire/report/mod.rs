@@ -3,14 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::detect::Finding;
 use crate::model::NodeFacts;
 use crate::model::{Dims, SourceKind};
-use crate::stats::Series;
 
 /// One row: a (target, destination node, path) seen from one source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,49 +76,15 @@ fn rung_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, u64
         .collect()
 }
 
-fn ms(d: Option<Duration>) -> Option<f64> {
+pub(crate) fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
-fn rfc3339(unix_s: Option<i64>) -> Option<String> {
+pub(crate) fn rfc3339(unix_s: Option<i64>) -> Option<String> {
     unix_s.map(|s| {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(s.max(0).unsigned_abs());
         humantime::format_rfc3339_seconds(at).to_string()
     })
-}
-
-impl Cell {
-    pub fn from_series(s: &Series) -> Self {
-        let total = &s.histograms.total;
-        let connect = &s.histograms.connect;
-        let tls = s.histograms.tls.as_deref();
-        Self {
-            dims: s.key.clone(),
-            url: s.url.clone(),
-            samples: s.samples(),
-            failures: s.failures(),
-            outcomes: s
-                .outcomes
-                .iter()
-                .map(|(o, n)| (o.as_str().to_string(), *n))
-                .collect(),
-            p50_ms: ms(total.quantile(0.5)),
-            p90_ms: ms(total.quantile(0.9)),
-            p99_ms: ms(total.quantile(0.99)),
-            max_ms: ms(total.max()),
-            connect_p50_ms: ms(connect.quantile(0.5)),
-            connect_max_ms: ms(connect.max()),
-            tls_p50_ms: ms(tls.and_then(|h| h.quantile(0.5))),
-            tls_max_ms: ms(tls.and_then(|h| h.max())),
-            cert_not_after: rfc3339(s.cert_not_after),
-            syn_retransmits: s.syn_retransmits,
-            histogram: total.to_base64(),
-            connect_histogram: connect.to_base64(),
-            connect_log_hist: log_hist(connect.counts()),
-            examples: examples(s.recent.iter()),
-            waiting: BTreeMap::new(),
-        }
-    }
 }
 
 /// Buckets a decade on the page's log time axis.
@@ -128,7 +93,7 @@ const LOG_BUCKETS_PER_DECADE: f64 = 20.0;
 const LOG_FLOOR_MS: f64 = 0.01;
 
 /// Durations with counts, bucketed on a log scale: `[upper ms, count]`.
-fn log_hist(values: impl Iterator<Item = (Duration, u64)>) -> Vec<(f64, u64)> {
+pub(crate) fn log_hist(values: impl Iterator<Item = (Duration, u64)>) -> Vec<(f64, u64)> {
     let mut buckets: BTreeMap<i32, u64> = BTreeMap::new();
     for (d, n) in values {
         let ms = (d.as_secs_f64() * 1e3).max(LOG_FLOOR_MS);
@@ -146,7 +111,7 @@ fn log_hist(values: impl Iterator<Item = (Duration, u64)>) -> Vec<(f64, u64)> {
 
 /// Up to three trace ids: probes that lost SYNs or failed first, then the
 /// slowest.
-fn examples<'a>(samples: impl Iterator<Item = &'a crate::model::Sample>) -> Vec<String> {
+pub(crate) fn examples<'a>(samples: impl Iterator<Item = &'a crate::model::Sample>) -> Vec<String> {
     let mut traced: Vec<&crate::model::Sample> = samples.filter(|s| s.trace.is_some()).collect();
     traced.sort_by(|a, b| {
         let bad = |s: &crate::model::Sample| s.syn_retransmits > 0 || !s.outcome.is_ok();
@@ -345,28 +310,6 @@ pub struct EndedEarly {
 }
 
 impl MatrixReport {
-    pub fn new(
-        source_node: &str,
-        source_kind: SourceKind,
-        started: SystemTime,
-        finished: SystemTime,
-        samples_per_target: u32,
-        series: &[Series],
-    ) -> Self {
-        Self {
-            source_node: source_node.to_string(),
-            source_kind,
-            started_at: humantime::format_rfc3339_millis(started).to_string(),
-            finished_at: humantime::format_rfc3339_millis(finished).to_string(),
-            samples_per_target,
-            cells: series.iter().map(Cell::from_series).collect(),
-            findings: Vec::new(),
-            facts: None,
-            ended_early: None,
-            interrupted: None,
-        }
-    }
-
     /// Records that the run ended on its verdict `after` its start, judged
     /// on `windows`: each cell's probes then waiting, by SYNs lost so far.
     pub fn mark_early(&mut self, after: Duration, windows: &[crate::model::SeriesWindow]) {
