@@ -21,7 +21,8 @@ pub use series::{
     Dims, Family, PROBER_LATE_MS, Pending, Sample, SeriesWindow, TraceRef, Via, attach_pending,
 };
 pub use target::{
-    API_SERVER_TARGET, DnsQuery, ProbeKind, Target, TargetNode, Timing, TlsOptions, dns_parallel,
+    API_SERVER_TARGET, DnsQuery, ProbeKind, Target, TargetList, TargetNode, Timing, TlsOptions,
+    dns_parallel,
 };
 
 use serde::{Deserialize, Serialize};

@@ -96,6 +96,10 @@ pub enum TargetNode {
     Unknown,
 }
 
+/// The targets of the moment, configured and discovered, shared whole: what
+/// the daemon's targets channel carries to every part.
+pub type TargetList = std::sync::Arc<Vec<std::sync::Arc<Target>>>;
+
 /// One HTTP endpoint and how to probe it.
 #[derive(Debug, Clone)]
 pub struct Target {

@@ -20,14 +20,14 @@ pub mod bpf;
 pub mod metrics;
 pub mod read;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PassiveConfig;
 use crate::model::Record;
-use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target};
+use crate::model::{Dims, Pending, Phases, ProbeResult, SourceKind, Target, TargetList};
 use crate::stats::{Live, PendingStall};
 use attribute::{Attribution, Vantages};
 use metrics::{ConnectLabels, PassiveMetrics};
@@ -57,8 +57,9 @@ pub enum PassiveError {
 /// What the reader records into and reads from.
 pub struct Context {
     pub source_node: Arc<str>,
-    /// The targets of the moment: they name the destinations.
-    pub targets: Arc<RwLock<Vec<Arc<Target>>>>,
+    /// The targets of the moment (the daemon's targets channel): they name
+    /// the destinations.
+    pub targets: tokio::sync::watch::Receiver<TargetList>,
     /// The fan-out results go to (without tracing: there is no probe).
     pub sink: Arc<dyn Record>,
     /// The stats' live half (`Stats::live`): the connects stalled in
@@ -159,11 +160,7 @@ fn reader(
         };
         failing = false;
         ctx.metrics.up.set(1);
-        let targets = ctx
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let targets = TargetList::clone(&ctx.targets.borrow());
         let attribution = Attribution::new(&targets);
         let (now, wall, mono) = (Instant::now(), SystemTime::now(), monotonic_ns());
         let mut step = Step {

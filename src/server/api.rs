@@ -36,8 +36,9 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     /// The detector's latest verdict.
     pub verdict: Arc<std::sync::RwLock<FindingsDoc>>,
-    /// What is being probed now: configured and discovered targets.
-    pub targets: Arc<std::sync::RwLock<Vec<TargetDoc>>>,
+    /// What is being probed now: configured and discovered targets (the
+    /// daemon's targets channel).
+    pub targets: tokio::sync::watch::Receiver<crate::model::TargetList>,
     /// When set, every endpoint but the health checks wants
     /// `Authorization: Bearer <token>`.
     pub token: Option<Arc<str>>,
@@ -72,7 +73,13 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/targets",
             get(|State(s): State<ApiState>| async move {
-                axum::Json(s.targets.read().unwrap_or_else(|e| e.into_inner()).clone())
+                let docs: Vec<TargetDoc> = s
+                    .targets
+                    .borrow()
+                    .iter()
+                    .map(|t| TargetDoc::from(t.as_ref()))
+                    .collect();
+                axum::Json(docs)
             }),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), bearer));
