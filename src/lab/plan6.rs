@@ -225,8 +225,8 @@ mod tests {
         ] {
             assert_eq!(a.octets()[0], 0xfd, "{a} is a ULA");
         }
-        let big = Plan::new("tp", super::super::plan::MAX_NODES).unwrap();
-        let _ = big.pod_ip6(super::super::plan::MAX_NODES);
+        let big = Plan::new("tp", crate::lab::plan::MAX_NODES).unwrap();
+        let _ = big.pod_ip6(crate::lab::plan::MAX_NODES);
         assert_eq!(p.families(), &Family::ALL);
         assert_eq!(Plan::new("tp", 3).unwrap().families(), &[Family::Ipv4]);
     }

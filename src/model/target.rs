@@ -437,12 +437,12 @@ mod tests {
         );
         let t = Target::parse("c", "http://[::1]:81/").unwrap();
         assert_eq!(t.ip, Some("::1".parse().unwrap()));
-        assert_eq!(t.family, Some(super::super::Family::Ipv6));
+        assert_eq!(t.family, Some(crate::model::Family::Ipv6));
     }
 
     #[test]
     fn a_family_is_the_literal_s_or_pinned() {
-        use super::super::Family;
+        use crate::model::Family;
         let v4 = Target::parse("a", "tcp://10.0.0.1:80").unwrap();
         assert_eq!(v4.family, Some(Family::Ipv4));
         let e = v4.with_family(Family::Ipv6).unwrap_err();

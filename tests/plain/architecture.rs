@@ -192,3 +192,40 @@ fn the_probe_and_the_stats_stay_low() {
         "stats imports {stats:?}; it may import only model"
     );
 }
+
+/// The wire documents are data and their wording: the vocabulary and the
+/// findings they carry, nothing that runs. What reads the stats into a
+/// document lives with its reader.
+#[test]
+fn the_wire_documents_import_only_the_vocabulary() {
+    let g = graph();
+    assert!(g["wire"].contains("model"), "the walk reads wire");
+    let allowed: BTreeSet<String> = ["model".to_string(), "detect".to_string()].into();
+    let other: Vec<&String> = g["wire"].difference(&allowed).collect();
+    assert!(
+        other.is_empty(),
+        "wire imports {other:?}; it may import only model and detect"
+    );
+}
+
+/// No file reaches above its own parent (`super::super`): a child names
+/// what it shares with its siblings by its crate path, so moving a file
+/// never silently rebinds what it imports.
+#[test]
+fn no_child_reaches_past_its_parent() {
+    let mut reaching = Vec::new();
+    for (file, _) in rust_files("src") {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(&file)).unwrap();
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("super::super") {
+                reaching.push(format!("{file}:{}", i + 1));
+            }
+        }
+    }
+    assert!(
+        reaching.is_empty(),
+        "name these by their crate path: {reaching:?}"
+    );
+}

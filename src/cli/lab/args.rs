@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use super::super::Format;
+use crate::cli::Format;
 
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {

@@ -1,8 +1,8 @@
 //! The pieces of evidence causes expect, each judged present, missing or
 //! unknown on a scope's [`Evidence`].
 
-use super::super::Evidence;
-use super::super::stat::RungShape;
+use crate::detect::Evidence;
+use crate::detect::stat::RungShape;
 
 /// A piece of evidence a cause expects. Each is judged present, missing or
 /// unknown; unknown is never taken for missing (see [`rank`]).

@@ -1,8 +1,8 @@
 //! The causes themselves: what each predicts, with weights, its remediation
 //! and where it puts the trouble. Data, not code.
 
-use super::super::{FindingKind, Locus};
 use super::{CauseId, CauseSpec, Check};
+use crate::detect::{FindingKind, Locus};
 
 /// Causes that cannot pick one address family: a lossy link, a slow or
 /// overflowing backend, a starved prober, a full conntrack table (shared by

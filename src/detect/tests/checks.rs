@@ -1,9 +1,9 @@
 //! The causes' checks one by one: each present, missing or unknown on
 //! the evidence that decides it.
 
-use super::super::causes::rank;
-use super::super::stat::RungShape;
 use super::*;
+use crate::detect::causes::rank;
+use crate::detect::stat::RungShape;
 
 fn cause(e: &Evidence, kind: FindingKind, id: CauseId) -> LikelyCause {
     rank(kind, e)

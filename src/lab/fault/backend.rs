@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use super::super::{
+use super::pids_running;
+use crate::lab::{
     ECHO_DELAY_FILE, LabError, Plan, echo_args, plan, signal, spawn_in, start_echo, state_dir,
     wait_listening,
 };
-use super::pids_running;
 
 /// Marks a node whose echo a fault restarted, for `clear`.
 fn marker(plan: &Plan, i: usize) -> std::path::PathBuf {

@@ -7,8 +7,8 @@
 
 use std::fmt::Write as _;
 
-use super::super::plan::{UNDERLAY_DEV, VXLAN_DEV};
-use super::super::{LabError, Plan, sh};
+use crate::lab::plan::{UNDERLAY_DEV, VXLAN_DEV};
+use crate::lab::{LabError, Plan, sh};
 
 /// Queries to node `on`'s resolver (port 53, UDP and TCP) arriving over
 /// the overlay, `percent` % of them dropped: lookups from other nodes are
@@ -18,7 +18,7 @@ pub fn dns_loss_nft(plan: &Plan, percent: u32) -> String {
     format!(
         "table ip {t} {{\n  chain prerouting {{ type filter hook prerouting priority raw - 10; policy accept;\n    \
          iifname \"{VXLAN_DEV}\" meta l4proto {{ tcp, udp }} th dport {} numgen random mod 100 < {percent} counter drop\n  }}\n}}\n",
-        super::super::plan::DNS_PORT
+        crate::lab::plan::DNS_PORT
     )
 }
 

@@ -5,8 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::{LabError, Plan, sh};
 use super::pids_running;
+use crate::lab::{LabError, Plan, sh};
 
 /// The CPU period the quota is a share of (the kernel's default).
 const PERIOD_US: u64 = 100_000;

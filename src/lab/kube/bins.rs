@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::LabError;
+use crate::lab::LabError;
 
 const KUBERNETES_GO_MOD: &str = include_str!("../../../tools/kubernetes/go.mod");
 const ETCD_GO_MOD: &str = include_str!("../../../tools/etcd/go.mod");

@@ -11,8 +11,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
-use super::super::{LabError, Plan, netns};
 use super::{Bins, admin_kubeconfig, with_admin};
+use crate::lab::{LabError, Plan, netns};
 use crate::wire::report::ClusterMatrix;
 
 /// deploy/ as this binary was built with it: every file the default

@@ -13,7 +13,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use super::super::LabError;
+use crate::lab::LabError;
 
 /// Who a client certificate says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::super::{LabError, netns};
 use super::state;
+use crate::lab::{LabError, netns};
 
 /// One process of the lab's cluster, kept on disk so `lab restart` can
 /// start it again exactly as `up` did.
@@ -51,9 +51,9 @@ impl Proc {
         })?;
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         if self.net_only {
-            super::super::spawn_net_only(&self.ns, &self.program, &args, &self.log(prefix))
+            crate::lab::spawn_net_only(&self.ns, &self.program, &args, &self.log(prefix))
         } else {
-            super::super::spawn_program(&self.ns, &self.program, &args, &self.log(prefix), &[])
+            crate::lab::spawn_program(&self.ns, &self.program, &args, &self.log(prefix), &[])
         }
     }
 
@@ -89,8 +89,7 @@ impl Proc {
     /// Its pids: processes in its namespace running its program with its
     /// arguments.
     pub fn pids(&self) -> Vec<i32> {
-        let out =
-            super::super::sh::run("ip", &["netns", "pids", &self.ns], None).unwrap_or_default();
+        let out = crate::lab::sh::run("ip", &["netns", "pids", &self.ns], None).unwrap_or_default();
         out.split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
             .filter(|pid| {
@@ -124,14 +123,14 @@ impl Proc {
     /// Stops it: SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&self) {
         for pid in self.pids() {
-            super::super::signal(&pid.to_string(), nix::sys::signal::Signal::SIGTERM);
+            crate::lab::signal(&pid.to_string(), nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.pids().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
         for pid in self.pids() {
-            super::super::signal(&pid.to_string(), nix::sys::signal::Signal::SIGKILL);
+            crate::lab::signal(&pid.to_string(), nix::sys::signal::Signal::SIGKILL);
         }
     }
 
@@ -144,7 +143,7 @@ impl Proc {
             nix::sys::signal::Signal::SIGCONT
         };
         for pid in self.pids() {
-            super::super::signal(&pid.to_string(), sig);
+            crate::lab::signal(&pid.to_string(), sig);
         }
     }
 }

@@ -52,9 +52,9 @@ pub fn targets(
 
 #[cfg(test)]
 mod tests {
-    use super::super::plan::{Me, Snapshot, labels, plan};
     use super::*;
     use crate::config::{KubernetesConfig, ProbeConfig};
+    use crate::targets::kubernetes::plan::{Me, Snapshot, labels, plan};
 
     fn dual(ips: &[&str]) -> ServiceInfo {
         ServiceInfo {

@@ -48,7 +48,7 @@ fn node_ports_are_probed_from_this_nodes_address_only_when_asked() {
 #[test]
 fn the_api_server_is_probed_unless_its_path_is_empty() {
     let snap = cluster(&["a", "b"]);
-    let api = super::super::apiserver::ApiServer {
+    let api = crate::targets::kubernetes::apiserver::ApiServer {
         host: "10.96.0.1".into(),
         port: 443,
         ca_file: "/sa/ca.crt".into(),

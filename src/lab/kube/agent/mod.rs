@@ -32,7 +32,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::super::{LabError, Plan};
+use crate::lab::{LabError, Plan};
 
 /// What every pod of the node shares.
 pub struct Ctx {
@@ -95,7 +95,7 @@ pub async fn run(plan: Plan, i: usize, cancel: CancellationToken) -> Result<(), 
         dir,
         system: sandbox::system_dirs(),
         http,
-        slots: Mutex::new(vec![None; super::super::plan::MAX_PODS_PER_NODE]),
+        slots: Mutex::new(vec![None; crate::lab::plan::MAX_PODS_PER_NODE]),
     });
     tracing::info!(node = %node, "Node agent started.");
     let beat = tokio::spawn(heartbeat(Arc::clone(&ctx), cancel.clone()));
@@ -128,9 +128,9 @@ fn sweep(plan: &Plan, i: usize, dir: &std::path::Path) {
         let _ = std::fs::remove_dir_all(entry.path());
     }
     let prefix = format!("{}-k{i}-", plan.prefix);
-    for ns in super::super::sh::namespaces().unwrap_or_default() {
+    for ns in crate::lab::sh::namespaces().unwrap_or_default() {
         if ns.starts_with(&prefix) {
-            let _ = super::super::sh::run("ip", &["netns", "del", &ns], None);
+            let _ = crate::lab::sh::run("ip", &["netns", "del", &ns], None);
         }
     }
 }
@@ -222,7 +222,7 @@ fn node_status(ctx: &Ctx, since: k8s_openapi::jiff::Timestamp) -> serde_json::Va
                "lastHeartbeatTime": now, "lastTransitionTime": since})
     };
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{mem}Ki"),
-                          "pods": super::super::plan::MAX_PODS_PER_NODE.to_string()});
+                          "pods": crate::lab::plan::MAX_PODS_PER_NODE.to_string()});
     json!({"status": {
         "conditions": [
             condition("Ready", "True", "KubeletReady", "the lab's node agent is posting ready status"),

@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use super::super::super::{LabError, Plan, plan, sh};
 use super::spec::RunAs;
+use crate::lab::{LabError, Plan, plan, sh};
 
 /// A bind mount into the container's root: `source` on the host, `target`
 /// an absolute path inside.
