@@ -64,15 +64,6 @@ struct StateLabel {
     state: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct FindingLabels {
-    kind: String,
-    scope: String,
-    cause: String,
-    /// Where the trouble lies: network, backend, dns, prober, unknown.
-    locus: String,
-}
-
 /// The hub's own metrics.
 struct HubMetrics {
     registry: Registry,
@@ -80,7 +71,7 @@ struct HubMetrics {
     pulled_bytes: Counter,
     rounds: Counter,
     round_seconds: Gauge<f64, AtomicU64>,
-    findings: Family<FindingLabels, Gauge>,
+    findings: crate::export::prometheus::FindingsMetrics,
 }
 
 impl HubMetrics {
@@ -106,11 +97,9 @@ impl HubMetrics {
             "How long the last round took (pull, merge, judge)",
             round_seconds.clone(),
         );
-        let findings = Family::<FindingLabels, Gauge>::default();
-        registry.register(
-            "findings",
-            "Cluster findings now (1 while raised), by kind, scope and first cause",
-            findings.clone(),
+        let findings = crate::export::prometheus::FindingsMetrics::register(
+            &mut registry,
+            "Cluster findings now (1 while raised), by kind, scope, first cause and where the trouble lies (network, backend, dns, prober)",
         );
         Self {
             registry,
@@ -310,22 +299,7 @@ pub async fn run(
                 .get_or_create(&StateLabel { state: s.clone() })
                 .set(*n as i64);
         }
-        metrics.findings.clear();
-        for f in &m.findings {
-            metrics
-                .findings
-                .get_or_create(&FindingLabels {
-                    kind: f.kind.as_str().into(),
-                    scope: f.scope_key.id(),
-                    cause: f
-                        .likely_causes
-                        .first()
-                        .map(|c| c.id.as_str().to_string())
-                        .unwrap_or_default(),
-                    locus: f.locus.as_str().into(),
-                })
-                .set(1);
-        }
+        metrics.findings.set(&m.findings);
         tracing::debug!(findings = m.findings.len(), rests_on = %m.rests_on, took = ?started.elapsed(), "Cluster judged.");
         let conditions = m
             .findings

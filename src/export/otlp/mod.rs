@@ -20,6 +20,7 @@
 //! (`refused`, `connect-timeout`, ...), low-cardinality as the conventions
 //! ask.
 
+mod counters;
 mod exporters;
 mod resource;
 pub mod sampler;
@@ -37,6 +38,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{Aggregation, Instrument, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 
+pub use self::counters::ExportCounters;
 use self::sampler::Sampling;
 use crate::config::OtlpConfig;
 use crate::model::SynSchedule;
@@ -61,22 +63,6 @@ pub enum OtlpError {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
-/// What the OTLP pipeline delivered and every way it lost something, shared
-/// with the Prometheus registry: nothing is lost without a count.
-#[derive(Debug, Clone, Default)]
-pub struct ExportCounters {
-    /// Spans the exporter delivered.
-    pub exported: prometheus_client::metrics::counter::Counter,
-    /// Spans lost because an export failed (collector down or slow).
-    pub failed: prometheus_client::metrics::counter::Counter,
-    /// Spans dropped before export because `max_queue` spans were waiting.
-    pub dropped: prometheus_client::metrics::counter::Counter,
-    /// Metric exports that failed (each loses one interval's metrics).
-    pub metric_exports_failed: prometheus_client::metrics::counter::Counter,
-    /// Alert log records lost because an export failed.
-    pub log_records_failed: prometheus_client::metrics::counter::Counter,
 }
 
 /// Counts what the OTLP span exporter sent and lost, and says so in the log

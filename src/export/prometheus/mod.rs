@@ -25,14 +25,15 @@ use crate::model::{Record, SkipReason};
 use crate::stats::Live;
 use crate::stats::Phase;
 
+mod findings;
 mod labels;
+mod live;
+mod servers;
 mod slo;
 mod tls;
 
-use labels::{
-    FindingLabels, PathLabels, PhaseLabels, ProbeLabels, ServerLabels, SkipLabels, StallLabels,
-    TargetLabels,
-};
+pub use findings::FindingsMetrics;
+use labels::{PathLabels, PhaseLabels, ProbeLabels, SkipLabels, TargetLabels};
 
 /// `buckets = "rungs"`, upper bounds in seconds. A rung at T arrives in
 /// [T, 1.13 T + 0.1 s] (timers fire late, never early), so each rung's
@@ -102,13 +103,10 @@ pub struct Metrics {
     duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     syn_retransmits: Family<PathLabels, Counter>,
     skipped: Family<SkipLabels, Counter>,
-    findings: Family<FindingLabels, Gauge>,
+    findings: FindingsMetrics,
     slo: slo::SloMetrics,
-    in_flight: Gauge,
-    syn_stalled: Gauge,
-    stalled: Family<StallLabels, Gauge>,
+    live: live::LiveMetrics,
     start_lag: Histogram,
-    in_flight_source: Arc<Live>,
     /// The phases with a histogram (none with `buckets = "none"`).
     phases: Vec<Phase>,
     grain: Grain,
@@ -119,8 +117,7 @@ pub struct Metrics {
     /// node headers), for the same reason.
     named: Mutex<HashSet<String>>,
     node_header_rejected: Family<TargetLabels, Counter>,
-    connections_refused: Family<ServerLabels, Counter>,
-    connections_cut: Family<ServerLabels, Counter>,
+    servers: servers::ServerMetrics,
     /// What the OTLP span exporter sent and lost.
     pub otlp: crate::export::otlp::ExportCounters,
     /// Discovery and self-registration.
@@ -130,7 +127,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(in_flight: Arc<Live>, cfg: &MetricsConfig) -> Self {
+    pub fn new(live: Arc<Live>, cfg: &MetricsConfig) -> Self {
         let mut registry = Registry::with_prefix("tailprobe");
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register("probes", "Probes finished, by outcome", probes.clone());
@@ -171,81 +168,26 @@ impl Metrics {
             "Probes not started, by reason",
             skipped.clone(),
         );
-        let findings = Family::<FindingLabels, Gauge>::default();
-        registry.register(
-            "findings",
+        let findings = FindingsMetrics::register(
+            &mut registry,
             "The detector's current findings (1 while raised), by kind, scope key (stable: grouping and dimensions, never prose), likeliest cause and where the trouble lies (network, backend, dns, prober)",
-            findings.clone(),
         );
         let slo = slo::SloMetrics::register(&mut registry);
-        let in_flight_g = Gauge::default();
-        registry.register(
-            "probes_in_flight",
-            "Probes running now",
-            in_flight_g.clone(),
-        );
-        let syn_stalled = Gauge::default();
-        registry.register(
-            "probes_syn_stalled",
-            "Probes now waiting on SYN retransmission",
-            syn_stalled.clone(),
-        );
-        let stalled = Family::<StallLabels, Gauge>::default();
-        registry.register(
-            "probes_stalled",
-            "Probes now waiting in SYN_SENT, by series and SYNs lost so far: a path losing SYNs, seconds before its probes land on a rung",
-            stalled.clone(),
-        );
+        let live = live::LiveMetrics::register(&mut registry, live);
         let start_lag = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]);
         registry.register(
             "probe_start_lag_seconds",
             "How late probes started against their fixed-rate schedule",
             start_lag.clone(),
         );
-        let otlp = crate::export::otlp::ExportCounters::default();
-        registry.register(
-            "otlp_spans_exported",
-            "Probe spans the OTLP exporter delivered",
-            otlp.exported.clone(),
-        );
-        registry.register(
-            "otlp_spans_failed",
-            "Probe spans lost because an OTLP export failed (collector down or slow)",
-            otlp.failed.clone(),
-        );
-        registry.register(
-            "otlp_spans_dropped",
-            "Probe spans dropped before export because [otlp] max_queue spans were already waiting",
-            otlp.dropped.clone(),
-        );
-        registry.register(
-            "otlp_metric_exports_failed",
-            "OTLP metric exports that failed (each loses one export interval of probe metrics)",
-            otlp.metric_exports_failed.clone(),
-        );
-        registry.register(
-            "otlp_log_records_failed",
-            "Alert log records lost because an OTLP export failed",
-            otlp.log_records_failed.clone(),
-        );
+        let otlp = crate::export::otlp::ExportCounters::register(&mut registry);
         let node_header_rejected = Family::<TargetLabels, Counter>::default();
         registry.register(
             "node_header_rejected",
             "Responses whose x-tailprobe-node named a node this prober does not know or the target cannot lead to; their destination is recorded as unknown",
             node_header_rejected.clone(),
         );
-        let connections_refused = Family::<ServerLabels, Counter>::default();
-        registry.register(
-            "server_connections_refused",
-            "Connections closed on accept because the server's connection limit was reached (server: api, echo)",
-            connections_refused.clone(),
-        );
-        let connections_cut = Family::<ServerLabels, Counter>::default();
-        registry.register(
-            "server_connections_cut",
-            "Connections closed at shutdown because they outlived the shutdown grace",
-            connections_cut.clone(),
-        );
+        let servers = servers::ServerMetrics::register(&mut registry);
         let kube = crate::targets::kubernetes::metrics::KubeMetrics::register(&mut registry);
         let passive = crate::passive::metrics::PassiveMetrics::register(&mut registry);
         let tls = tls::TlsMetrics::register(&mut registry);
@@ -262,18 +204,14 @@ impl Metrics {
             skipped,
             findings,
             slo,
-            in_flight: in_flight_g,
-            syn_stalled,
-            stalled,
+            live,
             start_lag,
-            in_flight_source: in_flight,
             phases,
             grain: cfg.per,
             paths: Mutex::new(HashSet::new()),
             named: Mutex::new(HashSet::new()),
             node_header_rejected,
-            connections_refused,
-            connections_cut,
+            servers,
             otlp,
             kube,
             passive,
@@ -417,13 +355,7 @@ impl Metrics {
     /// The counters a server of this name reports into: connections refused
     /// at the limit, and cut at shutdown.
     pub fn server_counters(&self, server: &str) -> (Counter, Counter) {
-        let l = ServerLabels {
-            server: server.into(),
-        };
-        (
-            self.connections_refused.get_or_create(&l).clone(),
-            self.connections_cut.get_or_create(&l).clone(),
-        )
+        self.servers.of(server)
     }
 
     pub fn skipped(&self, target: &Target, reason: SkipReason) {
@@ -448,38 +380,12 @@ impl Metrics {
 
     /// Replaces the findings gauge with the detector's latest verdict.
     pub fn set_findings(&self, findings: &[crate::detect::Finding]) {
-        self.findings.clear();
-        for f in findings {
-            self.findings
-                .get_or_create(&FindingLabels {
-                    kind: f.kind.as_str().into(),
-                    scope: f.scope_key.id(),
-                    cause: f
-                        .likely_causes
-                        .first()
-                        .map(|c| c.id.as_str().to_string())
-                        .unwrap_or_default(),
-                    locus: f.locus.as_str().into(),
-                })
-                .set(1);
-        }
+        self.findings.set(findings);
     }
 
     /// The exposition in OpenMetrics (what the registry encodes).
     pub fn encode(&self) -> String {
-        self.in_flight.set(self.in_flight_source.probes() as i64);
-        let pending = self.in_flight_source.pending();
-        self.syn_stalled.set(pending.len() as i64);
-        // Rebuilt at every scrape: a stall that ended leaves no series.
-        self.stalled.clear();
-        for stall in &pending {
-            self.stalled
-                .get_or_create(&StallLabels {
-                    path: PathLabels::of(&stall.dims),
-                    syns_lost: stall.pending.syn_retransmits.to_string(),
-                })
-                .inc();
-        }
+        self.live.refresh();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
