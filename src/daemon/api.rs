@@ -43,7 +43,7 @@ impl Api {
         let addr = listen.unwrap_or(loaded.config.server.listen);
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| DaemonError::Bind { addr, source })?;
+            .map_err(|source| crate::server::http::BindError { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         let ready = Arc::new(AtomicBool::new(false));
         let state = ApiState {

@@ -26,14 +26,8 @@ use crate::stats::{Retention, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error(
-        "cannot listen on {addr} ({source}); pick a free port with [server] listen or --listen"
-    )]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::http::BindError),
     #[error(transparent)]
     Otlp(#[from] crate::export::otlp::OtlpError),
     #[error(transparent)]

@@ -37,14 +37,8 @@ use view::ClusterMatrix;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
-    #[error(
-        "cannot listen on {addr} ({source}); pick a free port with [server] listen or --listen"
-    )]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::http::BindError),
     #[error(
         "the hub has no probers to pull; list them in [hub] probers, or add [kubernetes] to find the prober pods"
     )]
@@ -243,7 +237,7 @@ pub async fn run(
     let addr = listen.unwrap_or(loaded.config.server.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| HubError::Bind { addr, source })?;
+        .map_err(|source| crate::server::http::BindError { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     let state = HubState {
         probers: Arc::default(),

@@ -71,6 +71,16 @@ pub struct ServerCounters {
     pub cut_at_shutdown: Counter,
 }
 
+/// The API's address is taken: what `run` and `hub` say when they cannot
+/// listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({source}); pick a free port with [server] listen or --listen")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Serves `router` on `listener` until `stop` fires, then drains within the
 /// grace. Accept errors (out of descriptors, for one) are logged,
 /// rate-limited, and retried after a pause, never fatal.
