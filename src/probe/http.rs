@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::Prober;
-use super::run::{Failure, Progress};
+use super::run::{Failure, NodeHeader, Progress};
 use crate::model::{Outcome, Target};
 
 /// The largest response head a probe reads (hyper's minimum is 8 KiB).
@@ -27,6 +27,8 @@ const MAX_TOKEN_BYTES: u64 = 16 << 10;
 
 /// The header our echo target sets, naming the node that answered.
 pub const NODE_HEADER: &str = "x-tailprobe-node";
+/// The same, parsed once, at compile time.
+const NODE_HEADER_NAME: http::HeaderName = http::HeaderName::from_static(NODE_HEADER);
 
 impl Prober {
     pub(super) async fn exchange<S>(
@@ -41,10 +43,13 @@ impl Prober {
     {
         let mut request = http::Request::get(t.path.as_str())
             .header(http::header::HOST, t.authority.as_str())
-            .header(http::header::CONNECTION, "close")
+            .header(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            )
             .header(
                 http::header::USER_AGENT,
-                concat!("tailprobe/", env!("CARGO_PKG_VERSION")),
+                http::HeaderValue::from_static(concat!("tailprobe/", env!("CARGO_PKG_VERSION"))),
             );
         if let Some(path) = &t.bearer_token_file {
             request = request.header(http::header::AUTHORIZATION, bearer(path)?);
@@ -78,10 +83,13 @@ impl Prober {
             st.status = Some(response.status().as_u16());
             st.node_header = response
                 .headers()
-                .get(NODE_HEADER)
+                .get(NODE_HEADER_NAME)
                 .and_then(|v| v.to_str().ok())
                 .filter(|v| !v.is_empty() && v.len() <= MAX_NODE_NAME)
-                .map(str::to_string);
+                .map(|v| match self.known_nodes.get(v) {
+                    Some(n) => NodeHeader::Known(n),
+                    None => NodeHeader::Other(v.into()),
+                });
             st.content_length = response
                 .headers()
                 .get(http::header::CONTENT_LENGTH)

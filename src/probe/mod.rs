@@ -21,9 +21,10 @@ use crate::model::{SourceKind, Target, TargetNode};
 /// The node names a response's `x-tailprobe-node` header may name: this
 /// prober's node and every node its targets name. A header naming any other
 /// node is not believed (the destination stays unknown and the probe says
-/// so), so no target can mint series by inventing node names.
+/// so), so no target can mint series by inventing node names. The names
+/// are shared: a probe's destination is one of them, never a new string.
 #[derive(Debug, Default)]
-pub struct KnownNodes(RwLock<Arc<BTreeSet<String>>>);
+pub struct KnownNodes(RwLock<Arc<BTreeSet<Arc<str>>>>);
 
 impl KnownNodes {
     pub fn of(own: &str, targets: &[Arc<Target>]) -> Self {
@@ -34,13 +35,13 @@ impl KnownNodes {
 
     /// Replaces the set with `own` and the nodes `targets` name.
     pub fn set(&self, own: &str, targets: &[Arc<Target>]) {
-        let mut names: BTreeSet<String> = [own.to_string()].into();
+        let mut names: BTreeSet<Arc<str>> = [own.into()].into();
         for t in targets {
             match &t.node {
                 TargetNode::Known(n) => {
-                    names.insert(n.clone());
+                    names.insert(n.as_str().into());
                 }
-                TargetNode::Mixed(ns) => names.extend(ns.iter().cloned()),
+                TargetNode::Mixed(ns) => names.extend(ns.iter().map(|n| n.as_str().into())),
                 TargetNode::Unknown => {}
             }
         }
@@ -48,10 +49,16 @@ impl KnownNodes {
     }
 
     pub fn contains(&self, node: &str) -> bool {
+        self.get(node).is_some()
+    }
+
+    /// The shared name, when `node` is known.
+    pub fn get(&self, node: &str) -> Option<Arc<str>> {
         self.0
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(node)
+            .get(node)
+            .cloned()
     }
 }
 

@@ -25,6 +25,24 @@ pub(super) enum Phase {
     Exchange,
 }
 
+/// A response's node header: a node this prober knows, its name shared
+/// rather than copied per probe, or another name (kept for a target whose
+/// backends name it; otherwise refused).
+#[derive(Debug)]
+pub(super) enum NodeHeader {
+    Known(Arc<str>),
+    Other(Box<str>),
+}
+
+impl NodeHeader {
+    fn name(&self) -> &str {
+        match self {
+            NodeHeader::Known(n) => n,
+            NodeHeader::Other(n) => n,
+        }
+    }
+}
+
 /// What a probe has learned so far; kept outside the probe future so that a
 /// timeout or cancellation still reports the phases that completed.
 pub(super) struct Progress {
@@ -36,7 +54,8 @@ pub(super) struct Progress {
     pub(super) local: Option<SocketAddr>,
     pub(super) peer: Option<SocketAddr>,
     pub(super) status: Option<u16>,
-    pub(super) node_header: Option<String>,
+    /// The node the response's header names.
+    pub(super) node_header: Option<NodeHeader>,
     pub(super) body_bytes: u64,
     pub(super) content_length: Option<u64>,
     /// When the connect() call sent the first SYN.
@@ -198,13 +217,15 @@ impl Prober {
                 (ProbeKind::Http, None) => (Outcome::ProtocolError, Some("no status".into())),
             },
         };
+        // A known name is handed out shared, not copied per probe.
+        let named = |n: &str| self.known_nodes.get(n).unwrap_or_else(|| n.into());
         let (destination, rejected_node_header): (Option<Arc<str>>, bool) =
             match (&target.node, st.node_header) {
-                (TargetNode::Known(n), _) => (Some(n.as_str().into()), false),
-                (TargetNode::Mixed(ns), Some(h)) if ns.contains(&h) => (Some(h.into()), false),
-                (TargetNode::Unknown, Some(h)) if self.known_nodes.contains(&h) => {
-                    (Some(h.into()), false)
+                (TargetNode::Known(n), _) => (Some(named(n)), false),
+                (TargetNode::Mixed(ns), Some(h)) if ns.iter().any(|n| n == h.name()) => {
+                    (Some(named(h.name())), false)
                 }
+                (TargetNode::Unknown, Some(NodeHeader::Known(h))) => (Some(h), false),
                 (_, Some(_)) => (None, true),
                 (_, None) => (None, false),
             };
