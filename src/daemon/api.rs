@@ -10,13 +10,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::DaemonError;
-use crate::config::Loaded;
+use super::{Core, DaemonError};
 use crate::export::prometheus::Metrics;
 use crate::model::TargetList;
-use crate::probe::Prober;
 use crate::server::api::{self, ApiState};
-use crate::stats::Stats;
 use crate::wire::findings::FindingsDoc;
 
 pub(super) struct Api {
@@ -30,16 +27,19 @@ pub(super) struct Api {
 impl Api {
     /// Binds the listener and serves; not ready until [`Api::ready`].
     pub async fn start(
-        loaded: &Loaded,
+        core: &Core,
         listen: Option<SocketAddr>,
-        (prober, stats, metrics): (&Arc<Prober>, &Arc<Stats>, &Arc<Metrics>),
         verdict: Arc<std::sync::RwLock<FindingsDoc>>,
-        (targets, otlp): (
-            watch::Receiver<TargetList>,
-            Option<Arc<crate::export::otlp::Otlp>>,
-        ),
+        targets: watch::Receiver<TargetList>,
         cancel: &CancellationToken,
     ) -> Result<Self, DaemonError> {
+        let Core {
+            loaded,
+            prober,
+            stats,
+            metrics,
+            ..
+        } = core;
         let addr = listen.unwrap_or(loaded.config.server.listen);
         let listener = TcpListener::bind(addr)
             .await
@@ -61,12 +61,7 @@ impl Api {
                 Some(path) => Some(crate::server::token::read(path)?),
                 None => None,
             },
-            round: Some(round_fn(
-                Arc::clone(prober),
-                targets,
-                (loaded, otlp),
-                cancel.clone(),
-            )),
+            round: Some(round_fn(core, targets, cancel.clone())),
             round_busy: Arc::default(),
         };
         let stop = CancellationToken::new();
@@ -121,15 +116,15 @@ pub(super) fn server_counters(
 /// the same probe as the schedule (its own stats, so the window is not
 /// touched), the node's facts read before and after.
 fn round_fn(
-    prober: Arc<Prober>,
+    core: &Core,
     current: watch::Receiver<TargetList>,
-    (loaded, otlp): (&Loaded, Option<Arc<crate::export::otlp::Otlp>>),
     cancel: CancellationToken,
 ) -> api::RoundFn {
-    let mut base = crate::matrix::MatrixOptions::from_loaded(loaded);
+    let prober = Arc::clone(&core.prober);
+    let mut base = crate::matrix::MatrixOptions::from_loaded(&core.loaded);
     // A requested round's probes are traced as the schedule's are: the
     // findings judged on them link to their traces.
-    base.otlp = otlp;
+    base.otlp = core.otlp.clone();
     Arc::new(move |samples| {
         let (prober, cancel) = (Arc::clone(&prober), cancel.clone());
         let targets = TargetList::clone(&current.borrow());

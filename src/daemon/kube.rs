@@ -7,10 +7,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::DaemonError;
-use crate::config::Loaded;
+use super::{Core, DaemonError};
 use crate::model::{Target, TargetList};
-use crate::probe::Prober;
 
 /// What runs for `[kubernetes]`: the echo target, registration, and
 /// discovery, whose targets, merged with the configured ones, go on the
@@ -26,17 +24,15 @@ impl Kube {
     /// Starts the echo target (it answers until `server_stop`, after
     /// registration is withdrawn), registration and discovery.
     pub async fn start(
+        core: &Core,
         k: &crate::config::KubernetesConfig,
-        loaded: &Loaded,
-        prober: &Prober,
-        (metrics, echo_counters): (
-            crate::targets::kubernetes::metrics::KubeMetrics,
-            crate::server::http::ServerCounters,
-        ),
         targets: watch::Sender<TargetList>,
         cancel: &CancellationToken,
         server_stop: CancellationToken,
     ) -> Result<Kube, DaemonError> {
+        let (loaded, prober) = (&core.loaded, &core.prober);
+        let metrics = core.metrics.kube.clone();
+        let echo_counters = super::api::server_counters(&core.metrics, "echo");
         use crate::targets::kubernetes::{self, discovery, register};
         let client = kubernetes::client().await?;
         let namespace = k.namespace();

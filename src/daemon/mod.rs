@@ -46,6 +46,16 @@ pub enum DaemonError {
     },
 }
 
+/// What the parts share, built once by [`run`]: each part takes from it
+/// what it uses.
+struct Core {
+    loaded: Loaded,
+    prober: Arc<Prober>,
+    stats: Arc<Stats>,
+    metrics: Arc<Metrics>,
+    otlp: Option<Arc<crate::export::otlp::Otlp>>,
+}
+
 /// Runs until `cancel` fires. `bound` (if given) receives the bound address.
 pub async fn run(
     loaded: Loaded,
@@ -94,48 +104,26 @@ pub async fn run(
         ..Default::default()
     }));
     let (targets, _) = watch::channel(Arc::new(loaded.targets.clone()));
+    let core = Core {
+        loaded,
+        prober: Arc::clone(&prober),
+        stats: Arc::clone(&stats),
+        metrics: Arc::clone(&metrics),
+        otlp: otlp.clone(),
+    };
     let api = api::Api::start(
-        &loaded,
+        &core,
         listen,
-        (&prober, &stats, &metrics),
         Arc::clone(&verdict),
-        (targets.subscribe(), otlp.clone()),
+        targets.subscribe(),
         &cancel,
     )
     .await?;
-    let (probing, scheduled) = probing::Probing::start(
-        probing::ProbingParts {
-            prober: Arc::clone(&prober),
-            recorder,
-            stats: Arc::clone(&stats),
-            metrics: Arc::clone(&metrics),
-            max_in_flight: loaded.config.probe.max_in_flight,
-            enabled: loaded.config.probe.enabled,
-            window: loaded.config.detect.window.get(),
-        },
-        targets.subscribe(),
-        cancel.clone(),
-    );
-    let passive = passive::start(
-        &loaded,
-        &prober,
-        (&stats, &metrics),
-        targets.subscribe(),
-        &cancel,
-    );
-    let kube = match &loaded.config.kubernetes {
-        Some(k) => Some(
-            kube::Kube::start(
-                k,
-                &loaded,
-                &prober,
-                (metrics.kube.clone(), api::server_counters(&metrics, "echo")),
-                targets,
-                &cancel,
-                api.stop_token(),
-            )
-            .await?,
-        ),
+    let (probing, scheduled) =
+        probing::Probing::start(&core, recorder, targets.subscribe(), cancel.clone());
+    let passive = passive::start(&core, targets.subscribe(), &cancel);
+    let kube = match &core.loaded.config.kubernetes {
+        Some(k) => Some(kube::Kube::start(&core, k, targets, &cancel, api.stop_token()).await?),
         None => None,
     };
     let judge = judge::Judge {
@@ -145,7 +133,7 @@ pub async fn run(
         slos,
         epoch,
         otlp: otlp.clone(),
-        cfg: loaded.config.detect.clone(),
+        cfg: core.loaded.config.detect.clone(),
         kind: prober.source_kind,
     }
     .start(cancel.clone());

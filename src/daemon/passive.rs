@@ -6,12 +6,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Loaded;
 use crate::export::Recorder;
-use crate::export::prometheus::Metrics;
 use crate::model::TargetList;
-use crate::probe::Prober;
-use crate::stats::Stats;
 
 /// The reader thread; it ends when the daemon's token does.
 pub(super) struct Passive(std::thread::JoinHandle<()>);
@@ -26,12 +22,17 @@ impl Passive {
 /// load keeps probing: the error is logged and `tailprobe_passive_up`
 /// stays 0.
 pub(super) fn start(
-    loaded: &Loaded,
-    prober: &Arc<Prober>,
-    (stats, metrics): (&Arc<Stats>, &Arc<Metrics>),
+    core: &super::Core,
     targets: watch::Receiver<TargetList>,
     cancel: &CancellationToken,
 ) -> Option<Passive> {
+    let super::Core {
+        loaded,
+        prober,
+        stats,
+        metrics,
+        ..
+    } = core;
     let cfg = &loaded.config.passive;
     if !cfg.enabled {
         return None;

@@ -20,7 +20,7 @@ pub(super) struct Probing {
 }
 
 /// What probing writes to and how.
-pub(super) struct ProbingParts {
+struct ProbingParts {
     pub prober: Arc<Prober>,
     pub recorder: Arc<Recorder>,
     pub stats: Arc<Stats>,
@@ -38,10 +38,21 @@ impl Probing {
     /// Schedules the current targets before it returns (so the daemon is
     /// probing when it says so), then follows `targets` until `cancel`.
     pub fn start(
-        parts: ProbingParts,
+        core: &super::Core,
+        recorder: Arc<Recorder>,
         mut targets: watch::Receiver<TargetList>,
         cancel: CancellationToken,
     ) -> (Self, usize) {
+        let config = &core.loaded.config;
+        let parts = ProbingParts {
+            prober: Arc::clone(&core.prober),
+            recorder,
+            stats: Arc::clone(&core.stats),
+            metrics: Arc::clone(&core.metrics),
+            max_in_flight: config.probe.max_in_flight,
+            enabled: config.probe.enabled,
+            window: config.detect.window.get(),
+        };
         let mut scheduler = Scheduler::new(
             Arc::clone(&parts.prober),
             Arc::clone(&parts.recorder) as _,

@@ -115,24 +115,34 @@ fn findings_are_rendered_with_evidence_cause_and_the_others() {
         || l.contains("other candidates")));
 }
 
-#[test]
-fn a_cell_from_samples_has_exact_percentiles() {
-    use crate::model::{Outcome, Phases, Sample};
-    let at = |ms: u64, outcome: Outcome, r: u32| Sample {
+/// A sample that connected in `connect_ms` and ended at `total_ms`.
+fn sample(
+    connect_ms: u64,
+    total_ms: u64,
+    outcome: crate::model::Outcome,
+    syn_retransmits: u32,
+) -> crate::model::Sample {
+    crate::model::Sample {
         prober_lag_ms: None,
         at: SystemTime::UNIX_EPOCH,
-        phases: Phases {
+        phases: crate::model::Phases {
             tls: None,
             dns: None,
-            connect: Some(Duration::from_millis(ms)),
+            connect: Some(Duration::from_millis(connect_ms)),
             first_byte: None,
-            total: Duration::from_millis(ms + 1),
+            total: Duration::from_millis(total_ms),
         },
         outcome,
-        syn_retransmits: r,
+        syn_retransmits,
         body_bytes: 0,
         trace: None,
-    };
+    }
+}
+
+#[test]
+fn a_cell_from_samples_has_exact_percentiles() {
+    use crate::model::{Outcome, Sample};
+    let at = |ms: u64, outcome: Outcome, r: u32| sample(ms, ms + 1, outcome, r);
     let mut v: Vec<Sample> = (1..=100).map(|ms| at(ms, Outcome::Ok, 0)).collect();
     v.push(at(63_000, Outcome::Ok, 6));
     v.push(at(5, Outcome::Refused, 0));
@@ -172,24 +182,13 @@ fn connect_times_bucket_twenty_to_a_decade_from_ten_microseconds() {
 
 #[test]
 fn examples_are_the_bad_probes_first_then_the_slowest() {
-    use crate::model::{Outcome, Phases, Sample, TraceRef};
+    use crate::model::{Outcome, Sample, TraceRef};
     let at = |ms: u64, outcome: Outcome, r: u32, id: Option<&str>| Sample {
-        prober_lag_ms: None,
-        at: SystemTime::UNIX_EPOCH,
-        phases: Phases {
-            tls: None,
-            dns: None,
-            connect: Some(Duration::from_millis(ms)),
-            first_byte: None,
-            total: Duration::from_millis(ms),
-        },
-        outcome,
-        syn_retransmits: r,
-        body_bytes: 0,
         trace: id.map(|id| TraceRef {
             trace_id: id.into(),
             span_id: "s".into(),
         }),
+        ..sample(ms, ms, outcome, r)
     };
     let v = [
         at(900, Outcome::Ok, 0, Some("slow")),
