@@ -48,10 +48,6 @@ impl KnownNodes {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(names);
     }
 
-    pub fn contains(&self, node: &str) -> bool {
-        self.get(node).is_some()
-    }
-
     /// The shared name, when `node` is known.
     pub fn get(&self, node: &str) -> Option<Arc<str>> {
         self.0

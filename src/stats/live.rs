@@ -295,6 +295,59 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_carries_the_stalls_with_their_series() {
+        let stats = Stats::new(crate::stats::Retention::ONE_SHOT);
+        let now = SystemTime::now();
+        let landed = crate::stats::tests::result(3_000, crate::model::Outcome::Ok, now);
+        stats.record(&landed);
+        let node: Arc<str> = landed.source_node.clone();
+        // The same target, whose node discovery knew before the probe.
+        let same = Arc::new(
+            Target::parse("t", "http://127.0.0.1:1/")
+                .unwrap()
+                .with_node(crate::model::TargetNode::Known("n2".into())),
+        );
+        let mut stalled = StallHold::default();
+        // A probe of the same series, stalled now.
+        stalled.lost(
+            stats.live(),
+            2,
+            (now, Instant::now()),
+            (&same, &node, landed.source_kind),
+        );
+        // A target whose only probe so far is stalled.
+        let new = Arc::new(Target::parse("new", "http://127.0.0.1:2/").unwrap());
+        let mut first = StallHold::default();
+        first.lost(
+            stats.live(),
+            1,
+            (now, Instant::now()),
+            (&new, &node, landed.source_kind),
+        );
+        let windows = stats.snapshot(SystemTime::UNIX_EPOCH);
+        let of = |target: &str| windows.iter().find(|w| &*w.dims.target == target).unwrap();
+        assert_eq!(windows.len(), 2);
+        // The landed probe and the stall share a start: the stall is taken
+        // as the probe it became, once.
+        assert_eq!(
+            (
+                of(&landed.target.name).samples.len(),
+                of(&landed.target.name).pending.len()
+            ),
+            (1, 0)
+        );
+        assert_eq!(of("new").samples.len(), 0);
+        assert_eq!(of("new").pending[0].syn_retransmits, 1);
+        drop(first);
+        assert_eq!(
+            stats.snapshot(SystemTime::UNIX_EPOCH).len(),
+            1,
+            "an ended stall leaves"
+        );
+        drop(stalled);
+    }
+
+    #[test]
     fn the_count_follows_its_guards() {
         let f = Live::default();
         let a = f.in_flight();
